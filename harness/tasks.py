@@ -1,0 +1,203 @@
+"""Turn a task setting from ``tasks/tasks.yaml`` into lm-eval task configs for one model.
+
+The prompt, few-shot examples, answer filters and metrics are lm-eval's own YAML; we only point
+the data at the Hub (or a mirror) through the ``parquet`` builder, set shots and generation budget,
+and choose the subset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from harness.catalogue import ModelEntry
+from harness.data import check_columns, parquet_file
+from harness.errors import HarnessError
+from harness.paths import TASKS_DIR
+from harness.subsets import pick, pick_stratified
+
+SETTINGS_FILE = TASKS_DIR / "tasks.yaml"
+_TASK_KEYS = {
+    "title", "lm_eval_task", "by_kind", "dataset", "num_fewshot", "chat", "max_gen_toks", "metrics",
+    "default_limit", "stratify", "subjects", "requires_kind",
+}
+
+
+@dataclass
+class TaskPlan:
+    """Everything needed to run one harness task on one model, and to describe it in the record."""
+
+    name: str
+    title: str
+    chat: bool
+    num_fewshot: int
+    metrics: list[tuple[str, str]]
+    configs: list[dict]  # lm-eval task configs, data pointed at local parquet files
+    samples: dict[str, list[int]] | None  # lm-eval task name -> doc ids (None: full test split)
+    sizes: dict[str, int]  # lm-eval task name -> rows in its test split
+    data_files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> split -> sha256
+    limit: int | None = None
+    seed: int = 0
+
+    @property
+    def n_samples(self) -> int:
+        if self.samples is None:
+            return sum(self.sizes.values())
+        return sum(len(v) for v in self.samples.values())
+
+    @property
+    def is_full(self) -> bool:
+        return self.n_samples == sum(self.sizes.values())
+
+    def config_hash(self) -> str:
+        """Hash of the task definition (prompts, filters, metrics, shots, data identity, subset)."""
+        blob = json.dumps(
+            {"configs": [_portable(c) for c in self.configs], "samples": self.samples, "chat": self.chat},
+            sort_keys=True,
+            default=_jsonable,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _portable(cfg: dict) -> dict:
+    """Config without machine-specific paths (the data is identified by repo/config and sha256)."""
+    out = {k: v for k, v in cfg.items() if k not in ("dataset_kwargs", "metadata")}
+    return out
+
+
+def _jsonable(obj):
+    if callable(obj):
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}"
+    return repr(obj)
+
+
+@lru_cache(maxsize=1)
+def load_settings(path: Path = SETTINGS_FILE) -> dict:
+    """Read and strictly validate tasks/tasks.yaml (unknown keys are errors, not silently ignored)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise HarnessError(f"cannot read task settings {path}: {exc}", "restore tasks/tasks.yaml.") from exc
+    for name, spec in data.get("tasks", {}).items():
+        unknown = set(spec) - _TASK_KEYS
+        if unknown:
+            raise HarnessError(f"task {name!r} in {path} has unknown key(s): {', '.join(sorted(unknown))}")
+    return data
+
+
+def task_names() -> list[str]:
+    return list(load_settings()["tasks"])
+
+
+@lru_cache(maxsize=1)
+def _task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def _lm_eval_config(name: str) -> dict:
+    """lm-eval's own YAML config for a registered task, includes resolved."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = _task_manager().task_index.get(name)
+    if entry is None or not entry.yaml_path:
+        raise HarnessError(f"lm-eval has no task {name!r}", "check lm-eval's version (pinned in pyproject.toml).")
+    return dict(load_yaml(entry.yaml_path, resolve_func=True))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_task(
+    name: str,
+    model: ModelEntry,
+    limit: int | None = None,
+    full: bool = False,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    num_fewshot: int | None = None,
+    max_gen_toks: int | None = None,
+) -> TaskPlan:
+    """Resolve a harness task for a model: lm-eval configs, data files, and the subset to score."""
+    settings = load_settings()
+    tasks = settings["tasks"]
+    if name not in tasks:
+        raise HarnessError(f"unknown task {name!r}", f"choose from: {', '.join(tasks)}.")
+    spec = dict(tasks[name])
+    if spec.get("requires_kind") and spec["requires_kind"] != model.kind:
+        raise HarnessError(
+            f"task {name} is defined for {spec['requires_kind']} models; {model.name} is a {model.kind} model",
+            "pick the instruct variant of the model, or another task.",
+        )
+    if "by_kind" in spec:
+        spec.update(spec["by_kind"][model.kind])
+    chat = spec.get("chat") == "always" or (spec.get("chat") == "instruct" and model.is_instruct)
+    shots = spec["num_fewshot"] if num_fewshot is None else num_fewshot
+    if max_gen_toks is None:
+        mgt = spec.get("max_gen_toks")
+        max_gen_toks = model.gsm8k_max_gen_toks if mgt == "model" else mgt
+    strata = settings["subjects"][spec["subjects"]] if spec.get("subjects") else [None]
+    ds = spec["dataset"]
+    configs, sizes, hashes = [], {}, {}
+    for subject in strata:
+        lm_name = spec["lm_eval_task"].format(subject=subject)
+        cfg = _lm_eval_config(lm_name)
+        files = {}
+        for split_key, split in ds["splits"].items():
+            path = parquet_file(ds["repo"], ds["config"].format(subject=subject), split, local=data_dir)
+            rows = check_columns(path, ds["columns"])
+            if split_key == "test":
+                sizes[lm_name] = rows
+            files[split] = str(path)
+            hashes.setdefault(lm_name, {})[split] = _sha256(path)
+        cfg.update(
+            dataset_path="parquet",
+            dataset_name=None,
+            dataset_kwargs={"data_files": files},
+            num_fewshot=shots,
+        )
+        cfg.pop("tag", None)
+        cfg["metadata"] = dict(cfg.get("metadata") or {}, source_dataset=f"{ds['repo']}/{ds['config'].format(subject=subject)}")
+        if max_gen_toks is not None and cfg.get("output_type") == "generate_until":
+            gk = dict(cfg.get("generation_kwargs") or {})
+            gk["max_gen_toks"] = int(max_gen_toks)
+            cfg["generation_kwargs"] = gk
+        configs.append(cfg)
+    if full:
+        limit = None
+    elif limit is None:
+        limit = spec.get("default_limit")
+    if spec.get("stratify"):
+        samples = pick_stratified(sizes, limit, seed)
+    else:
+        (only,) = sizes
+        samples = {only: pick(sizes[only], limit, seed, salt=only)}
+    keep = [c for c in configs if c["task"] in samples]
+    if all(len(samples[k]) == sizes[k] for k in samples) and len(samples) == len(sizes):
+        samples_out = None
+    else:
+        samples_out = samples
+    return TaskPlan(
+        name=name,
+        title=spec["title"],
+        chat=chat,
+        num_fewshot=shots,
+        metrics=[tuple(m) for m in spec["metrics"]],
+        configs=keep,
+        samples=samples_out,
+        sizes=sizes,
+        data_files={k: v for k, v in hashes.items() if k in samples},
+        limit=limit,
+        seed=seed,
+    )
