@@ -167,7 +167,7 @@ def download_model(entry: ModelEntry) -> Path:
         main = _join_parts(paths, _joined_path(entry))
     else:
         main = paths[0]
-    check_gguf(main, entry)
+    check_gguf(main, entry, paths[1:] if entry.files.split == "shards" else [])
     return main
 
 

@@ -40,9 +40,16 @@ def gguf_summary(path: Path) -> dict:
     }
 
 
-def check_gguf(path: Path, entry=None) -> dict:
-    """Refuse a file that is not a GGUF of a supported architecture, or whose size disagrees with the catalogue."""
+def check_gguf(path: Path, entry=None, more_shards: list[Path] = ()) -> dict:
+    """Refuse a file that is not a GGUF of a supported architecture, or whose size disagrees with the catalogue.
+
+    For numbered shards pass the others in ``more_shards``: parameters are summed over all of them.
+    """
     info = gguf_summary(path)
+    for shard in more_shards:
+        info["n_params"] += gguf_summary(shard)["n_params"]
+    if more_shards:
+        info["split_count"] = 1
     if info["architecture"] not in SUPPORTED_ARCHS:
         raise HarnessError(
             f"{Path(path).name} is a {info['architecture']!r} model; the harness evaluates Llama-architecture GGUFs",
@@ -52,8 +59,8 @@ def check_gguf(path: Path, entry=None) -> dict:
         rel = abs(info["n_params"] - entry.params) / entry.params
         if rel > PARAMS_TOLERANCE:
             raise HarnessError(
-                f"{Path(path).name} holds {info['n_params'] / 1e9:.2f}B parameters, the catalogue says "
-                f"{entry.params / 1e9:.2f}B for {entry.name}",
+                f"{Path(path).name} holds {info['n_params']:,} parameters, the catalogue says "
+                f"{int(entry.params):,} for {entry.name}",
                 "the upload is broken or the catalogue entry is wrong; do not trust scores from this file.",
             )
     return info
