@@ -109,6 +109,8 @@ def model_names(data: dict | None = None) -> list[str]:
 
 def resolve(name: str, quant: str | None = None, data: dict | None = None) -> ModelEntry:
     """Catalogue name (or alias, or a local ``.gguf`` path) and quant -> ModelEntry."""
+    if name.startswith("hf:"):
+        return _hub_entry(name[3:], quant)
     if name.endswith(".gguf") and ("/" in name or Path(name).exists()):
         return _local_entry(Path(name), quant)
     if not _SAFE_NAME.match(name):
@@ -176,6 +178,34 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
         files=QuantFiles(quant=q, files=(path.name,), size=path.stat().st_size),
         gsm8k_max_gen_toks=1024,
         local_path=path.resolve(),
+    )
+
+
+def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
+    """``owner/repo/path/to/file.gguf[@revision]`` on the Hub, without editing the catalogue."""
+    spec, _, revision = spec.partition("@")
+    parts = spec.split("/")
+    if len(parts) < 3 or not spec.endswith(".gguf") or any(p in ("", ".", "..") for p in parts):
+        raise HarnessError(
+            f"cannot read Hub model spec {spec!r}",
+            "write hf:OWNER/REPO/FILE.gguf (optionally @REVISION), e.g. hf:bartowski/Llama-3.2-1B-Instruct-GGUF/"
+            "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
+        )
+    repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+    name = Path(file).stem
+    kind = "instruct" if re.search(r"instruct|chat|-it\b", name, re.I) else "base"
+    q = quant or _quant_from_name(Path(file).name) or "unknown"
+    return ModelEntry(
+        name=re.sub(r"[^A-Za-z0-9._-]", "-", name),
+        family="hub",
+        kind=kind,
+        params=0.0,
+        context_length=0,
+        quant=q,
+        files=QuantFiles(quant=q, files=(file,)),
+        gsm8k_max_gen_toks=1024,
+        repo=repo,
+        revision=revision or "main",
     )
 
 

@@ -96,6 +96,18 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         click.echo(f"record: {p}")
 
 
+@cli.command()
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
+def scores(results_dir: str) -> None:
+    """Print the score table of every run record under RESULTS_DIR/runs."""
+    from harness.report import score_table
+
+    paths = sorted(p for p in (Path(results_dir) / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json"))
+    if not paths:
+        raise HarnessError(f"no run records in {results_dir}/runs", "run `make bench` first.")
+    click.echo(score_table(paths))
+
+
 def _print_table(rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for j, r in enumerate(rows):

@@ -32,7 +32,16 @@ def gguf_summary(path: Path) -> dict:
         fld = reader.fields.get(key)
         return bytes(fld.parts[fld.data[0]]).decode("utf-8", "replace") if fld else None
 
+    def num(key: str, default: int = 0) -> int:
+        fld = reader.fields.get(key)
+        return int(fld.parts[fld.data[0]][0]) if fld else default
+
+    arch = field("general.architecture") or ""
+    n_head = num(f"{arch}.attention.head_count", 1)
     return {
+        "n_layer": num(f"{arch}.block_count"),
+        "n_kv_heads": num(f"{arch}.attention.head_count_kv", n_head),
+        "head_dim": num(f"{arch}.attention.key_length", num(f"{arch}.embedding_length") // max(n_head, 1)),
         "architecture": field("general.architecture"),
         "name": field("general.name"),
         "n_params": sum(int(t.n_elements) for t in reader.tensors),

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,7 @@ from harness import __version__
 from harness.catalogue import ModelEntry
 from harness.engine import EngineSettings, LlamaEngine
 from harness.gguf_check import check_gguf
+from harness.preflight import check_memory, kv_cache_bytes
 from harness.record import SCHEMA_VERSION, file_sha256, hardware, package_versions, wilson_interval, write_json
 from harness.tasks import TaskPlan, _task_manager, plan_task
 
@@ -239,6 +241,12 @@ def _system_info(engine: LlamaEngine) -> str:
         return ""
 
 
+def _gpu_build() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 def run_bench(
     model: ModelEntry,
     model_path: Path,
@@ -253,7 +261,14 @@ def run_bench(
 ) -> list[Path]:
     """Plan every task first (so bad input fails before the model loads), then run them in turn."""
     plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
-    check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
+    info = check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
+    if settings.gpu_layers == 0 or not _gpu_build():
+        # Preflight: weights + a KV cache sized for the generation slots must fit in RAM.
+        n_ctx = settings.n_parallel * (model.gsm8k_max_gen_toks + 512) + 2048
+        shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(model_path).name)  # all shards
+        weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
+        check_memory(weights, kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx),
+                     f"{model.name} {model.quant}")
     t0 = time.perf_counter()
     engine = LlamaEngine(model_path, settings, verbose=verbose)
     load = time.perf_counter() - t0

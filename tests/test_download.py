@@ -145,6 +145,14 @@ def test_interrupted_download_resumes_without_refetching(hub, tmp_path, cat):
     assert path.read_bytes() == hub.files[("acme/big-GGUF", "big-Q4_K_M.gguf")]
 
 
+def test_hub_repo_and_file_without_catalogue_edit(hub, tmp_path, cat):
+    res = download(hub, tmp_path, "hf:acme/tiny-GGUF/tiny-Q4_K_M.gguf")
+    assert res.returncode == 0, res.stderr
+    assert Path(res.stdout.split("ready: ")[1].strip()).read_bytes() == hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+    bad = download(hub, tmp_path, "hf:acme/../x.gguf")
+    assert bad.returncode == 2 and "hf:OWNER/REPO/FILE.gguf" in bad.stderr
+
+
 def test_not_a_gguf(hub, tmp_path, cat):
     res = download(hub, tmp_path, "tiny", "--quant", "Q5_K_M")
     assert res.returncode == 2 and "not a GGUF" in res.stderr
