@@ -286,7 +286,7 @@ class LlamaEngine:
             raise HarnessError(
                 f"a {what} needs {longest} tokens but {Path(self.model_path).name} was trained "
                 f"for a context of {self.n_ctx_train}",
-                "use fewer few-shot examples (--num-fewshot) or a model with a longer context.",
+                "use fewer few-shot examples (num_fewshot in tasks/tasks.yaml) or a model with a longer context.",
             )
 
     # ------------------------------------------------------------------ log-likelihood

@@ -74,3 +74,14 @@ def test_stop_strings_cut_like_lm_eval(engine):
     (full,) = engine.generate([prompt], [[]], [12])
     (cut,) = engine.generate([prompt], [[","]], [12])
     assert "," not in cut and full.startswith(cut)
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error(engine):
+    from harness.errors import HarnessError
+
+    too_long = [engine.bos_id] + [330] * (engine.n_ctx_train + 10)
+    with pytest.raises(HarnessError) as err:
+        engine.generate([too_long], [[]], [16])
+    assert f"context of {engine.n_ctx_train}" in err.value.format_message()
+    with pytest.raises(HarnessError):
+        engine.loglikelihood([(too_long, [330])])
