@@ -81,29 +81,33 @@ def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
 
 
 def cluster_by_prefix(seqs: list[list[int]], min_shared: int, reserve: list[int]) -> list[tuple[int, list[int]]]:
-    """Group sequences (already sorted) into runs sharing a prefix of at least ``min_shared`` tokens.
+    """Group sequences (already sorted) into runs sharing a long prefix; return (prefix length, members).
 
-    Returns (prefix length, member indices) per run. ``reserve[i]`` tokens at the end of sequence i
-    must stay out of the shared prefix (they are the positions whose logits are read).
+    ``reserve[i]`` tokens at the end of sequence i stay out of the shared prefix (their logits are read).
+    A run is cut where the shared prefix would shrink to less than half: chat prompts of different MMLU
+    subjects share a ~40-token system prompt, but each subject's own few-shot prefix is ~1000 tokens,
+    and merging them would decode every subject's prefix once per question.
     """
+    n = len(seqs)
+    if not n:
+        return []
+    caps = [len(s) - r for s, r in zip(seqs, reserve)]
+    adj = [_lcp(seqs[i], seqs[i + 1], min(caps[i], caps[i + 1])) for i in range(n - 1)]
     clusters: list[tuple[int, list[int]]] = []
-    start = 0
-    cur = 0
-    members: list[int] = []
-    for i, s in enumerate(seqs):
-        cap = len(s) - reserve[i]
-        if not members:
-            start, cur, members = i, cap, [i]
-            continue
-        shared = _lcp(seqs[start], s, min(cur, cap))
-        if shared >= min_shared:
-            cur = shared
-            members.append(i)
+    members, cur = [0], None
+    for i, shared in enumerate(adj):
+        if cur is None:  # a run of one: pair it only if its neighbour does not pair much better onward
+            nxt = adj[i + 1] if i + 1 < len(adj) else 0
+            join = shared >= min_shared and 2 * shared >= nxt
         else:
-            clusters.append((cur if len(members) > 1 else 0, members))
-            start, cur, members = i, cap, [i]
-    if members:
-        clusters.append((cur if len(members) > 1 else 0, members))
+            join = shared >= min_shared and 2 * shared >= cur
+        if join:
+            members.append(i + 1)
+            cur = shared if cur is None else min(cur, shared)
+        else:
+            clusters.append((cur or 0, members))
+            members, cur = [i + 1], None
+    clusters.append((cur or 0, members))
     return clusters
 
 

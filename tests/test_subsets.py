@@ -28,3 +28,15 @@ def test_stratified_limit_below_strata_count():
     sizes = {f"s{i}": 10 for i in range(57)}
     got = pick_stratified(sizes, 5, seed=0)
     assert sum(len(v) for v in got.values()) == 5 and all(len(v) == 1 for v in got.values())
+
+
+def test_prefix_clusters_split_at_subject_boundaries():
+    from harness.engine import cluster_by_prefix
+
+    system = list(range(40))  # shared by every chat prompt
+    a = system + [100] * 1000  # subject A's few-shot prefix
+    b = system + [200] * 1000
+    seqs = sorted([a + [1, 2], a + [3, 4], a + [5, 6], b + [7, 8], b + [9, 1], system + [300, 301]])
+    clusters = cluster_by_prefix(seqs, 32, [1] * len(seqs))
+    assert [(p, len(m)) for p, m in clusters] == [(1040, 3), (1040, 2), (0, 1)]
+    assert sum(len(m) for _, m in clusters) == len(seqs)
