@@ -166,7 +166,7 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
     """A user's own GGUF file: no catalogue edit needed; kind is guessed from the file name."""
     if not path.is_file():
         raise HarnessError(f"no such GGUF file: {path}", "check the path.")
-    kind = "instruct" if re.search(r"instruct|chat|-it\b", path.name, re.I) else "base"
+    kind = _guess_kind(path.name)
     q = quant or _quant_from_name(path.name) or "unknown"
     return ModelEntry(
         name=path.stem,
@@ -193,7 +193,7 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
         )
     repo, file = "/".join(parts[:2]), "/".join(parts[2:])
     name = Path(file).stem
-    kind = "instruct" if re.search(r"instruct|chat|-it\b", name, re.I) else "base"
+    kind = _guess_kind(name)
     q = quant or _quant_from_name(Path(file).name) or "unknown"
     return ModelEntry(
         name=re.sub(r"[^A-Za-z0-9._-]", "-", name),
@@ -207,6 +207,11 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
         repo=repo,
         revision=revision or "main",
     )
+
+
+def _guess_kind(name: str) -> str:
+    """Instruct or base, from a file name (for models outside the catalogue)."""
+    return "instruct" if re.search(r"instruct|chat|-it\b", name, re.I) else "base"
 
 
 def _quant_from_name(name: str) -> str | None:

@@ -42,7 +42,7 @@ def gguf_summary(path: Path) -> dict:
         "n_layer": num(f"{arch}.block_count"),
         "n_kv_heads": num(f"{arch}.attention.head_count_kv", n_head),
         "head_dim": num(f"{arch}.attention.key_length", num(f"{arch}.embedding_length") // max(n_head, 1)),
-        "architecture": field("general.architecture"),
+        "architecture": arch or None,
         "name": field("general.name"),
         "n_params": sum(int(t.n_elements) for t in reader.tensors),
         "split_count": int(reader.fields["split.count"].parts[-1][0]) if "split.count" in reader.fields else 1,
@@ -57,14 +57,13 @@ def check_gguf(path: Path, entry=None, more_shards: list[Path] = ()) -> dict:
     info = gguf_summary(path)
     for shard in more_shards:
         info["n_params"] += gguf_summary(shard)["n_params"]
-    if more_shards:
-        info["split_count"] = 1
+    all_tensors_counted = info["split_count"] == 1 or bool(more_shards)
     if info["architecture"] not in SUPPORTED_ARCHS:
         raise HarnessError(
             f"{Path(path).name} is a {info['architecture']!r} model; the harness evaluates Llama-architecture GGUFs",
             "pick a Llama-family model (`harness models`).",
         )
-    if entry is not None and entry.params and info["split_count"] == 1:
+    if entry is not None and entry.params and all_tensors_counted:
         rel = abs(info["n_params"] - entry.params) / entry.params
         if rel > PARAMS_TOLERANCE:
             raise HarnessError(
