@@ -11,7 +11,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup bench test test-fast lint models
+.PHONY: setup bench test test-fast lint models compare publish smoke regress baseline
 
 $(BIN)/harness: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,30 @@ setup: $(BIN)/harness  ## create .venv and install the harness with its dependen
 
 bench: setup  ## run GSM8K and MMLU on MODEL (default smollm2-135m, offline) and print the score table
 	$(BIN)/harness bench $(BENCH_ARGS)
+
+compare: setup  ## every claim beside its measurement, with a verdict
+	$(BIN)/harness compare
+
+publish: setup  ## regenerate results/README.md, CSV, plots and report.html from results/runs
+	$(BIN)/harness publish
+
+# The CI smoke bench: small, fixed subsets of SmolLM2 (offline), compared with results/baselines.
+SMOKE_DIR  ?= build/smoke
+SMOKE_ARGS := --model smollm2-135m --threads 2 $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --results-dir $(SMOKE_DIR)
+
+smoke: setup  ## small fixed bench on the offline model into $(SMOKE_DIR)
+	rm -rf $(SMOKE_DIR)
+	$(BIN)/harness bench $(SMOKE_ARGS) --tasks gsm8k --limit 16
+	$(BIN)/harness bench $(SMOKE_ARGS) --tasks mmlu_cloze --limit 57
+
+regress: smoke  ## smoke bench, then fail if a score fell below results/baselines by more than noise
+	$(BIN)/harness regress --results-dir $(SMOKE_DIR)
+
+baseline: smoke  ## refresh results/baselines from a new smoke bench (review the diff before committing)
+	rm -f results/baselines/*.json
+	mkdir -p results/baselines
+	cp $(SMOKE_DIR)/runs/*.json results/baselines/
+	rm -f results/baselines/*.lm_eval.json
 
 models: setup
 	$(BIN)/harness models

@@ -211,11 +211,11 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
 
 def _guess_kind(name: str) -> str:
     """Instruct or base, from a file name (for models outside the catalogue)."""
-    return "instruct" if re.search(r"instruct|chat|-it\b", name, re.I) else "base"
+    return "instruct" if re.search(r"instruct|chat|-it\b", name, re.IGNORECASE) else "base"
 
 
 def _quant_from_name(name: str) -> str | None:
-    m = re.search(r"(I?Q\d_[A-Z0-9_]+?|Q\d_\d|F16|BF16|F32)(?=[.-])", name, re.I)
+    m = re.search(r"(I?Q\d_[A-Z0-9_]+?|Q\d_\d|F16|BF16|F32)(?=[.-])", name, re.IGNORECASE)
     return m.group(1).upper() if m else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -68,9 +69,12 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--threads", default=0, help="CPU threads (0: all cores).")
 @click.option("--gpu-layers", default=-1, help="Layers to offload (-1: all when the build has a GPU backend).")
 @click.option("--parallel", default=8, show_default=True, help="Generation sequences decoded together.")
+@click.option("--gen-unit", default=64, show_default=True,
+              help="Generation requests per fixed scheduling unit (a resumed run replays at most one unit).")
 @click.option("--flash-attn/--no-flash-attn", default=False, show_default=True, help="llama.cpp flash attention.")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
-def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, flash_attn, verbose):
+def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
+          flash_attn, verbose):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
     from harness.engine import EngineSettings
@@ -86,7 +90,10 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
 
         path = download_model(entry)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-    settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, flash_attn=flash_attn)
+    if parallel < 1 or gen_unit < 1:
+        raise HarnessError("--parallel and --gen-unit must be at least 1", "use the defaults (8 and 64).")
+    settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
+                              flash_attn=flash_attn)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
     paths = run_bench(
         entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose
@@ -94,6 +101,79 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     click.echo(score_table(paths))
     for p in paths:
         click.echo(f"record: {p}")
+    _echo_claims(Path(results_dir), entry.name)
+
+
+def _echo_claims(results_dir: Path, model: str | None) -> None:
+    """The claims of a model (or all) beside the measurements in results_dir."""
+    from harness.compare import compare_all
+    from harness.report import claims_table
+    from harness.runs import load_runs
+
+    runs, _ = load_runs(results_dir)
+    comps = compare_all(runs, model=model)
+    if comps:
+        click.echo(f"\nclaims{f' about {model}' if model else ''}:")
+        click.echo(claims_table(comps))
+
+
+@cli.command()
+@click.option("--model", "-m", help="Only the claims about this catalogue model.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
+def compare(model: str | None, results_dir: str) -> None:
+    """Put every claim of tasks/claims.yaml beside the matching measurement, with a verdict."""
+    from harness.catalogue import resolve
+
+    if model:
+        model = resolve(model).name  # unknown names fail with suggestions
+    _echo_claims(Path(results_dir), model)
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
+@click.option("--check", is_flag=True, help="Only check that the published files match the records (exit 1 if stale).")
+def publish(results_dir: str, check: bool) -> None:
+    """Regenerate results/README.md, CSV tables, plots and report.html from the run records."""
+    from harness.publish import publish as do_publish
+    from harness.publish import stale
+
+    if check:
+        out = stale(Path(results_dir))
+        if out:
+            raise HarnessError(f"published files are stale against the records: {', '.join(out)}",
+                               "run `make publish` and commit the result.")
+        click.echo("published files are up to date")
+        return
+    written = do_publish(Path(results_dir))
+    click.echo(f"{len(written)} file(s) updated in {results_dir}" if written else "nothing changed")
+    for p in written:
+        click.echo(f"  {p}")
+
+
+@cli.command()
+@click.argument("model", default="smollm2-135m")
+@click.option("--quant", help="Quant (default: the catalogue's).")
+@click.option("--threads", default=0, help="CPU threads (0: all cores).")
+@click.option("--gpu-layers", default=-1, help="Layers to offload (-1: all when the build has a GPU backend).")
+@click.option("--parallel", default=8, show_default=True, help="Sequences in the batched decode test.")
+def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
+    """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
+    from harness.catalogue import local_model_path, resolve
+    from harness.engine import EngineSettings, LlamaEngine
+    from harness.speed import probe
+
+    entry = resolve(model, quant)
+    path = local_model_path(entry)
+    if path is None:
+        raise HarnessError(f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`.")
+    engine = LlamaEngine(path, EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel))
+    try:
+        res = probe(engine)
+    finally:
+        engine.close()
+    click.echo(f"{entry.name} {entry.quant}: prompt {res['prompt_tokens_per_s']:.0f} tok/s, "
+               f"decode {res['decode_1_tokens_per_s']:.0f} tok/s (1 sequence), "
+               f"{res['decode_batched_tokens_per_s']:.0f} tok/s ({parallel} sequences)")
 
 
 @cli.command()
@@ -101,11 +181,42 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
 def scores(results_dir: str) -> None:
     """Print the score table of every run record under RESULTS_DIR/runs."""
     from harness.report import score_table
+    from harness.runs import load_runs
 
-    paths = sorted(p for p in (Path(results_dir) / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json"))
-    if not paths:
+    runs, _ = load_runs(Path(results_dir))
+    if not runs:
         raise HarnessError(f"no run records in {results_dir}/runs", "run `make bench` first.")
-    click.echo(score_table(paths))
+    click.echo(score_table(runs))
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True,
+              help="Where the new run records are (RESULTS_DIR/runs).")
+@click.option("--baselines", type=click.Path(file_okay=False), default=str(RESULTS_DIR / "baselines"),
+              show_default=True, help="Folder of baseline run records.")
+@click.option("--alpha", default=0.05, show_default=True, help="Significance level of the one-sided McNemar test.")
+@click.option("--max-drop", default=0.0, show_default=True, help="Points a significant drop may lose and still pass.")
+@click.option("--strict", is_flag=True, help="Also fail when a run is not comparable with its baseline.")
+def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, strict: bool) -> None:
+    """Compare new run records with the baselines; exit 1 when a score fell by more than the noise allows."""
+    from harness.regress import failed
+    from harness.regress import regress as do_regress
+    from harness.report import markdown_table
+
+    if not Path(baselines).is_dir():
+        raise HarnessError(f"no baselines folder {baselines}", "create one with `make baseline`.")
+    checks = do_regress(Path(baselines), Path(results_dir), alpha, max_drop)
+    if not checks:
+        raise HarnessError(f"no baseline records in {baselines}", "create them with `make baseline`.")
+    rows = [{"model": c.model, "quant": c.quant, "task": c.task, "baseline": f"{c.baseline:.1f}",
+             "new": "-" if c.new is None else f"{c.new:.1f}", "n": str(c.n), "worse": str(c.worse),
+             "better": str(c.better), "p": "-" if c.p_value is None else f"{c.p_value:.3g}", "status": c.status,
+             "note": c.note} for c in checks]
+    click.echo(markdown_table(rows, tuple(rows[0])))
+    if failed(checks, strict):
+        click.echo("regression check FAILED", err=True)
+        sys.exit(1)
+    click.echo("regression check passed")
 
 
 def _print_table(rows: list[tuple]) -> None:
@@ -116,8 +227,14 @@ def _print_table(rows: list[tuple]) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a run like Ctrl-C: the journal keeps what finished and the rerun resumes."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Entry point: HarnessError -> message + exit 2; Ctrl-C -> exit 130 without a traceback."""
+    """Entry point: HarnessError -> message + exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(standalone_mode=False)
     except click.ClickException as exc:

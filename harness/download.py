@@ -60,6 +60,11 @@ def _friendly(exc: Exception, entry: ModelEntry, what: str) -> HarnessError:
     )
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
+    if _unreachable(exc):
+        return HarnessError(
+            f"could not reach the Hub for {what} ({type(exc).__name__}, after {RETRIES} tries)",
+            "check the connection, HF_ENDPOINT and HF_HUB_DOWNLOAD_TIMEOUT; rerun the same command to resume.",
+        )
     if isinstance(exc, GatedRepoError) or status in (401, 403):
         lic = entry.licence or "the model's licence"
         page = entry.upstream or entry.repo
@@ -83,11 +88,24 @@ def _friendly(exc: Exception, entry: ModelEntry, what: str) -> HarnessError:
     )
 
 
+def _unreachable(exc: Exception) -> bool:
+    """A timeout or refused connection. huggingface-hub reports a failed HEAD as LocalEntryNotFoundError
+    (no cached copy to fall back on), which is also a FileNotFoundError: not a 404 from the Hub."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(exc, LocalEntryNotFoundError):
+        return True
+    name = type(exc).__name__
+    return isinstance(exc, (ConnectionError, TimeoutError)) or "Timeout" in name or "ConnectError" in name
+
+
 def _transient(exc: Exception) -> bool:
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status is not None:
         return status >= 500 or status == 429
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) and not isinstance(exc, FileNotFoundError)
+    if _unreachable(exc):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
 
 
 def _with_retries(fn, entry: ModelEntry, what: str):

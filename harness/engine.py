@@ -25,7 +25,9 @@ import numpy as np
 from harness.errors import HarnessError
 
 # Bumped whenever the batching scheme changes: results are only bit-comparable within one scheme.
-SCHEME = "prefix-branch-v1"
+# v2: generation runs in fixed units of ``gen_unit`` requests (continuous batching inside a unit), so the
+# batches a request meets do not depend on which requests an interrupted run had already finished.
+SCHEME = "prefix-branch-v2"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class EngineSettings:
     max_branches: int = 1
     flash_attn: bool = False  # off: llama.cpp's CPU default (auto) makes log-probs depend on batch mates
     min_shared_prefix: int = 32  # tokens two prompts must share before they share a KV prefix
+    # Generation requests are scheduled in fixed units of this many (continuous batching inside each):
+    # llama.cpp's logits depend on the batch a token is decoded in, so a resumed run replays whole
+    # units to meet exactly the batches of an uninterrupted one.
+    gen_unit: int = 64
     seed: int = 0  # greedy decoding uses no randomness; recorded for completeness
 
     def as_record(self) -> dict:
@@ -58,6 +64,7 @@ class EngineStats:
     decode_calls: int = 0
     decode_seconds: float = 0.0
     n_ctx: int = 0
+    replayed_requests: int = 0  # finished requests re-run to rebuild an interrupted unit's batches
 
     def as_record(self) -> dict:
         return asdict(self)
@@ -298,12 +305,17 @@ class LlamaEngine:
         self,
         requests: Sequence[tuple[Sequence[int], Sequence[int]]],
         progress: Callable[[int], None] | None = None,
-    ) -> list[tuple[float, bool]]:
+        skip: frozenset[int] | set[int] = frozenset(),
+        on_result: Callable[[int, tuple[float, bool]], None] | None = None,
+    ) -> list[tuple[float, bool] | None]:
         """Sum of log-probs of each continuation given its context, and whether it is the greedy one.
 
         Requests sharing a context share one branch; when all their continuations are single tokens
         (MMLU's " A".." D") the whole group costs one logit row. Multi-token continuations are scored
-        exactly, token by token, from one branch each.
+        exactly, token by token, from one branch each. Requests in ``skip`` (already journaled) are not
+        computed (their slot in the result is None); the prefix plan is still made from *all* requests,
+        so a resumed run decodes exactly the prefixes an uninterrupted one does. ``on_result`` sees each
+        request as soon as it is scored.
         """
         if not requests:
             return []
@@ -329,7 +341,12 @@ class LlamaEngine:
         clusters = cluster_by_prefix(
             [it.tokens for it in items], self.settings.min_shared_prefix, [it.n_out for it in items]
         )
+        if skip and progress:
+            progress(len(skip))
         for plen, members in clusters:
+            members = [m for m in members if any(req not in skip for req, _ in items[m].consumers)]
+            if not members:
+                continue
             lc = self.lc
             lc.llama_memory_clear(self._mem, True)
             if plen:
@@ -338,17 +355,18 @@ class LlamaEngine:
             used = 0
             for m in members:
                 it = items[m]
+                it.consumers = [(req, cont) for req, cont in it.consumers if req not in skip]
                 size = len(it.tokens) - plen
                 if pack and (used + size > self.settings.n_batch or len(pack) >= self.settings.max_branches):
-                    self._score_pack(pack, plen, results, progress)
+                    self._score_pack(pack, plen, results, progress, on_result)
                     pack, used = [], 0
                 pack.append(it)
                 used += size
             if pack:
-                self._score_pack(pack, plen, results, progress)
-        return results  # type: ignore[return-value]
+                self._score_pack(pack, plen, results, progress, on_result)
+        return results
 
-    def _score_pack(self, pack: list[_Item], plen: int, results: list, progress) -> None:
+    def _score_pack(self, pack: list[_Item], plen: int, results: list, progress, on_result=None) -> None:
         lc = self.lc
         entries: list[tuple[int, int, int, bool]] = []
         for k, it in enumerate(pack):
@@ -376,6 +394,8 @@ class LlamaEngine:
                 lp = sum(float(logits[base + j, t] - lse[base + j]) for j, t in enumerate(cont))
                 ok = all(int(greedy[base + j]) == t for j, t in enumerate(cont))
                 results[req] = (lp, ok)
+                if on_result:
+                    on_result(req, results[req])
             r += it.n_out
             if progress:
                 progress(len(it.consumers))
@@ -389,12 +409,15 @@ class LlamaEngine:
         until: Sequence[Sequence[str]],
         max_new_tokens: Sequence[int],
         progress: Callable[[int], None] | None = None,
-    ) -> list[str]:
+        skip: frozenset[int] | set[int] = frozenset(),
+        on_result: Callable[[int, str], None] | None = None,
+    ) -> list[str | None]:
         """Greedy continuations, cut at the first stop string (as lm-eval's ``until``) or end of turn.
 
         Continuous batching: ``n_parallel`` slots branch from the shared prefix, each step decodes the
         pending prompt tokens and the last generated token of every live slot in one batch, and a
-        finished slot takes the next request at once.
+        finished slot takes the next request at once. Requests in ``skip`` are not run (None in the
+        result); the prefix plan still comes from all requests. ``on_result`` sees each finished one.
         """
         if not prompts:
             return []
@@ -409,16 +432,29 @@ class LlamaEngine:
             for plen, members in clusters
         )
         self._ensure_ctx(need + self.settings.n_batch, n_par + 1)
-        out: list[str] = [""] * len(prompts)
+        out: list[str | None] = [None] * len(prompts)
+        if skip and progress:
+            progress(len(skip))
+        unit = max(1, self.settings.gen_unit)
         for plen, members in clusters:
+            queue = [(order[m], seqs[m]) for m in members]
+            units = [queue[i : i + unit] for i in range(0, len(queue), unit)]
+            # A unit with any unfinished request runs whole (finished ones replayed, their journaled
+            # result kept), so every request meets the same batch mates as in an uninterrupted run.
+            units = [u for u in units if any(req not in skip for req, _ in u)]
+            if not units:
+                continue
             self.lc.llama_memory_clear(self._mem, True)
             if plen:
                 self._prefill(seqs[members[0]][:plen], seq=0)
-            queue = [(order[m], seqs[m]) for m in members]
-            self._run_slots(queue, plen, until, max_new_tokens, out, progress)
+            for u in units:
+                self.stats.replayed_requests += sum(1 for req, _ in u if req in skip)
+                self._run_slots(u, plen, until, max_new_tokens, out, progress, on_result, skip)
+        for req in skip:
+            out[req] = None  # the caller's journaled result stands
         return out
 
-    def _run_slots(self, queue, plen, until, max_new_tokens, out, progress) -> None:
+    def _run_slots(self, queue, plen, until, max_new_tokens, out, progress, on_result=None, skip=frozenset()) -> None:
         lc = self.lc
         n_batch = self.settings.n_batch
         slots: list[dict | None] = [None] * self.settings.n_parallel
@@ -476,9 +512,12 @@ class LlamaEngine:
                         if u:
                             text = text.split(u)[0]
                     out[st["req"]] = text
+                    replay = st["req"] in skip
+                    if on_result and not replay:
+                        on_result(st["req"], text)
                     lc.llama_memory_seq_rm(self._mem, s + 1, -1, -1)
                     slots[s] = None
-                    if progress:
+                    if progress and not replay:
                         progress(1)
 
     # ------------------------------------------------------------------ logging
@@ -487,7 +526,7 @@ class LlamaEngine:
         lc_mod = __import__("llama_cpp")
 
         @lc_mod.llama_log_callback
-        def _cb(level, text, user_data):  # noqa: ARG001
+        def _cb(level, text, user_data):
             if verbose:
                 os.write(2, text)
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from harness.engine import EngineSettings, LlamaEngine
 from harness.errors import HarnessError
+from harness.journal import Journal, request_key
 
 
 def render_chat(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str) -> str:
@@ -56,6 +57,7 @@ class LlamaBenchLM(TemplateLM):
         engine: LlamaEngine | None = None,
         max_gen_toks: int = 256,
         progress: Callable[[str, int], Callable[[int], None]] | None = None,
+        journal: Journal | None = None,
         **settings,
     ):
         super().__init__()
@@ -70,6 +72,7 @@ class LlamaBenchLM(TemplateLM):
         self.engine = engine
         self.max_gen_toks = int(max_gen_toks)
         self._progress = progress
+        self.journal = journal  # finished requests of an interrupted run, and where new ones are saved
         self._template = engine.meta("tokenizer.chat_template")
         self._bos = engine.token_text(engine.bos_id) if engine.bos_id >= 0 else ""
         self._eos = engine.token_text(engine.eos_id) if engine.eos_id >= 0 else ""
@@ -111,7 +114,13 @@ class LlamaBenchLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         pairs = [(ctx, cont) for _, ctx, cont in requests]
-        return self.engine.loglikelihood(pairs, progress=self._bar("log-likelihood", len(pairs)))
+        keys = [request_key("ll", list(ctx), list(cont)) for ctx, cont in pairs]
+        done, save = self._resume(keys)
+        out = self.engine.loglikelihood(pairs, progress=self._bar("log-likelihood", len(pairs)), skip=set(done),
+                                        on_result=save)
+        for i, v in done.items():
+            out[i] = (float(v[0]), bool(v[1]))
+        return out
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         prompts, until, budget = [], [], []
@@ -126,7 +135,25 @@ class LlamaBenchLM(TemplateLM):
             prompts.append(self.tok_encode(context))
             until.append(list(stops))
             budget.append(int(gen_kwargs.get("max_gen_toks", self.max_gen_toks)))
-        return self.engine.generate(prompts, until, budget, progress=self._bar("generation", len(prompts)))
+        keys = [request_key("gen", p, u, b) for p, u, b in zip(prompts, until, budget)]
+        done, save = self._resume(keys)
+        out = self.engine.generate(prompts, until, budget, progress=self._bar("generation", len(prompts)),
+                                   skip=set(done), on_result=save)
+        for i, v in done.items():
+            out[i] = v
+        return out
+
+    def _resume(self, keys: list[str]):
+        """Requests already in the journal (index -> result) and a callback that journals new ones."""
+        j = self.journal
+        if j is None:
+            return {}, None
+        done = {i: j.get(k) for i, k in enumerate(keys) if k in j}
+
+        def save(i: int, result) -> None:
+            j.add(keys[i], list(result) if isinstance(result, tuple) else result)
+
+        return done, save
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         raise HarnessError("rolling log-likelihood (perplexity tasks) is not supported by llama-bench")

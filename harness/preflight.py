@@ -45,3 +45,18 @@ def check_memory(weights_bytes: int, kv_bytes: int, what: str, available: int | 
             f"{kv_bytes / GIB:.1f}) but {available / GIB:.1f} GiB is available",
             "choose a smaller quant, lower --parallel (smaller KV cache), or offload layers to a GPU (--gpu-layers).",
         )
+
+
+def check_writable(results_dir: Path) -> None:
+    """Refuse a run whose results could not be saved, before any model is loaded or question asked."""
+    probe = Path(results_dir) / "runs" / ".write-probe"
+    try:
+        for sub in ("runs", ".journal"):
+            (Path(results_dir) / sub).mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise HarnessError(
+            f"the results folder {results_dir} is not writable ({exc.strerror or exc})",
+            "choose another folder with --results-dir, or fix its permissions or free space.",
+        ) from exc

@@ -7,8 +7,10 @@ import json
 import logging
 import math
 import re
+import shlex
+import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,9 +18,19 @@ from tqdm import tqdm
 from harness import __version__
 from harness.catalogue import ModelEntry
 from harness.engine import EngineSettings, LlamaEngine
+from harness.estimate import Stratum, estimate, macro_var
 from harness.gguf_check import check_gguf
-from harness.preflight import check_memory, kv_cache_bytes
-from harness.record import SCHEMA_VERSION, file_sha256, hardware, package_versions, wilson_interval, write_json
+from harness.journal import Journal, identity_hash
+from harness.preflight import check_memory, check_writable, kv_cache_bytes
+from harness.record import (
+    SCHEMA_VERSION,
+    file_sha256,
+    hardware,
+    package_versions,
+    wilson_interval,
+    write_json,
+)
+from harness.speed import floor_seconds, probe
 from harness.tasks import TaskPlan, _task_manager, plan_task
 
 
@@ -72,16 +84,20 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
         }
         if len(task_means) > 1:
             k = len(task_means)
+            # Binary metrics: the stratified estimate (harness/estimate.py) also copes with 1 question per
+            # subject, where the per-subject stderr is undefined; other metrics: combined stderrs.
+            strata = [Stratum(t, m * c, c, c) for t, (m, _, c) in task_means.items()]
+            binary = all(float(v).is_integer() for v in values)
+            est = estimate(strata, "macro") if binary else None
             macro = sum(m for m, _, _ in task_means.values()) / k
-            se = math.sqrt(sum(s * s for _, s, _ in task_means.values())) / k
-            metrics[f"{key},macro"] = {
-                "average": "macro",
-                "value": macro,
-                "stderr": se,
-                "ci95": [max(0.0, macro - 1.96 * se), min(1.0, macro + 1.96 * se)],
-                "n": n,
-                "n_subtasks": k,
-            }
+            if binary:
+                se = math.sqrt(sum(macro_var(s) for s in strata)) / k
+                ci = [est.lo, est.hi]
+            else:
+                se = math.sqrt(sum(s * s for _, s, _ in task_means.values())) / k
+                ci = [max(0.0, macro - 1.96 * se), min(1.0, macro + 1.96 * se)]
+            metrics[f"{key},macro"] = {"average": "macro", "value": macro, "stderr": se, "ci95": ci, "n": n,
+                                       "n_subtasks": k}
     head_metric, head_filter = plan.metrics[0]
     for task, rows in samples.items():
         for r in rows:
@@ -138,6 +154,8 @@ def run_task(
     engine: LlamaEngine,
     results_dir: Path,
     load_seconds: float,
+    journal: Journal,
+    speed: dict | None = None,
 ) -> Path:
     """Evaluate one planned task and write its record (plus lm-eval's own results JSON beside it)."""
     import lm_eval
@@ -146,10 +164,66 @@ def run_task(
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     stats0 = dict(engine.stats.as_record())
-    lm = LlamaBenchLM(engine=engine, progress=_progress_factory(plan.name, engine))
-    started = datetime.now(timezone.utc)
+    sha = file_sha256(model_path)
+    config_hash = plan.config_hash()
+    lm = LlamaBenchLM(engine=engine, progress=_progress_factory(plan.name, engine), journal=journal)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
-    res = lm_eval.simple_evaluate(
+    try:
+        res = _evaluate(lm_eval, lm, plan)
+    except KeyboardInterrupt:
+        journal.close()
+        print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
+              " rerun the same command to resume.", file=sys.stderr)
+        raise
+    except BaseException:
+        journal.close()
+        raise
+    wall = time.perf_counter() - t0
+    stats = engine.stats.as_record()
+    delta = {k: stats[k] - stats0.get(k, 0)
+             for k in ("prompt_tokens", "generated_tokens", "decode_calls", "decode_seconds", "replayed_requests")}
+    metrics, per_task, log = summarise(plan, res["samples"])
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    stem = f"{model.name}-{model.quant}-{plan.name}-{config_hash}-{stamp}"
+    out_dir = results_dir / "runs"
+    efficiency = None
+    if speed:
+        floor = floor_seconds(speed, delta["prompt_tokens"], delta["generated_tokens"])
+        efficiency = {"speed_probe": speed, "floor_seconds": round(floor, 3),
+                      "wall_over_floor": round(wall / floor, 3) if floor else None}
+    resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
+              "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
+              "requests_replayed": delta["replayed_requests"]}
+    record = _record(plan, model, model_path, engine, lm, sha, config_hash, stem, started, metrics, per_task,
+                     log, wall, load_seconds, delta, resume)
+    record["efficiency"] = efficiency
+    lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
+    write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
+    path = out_dir / f"{stem}.json"
+    write_json(path, record)
+    journal.remove()  # the record now holds every result
+    return path
+
+
+def journal_identity(sha: str, config_hash: str, settings: EngineSettings, gpu_offload: bool) -> dict:
+    """Everything that can change a request's result: weights, task config, batching and offload."""
+    kept = {k: v for k, v in settings.as_record().items() if k != "threads"}
+    return {"model_sha256": sha, "task_config_hash": config_hash, "settings": kept, "gpu_offload": gpu_offload}
+
+
+def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -> Journal:
+    """The journal of this exact run setting (created empty, or holding an interrupted run's results)."""
+    path = Path(results_dir) / ".journal" / f"{model.name}-{model.quant}-{task}-{identity_hash(ident)}.jsonl"
+    j = Journal(path, ident)
+    if len(j):
+        print(f"resuming {task}: {len(j)} finished request(s) from {path}"
+              + (f" ({j.torn} torn line(s) skipped)" if j.torn else ""), file=sys.stderr)
+    return j
+
+
+def _evaluate(lm_eval, lm, plan: TaskPlan) -> dict:
+    return lm_eval.simple_evaluate(
         model=lm,
         tasks=plan.configs,
         samples=plan.samples,
@@ -164,20 +238,17 @@ def run_task(
         fewshot_random_seed=plan.seed,
         verbosity="ERROR",
     )
-    wall = time.perf_counter() - t0
-    stats = engine.stats.as_record()
-    delta = {k: stats[k] - stats0.get(k, 0) for k in ("prompt_tokens", "generated_tokens", "decode_calls", "decode_seconds")}
-    metrics, per_task, log = summarise(plan, res["samples"])
-    sha = file_sha256(model_path)
-    config_hash = plan.config_hash()
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    stem = f"{model.name}-{model.quant}-{plan.name}-{config_hash}-{stamp}"
-    out_dir = results_dir / "runs"
-    record = {
+
+
+def _record(plan, model, model_path, engine, lm, sha, config_hash, stem, started, metrics, per_task, log, wall,
+            load_seconds, delta, resume) -> dict:
+    """The run record (schema in harness/record.py)."""
+    return {
         "schema_version": SCHEMA_VERSION,
         "run_id": hashlib.sha256(f"{stem}{sha}".encode()).hexdigest()[:12],
         "created": started.isoformat(timespec="seconds"),
         "harness_version": __version__,
+        "command": shlex.join(["harness", *sys.argv[1:]]) if Path(sys.argv[0]).name == "harness" else None,
         "status": "complete",
         "model": model.describe()
         | {
@@ -194,7 +265,7 @@ def run_task(
             "settings": engine.settings.as_record(),
             "threads": engine.threads,
             "gpu_offload": engine.gpu_offload,
-            "n_ctx": stats["n_ctx"],
+            "n_ctx": engine.stats.n_ctx,
             "llama_cpp_system_info": _system_info(engine),
             "chat_template_sha256": hashlib.sha256((lm._template or "").encode()).hexdigest()[:16] if plan.chat else None,
         },
@@ -213,6 +284,7 @@ def run_task(
             "full": plan.is_full,
             "n": plan.n_samples,
             "n_total": sum(plan.sizes.values()),
+            "subtask_sizes": plan.sizes,  # test-split sizes: reweights a stratified subset to the full test
             "data_sha256": plan.data_files,
             "sample_ids": plan.samples if plan.samples is not None else "all",
         },
@@ -224,14 +296,10 @@ def run_task(
             **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in delta.items()},
             "samples_per_second": round(plan.n_samples / wall, 3) if wall else None,
         },
+        "resume": resume,
         "lm_eval_results_file": f"{stem}.lm_eval.json",
         "samples": log,
     }
-    lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
-    write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
-    path = out_dir / f"{stem}.json"
-    write_json(path, record)
-    return path
 
 
 def _system_info(engine: LlamaEngine) -> str:
@@ -261,6 +329,7 @@ def run_bench(
 ) -> list[Path]:
     """Plan every task first (so bad input fails before the model loads), then run them in turn."""
     plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
+    check_writable(results_dir)
     info = check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
     if settings.gpu_layers == 0 or not _gpu_build():
         # Preflight: weights + a KV cache sized for the generation slots must fit in RAM.
@@ -269,10 +338,21 @@ def run_bench(
         weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
         check_memory(weights, kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx),
                      f"{model.name} {model.quant}")
-    t0 = time.perf_counter()
-    engine = LlamaEngine(model_path, settings, verbose=verbose)
-    load = time.perf_counter() - t0
+    # Journals first: a second identical run is refused at once, before it loads anything.
+    sha = file_sha256(model_path)
+    gpu = settings.gpu_layers != 0 and _gpu_build()
+    journals: list[Journal] = []
     try:
-        return [run_task(p, model, model_path, engine, results_dir, load) for p in plans]
+        for p in plans:
+            journals.append(open_journal(results_dir, model, p.name, journal_identity(sha, p.config_hash(), settings, gpu)))
+        t0 = time.perf_counter()
+        engine = LlamaEngine(model_path, settings, verbose=verbose)
+        load = time.perf_counter() - t0
+        try:
+            speed = probe(engine)  # this machine's rates, for each record's floor and efficiency
+            return [run_task(p, model, model_path, engine, results_dir, load, j, speed) for p, j in zip(plans, journals)]
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        for j in journals:
+            j.close()

@@ -24,7 +24,7 @@ from harness.subsets import pick, pick_stratified
 SETTINGS_FILE = TASKS_DIR / "tasks.yaml"
 _TASK_KEYS = {
     "title", "lm_eval_task", "by_kind", "dataset", "num_fewshot", "chat", "max_gen_toks", "metrics",
-    "default_limit", "stratify", "subjects", "requires_kind",
+    "default_limit", "stratify", "subjects", "requires_kind", "cot", "claim_metrics",
 }
 
 
@@ -94,6 +94,16 @@ def task_names() -> list[str]:
     return list(load_settings()["tasks"])
 
 
+def task_spec(name: str, kind: str) -> dict:
+    """One task's settings for a model kind (``base``/``instruct``), ``by_kind`` overrides applied."""
+    tasks = load_settings()["tasks"]
+    if name not in tasks:
+        raise HarnessError(f"unknown task {name!r}", f"choose from: {', '.join(tasks)}.")
+    spec = dict(tasks[name])
+    spec.update(spec.pop("by_kind", {}).get(kind, {}))
+    return spec
+
+
 @lru_cache(maxsize=1)
 def _task_manager():
     from lm_eval.tasks import TaskManager
@@ -131,17 +141,12 @@ def plan_task(
 ) -> TaskPlan:
     """Resolve a harness task for a model: lm-eval configs, data files, and the subset to score."""
     settings = load_settings()
-    tasks = settings["tasks"]
-    if name not in tasks:
-        raise HarnessError(f"unknown task {name!r}", f"choose from: {', '.join(tasks)}.")
-    spec = dict(tasks[name])
+    spec = task_spec(name, model.kind)
     if spec.get("requires_kind") and spec["requires_kind"] != model.kind:
         raise HarnessError(
             f"task {name} is defined for {spec['requires_kind']} models; {model.name} is a {model.kind} model",
             "pick the instruct variant of the model, or another task.",
         )
-    if "by_kind" in spec:
-        spec.update(spec["by_kind"][model.kind])
     chat = spec.get("chat") == "always" or (spec.get("chat") == "instruct" and model.is_instruct)
     shots = spec["num_fewshot"] if num_fewshot is None else num_fewshot
     if max_gen_toks is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +24,11 @@ class FakeHub:
         self.cut_once: set[str] = set()  # paths whose first GET stops half-way
         self.bad_sha: set[str] = set()  # paths whose advertised sha256 is wrong
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.fail_next: list[int] = []  # status codes answered to the next requests, one each
+        self.forbidden: set[str] = set()  # repos that answer 403 even with a token
+        self.slow_next = 0  # the next N file requests (HEAD/GET) stall longer than the client's timeout
+        self.stall_seconds = 3.0
+        self.answered: list[int] = []  # status codes of the injected faults, in order
         self.served_bytes = 0
         hub = self
 
@@ -34,6 +40,19 @@ class FakeHub:
 
             def _auth_ok(self, repo):
                 return repo not in hub.gated or self.headers.get("Authorization") == "Bearer hf_test_token"
+
+            def _fault(self, repo) -> bool:
+                """Answer an injected fault (5xx, 403) instead of the request; True when one was sent."""
+                if repo in hub.forbidden:
+                    hub.answered.append(403)
+                    self._send(403, b'{"error":"forbidden"}', {"Content-Type": "application/json"})
+                    return True
+                if hub.fail_next:
+                    code = hub.fail_next.pop(0)
+                    hub.answered.append(code)
+                    self._send(code, b'{"error":"injected"}', {"Content-Type": "application/json"})
+                    return True
+                return False
 
             def _send(self, code, body=b"", headers=None):
                 self.send_response(code)
@@ -53,9 +72,12 @@ class FakeHub:
                 # /api/models/{owner}/{name}/paths-info/{revision}
                 repo = "/".join(parts[3:5])
                 hub.log.append(("POST", self.path, None))
+                length = int(self.headers.get("Content-Length") or 0)
+                if self._fault(repo):
+                    self.rfile.read(length)
+                    return
                 if not self._auth_ok(repo):
                     return self._deny()
-                length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
                 ctype = self.headers.get("Content-Type", "")
                 if "json" in ctype:
@@ -88,6 +110,12 @@ class FakeHub:
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self._send(404, b"not found", {"X-Error-Code": "EntryNotFound"})
                 repo, fname = "/".join(parts[:2]), "/".join(parts[4:])
+                if hub.slow_next > 0:
+                    hub.slow_next -= 1
+                    hub.answered.append(0)  # 0: a stalled answer (client timeout)
+                    time.sleep(hub.stall_seconds)
+                if self._fault(repo):
+                    return
                 if not self._auth_ok(repo):
                     return self._deny()
                 data = hub.files.get((repo, fname))

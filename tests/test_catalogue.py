@@ -1,8 +1,7 @@
 import pytest
 
-from harness.catalogue import load_catalogue, local_model_path, resolve
+from harness.catalogue import REQUIRED_KEYS, load_catalogue, local_model_path, resolve
 from harness.errors import HarnessError
-from harness.catalogue import REQUIRED_KEYS
 
 REQUIRED_MODELS = {
     "llama3-8b", "llama3-8b-instruct", "llama3-70b", "llama3-70b-instruct", "llama3.1-8b",

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from hub_server import FakeHub
+
 from harness.errors import HarnessError
 from harness.preflight import check_disk, check_memory
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from harness.record import atomic_write_text, read_record, wilson_interval, write_json
 from harness.errors import HarnessError
+from harness.record import atomic_write_text, read_record, wilson_interval, write_json
 
 
 @pytest.mark.parametrize(

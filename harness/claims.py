@@ -1,0 +1,153 @@
+"""The claims catalogue (``tasks/claims.yaml``) and the quantization allowances (``tasks/quant_allowance.yaml``).
+
+Both are data with sources; this module only reads and checks them, so a typo in a claim is an error
+with the claim's id rather than a silently skipped row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.paths import TASKS_DIR
+
+CLAIMS_FILE = TASKS_DIR / "claims.yaml"
+ALLOWANCE_FILE = TASKS_DIR / "quant_allowance.yaml"
+KINDS = ("value", "relation", "params")
+_CLAIM_KEYS = {"id", "model", "task", "setting", "kind", "claimed", "claimed_params", "relation", "source",
+               "article", "summary", "confirmed"}
+_SETTING_KEYS = {"shots", "cot", "chat", "metric", "average"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One measurable claim: a value, a relation to a reference figure or another model, or a size."""
+
+    id: str
+    model: str
+    task: str | None
+    setting: dict | None
+    kind: str
+    claimed: float | None
+    relation: dict | None
+    source: str
+    article: str | None
+    summary: str
+    confirmed: bool
+    claimed_params: float | None = None
+
+    def setting_text(self) -> str:
+        """Human label of the claim's setting: shots, CoT, chat, metric and averaging."""
+        s = self.setting or {}
+        if not s:
+            return "-"
+        parts = [f"{s.get('shots')}-shot" if s.get("shots") is not None else "shots ?"]
+        if s.get("cot"):
+            parts.append("CoT")
+        if s.get("chat"):
+            parts.append("chat")
+        parts.append(f"{s.get('metric') or 'metric ?'}")
+        if s.get("average"):
+            parts.append(s["average"])
+        return " ".join(parts)
+
+    def claim_text(self) -> str:
+        """What is claimed, in a few characters: '96.8', '> GPT-4o (96.1)', '>= llama3.1-405b-instruct - 1.0'."""
+        if self.kind == "params":
+            return f"{self.claimed_params / 1e9:g}B params"
+        if self.kind == "value":
+            return f"{self.claimed:g}" if self.claimed is not None else "?"
+        rel = self.relation or {}
+        margin = f" - {rel['margin']:g}" if rel.get("margin") else ""
+        if rel.get("other_model"):
+            return f"{rel['op']} {rel['other_model']}{margin}"
+        ref = rel.get("reference") or {}
+        val = f"{ref['value']:g}" if ref.get("value") is not None else "?"
+        return f"{rel['op']} {ref.get('name')} ({val}){margin}"
+
+
+def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
+    """Read and validate the claims catalogue; every problem is reported with the claim's id."""
+    data = _read_yaml(path, "claims")
+    out, seen = [], set()
+    for i, row in enumerate(data.get("claims") or []):
+        cid = row.get("id", f"#{i}")
+        unknown = set(row) - _CLAIM_KEYS
+        if unknown:
+            raise HarnessError(f"claim {cid} in {path} has unknown key(s): {', '.join(sorted(unknown))}")
+        if cid in seen:
+            raise HarnessError(f"claim id {cid} appears twice in {path}")
+        seen.add(cid)
+        kind = row.get("kind")
+        if kind not in KINDS:
+            raise HarnessError(f"claim {cid}: kind must be one of {', '.join(KINDS)} (got {kind!r})")
+        setting = row.get("setting")
+        if kind != "params":
+            if not row.get("task") or not isinstance(setting, dict):
+                raise HarnessError(f"claim {cid}: a {kind} claim needs a task and a setting")
+            if set(setting) - _SETTING_KEYS:
+                raise HarnessError(f"claim {cid}: unknown setting key(s) {sorted(set(setting) - _SETTING_KEYS)}")
+        if kind == "relation":
+            rel = row.get("relation") or {}
+            if rel.get("op") not in (">", ">=") or not (rel.get("other_model") or rel.get("reference")):
+                raise HarnessError(f"claim {cid}: relation needs op '>' or '>=' and other_model or reference")
+        if kind == "params" and not row.get("claimed_params"):
+            raise HarnessError(f"claim {cid}: a params claim needs claimed_params")
+        out.append(
+            Claim(
+                id=cid, model=row["model"], task=row.get("task"), setting=setting, kind=kind,
+                claimed=row.get("claimed"), relation=row.get("relation"), source=row.get("source", ""),
+                article=row.get("article"), summary=row.get("summary", ""), confirmed=bool(row.get("confirmed")),
+                claimed_params=row.get("claimed_params"),
+            )
+        )
+    return out
+
+
+def params_tolerance(path: Path = CLAIMS_FILE) -> float:
+    """Relative tolerance for size claims ("8B"): model names round the parameter count."""
+    return float(_read_yaml(path, "claims").get("params_tolerance", 0.05))
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many points a quant may trail a full-precision figure on one benchmark, and why."""
+
+    points: float
+    source: str
+    rule: str
+
+
+def allowance(quant: str, params: float | None, task: str, path: Path = ALLOWANCE_FILE) -> Allowance:
+    """First rule of the allowance file matching the quant, model size and benchmark; none -> 0 points."""
+    for rule in _read_yaml(path, "quantization allowances").get("allowances", []):
+        if quant.upper() not in [q.upper() for q in rule["quants"]]:
+            continue
+        size_b = (params or 0) / 1e9
+        if not (rule.get("min_params_b", 0) <= size_b < rule.get("max_params_b", float("inf"))):
+            continue
+        pts = rule["points"]
+        value = pts.get(task, pts.get("default")) if isinstance(pts, dict) else pts
+        if value is None:
+            continue
+        return Allowance(float(value), rule.get("source", ""), rule.get("name", quant))
+    return Allowance(0.0, "no allowance data for this quant", "none")
+
+
+@lru_cache(maxsize=8)
+def _read_yaml_cached(path: str, mtime: float) -> dict:
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        data = _read_yaml_cached(str(path), Path(path).stat().st_mtime)
+    except (OSError, yaml.YAMLError) as exc:
+        raise HarnessError(f"cannot read {what} file {path}: {exc}", f"restore {Path(path).name} from git.") from exc
+    if data.get("schema_version") != 1:
+        raise HarnessError(f"{path}: unsupported schema_version {data.get('schema_version')!r}", "expected 1.")
+    return data

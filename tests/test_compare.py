@@ -1,0 +1,193 @@
+"""Verdicts, intervals and relation claims on hand-made run records (no model needed)."""
+
+import math
+
+import pytest
+from records import make_record, write_record
+
+from harness.claims import Claim, allowance
+from harness.compare import (
+    EXCEEDED,
+    HOLDS,
+    NOT_COMPARABLE,
+    NOT_REPRODUCED,
+    WITHIN_QUANT,
+    compare_claim,
+    verdict_at_least,
+    verdict_value,
+)
+from harness.estimate import Stratum, estimate, paired_difference
+from harness.runs import load_runs
+
+Z = 1.959963984540054
+GSM8K = {"shots": 8, "cot": True, "chat": True, "metric": "em_maj1@1", "average": "micro"}
+MMLU_MACRO = {"shots": 5, "cot": False, "chat": True, "metric": "macro_avg/acc", "average": "macro"}
+
+
+def wilson(p, n):
+    """Closed-form Wilson score interval, written out independently of the harness."""
+    c = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    h = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return c - h, c + h
+
+
+def claim(cid="c", model="llama3.1-8b-instruct", task="gsm8k", setting=GSM8K, kind="value", claimed=None,
+          relation=None, claimed_params=None):
+    return Claim(id=cid, model=model, task=task, setting=setting, kind=kind, claimed=claimed, relation=relation,
+                 source="test", article=None, summary="", confirmed=True, claimed_params=claimed_params)
+
+
+def runs_of(tmp_path, *recs):
+    for r in recs:
+        write_record(tmp_path, r)
+    return load_runs(tmp_path)[0]
+
+
+@pytest.mark.parametrize(
+    "claimed,lo,hi,allow,expected",
+    [
+        (50, 40, 60, 0, HOLDS),
+        (60, 40, 60, 0, HOLDS),  # on the edge: inside
+        (61, 40, 60, 1.5, WITHIN_QUANT),
+        (62, 40, 60, 1.5, NOT_REPRODUCED),
+        (61, 40, 60, 0, NOT_REPRODUCED),
+        (39.9, 40, 60, 5, EXCEEDED),
+    ],
+)
+def test_verdict_value(claimed, lo, hi, allow, expected):
+    assert verdict_value(claimed, lo, hi, allow) == expected
+
+
+def test_verdict_at_least_strict_and_allowance():
+    assert verdict_at_least(96.1, 96.2, 0) == HOLDS
+    assert verdict_at_least(96.1, 96.1, 0, strict=True) == NOT_REPRODUCED
+    assert verdict_at_least(96.1, 96.1, 0) == HOLDS
+    assert verdict_at_least(96.1, 95.5, 1.0) == WITHIN_QUANT
+    assert verdict_at_least(96.1, 94.0, 1.0) == NOT_REPRODUCED
+
+
+def test_single_task_estimate_is_the_wilson_interval():
+    est = estimate([Stratum("gsm8k", 50, 100, 1319)], "micro")
+    lo, hi = wilson(0.5, 100)
+    assert est.value == 0.5 and math.isclose(est.lo, lo) and math.isclose(est.hi, hi)
+    assert est.subset and est.n_total == 1319
+
+
+def test_stratified_subset_is_reweighted_and_widened():
+    # 10 questions from each of two subjects, one 9x the size of the other in the full test.
+    strata = [Stratum("big", 5, 10, 900), Stratum("small", 10, 10, 100)]
+    est = estimate(strata, "micro")
+    assert math.isclose(est.value, 0.9 * 0.5 + 0.1 * 1.0)  # weights N_s/N, not the subset's 50/50
+    # Kish effective n from the stratified variance (add-one shrunk per-stratum p), then Wilson.
+    var = 0.81 * (6 / 12) * (6 / 12) / 10 + 0.01 * (11 / 12) * (1 / 12) / 10
+    n_eff = 0.55 * 0.45 / var
+    lo, hi = wilson(0.55, n_eff)
+    assert math.isclose(est.lo, lo) and math.isclose(est.hi, hi)
+    naive = wilson(0.55, 20)
+    assert est.hi - est.lo > naive[1] - naive[0]  # a subset that under-samples the big subject is wider
+
+
+def test_macro_average_weights_subjects_equally():
+    est = estimate([Stratum("a", 1, 10, 10), Stratum("b", 9, 10, 1000)], "macro")
+    assert math.isclose(est.value, 0.5)
+    assert not est.subset or est.n_total == 1010
+
+
+def test_paired_difference_matches_formula():
+    # 100 shared questions: A-only right 20, B-only right 5, both 50, neither 25.
+    pairs = [(True, False)] * 20 + [(False, True)] * 5 + [(True, True)] * 50 + [(False, False)] * 25
+    d = paired_difference({"gsm8k": pairs}, {"gsm8k": 1319}, "micro")
+    assert math.isclose(d.value, 0.15)
+    se = math.sqrt(20 + 5 - 15**2 / 100) / 100
+    assert math.isclose(d.lo, 0.15 - Z * se) and math.isclose(d.hi, 0.15 + Z * se)
+    assert (d.a_only, d.b_only, d.n) == (20, 5, 100)
+
+
+def test_every_verdict_reached_through_records(tmp_path):
+    runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 50 + [False] * 50},
+                                         sizes={"gsm8k_cot_llama": 1319}))
+    lo, hi = (100 * x for x in wilson(0.5, 100))
+    allow = allowance("Q4_K_M", 8.03e9, "gsm8k").points
+    assert allow > 0
+    cases = {HOLDS: 52.0, WITHIN_QUANT: hi + allow / 2, NOT_REPRODUCED: hi + allow + 1, EXCEEDED: lo - 1}
+    for expected, value in cases.items():
+        (row,) = compare_claim(claim(claimed=value), runs)
+        assert row.verdict == expected, (expected, value, row)
+        assert row.n == 100 and row.n_total == 1319 and "subset 100/1319" in row.note
+        assert math.isclose(row.delta, 50 - value)
+    (row,) = compare_claim(claim(model="llama3.1-70b-instruct", claimed=95.1), runs)
+    assert row.verdict == NOT_COMPARABLE and row.note == "no measurement"
+    (row,) = compare_claim(claim(claimed=50, setting=dict(GSM8K, shots=5)), runs)
+    assert row.verdict == NOT_COMPARABLE and "5-shot claimed, 8-shot run" in row.note
+
+
+def test_one_row_per_quant_and_duplicates_not_counted(tmp_path):
+    rec = make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 8 + [False] * 2})
+    dup = dict(rec, created="2026-11-23T10:00:00+00:00", run_id="other")  # same measurement, other machine
+    q8 = make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 9 + [False]}, quant="Q8_0")
+    for r in (rec, dup, q8):
+        write_record(tmp_path, r)
+    runs, dupes = load_runs(tmp_path)
+    assert dupes == 1 and len(runs) == 2
+    rows = compare_claim(claim(claimed=80.0), runs)
+    assert [r.quant for r in rows] == ["Q4_K_M", "Q8_0"]
+
+
+def test_relation_to_reference_and_unknown_reference(tmp_path):
+    runs = runs_of(tmp_path, make_record("llama3.1-405b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 97 + [False] * 3},
+                                         n_params=405.8e9))
+    beat = claim(model="llama3.1-405b-instruct", kind="relation",
+                 relation={"op": ">", "reference": {"name": "GPT-4o", "value": 96.1}})
+    (row,) = compare_claim(beat, runs)
+    assert row.verdict == HOLDS and math.isclose(row.delta, 97 - 96.1)
+    unknown = claim(model="llama3.1-405b-instruct", kind="relation",
+                    relation={"op": ">", "reference": {"name": "Nova Pro", "value": None}})
+    (row,) = compare_claim(unknown, runs)
+    assert row.verdict == NOT_COMPARABLE and "Nova Pro" in row.note
+
+
+def test_relation_between_models_is_paired_on_shared_samples(tmp_path):
+    subjects = {"mmlu_llama_anatomy": 135, "mmlu_llama_virology": 166}
+    a = {s: [True] * 8 + [False] * 2 for s in subjects}
+    b_good = {s: [True] * 9 + [False] for s in subjects}
+    b_far = {s: [True] * 10 for s in subjects}
+    rel = {"op": ">=", "other_model": "llama3.1-405b-instruct", "margin": 1.0}
+    c = claim(model="llama3.3-70b-instruct", task="mmlu", setting=MMLU_MACRO, kind="relation", relation=rel)
+    for b, expected in ((b_good, HOLDS), (b_far, NOT_REPRODUCED)):
+        runs = runs_of(tmp_path / expected.replace(" ", "_"),
+                       make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects, n_params=70.6e9),
+                       make_record("llama3.1-405b-instruct", "mmlu", b, sizes=subjects, n_params=405.8e9))
+        (row,) = compare_claim(c, runs)
+        assert row.verdict == expected and row.n == 20 and "paired on 20" in row.note
+    # A clearly worse on many shared questions: the paired interval stays below -margin.
+    a_bad = {s: [True] * 20 + [False] * 80 for s in subjects}
+    b_all = {s: [True] * 100 for s in subjects}
+    runs = runs_of(tmp_path / "bad", make_record("llama3.3-70b-instruct", "mmlu", a_bad, sizes=subjects),
+                   make_record("llama3.1-405b-instruct", "mmlu", b_all, sizes=subjects))
+    (row,) = compare_claim(c, runs)
+    assert row.verdict == NOT_REPRODUCED and math.isclose(row.measured, -80.0)
+    # No shared questions (different subsets): not comparable rather than an unpaired guess.
+    runs = runs_of(tmp_path / "disjoint", make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects),
+                   make_record("llama3.1-405b-instruct", "mmlu", b_good, sizes=subjects,
+                               doc_ids={s: list(range(50, 60)) for s in subjects}))
+    (row,) = compare_claim(c, runs)
+    assert row.verdict == NOT_COMPARABLE and "share no scored questions" in row.note
+
+
+def test_params_claim_from_gguf_count(tmp_path):
+    runs = runs_of(tmp_path, make_record("llama3-8b", "mmlu", {"mmlu_anatomy": [True, False]}, kind="base",
+                                         chat=False, n_params=8.03e9))
+    ok = claim(model="llama3-8b", task=None, setting=None, kind="params", claimed_params=8e9)
+    (row,) = compare_claim(ok, runs)
+    assert row.verdict == HOLDS and "8.03B" in row.note
+    (row,) = compare_claim(claim(model="llama3-8b", task=None, setting=None, kind="params", claimed_params=7e9), runs)
+    assert row.verdict == NOT_REPRODUCED
+
+
+def test_allowance_is_data_with_a_source():
+    a = allowance("Q4_K_M", 70e9, "mmlu")
+    assert a.points > 0 and "8B" in a.source
+    small = allowance("Q4_K_M", 1.2e9, "mmlu")
+    assert small.points == 2 * a.points and "judgement" in small.source
+    assert allowance("F16", 8e9, "gsm8k").points == 0
+    assert allowance("Q9_Z", 8e9, "gsm8k").points == 0

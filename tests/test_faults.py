@@ -1,0 +1,155 @@
+"""Faults and bad input: each ends with one clear message, a non-zero exit, and nothing lost or corrupted."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hub_server import FakeHub
+from test_download import catalogue, download, make_gguf
+
+from harness.errors import HarnessError
+
+
+@pytest.fixture()
+def hub(tmp_path):
+    with FakeHub() as h:
+        h.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")] = make_gguf(tmp_path / "a.gguf", 1000)
+        h.files[("acme/gated-GGUF", "gated-Q4_K_M.gguf")] = h.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+        yield h
+
+
+def _clean(res):
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    return res
+
+
+def test_5xx_is_retried_then_succeeds(hub, tmp_path):
+    catalogue(tmp_path)
+    hub.fail_next = [503, 502]
+    res = _clean(download(hub, tmp_path, "tiny"))
+    assert res.returncode == 0, res.stderr
+    assert hub.answered == [503, 502]
+
+
+def test_persistent_5xx_gives_up_after_bounded_retries(hub, tmp_path):
+    catalogue(tmp_path)
+    hub.fail_next = [503] * 50
+    res = _clean(download(hub, tmp_path, "tiny"))
+    assert res.returncode == 2 and "HTTP 503" in res.stderr and "try again later" in res.stderr
+    assert len(hub.answered) == 3  # RETRIES attempts, then a message
+
+
+def test_403_is_not_retried_and_names_the_licence(hub, tmp_path):
+    catalogue(tmp_path)
+    hub.forbidden.add("acme/gated-GGUF")
+    res = _clean(download(hub, tmp_path, "gated", token="hf_secret_marker_123"))
+    assert res.returncode == 2 and "HTTP 403" in res.stderr and "Llama 3.1 Community License" in res.stderr
+    assert hub.answered == [403]
+    assert "hf_secret_marker_123" not in res.stdout + res.stderr  # the token never appears
+
+
+def test_timeouts_are_retried(hub, tmp_path):
+    catalogue(tmp_path)
+    hub.slow_next, hub.stall_seconds = 1, 8.0  # > the 5 s client timeout set by download()
+    res = _clean(download(hub, tmp_path, "tiny"))
+    assert res.returncode == 0, res.stderr
+    assert 0 in hub.answered
+
+
+def test_unreachable_hub_is_a_connection_message(tmp_path):
+    catalogue(tmp_path)
+
+    class Nowhere:
+        url = "http://127.0.0.1:9"  # discard port: connection refused
+
+    res = _clean(download(Nowhere, tmp_path, "tiny"))
+    assert res.returncode == 2 and "could not reach the Hub" in res.stderr and "404" not in res.stderr
+
+
+def test_truncated_and_foreign_ggufs_are_refused(tmp_path, smollm2_path):
+    from harness.gguf_check import check_gguf
+
+    cut = tmp_path / "cut-Q4_1.gguf"
+    with open(smollm2_path, "rb") as f:
+        cut.write_bytes(f.read(2_000_000))  # header intact, tensor data missing
+    with pytest.raises(HarnessError, match="damaged GGUF"):
+        check_gguf(cut)
+    gpt2 = tmp_path / "gpt2-Q8_0.gguf"
+    make_gguf(gpt2, 100, arch="gpt2")
+    with pytest.raises(HarnessError, match="'gpt2' model"):
+        check_gguf(gpt2)
+
+
+def _bench(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", "bench", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_empty_data_file(tmp_path):
+    import pandas as pd
+
+    d = tmp_path / "openai" / "gsm8k" / "main"
+    d.mkdir(parents=True)
+    pd.DataFrame({"question": [], "answer": []}).to_parquet(d / "test-00000-of-00001.parquet")
+    res = _clean(_bench(tmp_path, "--tasks", "gsm8k", "--data-dir", str(tmp_path), "--results-dir", str(tmp_path)))
+    assert res.returncode == 2 and "no rows" in res.stderr
+
+
+def test_unwritable_results_folder_fails_before_any_work(tmp_path, mirror):
+    res = _clean(_bench(tmp_path, "--tasks", "gsm8k", "--limit", "1", "--data-dir", str(mirror),
+                        "--results-dir", "/proc/harness-results"))
+    assert res.returncode == 2 and "results folder" in res.stderr and "--results-dir" in res.stderr
+
+
+def test_disk_full_while_writing_a_record_keeps_the_old_file(tmp_path, monkeypatch):
+    from harness import record
+
+    path = tmp_path / "r.json"
+    record.write_json(path, {"schema_version": 1, "ok": True})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(HarnessError, match="No space left"):
+        record.write_json(path, {"schema_version": 1, "ok": False})
+    assert json.loads(path.read_text())["ok"] is True  # the previous complete file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_disk_full_while_journaling_says_what_to_do(tmp_path, monkeypatch):
+    from harness.journal import Journal
+
+    j = Journal(tmp_path / "j.jsonl", {"x": 1})
+    j.add("a", 1)
+
+    class Full:
+        def write(self, s):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    real = j._f
+    j._f = Full()
+    with pytest.raises(HarnessError, match="No space left") as err:
+        j.add("b", 2)
+    assert "free disk space, then rerun the same command" in err.value.format_message()
+    j._f = real
+    j.close()
+    assert Journal(tmp_path / "j.jsonl", {"x": 1}).entries == {"a": 1}
+
+
+@pytest.mark.slow
+def test_token_never_reaches_records_or_output(tmp_path, mirror):
+    env = dict(os.environ, HF_TOKEN="hf_secret_marker_456")
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--tasks", "gsm8k", "--limit", "1",
+                          "--threads", "2", "--data-dir", str(mirror), "--results-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    written = "".join(p.read_text() for p in Path(tmp_path).rglob("*.json"))
+    assert "hf_secret_marker_456" not in written + res.stdout + res.stderr
