@@ -8,6 +8,7 @@ GGUF header is read to check the architecture and parameter count. Byte-split up
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -60,6 +61,11 @@ def _friendly(exc: Exception, entry: ModelEntry, what: str) -> HarnessError:
     )
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return HarnessError(
+            f"the disk filled up while downloading {what}",
+            "free some space or set HF_HOME to a bigger disk, then rerun the same command: the partial file resumes.",
+        )
     if _unreachable(exc):
         return HarnessError(
             f"could not reach the Hub for {what} ({type(exc).__name__}, after {RETRIES} tries)",
@@ -105,6 +111,8 @@ def _transient(exc: Exception) -> bool:
         return status >= 500 or status == 429
     if _unreachable(exc):
         return True
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return False  # retrying cannot free disk space
     return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
 
 

@@ -23,6 +23,7 @@ class FakeHub:
         self.gated: set[str] = set()
         self.cut_once: set[str] = set()  # paths whose first GET stops half-way
         self.bad_sha: set[str] = set()  # paths whose advertised sha256 is wrong
+        self.fake_size: dict[str, int] = {}  # paths whose size paths-info understates (defeats the preflight)
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.fail_next: list[int] = []  # status codes answered to the next requests, one each
         self.forbidden: set[str] = set()  # repos that answer 403 even with a token
@@ -92,8 +93,9 @@ class FakeHub:
                     sha = hashlib.sha256(data).hexdigest()
                     if p in hub.bad_sha:
                         sha = "0" * 64
-                    out.append({"type": "file", "path": p, "size": len(data), "oid": hashlib.sha1(data).hexdigest(),
-                                "lfs": {"oid": sha, "size": len(data), "pointerSize": 134}})
+                    size = hub.fake_size.get(p, len(data))
+                    out.append({"type": "file", "path": p, "size": size, "oid": hashlib.sha1(data).hexdigest(),
+                                "lfs": {"oid": sha, "size": size, "pointerSize": 134}})
                 self._send(200, json.dumps(out).encode(), {"Content-Type": "application/json"})
 
             def do_HEAD(self):

@@ -70,9 +70,9 @@ def catalogue(tmp_path: Path) -> Path:
     return d
 
 
-def download(hub, tmp_path, *args, token=None):
+def download(hub, tmp_path, *args, token=None, hf_home=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
+    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home or tmp_path / "hf"), "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
             "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
     if token:
         env["HF_TOKEN"] = token

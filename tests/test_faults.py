@@ -60,6 +60,29 @@ def test_timeouts_are_retried(hub, tmp_path):
     assert 0 in hub.answered
 
 
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (needs mount rights, as root in CI's container); skipped where that is refused."""
+    d = tmp_path / "small"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield d
+    subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def test_disk_full_during_download_is_a_message_not_a_retry_loop(tmp_path, small_disk):
+    catalogue(tmp_path)
+    with FakeHub() as h:
+        h.files[("acme/big-GGUF", "big-Q4_K_M.gguf")] = make_gguf(tmp_path / "big.gguf", 2_000_000)  # 8 MB
+        h.fake_size["big-Q4_K_M.gguf"] = 1_000_000  # the Hub understates: the disk preflight lets it through
+        env_home = small_disk / "hf"
+        res = _clean(download(h, tmp_path, "big", hf_home=env_home))
+        assert res.returncode == 2 and "disk filled up" in res.stderr and "HF_HOME" in res.stderr
+        gets = [x for x in h.log if x[0] == "GET" and "/resolve/" in x[1]]
+        assert len(gets) == 1  # ENOSPC is not retried
+
+
 def test_unreachable_hub_is_a_connection_message(tmp_path):
     catalogue(tmp_path)
 

