@@ -51,6 +51,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _answer(extracted):
+    """The predicted answer: generated text's extraction, or the argmax choice of [[loglik, greedy], ...]."""
+    if isinstance(extracted, list) and extracted and isinstance(extracted[0], list):
+        lls = [c[0] for c in extracted]
+        return lls.index(max(lls))
+    return extracted
+
+
 def run_route(route: str, task: str, model_name: str, data_dir: Path | None, server_bin: str | None) -> dict:
     """Run one route on one task in this process; return timings, accuracy and per-sample answers."""
     import lm_eval
@@ -102,11 +110,12 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     finally:
         if proc:
             proc.terminate()
+            proc.wait()
     wall = time.perf_counter() - t0
     metrics, _, log = summarise(plan, res["samples"])
     head = next(iter(metrics.values()))
     out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
-           "answers": {f"{s['task']}/{s['doc_id']}": s["extracted"] for s in log},
+           "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if route == "ours":
         out["prompt_tokens"] = engine.stats.prompt_tokens
