@@ -13,13 +13,13 @@ import io
 import json
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from harness.claims import load_claims
 from harness.compare import compare_all
 from harness.errors import HarnessError
 from harness.plots import COLOURS, claims_spec, quant_spec, render
-from harness.record import atomic_write_text
+from harness.record import atomic_write_bytes, atomic_write_text
 from harness.report import CLAIM_COLUMNS, SCORE_COLUMNS, claim_rows, hardware_text, markdown_table, score_rows
 from harness.runs import load_runs
 from harness.tasks import task_spec
@@ -72,14 +72,13 @@ def build(results_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
                 "created": r.rec.get("created", ""), "command": r.rec.get("command")} for r in runs]
     ctx = dict(n_runs=len(runs), n_dupes=dupes, n_claims=len(claims), verdict_counts=verdict_counts,
                hardware=hardware, plots=plot_list, records=records)
+    # HTML templates are escaped, the markdown one is not.
     env = Environment(loader=PackageLoader("harness", "templates"), undefined=StrictUndefined,
-                      keep_trailing_newline=True, autoescape=False)
+                      keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
     readme = env.get_template("results_readme.md.j2").render(
         claims_table=markdown_table(crow, README_CLAIM_COLUMNS),
         scores_table=markdown_table(srow, SCORE_COLUMNS), **ctx)
-    html_env = Environment(loader=PackageLoader("harness", "templates"), undefined=StrictUndefined,
-                           keep_trailing_newline=True, autoescape=True)
-    html = html_env.get_template("report.html.j2").render(
+    html = env.get_template("report.html.j2").render(
         claim_columns=CLAIM_COLUMNS, claim_rows=crow, score_columns=SCORE_COLUMNS, score_rows=srow,
         colours=COLOURS, **ctx)
     texts = {
@@ -91,9 +90,14 @@ def build(results_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
     return texts, plots
 
 
+def _spec_sha(spec: dict) -> str:
+    """Hash of the data a plot shows (what makes a PNG current, whatever matplotlib version drew it)."""
+    return _sha(json.dumps(spec, sort_keys=True).encode())
+
+
 def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, str]) -> str:
     files = {p: _sha(t.encode()) for p, t in sorted(texts.items())}
-    data = {p: _sha(json.dumps(s, sort_keys=True).encode()) for p, s in sorted(plots.items())}
+    data = {p: _spec_sha(s) for p, s in sorted(plots.items())}
     return json.dumps({"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha},
                       indent=1, sort_keys=True) + "\n"
 
@@ -115,10 +119,7 @@ def publish(results_dir: Path) -> list[Path]:
             png_sha[rel] = _sha(png)
             path = results_dir / rel
             if not path.exists() or path.read_bytes() != png:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(png)
-                tmp.replace(path)
+                atomic_write_bytes(path, png)
                 written.append(path)
         for old in (results_dir / "plots").glob("*.png") if (results_dir / "plots").exists() else []:
             if f"plots/{old.name}" not in plots:
@@ -144,7 +145,7 @@ def stale(results_dir: Path) -> list[str]:
         path = results_dir / rel
         if not path.exists() or path.read_text() != text:
             out.append(rel)
-    want = {p: _sha(json.dumps(s, sort_keys=True).encode()) for p, s in plots.items()}
+    want = {p: _spec_sha(s) for p, s in plots.items()}
     for rel, h in want.items():
         path = results_dir / rel
         # A plot is current when it shows the current data and is the file the publisher wrote.

@@ -164,20 +164,16 @@ def run_task(
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     stats0 = dict(engine.stats.as_record())
-    sha = file_sha256(model_path)
-    config_hash = plan.config_hash()
+    # Computed once by run_bench for the journal's identity; reused, not recomputed.
+    sha, config_hash = journal.identity["model_sha256"], journal.identity["task_config_hash"]
     lm = LlamaBenchLM(engine=engine, progress=_progress_factory(plan.name, engine), journal=journal)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     try:
         res = _evaluate(lm_eval, lm, plan)
-    except KeyboardInterrupt:
-        journal.close()
+    except KeyboardInterrupt:  # run_bench closes the journal on every way out
         print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
               " rerun the same command to resume.", file=sys.stderr)
-        raise
-    except BaseException:
-        journal.close()
         raise
     wall = time.perf_counter() - t0
     stats = engine.stats.as_record()

@@ -7,14 +7,7 @@ import math
 from pathlib import Path
 
 from harness.record import SCHEMA_VERSION, wilson_interval, write_json
-
-HEAD = {
-    "gsm8k": ("exact_match", "strict-match"),
-    "mmlu": ("exact_match", "strict_match"),
-    "mmlu_cot": ("exact_match", "strict_match"),
-    "mmlu_cloze": ("acc_norm", "none"),
-    "mmlu_loglik": ("acc", "none"),
-}
+from harness.tasks import task_spec
 
 
 def make_record(
@@ -38,7 +31,7 @@ def make_record(
     if chat is None:
         chat = kind == "instruct" and task not in ("mmlu_loglik", "mmlu_cloze")
     sizes = sizes or {s: len(v) for s, v in correct.items()}
-    metric, filt = HEAD[task] if not (task == "mmlu" and kind == "base") else ("acc", "none")
+    metric, filt = task_spec(task, kind)["metrics"][0]  # the headline metric, as tasks/tasks.yaml says
     key = f"{metric},{filt}"
     per_subtask, samples, values = {}, [], []
     for sub, vals in correct.items():
