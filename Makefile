@@ -11,7 +11,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup bench test test-fast lint models compare publish smoke regress baseline
+.PHONY: setup setup-rpc bench test test-fast lint models compare publish smoke regress baseline
 
 $(BIN)/harness: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,13 @@ $(BIN)/harness: pyproject.toml
 	touch $@
 
 setup: $(BIN)/harness  ## create .venv and install the harness with its dependencies
+
+# llama.cpp RPC (README, "Bigger than one machine"): rebuild llama-cpp-python with ggml's RPC backend.
+# --no-cache-dir: pip's cached wheel is the build without RPC (the cache is keyed by version, not flags).
+setup-rpc: setup  ## rebuild llama-cpp-python with -DGGML_RPC=on (~10 min on 2 cores)
+	CMAKE_ARGS="-DGGML_RPC=on" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
+	  "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+	$(BIN)/python -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_rpc() else 'RPC build failed')"
 
 bench: setup  ## run GSM8K and MMLU on MODEL (default smollm2-135m, offline) and print the score table
 	$(BIN)/harness bench $(BENCH_ARGS)

@@ -167,7 +167,7 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
     if not path.is_file():
         raise HarnessError(f"no such GGUF file: {path}", "check the path.")
     kind = _guess_kind(path.name)
-    q = quant or _quant_from_name(path.name) or "unknown"
+    q = quant or quant_from_name(path.name) or "unknown"
     return ModelEntry(
         name=path.stem,
         family="local",
@@ -194,7 +194,7 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
     repo, file = "/".join(parts[:2]), "/".join(parts[2:])
     name = Path(file).stem
     kind = _guess_kind(name)
-    q = quant or _quant_from_name(Path(file).name) or "unknown"
+    q = quant or quant_from_name(Path(file).name) or "unknown"
     return ModelEntry(
         name=re.sub(r"[^A-Za-z0-9._-]", "-", name),
         family="hub",
@@ -214,7 +214,8 @@ def _guess_kind(name: str) -> str:
     return "instruct" if re.search(r"instruct|chat|-it\b", name, re.IGNORECASE) else "base"
 
 
-def _quant_from_name(name: str) -> str | None:
+def quant_from_name(name: str) -> str | None:
+    """The quant a GGUF file name states (Q4_K_M, IQ3_XS, Q8_0, F16...), or None."""
     m = re.search(r"(I?Q\d_[A-Z0-9_]+?|Q\d_\d|F16|BF16|F32)(?=[.-])", name, re.IGNORECASE)
     return m.group(1).upper() if m else None
 

@@ -72,36 +72,84 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--gen-unit", default=64, show_default=True,
               help="Generation requests per fixed scheduling unit (a resumed run replays at most one unit).")
 @click.option("--flash-attn/--no-flash-attn", default=False, show_default=True, help="llama.cpp flash attention.")
+@click.option("--gen-streams/--no-gen-streams", default=True, show_default=True,
+              help="Generation slots in separate KV streams (answers as one-at-a-time) or one unified cache.")
+@click.option("--rpc", "rpc", help="llama.cpp RPC workers host:port,... holding the offloaded layers (RPC build).")
+@click.option("--backend", type=click.Choice(["inprocess", "server"]), default="inprocess", show_default=True,
+              help="inprocess: llama.cpp in this process; server: an OpenAI-compatible server (--base-url).")
+@click.option("--base-url", help="Server URL for --backend server, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--api-key-env", help="Name of the environment variable holding the server's API key.")
+@click.option("--server-model", help="Served model id (default: the first one the server lists).")
+@click.option("--concurrency", default=4, show_default=True, help="Server requests in flight (match its slots).")
+@click.option("--request-timeout", default=600.0, show_default=True, help="Seconds one server request may take.")
+@click.option("--retry-for", default=120.0, show_default=True,
+              help="Seconds to keep retrying an unreachable or failing server before stopping (resumable).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
-          flash_attn, verbose):
+          flash_attn, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency, request_timeout, retry_for,
+          verbose):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
     from harness.engine import EngineSettings
-    from harness.report import score_table
     from harness.runner import run_bench
 
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive (got {limit})", "omit it for the default subset, or use --full.")
     entry = resolve(model, quant)
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
+    if backend == "server" or base_url:
+        paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
+                              api_key_env, server_model, concurrency, request_timeout, retry_for)
+        _echo_results(paths, Path(results_dir), entry.name)
+        return
     path = local_model_path(entry)
     if path is None:
         from harness.download import download_model
 
         path = download_model(entry)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if parallel < 1 or gen_unit < 1:
         raise HarnessError("--parallel and --gen-unit must be at least 1", "use the defaults (8 and 64).")
+    from harness.rpc import parse_endpoints, require_rpc
+
+    rpc_servers = parse_endpoints(rpc) if rpc else ()
+    if rpc_servers:
+        require_rpc()
     settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
-                              flash_attn=flash_attn)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
+                              flash_attn=flash_attn, gen_streams=gen_streams, rpc_servers=rpc_servers)
     paths = run_bench(
         entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose
     )
+    _echo_results(paths, Path(results_dir), entry.name)
+
+
+def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, results_dir, base_url, api_key_env,
+                  server_model, concurrency, request_timeout, retry_for) -> list[Path]:
+    """``bench --backend server``: the same tasks through an OpenAI-compatible server."""
+    from harness.catalogue import local_model_path
+    from harness.server_client import ServerClient
+    from harness.server_run import api_key_from_env, run_bench_server
+
+    if not base_url:
+        raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
+    if concurrency < 1:
+        raise HarnessError("--concurrency must be at least 1", "use the server's number of slots (llama-server -np).")
+    client = ServerClient(base_url, api_key_from_env(api_key_env), server_model, request_timeout, retry_for)
+    try:
+        local = local_model_path(entry)  # only for its chat template, when the server does not report one
+    except HarnessError:
+        local = None
+    return run_bench_server(entry, quant_given, task_list, limit, full, seed, resolve_data_dir(data_dir), client,
+                            concurrency, Path(results_dir), local)
+
+
+def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
+    from harness.report import score_table
+
     click.echo(score_table(paths))
     for p in paths:
         click.echo(f"record: {p}")
-    _echo_claims(Path(results_dir), entry.name)
+    _echo_claims(results_dir, model)
 
 
 def _echo_claims(results_dir: Path, model: str | None) -> None:
@@ -174,6 +222,20 @@ def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel
     click.echo(f"{entry.name} {entry.quant}: prompt {res['prompt_tokens_per_s']:.0f} tok/s, "
                f"decode {res['decode_1_tokens_per_s']:.0f} tok/s (1 sequence), "
                f"{res['decode_batched_tokens_per_s']:.0f} tok/s ({parallel} sequences)")
+
+
+@cli.command("rpc-worker")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all; trusted networks only).")
+@click.option("--port", default=50052, show_default=True)
+@click.option("--threads", default=0, help="CPU threads (0: all cores).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Keep received tensors here (faster reloads).")
+def rpc_worker(host: str, port: int, threads: int, cache_dir: str | None) -> None:
+    """Serve this machine's CPU as a llama.cpp RPC worker for `harness bench --rpc` (needs an RPC build)."""
+    from harness.rpc import serve_worker
+
+    click.echo(f"RPC worker on {host}:{port} (Ctrl-C to stop); an RPC worker runs any graph a client sends: "
+               "expose it on trusted networks only", err=True)
+    serve_worker(host, port, threads or os.cpu_count() or 1, cache_dir)
 
 
 @cli.command()

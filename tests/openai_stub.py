@@ -1,0 +1,105 @@
+"""A small OpenAI-compatible server on 127.0.0.1 for fault tests: deterministic answers, injected faults.
+
+The completion of a prompt is computed from the prompt (its last word, reversed, plus its length), so a
+test can tell answers apart and check which prompts reached the server. ``echo_logprobs`` makes it
+answer ``echo`` the way vLLM does (legacy ``logprobs`` with the prompt's tokens: one token per word,
+log-prob -len(word)/10); otherwise it answers like llama-server, which ignores ``echo``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def answer(prompt: str) -> str:
+    words = prompt.split()
+    return f" {words[-1][::-1] if words else ''} {len(prompt)}. STOP and more"
+
+
+def word_tokens(text: str) -> list[tuple[str, int]]:
+    """(token, offset): each word with its leading spaces is one token."""
+    return [(m.group(0), m.start()) for m in re.finditer(r"\s*\S+", text)]
+
+
+class StubServer:
+    def __init__(self, port: int = 0, echo_logprobs: bool = False):
+        self.echo_logprobs = echo_logprobs
+        self.fail_next: list[int] = []  # status codes for the next completion requests
+        self.stall_next = 0  # the next N completion requests stall for stall_seconds first
+        self.stall_seconds = 2.0
+        self.dead_after: int | None = None  # completions answered before the server "dies" (503 forever)
+        self.prompts: list[str] = []  # prompts answered successfully
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _json(self, code: int, obj: dict) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except BrokenPipeError:  # the client gave up (timeout test)
+                    pass
+
+            def do_GET(self):
+                if self.path == "/v1/models":
+                    self._json(200, {"object": "list", "data": [{"id": "stub-model", "root": "stub-model.Q4_K_M.gguf"}]})
+                elif self.path == "/version":
+                    self._json(200, {"version": "0.0-stub"})
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path != "/v1/completions":
+                    self._json(404, {"error": {"message": "not found"}})
+                    return
+                with stub.lock:
+                    fail = stub.fail_next.pop(0) if stub.fail_next else None
+                    stall = stub.stall_next > 0 and not fail
+                    stub.stall_next -= 1 if stall else 0
+                    dead = stub.dead_after is not None and len(stub.prompts) >= stub.dead_after
+                if stall:
+                    time.sleep(stub.stall_seconds)
+                if fail or dead:
+                    self._json(fail or 503, {"error": {"message": "injected fault"}})
+                    return
+                prompt = body["prompt"]
+                if body.get("echo") and stub.echo_logprobs:
+                    toks = word_tokens(prompt)
+                    choice = {"text": prompt + " x", "logprobs": {
+                        "tokens": [t for t, _ in toks],
+                        "token_logprobs": [None] + [-len(t.strip()) / 10 for t, _ in toks[1:]],
+                        "text_offset": [o for _, o in toks],
+                        "top_logprobs": [None] + [{t: -len(t.strip()) / 10} for t, _ in toks[1:]]}}
+                else:
+                    text = answer(prompt)
+                    for s in body.get("stop") or []:
+                        text = text.split(s)[0]
+                    choice = {"text": text, "finish_reason": "stop"}
+                with stub.lock:
+                    stub.prompts.append(prompt)
+                self._json(200, {"choices": [choice], "usage": {"prompt_tokens": len(prompt.split()),
+                                                                "completion_tokens": 3}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
