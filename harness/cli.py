@@ -72,6 +72,8 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--gen-unit", default=64, show_default=True,
               help="Generation requests per fixed scheduling unit (a resumed run replays at most one unit).")
 @click.option("--flash-attn/--no-flash-attn", default=False, show_default=True, help="llama.cpp flash attention.")
+@click.option("--max-branches", default=1, show_default=True,
+              help="Log-likelihood questions decoded together after their shared prefix (>1: one KV stream each).")
 @click.option("--gen-streams/--no-gen-streams", default=True, show_default=True,
               help="Generation slots in separate KV streams (answers as one-at-a-time) or one unified cache.")
 @click.option("--rpc", "rpc", help="llama.cpp RPC workers host:port,... holding the offloaded layers (RPC build).")
@@ -86,7 +88,8 @@ def download(model: str, quant: str | None) -> None:
               help="Seconds to keep retrying an unreachable or failing server before stopping (resumable).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
-          flash_attn, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency, request_timeout, retry_for,
+          flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
+          request_timeout, retry_for,
           verbose):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
@@ -116,7 +119,8 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     if rpc_servers:
         require_rpc()
     settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
-                              flash_attn=flash_attn, gen_streams=gen_streams, rpc_servers=rpc_servers)
+                              flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
+                              rpc_servers=rpc_servers)
     paths = run_bench(
         entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose
     )

@@ -170,6 +170,9 @@ class LlamaEngine:
         self._ctx_size = 0
         self._batch = None
         self._piece_cache: dict[int, bytes] = {}
+        # Diagnostics (scripts/bench_backends.py): when a dict, generation records per prompt the greedy
+        # tokens and their logit margins over the runner-up.
+        self.trace: dict[tuple[int, ...], list[tuple[int, float]]] | None = None
 
     # ------------------------------------------------------------------ model facts
     def meta(self, key: str) -> str | None:
@@ -356,7 +359,9 @@ class LlamaEngine:
         items.sort(key=lambda it: (it.tokens, it.n_out))
         longest = max(len(it.tokens) for it in items)
         self._check_fits(longest, "log-likelihood request")
-        self._ensure_ctx(longest + self.settings.n_batch, self.settings.max_branches + 1)
+        # Several branches per batch get a KV stream each (in one unified cache their log-probs shifted).
+        self._ensure_ctx(longest + self.settings.n_batch, self.settings.max_branches + 1,
+                         unified=self.settings.max_branches == 1)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         clusters = cluster_by_prefix(
             [it.tokens for it in items], self.settings.min_shared_prefix, [it.n_out for it in items]
@@ -392,7 +397,7 @@ class LlamaEngine:
         for k, it in enumerate(pack):
             seq = k + 1
             if plen:
-                lc.llama_memory_seq_cp(self._mem, 0, seq, 0, plen)
+                lc.llama_memory_seq_cp(self._mem, 0, seq, *((0, plen) if self._unified else (-1, -1)))
             n = len(it.tokens)
             for p in range(plen, n):
                 entries.append((it.tokens[p], p, seq, p >= n - it.n_out))
@@ -494,6 +499,8 @@ class LlamaEngine:
                         p0, p1 = (-1, -1) if not self._unified else (0, plen)
                         lc.llama_memory_seq_cp(self._mem, 0, s + 1, p0, p1)
                     slots[s] = {"req": req, "pending": toks[plen:], "pos": plen, "gen": [], "text": b""}
+                    if self.trace is not None:
+                        self.trace[tuple(toks)] = slots[s]["trace"] = []
             live = [s for s in range(len(slots)) if slots[s] is not None]
             if not live:
                 return
@@ -522,9 +529,13 @@ class LlamaEngine:
                     readers.append(s)
             logits = self._decode(entries)
             nxt = logits.argmax(axis=1) if len(readers) else []
+            if self.trace is not None and len(readers):
+                top2 = np.sort(np.partition(logits, -2, axis=1)[:, -2:], axis=1)
             for r, s in enumerate(readers):
                 st = slots[s]
                 tok = int(nxt[r])
+                if self.trace is not None:  # greedy token and its logit margin over the runner-up
+                    st["trace"].append((tok, float(top2[r, 1] - top2[r, 0])))
                 done = self.is_eog(tok)
                 if not done:
                     st["gen"].append(tok)

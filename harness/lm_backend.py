@@ -11,6 +11,7 @@ decoded once). Use from Python without the harness CLI::
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
@@ -29,6 +30,18 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
     With ``add_generation_prompt=False`` the last (assistant) message is continued, like transformers'
     ``continue_final_message`` (used by lm-eval for ``gen_prefix`` such as "The best answer is").
     """
+    text = _compiled(template).render(
+        messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos
+    )
+    if not add_generation_prompt:
+        final = messages[-1]["content"].strip()
+        text = text[: text.rindex(final) + len(final)]
+    return text
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str):
+    """The chat template compiled once per run, not once per prompt (thousands of prompts per task)."""
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -37,13 +50,7 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    text = env.from_string(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos
-    )
-    if not add_generation_prompt:
-        final = messages[-1]["content"].strip()
-        text = text[: text.rindex(final) + len(final)]
-    return text
+    return env.from_string(template)
 
 
 @register_model("llama-bench")

@@ -33,7 +33,9 @@ def _ggml() -> ctypes.CDLL:
     """libggml of the installed llama-cpp-python (already loaded by libllama: the same handle)."""
     import llama_cpp
 
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    names = ("libggml.so", "libggml.dylib", "ggml.dll")
+    lib = ctypes.CDLL(str(next((lib_dir / n for n in names if (lib_dir / n).exists()), lib_dir / names[0])))
     vp, sz = ctypes.c_void_p, ctypes.c_size_t
     lib.ggml_backend_reg_by_name.restype, lib.ggml_backend_reg_by_name.argtypes = vp, [ctypes.c_char_p]
     lib.ggml_backend_reg_get_proc_address.restype = vp

@@ -91,14 +91,14 @@ class ServerLM(LM):
         self.journal = journal
         self._local_gguf = local_gguf
         self._template: str | None = self.info.chat_template
-        self._bos, self._eos = self.info.bos_token or "", ""
+        self._bos, self._eos = self.info.bos_token or "", self.info.eos_token or ""
         self.template_source = "server" if self._template else None
         if self._template is None and local_gguf is not None:
             self._template, self._bos, self._eos = gguf_chat_facts(local_gguf)
             self.template_source = f"local GGUF {Path(local_gguf).name}" if self._template else None
         # A rendered Llama 3 chat prompt starts with <|begin_of_text|>; a server that adds BOS itself would
         # then see two. Dropping ours keeps the tokens identical to the in-process backend's.
-        self.strip_bos = bool(self._bos) and bool(client.adds_bos(self._bos))
+        self.strip_bos = bool(self._bos) and bool(client.adds_bos(self.info.kind))
 
     def attach(self, progress=None, journal: Journal | None = None) -> ServerLM:
         """Set the progress bar factory and the run journal (what the runner owns), and return self."""
@@ -163,7 +163,8 @@ class ServerLM(LM):
             context, cont = pairs[i]
             toks, vals, offs, tops = self.client.prompt_logprobs(context + cont)
             # The continuation is every token that starts at or after the end of the context.
-            idx = [k for k, o in enumerate(offs) if o >= len(context)]
+            # (The echo ends with the one generated token the request had to ask for: not ours.)
+            idx = [k for k, o in enumerate(offs) if len(context) <= o < len(context) + len(cont)]
             if not idx:
                 raise HarnessError(f"the server's tokens of {cont!r} could not be located in its echo",
                                    "report this with the server's name and version.")

@@ -59,6 +59,7 @@ class ServerInfo:
     model_file: str | None = None
     chat_template: str | None = None
     bos_token: str | None = None
+    eos_token: str | None = None
     slots: int | None = None
 
     def as_record(self) -> dict:
@@ -84,9 +85,15 @@ class ServerClient:
     timeout: float = 600.0  # seconds for one request (a 256-token answer of a 405B model can take minutes)
     retry_seconds: float = 120.0  # how long transient faults are retried before the run stops
     retries: int = field(default=0, init=False)  # transient faults met (recorded)
+    _logprobs: bool | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.root, self.api = _api_root(self.base_url)
+        url = self.base_url
+        parts = urlsplit(url)
+        if self.api_key and (parts.username or parts.password):
+            # user:password in the URL is HTTP basic auth, which would replace the bearer key: the key wins.
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        self.root, self.api = _api_root(url)
         self.endpoint = public_url(self.api)
 
     # ------------------------------------------------------------------ HTTP
@@ -149,6 +156,7 @@ class ServerClient:
             info.model_file = os.path.basename(props.get("model_path") or "") or None
             info.chat_template = props.get("chat_template") or None
             info.bos_token = props.get("bos_token") or None
+            info.eos_token = props.get("eos_token") or None
             info.slots = props.get("total_slots")
             return info
         version = self.request("GET", f"{self.root}/version", optional=True)
@@ -160,13 +168,22 @@ class ServerClient:
                 info.model_file = m["root"]
         return info
 
-    def adds_bos(self, bos_token: str) -> bool | None:
-        """Whether the server puts BOS before a text prompt itself (llama-server's /tokenize); None: unknown."""
-        got = self.request("POST", f"{self.root}/tokenize", json={"content": "a", "add_special": True}, optional=True)
-        plain = self.request("POST", f"{self.root}/tokenize", json={"content": "a", "add_special": False}, optional=True)
-        if not got or not plain or "tokens" not in got:
+    def adds_bos(self, kind: str) -> bool | None:
+        """Whether the server puts BOS before a text prompt itself (its /tokenize); None: unknown."""
+        if kind == "llama-server":
+            with_, without = ({"content": "a", "add_special": flag} for flag in (True, False))
+        elif kind == "vllm":
+            with_, without = ({"model": self.model, "prompt": "a", "add_special_tokens": flag} for flag in (True, False))
+        else:
             return None
-        return len(got["tokens"]) > len(plain.get("tokens", []))
+        try:
+            got = self.request("POST", f"{self.root}/tokenize", json=with_, optional=True)
+            plain = self.request("POST", f"{self.root}/tokenize", json=without, optional=True)
+        except HarnessError:  # a /tokenize of another shape: leave the prompt as it is
+            return None
+        if not got or not plain or "tokens" not in got or "tokens" not in plain:
+            return None
+        return len(got["tokens"]) > len(plain["tokens"])
 
     # ------------------------------------------------------------------ completions
     def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> Completion:
@@ -199,12 +216,14 @@ class ServerClient:
         return list(toks), list(vals), list(offs), list(lp.get("top_logprobs") or [None] * len(toks))
 
     def supports_prompt_logprobs(self) -> bool:
-        """Probe once: does ``echo`` return the prompt's own tokens with log-probs?"""
-        try:
-            toks, _, offs, _ = self.prompt_logprobs("The capital of France is Paris")
-        except NoPromptLogprobs:
-            return False
-        return len(toks) >= 3 and offs[-1] >= len("The capital of France is")
+        """Probe (once per client): does ``echo`` return the prompt's own tokens with log-probs?"""
+        if self._logprobs is None:
+            try:
+                toks, _, offs, _ = self.prompt_logprobs("The capital of France is Paris")
+                self._logprobs = len(toks) >= 3 and max(offs) >= len("The capital of France is")
+            except NoPromptLogprobs:
+                self._logprobs = False
+        return self._logprobs
 
 
 class NoPromptLogprobs(HarnessError):

@@ -7,6 +7,7 @@ model and version instead of a local file's sha256.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from harness.catalogue import ModelEntry, quant_from_name, resolve
@@ -45,7 +46,11 @@ def server_model(model: ModelEntry, quant_given: bool, served_file: str | None) 
     if quant_given:
         raise HarnessError(f"--quant {model.quant} but the server runs {served_file} ({detected})",
                            f"pass --quant {detected}, or point --base-url at the server running {model.quant}.")
-    return resolve(model.name, detected)
+    try:
+        return resolve(model.name, detected)
+    except HarnessError as exc:
+        raise HarnessError(f"the server runs {served_file} ({detected}); the catalogue has no {detected} of {model.name}",
+                           "check --model (the record names it), or add the quant to tasks/models.yaml.") from exc
 
 
 def run_bench_server(
@@ -64,6 +69,12 @@ def run_bench_server(
     """Plan every task, ask the server what it serves and can do, refuse what it cannot score, then run."""
     info = client.info()
     model = server_model(model, quant_given, info.model_file)
+    known = {f.lower() for f in (*model.files.files, model.files.main_file)}
+    if info.model_file and info.model_file.lower() not in known:
+        # Not an error (a renamed or re-quantized file is legitimate), but the record will name MODEL.
+        print(f"warning: the server runs {info.model_file}; the catalogue's file for {model.name} "
+              f"{model.quant} is {model.files.main_file}. The record will say {model.name}: check --model.",
+              file=sys.stderr)
     plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
     check_writable(results_dir)
     loglik = [p.name for p in plans if needs_prompt_logprobs(p)]

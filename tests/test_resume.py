@@ -43,6 +43,9 @@ def _run_with_kills(cmd, results, kills, rng, sig=signal.SIGKILL):
             return done_kills
         proc.send_signal(sig)
         proc.wait(timeout=60)
+        journal = list((results / ".journal").glob("*.jsonl"))
+        if _records(results) and not journal:  # killed while printing, after the run had finished: no kill
+            return done_kills
         seen = _journal_lines(results)
         done_kills += 1
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -113,3 +114,24 @@ def test_loglikelihood_refused_when_server_ignores_echo(stub):
     with pytest.raises(NoPromptLogprobs, match="does not return prompt log-probabilities"):
         lm.loglikelihood([Instance("loglikelihood", {}, ("The answer is", " A"), 0)])
     assert all("The answer is A" != p for p in stub.prompts[1:])  # only the probe was sent
+
+
+def test_cli_run_through_a_keyed_server_never_records_the_key(stub, tmp_path, mirror):
+    """End to end through `harness bench --backend server` (chat template from the local GGUF, since the
+    server reports none): a missing key is a message; with it the run completes and the key is nowhere."""
+    from test_bench_e2e import run_cli
+
+    stub.api_key = "sk-test-secret-123"
+    args = ("bench", "--backend", "server", "--base-url", stub.url.replace("http://", "http://user:pw@"),
+            "--api-key-env", "STUB_KEY", "-t", "gsm8k", "--limit", "3", "--data-dir", str(mirror),
+            "--results-dir", str(tmp_path))
+    res = run_cli(*args, env_extra={"STUB_KEY": "wrong"})
+    assert res.returncode == 2 and "refused the request (401" in res.stderr and "--api-key-env" in res.stderr
+    res = run_cli(*args, env_extra={"STUB_KEY": stub.api_key})
+    assert res.returncode == 0, res.stderr[-2000:]
+    texts = [p.read_text() for p in tmp_path.rglob("*") if p.is_file()] + [res.stdout, res.stderr]
+    assert not any(stub.api_key in t or "user:pw" in t for t in texts)
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*[0-9]Z.json")]
+    assert rec["backend"]["server"]["endpoint"] == stub.url and rec["backend"]["server"]["kind"] == "vllm"
+    assert rec["backend"]["chat_template_source"].startswith("local GGUF")
+    assert len(stub.prompts) == 3 and all(p.startswith("<|im_start|>system") for p in stub.prompts)
