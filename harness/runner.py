@@ -32,6 +32,7 @@ from harness.record import (
     wilson_interval,
     write_json,
 )
+from harness.rpc import add_workers, local_gpu_present
 from harness.speed import floor_seconds, probe
 from harness.tasks import TaskPlan, _task_manager, plan_task
 
@@ -323,12 +324,6 @@ def _system_info(engine: LlamaEngine) -> str:
         return ""
 
 
-def _gpu_build() -> bool:
-    from harness.rpc import local_gpu_present
-
-    return local_gpu_present()
-
-
 def run_bench(
     model: ModelEntry,
     model_path: Path,
@@ -350,16 +345,14 @@ def run_bench(
     shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(model_path).name)  # all shards
     weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
     kv = kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx)
+    gpu = settings.gpu_layers != 0 and (bool(settings.rpc_servers) or local_gpu_present())
     if settings.rpc_servers:
-        from harness.rpc import add_workers
-
         check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, add_workers(settings.rpc_servers),
                             f"{model.name} {model.quant}")
-    elif settings.gpu_layers == 0 or not _gpu_build():
+    elif not gpu:
         check_memory(weights, kv, f"{model.name} {model.quant}")
     # Journals first: a second identical run is refused at once, before it loads anything.
     sha = file_sha256(model_path)
-    gpu = settings.gpu_layers != 0 and (bool(settings.rpc_servers) or _gpu_build())
     journals: list[Journal] = []
     try:
         for p in plans:

@@ -190,6 +190,7 @@ class ServerLM(LM):
         if bar and len(keys) > len(todo):
             bar(len(keys) - len(todo))
         error: BaseException | None = None
+        retries0 = self.client.retries
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="server")
         pending: dict[Future, int] = {}
         queue = iter(todo)
@@ -225,7 +226,7 @@ class ServerLM(LM):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-        self.stats.retries = self.client.retries
+        self.stats.retries += self.client.retries - retries0  # the client (and its counter) may serve other tasks
         if error is not None:
             raise error
         return out

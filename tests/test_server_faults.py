@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+from backend_procs import free_port
 from lm_eval.api.instance import Instance
 from openai_stub import StubServer, answer, word_tokens
 
@@ -28,12 +28,6 @@ def stub():
     s = StubServer()
     yield s
     s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_public_url_drops_secrets():
