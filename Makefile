@@ -11,7 +11,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup setup-rpc bench test test-fast lint models compare publish smoke regress baseline
+.PHONY: setup setup-rpc setup-cuda bench test test-fast lint models compare publish smoke regress baseline
 
 $(BIN)/harness: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,12 @@ setup-rpc: setup  ## rebuild llama-cpp-python with -DGGML_RPC=on (~10 min on 2 c
 	CMAKE_ARGS="-DGGML_RPC=on" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
 	  "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
 	$(BIN)/python -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_rpc() else 'RPC build failed')"
+
+setup-cuda: setup  ## rebuild llama-cpp-python with CUDA for this machine's GPU (needs nvcc; ~4 min on 16 cores)
+	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native -DGGML_CUDA_FA=OFF" \
+	  $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
+	  "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+	$(BIN)/python -c "import sys, harness.devices as d; g = d.local_gpus(); print(g) if g else sys.exit('no GPU visible to the new build')"
 
 bench: setup  ## run GSM8K and MMLU on MODEL (default smollm2-135m, offline) and print the score table
 	$(BIN)/harness bench $(BENCH_ARGS)

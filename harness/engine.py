@@ -127,6 +127,9 @@ def cluster_by_prefix(seqs: list[list[int]], min_shared: int, reserve: list[int]
     return clusters
 
 
+_LOG_INFO, _LOG_ERROR, _LOG_CONT = 2, 4, 5  # enum ggml_log_level (ggml.h)
+
+
 class LlamaEngine:
     """One llama.cpp model and context, evaluated in fixed, batched, prefix-sharing passes."""
 
@@ -140,12 +143,14 @@ class LlamaEngine:
         self._install_log_filter(verbose)
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
-        from harness.rpc import add_workers, local_gpu_present
+        from harness.devices import local_gpus
+        from harness.rpc import add_workers
 
         # Registered RPC workers are offload devices like GPUs: llama.cpp spreads the offloaded layers over
         # them in proportion to their free memory.
         self.rpc_devices = add_workers(self.settings.rpc_servers) if self.settings.rpc_servers else []
-        can_offload = bool(self.rpc_devices) or local_gpu_present()
+        self.gpus = local_gpus()
+        can_offload = bool(self.rpc_devices or self.gpus)
         gpu_layers = self.settings.gpu_layers
         if gpu_layers < 0:
             gpu_layers = 10_000 if can_offload else 0
@@ -158,6 +163,8 @@ class LlamaEngine:
                 "check that it is a complete GGUF file of a supported architecture (re-download it).",
             )
         self.model = model
+        # Layers really placed on GPUs/workers (the request, -1 or N, capped at the model's layer count).
+        self.layers_offloaded = min(gpu_layers, lc.llama_model_n_layer(model)) if self.gpu_offload else 0
         self.vocab = lc.llama_model_get_vocab(model)
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = lc.llama_model_n_ctx_train(model)
@@ -560,12 +567,19 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ logging
     def _install_log_filter(self, verbose: bool) -> None:
-        """Silence llama.cpp's stderr chatter unless --verbose (errors still reach the user as messages)."""
+        """Silence llama.cpp's stderr chatter unless --verbose; its errors always get through.
+
+        A CUDA error (out of memory, illegal access) is logged at ERROR level just before ggml aborts the
+        process: swallowing it would leave the user a bare backtrace with no cause.
+        """
         lc_mod = __import__("llama_cpp")
+        last = [_LOG_INFO]
 
         @lc_mod.llama_log_callback
         def _cb(level, text, user_data):
-            if verbose:
+            level = last[0] if level == _LOG_CONT else level  # CONT continues the previous message
+            last[0] = level
+            if verbose or level == _LOG_ERROR:
                 os.write(2, text)
 
         LlamaEngine._log_cb = _cb  # keep a reference: ctypes callbacks must outlive the C side

@@ -47,13 +47,25 @@ def check_memory(weights_bytes: int, kv_bytes: int, what: str, available: int | 
         )
 
 
-def check_memory_spread(weights_bytes: int, kv_bytes: int, n_layer: int, gpu_layers: int, workers: list[dict],
-                        what: str, available: int | None = None) -> None:
-    """Memory check for a model spread over RPC workers: the offloaded layers (and their KV cache) must fit
-    in the workers' free memory together, the rest in this machine's RAM.
+# Room left on a GPU for llama.cpp's compute buffers (activations of one n_batch micro-batch), beyond
+# weights and KV cache; ~0.3-1.5 GiB from 8B to 70B at n_batch 512 (llama.cpp's load log).
+GPU_COMPUTE_RESERVE = GIB
+
+
+def fit_layers(weights_bytes: int, kv_bytes: int, n_layer: int, free_bytes: int) -> int:
+    """How many of ``n_layer`` (weights + KV cache, spread evenly) fit in ``free_bytes``."""
+    per_layer = (weights_bytes + kv_bytes) / max(n_layer, 1)
+    return max(0, min(n_layer, int(free_bytes // per_layer)))
+
+
+def check_memory_spread(weights_bytes: int, kv_bytes: int, n_layer: int, gpu_layers: int, devices: list[dict],
+                        what: str, available: int | None = None, kind: str = "rpc") -> None:
+    """Memory check for a model whose offloaded layers go to other devices (``kind``: "rpc" workers, or
+    this machine's "gpu"s): those layers and their KV cache must fit in the devices' free memory together,
+    the rest in this machine's RAM.
 
     llama.cpp splits offloaded layers over devices in proportion to their free memory, so when the
-    total fits, every worker's share fits too.
+    total fits, every device's share fits too.
     """
     if available is None:
         import psutil
@@ -63,19 +75,29 @@ def check_memory_spread(weights_bytes: int, kv_bytes: int, n_layer: int, gpu_lay
     share = offloaded / max(n_layer, 1)
     remote = (weights_bytes + kv_bytes) * share
     local = (weights_bytes + kv_bytes) - remote
-    free = sum(w["free_bytes"] for w in workers)
-    if remote > free:
-        each = ", ".join(f"{w['endpoint']} {w['free_bytes'] / GIB:.1f} GiB" for w in workers)
+    reserve = GPU_COMPUTE_RESERVE * len(devices) if kind == "gpu" else 0
+    free = sum(d["free_bytes"] for d in devices)
+    if remote + reserve > free:
+        each = ", ".join(f"{d.get('endpoint') or d.get('description') or d['device']} {d['free_bytes'] / GIB:.1f} GiB"
+                         for d in devices)
+        where = "on the RPC workers" if kind == "rpc" else "on the GPU" + ("s" if len(devices) > 1 else "")
+        extra = f" plus ~{reserve / GIB:.0f} GiB of compute buffers" if reserve else ""
+        n_fit = fit_layers(weights_bytes, kv_bytes, n_layer, max(0, free - reserve))
+        hint = ("add workers (--rpc), free memory on them, keep some layers here (--gpu-layers N), or use a smaller quant."
+                if kind == "rpc" else
+                f"offload fewer layers: --gpu-layers {n_fit} fits (the other {n_layer - n_fit} run on the CPU, slower), "
+                "free GPU memory, or choose a smaller quant.")
         raise HarnessError(
-            f"{what}: the {offloaded} offloaded layers need about {remote / GIB:.1f} GiB on the RPC workers, "
-            f"which have {free / GIB:.1f} GiB free ({each})",
-            "add workers (--rpc), free memory on them, keep some layers here (--gpu-layers N), or use a smaller quant.",
+            f"{what}: the {offloaded} offloaded layers need about {remote / GIB:.1f} GiB {where}{extra}, "
+            f"which {'have' if kind == 'rpc' or len(devices) > 1 else 'has'} {free / GIB:.1f} GiB free ({each})",
+            hint,
         )
     if local > available:
         raise HarnessError(
             f"{what}: the {n_layer - offloaded} layers kept on this machine need about {local / GIB:.1f} GiB, "
             f"{available / GIB:.1f} GiB is available",
-            "offload more layers to the workers (--gpu-layers, -1 for all) or add workers.",
+            "offload more layers (--gpu-layers, -1 for all)" + (" or add workers." if kind == "rpc" else
+                                                                 ", or choose a smaller quant."),
         )
 
 

@@ -18,38 +18,12 @@ import socket
 import subprocess
 import sys
 import threading
-from functools import lru_cache
-from pathlib import Path
 
+from harness.devices import _CPU, _ggml
 from harness.errors import HarnessError
 
-_CPU, _GPU, _IGPU = 0, 1, 2  # enum ggml_backend_dev_type (ggml-backend.h)
 _registered: dict[str, list[dict]] = {}  # endpoint -> its devices: ggml keeps them for the process' life
 _in_child = False  # set in the handshake probe's child process
-
-
-@lru_cache(maxsize=1)
-def _ggml() -> ctypes.CDLL:
-    """libggml of the installed llama-cpp-python (already loaded by libllama: the same handle)."""
-    import llama_cpp
-
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    names = ("libggml.so", "libggml.dylib", "ggml.dll")
-    lib = ctypes.CDLL(str(next((lib_dir / n for n in names if (lib_dir / n).exists()), lib_dir / names[0])))
-    vp, sz = ctypes.c_void_p, ctypes.c_size_t
-    lib.ggml_backend_reg_by_name.restype, lib.ggml_backend_reg_by_name.argtypes = vp, [ctypes.c_char_p]
-    lib.ggml_backend_reg_get_proc_address.restype = vp
-    lib.ggml_backend_reg_get_proc_address.argtypes = [vp, ctypes.c_char_p]
-    lib.ggml_backend_register.restype, lib.ggml_backend_register.argtypes = None, [vp]
-    lib.ggml_backend_reg_dev_count.restype, lib.ggml_backend_reg_dev_count.argtypes = sz, [vp]
-    lib.ggml_backend_reg_dev_get.restype, lib.ggml_backend_reg_dev_get.argtypes = vp, [vp, sz]
-    lib.ggml_backend_dev_name.restype, lib.ggml_backend_dev_name.argtypes = ctypes.c_char_p, [vp]
-    lib.ggml_backend_dev_description.restype, lib.ggml_backend_dev_description.argtypes = ctypes.c_char_p, [vp]
-    lib.ggml_backend_dev_memory.restype = None
-    lib.ggml_backend_dev_memory.argtypes = [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]
-    lib.ggml_backend_dev_by_type.restype, lib.ggml_backend_dev_by_type.argtypes = vp, [ctypes.c_int]
-    lib.ggml_backend_dev_count.restype = sz
-    return lib
 
 
 def rpc_supported() -> bool:
@@ -57,15 +31,6 @@ def rpc_supported() -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_supports_rpc())
-
-
-def local_gpu_present() -> bool:
-    """A real GPU/iGPU device in this process (RPC support alone makes llama_supports_gpu_offload true)."""
-    import llama_cpp
-
-    llama_cpp.llama_backend_init()
-    lib = _ggml()
-    return bool(lib.ggml_backend_dev_by_type(_GPU) or lib.ggml_backend_dev_by_type(_IGPU))
 
 
 def require_rpc() -> None:

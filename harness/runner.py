@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from harness import __version__
 from harness.catalogue import ModelEntry
+from harness.devices import local_gpus
 from harness.engine import EngineSettings, LlamaEngine
 from harness.estimate import Stratum, estimate, macro_var
 from harness.gguf_check import check_gguf
@@ -32,7 +33,7 @@ from harness.record import (
     wilson_interval,
     write_json,
 )
-from harness.rpc import add_workers, local_gpu_present
+from harness.rpc import add_workers
 from harness.speed import floor_seconds, probe
 from harness.tasks import TaskPlan, _task_manager, plan_task
 
@@ -233,6 +234,9 @@ def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds
         }
         if engine.settings.rpc_servers:
             out["rpc_workers"] = engine.rpc_devices
+        if engine.gpu_offload and engine.gpus:
+            out["gpus"] = [{k: d[k] for k in ("device", "description", "total_bytes")} for d in engine.gpus]
+            out["gpu_layers_offloaded"] = engine.layers_offloaded
         return out
 
     return Session(lambda **kw: LlamaBenchLM(engine=engine, **kw), engine.stats, model, backend, load_seconds, speed)
@@ -345,12 +349,15 @@ def run_bench(
     shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(model_path).name)  # all shards
     weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
     kv = kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx)
-    gpu = settings.gpu_layers != 0 and (bool(settings.rpc_servers) or local_gpu_present())
+    gpus = local_gpus() if settings.gpu_layers != 0 else []
+    gpu = settings.gpu_layers != 0 and bool(settings.rpc_servers or gpus)
+    what = f"{model.name} {model.quant}"
     if settings.rpc_servers:
-        check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, add_workers(settings.rpc_servers),
-                            f"{model.name} {model.quant}")
-    elif not gpu:
-        check_memory(weights, kv, f"{model.name} {model.quant}")
+        check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, add_workers(settings.rpc_servers), what)
+    elif gpu:
+        check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, gpus, what, kind="gpu")
+    else:
+        check_memory(weights, kv, what)
     # Journals first: a second identical run is refused at once, before it loads anything.
     sha = file_sha256(model_path)
     journals: list[Journal] = []

@@ -102,3 +102,20 @@ def test_prompt_longer_than_the_context_is_a_clear_error(engine):
     assert f"context of {engine.n_ctx_train}" in err.value.format_message()
     with pytest.raises(HarnessError):
         engine.loglikelihood([(too_long, [330])])
+
+
+def test_llama_cpp_errors_reach_stderr_without_verbose(tmp_path):
+    """The log filter drops llama.cpp's chatter but not its errors (a CUDA error is logged just before ggml
+    aborts; without it the user sees a bare backtrace)."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "missing.gguf"
+    code = ("from harness.engine import LlamaEngine\n"
+            "from harness.errors import HarnessError\n"
+            f"try:\n    LlamaEngine({str(bad)!r})\nexcept HarnessError as e:\n    print('refused:', e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "refused: llama.cpp could not load" in res.stdout
+    assert str(bad) in res.stderr and "failed to open" in res.stderr  # llama.cpp's own reason, at ERROR level
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines and all("fail" in ln or "error" in ln for ln in lines), lines  # INFO chatter stays quiet
