@@ -74,6 +74,10 @@ class EngineStats:
     decode_seconds: float = 0.0
     n_ctx: int = 0
     replayed_requests: int = 0  # finished requests re-run to rebuild an interrupted unit's batches
+    # Generated tokens decoded and the sum of their positions: decode cost grows with context depth
+    # (attention reads every cached cell), so the floor is taken at this run's mean depth.
+    gen_decodes: int = 0
+    gen_depth_sum: int = 0
 
     def as_record(self) -> dict:
         return asdict(self)
@@ -531,6 +535,8 @@ class LlamaEngine:
                         readers.append(s)
                 elif budget > 0:
                     entries.append((st["gen"][-1], st["pos"], s + 1, True))
+                    self.stats.gen_decodes += 1
+                    self.stats.gen_depth_sum += st["pos"]
                     st["pos"] += 1
                     budget -= 1
                     readers.append(s)

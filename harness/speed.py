@@ -12,8 +12,13 @@ import time
 from harness.engine import EngineStats, LlamaEngine
 
 
-def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1) -> dict:
-    """Best-of-``repeats`` rates in tokens/s; the engine's own token counters are left untouched."""
+def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
+          deep: int | None = None) -> dict:
+    """Best-of-``repeats`` rates in tokens/s; the engine's own token counters are left untouched.
+
+    ``deep``: also time the batched decode at that context depth (like llama-bench's ``-d``), so a
+    floor can be taken at the depth a run really decodes at (:func:`floor_seconds`).
+    """
     lc = engine.lc
     saved = engine.stats
     engine.stats = EngineStats()
@@ -22,7 +27,8 @@ def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16,
     # A fixed, ordinary token sequence (the text of a counting rhyme), so every probe decodes the same ids.
     base = engine.tokenize("one two three four five six seven eight nine ten " * 8, add_bos=False)
     toks = (base * (prompt_tokens // max(len(base), 1) + 1))[:prompt_tokens]
-    engine._ensure_ctx(prompt_tokens + n_par * (decode_steps + 1) + n_batch, n_par + 1)
+    depth = max(prompt_tokens, deep or 0)
+    engine._ensure_ctx(depth + n_par * (decode_steps + 1) + n_batch, n_par + 1)
     best = {"prompt": 0.0, "decode_1": 0.0, f"decode_{n_par}": 0.0}
     try:
         for _ in range(repeats):
@@ -44,14 +50,37 @@ def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16,
             for i in range(decode_steps):
                 engine._decode([(toks[i], prompt_tokens + i, s, True) for s in range(1, n_par + 1)])
             best[f"decode_{n_par}"] = max(best[f"decode_{n_par}"], n_par * decode_steps / (time.perf_counter() - t0))
+        if deep:  # once: the prompt grows to ``deep`` tokens, then the same batched decode
+            lc.llama_memory_clear(engine._mem, True)
+            long = (base * (deep // max(len(base), 1) + 1))[:deep]
+            engine._prefill(long, seq=0)
+            for s in range(1, n_par + 1):
+                lc.llama_memory_seq_cp(engine._mem, 0, s, 0, deep)
+            t0 = time.perf_counter()
+            for i in range(decode_steps):
+                engine._decode([(long[i], deep + i, s, True) for s in range(1, n_par + 1)])
+            best["deep"] = n_par * decode_steps / (time.perf_counter() - t0)
     finally:
         lc.llama_memory_clear(engine._mem, True)
         engine.stats = saved
-    return {"prompt_tokens_per_s": round(best["prompt"], 1), "decode_1_tokens_per_s": round(best["decode_1"], 1),
-            "decode_batched_tokens_per_s": round(best[f"decode_{n_par}"], 1), "batched_sequences": n_par,
-            "prompt_len": prompt_tokens, "decode_steps": decode_steps}
+    out = {"prompt_tokens_per_s": round(best["prompt"], 1), "decode_1_tokens_per_s": round(best["decode_1"], 1),
+           "decode_batched_tokens_per_s": round(best[f"decode_{n_par}"], 1), "batched_sequences": n_par,
+           "prompt_len": prompt_tokens, "decode_steps": decode_steps}
+    if deep:
+        out.update(decode_batched_deep_tokens_per_s=round(best["deep"], 1), deep_len=deep)
+    return out
 
 
-def floor_seconds(speed: dict, prompt_tokens: int, generated_tokens: int) -> float:
-    """The least time the run's own token counts need at the probed rates."""
-    return prompt_tokens / speed["prompt_tokens_per_s"] + generated_tokens / speed["decode_batched_tokens_per_s"]
+def floor_seconds(speed: dict, prompt_tokens: int, generated_tokens: int, mean_depth: float | None = None) -> float:
+    """The least time the run's own token counts need at the probed rates.
+
+    With ``mean_depth`` (the mean position of the run's generated tokens) and a probe taken at two
+    depths, a generated token costs the batched decode time per token interpolated linearly in depth
+    (attention is linear in the cells it reads); otherwise the decode rate at the probe's prompt length.
+    """
+    per_token = 1 / speed["decode_batched_tokens_per_s"]
+    if mean_depth is not None and speed.get("decode_batched_deep_tokens_per_s"):
+        d0, d1 = speed["prompt_len"], speed["deep_len"]
+        t0, t1 = per_token, 1 / speed["decode_batched_deep_tokens_per_s"]
+        per_token = max(t0 + (t1 - t0) * (mean_depth - d0) / (d1 - d0), min(t0, t1))
+    return prompt_tokens / speed["prompt_tokens_per_s"] + generated_tokens * per_token
