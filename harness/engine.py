@@ -30,7 +30,8 @@ from harness.errors import HarnessError
 # batches a request meets do not depend on which requests an interrupted run had already finished.
 # v3: generation slots in separate KV streams (``gen_streams``): on GSM8K 30 (SmolLM2, 8 slots) 24 of 30
 # outputs identical to one-request-at-a-time generation, against 9 of 30 in one unified cache.
-SCHEME = "prefix-branch-v3"
+# v4: a slot's prompt suffix is decoded in its own decode calls, never batched with other slots' tokens.
+SCHEME = "prefix-branch-v4"
 
 
 @dataclass(frozen=True)
@@ -517,28 +518,30 @@ class LlamaEngine:
                 return
             entries: list[tuple[int, int, int, bool]] = []
             readers: list[int] = []
-            budget = n_batch
-            for s in live:
+            pending = [s for s in live if slots[s]["pending"]]
+            if pending:
+                # A new slot's prompt suffix is decoded alone, in n_batch chunks from the prefix on, as in a
+                # one-request-at-a-time run: llama.cpp's CPU matmuls take another kernel for a 1-token slice
+                # than for a longer one (llamafile sgemm is for n >= 2 only), so a suffix split over micro-
+                # batches mixed with other slots' tokens got slightly different hidden states (scheme v4).
+                s = pending[0]
                 st = slots[s]
-                if st["pending"]:
-                    if budget <= 0:
-                        continue
-                    take = st["pending"][:budget]
-                    st["pending"] = st["pending"][len(take) :]
-                    last = not st["pending"]
-                    for j, t in enumerate(take):
-                        entries.append((t, st["pos"] + j, s + 1, last and j == len(take) - 1))
-                    st["pos"] += len(take)
-                    budget -= len(take)
-                    self.stats.prompt_tokens += len(take)
-                    if last:
-                        readers.append(s)
-                elif budget > 0:
+                take = st["pending"][:n_batch]
+                st["pending"] = st["pending"][len(take) :]
+                last = not st["pending"]
+                for j, t in enumerate(take):
+                    entries.append((t, st["pos"] + j, s + 1, last and j == len(take) - 1))
+                st["pos"] += len(take)
+                self.stats.prompt_tokens += len(take)
+                if last:
+                    readers.append(s)
+            else:
+                for s in live[:n_batch]:  # every live slot's last token: one token per KV stream
+                    st = slots[s]
                     entries.append((st["gen"][-1], st["pos"], s + 1, True))
                     self.stats.gen_decodes += 1
                     self.stats.gen_depth_sum += st["pos"]
                     st["pos"] += 1
-                    budget -= 1
                     readers.append(s)
             logits = self._decode(entries)
             nxt = logits.argmax(axis=1) if len(readers) else []

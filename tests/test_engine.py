@@ -81,8 +81,9 @@ def test_generation_is_deterministic_and_matches_one_at_a_time(engine):
     batched = engine.generate(prompts, until, [24] * len(prompts))
     assert batched == engine.generate(prompts, until, [24] * len(prompts))  # a rerun is bit-identical
     single = [engine.generate([p], [["\n\n"]], [24])[0] for p in prompts]
-    agree = sum(a == b for a, b in zip(batched, single))
-    assert agree >= len(prompts) - 1, (batched, single)  # batch composition may flip one near-tie
+    # Scheme v4: each slot's prompt suffix is decoded alone and every generation step gives each KV
+    # stream one token, so every kernel sees what it sees in a one-request-at-a-time run.
+    assert batched == single
     assert all("\n\n" not in t for t in batched)
 
 
