@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -137,6 +138,8 @@ _LOG_INFO, _LOG_ERROR, _LOG_CONT = 2, 4, 5  # enum ggml_log_level (ggml.h)
 
 class LlamaEngine:
     """One llama.cpp model and context, evaluated in fixed, batched, prefix-sharing passes."""
+
+    _interrupted = False  # set by the unraisable hook when Ctrl-C hit inside the log callback
 
     def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, verbose: bool = False):
         import llama_cpp as lc  # heavy: imported only when a model is really loaded
@@ -307,6 +310,9 @@ class LlamaEngine:
         t0 = time.perf_counter()
         rc = self.lc.llama_decode(self._ctx, b)
         self.stats.decode_seconds += time.perf_counter() - t0
+        if LlamaEngine._interrupted:  # Ctrl-C/SIGTERM that landed inside the log callback (see there)
+            LlamaEngine._interrupted = False
+            raise KeyboardInterrupt
         self.stats.decode_calls += 1
         if rc != 0:
             raise HarnessError(
@@ -593,6 +599,19 @@ class LlamaEngine:
 
         LlamaEngine._log_cb = _cb  # keep a reference: ctypes callbacks must outlive the C side
         lc_mod.llama_log_set(_cb, ctypes.c_void_p(0))
+        # A KeyboardInterrupt raised while Python runs this callback is "ignored" by ctypes (reported to
+        # sys.unraisablehook, not raised): keep it and raise it after the C call, or Ctrl-C would be lost.
+        if not getattr(sys.unraisablehook, "_harness", False):
+            prev = sys.unraisablehook
+
+            def hook(u):
+                if isinstance(u.exc_value, KeyboardInterrupt):
+                    LlamaEngine._interrupted = True
+                else:
+                    prev(u)
+
+            hook._harness = True
+            sys.unraisablehook = hook
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
