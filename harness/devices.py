@@ -63,7 +63,3 @@ def local_gpus() -> list[dict]:
                     "free_bytes": free.value, "total_bytes": total.value})
     return out
 
-
-def local_gpu_present() -> bool:
-    """A real GPU/iGPU in this process (RPC support alone makes llama_supports_gpu_offload true)."""
-    return bool(local_gpus())
