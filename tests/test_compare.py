@@ -40,7 +40,7 @@ def claim(cid="c", model="llama3.1-8b-instruct", task="gsm8k", setting=GSM8K, ki
 def runs_of(tmp_path, *recs):
     for r in recs:
         write_record(tmp_path, r)
-    return load_runs(tmp_path)[0]
+    return load_runs(tmp_path).runs
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,8 @@ def test_one_row_per_quant_and_duplicates_not_counted(tmp_path):
     q8 = make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 9 + [False]}, quant="Q8_0")
     for r in (rec, dup, q8):
         write_record(tmp_path, r)
-    runs, dupes = load_runs(tmp_path)
+    loaded = load_runs(tmp_path)
+    runs, dupes = loaded.runs, loaded.duplicates
     assert dupes == 1 and len(runs) == 2
     rows = compare_claim(claim(claimed=80.0), runs)
     assert [r.quant for r in rows] == ["Q4_K_M", "Q8_0"]
