@@ -71,7 +71,11 @@ class Journal:
                 f"another harness run is writing {self.path.name} (same model, task and settings)",
                 "wait for it to finish, or give this run another --results-dir.",
             ) from exc
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self.close()  # release the lock: a failed open must not block the rerun
+            raise
 
     def _load(self) -> None:
         """Read every intact line; anything else (torn, undecodable, not an object, bad CRC) is skipped and

@@ -11,6 +11,7 @@ finished request, so rerunning the same command resumes once the server is back.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -319,7 +320,7 @@ def _int_field(obj: dict, key: str, endpoint: str) -> int:
     v = obj.get(key)
     if v is None:
         return 0
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise MalformedAnswer(endpoint, f"`usage.{key}` is {v!r}, not a token count")
     return int(v)
 
