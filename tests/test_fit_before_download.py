@@ -214,3 +214,27 @@ def test_kv_cells_follow_the_engines_sizing():
     ll = planned_ctx([_Plan("y", False)], s, longest={"y": 700})
     assert ll["cells"] == 2048  # log-likelihood: one unified cache of the longest branch + n_batch (the probe's too)
     assert planned_ctx([_Plan("y", False)], EngineSettings(max_branches=4), longest={"y": 700})["cells"] == 2048 * 5
+
+
+@pytest.mark.slow
+def test_a_model_that_fits_is_judged_then_downloaded_and_run(tmp_path, mirror, smollm2_path):
+    tasks_dir(tmp_path)
+    data = Path(smollm2_path).read_bytes()
+    name = "SmolLM2-135M-Instruct-Q4_1.gguf"
+    with FakeHub() as h:
+        h.files[("acme/smol-GGUF", name)] = data
+        env = env_for(h, tmp_path, mirror)
+        res = subprocess.run([str(HARNESS), "bench", "--model", f"hf:acme/smol-GGUF/{name}", "--tasks", "gsm8k",
+                              "--limit", "1", "--threads", "2", "--results-dir", str(tmp_path / "results")],
+                             capture_output=True, text=True, env=env, timeout=900)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "preflight: SmolLM2-135M-Instruct-Q4_1 Q4_1 fits" in res.stderr
+        ranged = [r for m, p, r in h.log if m == "GET" and "/resolve/" in p and r]
+        assert ranged and ranged[0] == "bytes=0-1048575"  # the header first, then the file
+        assert sum(end - a for f, a, end in h.served if f == name) >= len(data)
+    records = [p for p in (tmp_path / "results" / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json")]
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    import hashlib
+
+    assert rec["model"]["sha256"] == hashlib.sha256(data).hexdigest()  # hashed over the bytes
