@@ -224,7 +224,7 @@ def test_a_model_that_fits_is_judged_then_downloaded_and_run(tmp_path, mirror, s
     with FakeHub() as h:
         h.files[("acme/smol-GGUF", name)] = data
         env = env_for(h, tmp_path, mirror)
-        res = subprocess.run([str(HARNESS), "bench", "--model", f"hf:acme/smol-GGUF/{name}", "--tasks", "gsm8k",
+        res = subprocess.run([str(HARNESS), "bench", "--model", f"hf:acme/smol-GGUF/{name}", "--tasks", "mmlu_cloze",
                               "--limit", "1", "--threads", "2", "--results-dir", str(tmp_path / "results")],
                              capture_output=True, text=True, env=env, timeout=900)
         assert res.returncode == 0, res.stderr[-3000:]

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, mirror, tmp_path, monkeypatch):
     from harness.catalogue import resolve
     from harness.engine import LlamaEngine
+    from harness.identity import measurement
     from harness.journal import Journal
-    from harness.runner import engine_session, journal_identity, run_task
+    from harness.runner import engine_session, run_task
     from harness.tasks import plan_task
 
     entry = resolve("smollm2-135m")
@@ -33,7 +34,7 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
 
     monkeypatch.setattr(LlamaEngine, "generate", generate)
     session = engine_session(engine, Path(engine.model_path), "test", 0.0, None)
-    journal = Journal(tmp_path / "j.jsonl", journal_identity("test", plan.config_hash(), engine.settings, False))
+    journal = Journal(tmp_path / "j.jsonl", measurement("test", plan.config_hash(), engine.settings.as_record(), False))
     try:
         run_task(plan, entry, session, tmp_path, journal)
     finally:
