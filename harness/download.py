@@ -423,7 +423,8 @@ def refuse_before_download(entry: ModelEntry, plans: list, settings, download_on
         figures = fit_or_refuse(sizes[entry.quant], shape, plans, settings, what, quant=entry.quant, quant_sizes=sizes)
     except HarnessError as exc:
         if not download_only:
-            raise HarnessError(f"{exc.message}. Nothing was downloaded", exc.hint) from None
+            raise HarnessError(f"{exc.message}. No weights were downloaded (only the file's header: "
+                               f"{shape['fetched'] / 2**20:.1f} MiB)", exc.hint) from None
         print(f"warning: {exc.format_message()}\ndownloading {what} anyway{note}: this machine cannot run it "
               "with these settings (another machine may).", file=sys.stderr)
         return None

@@ -8,11 +8,11 @@ machine's RAM, each GPU's free memory and the RPC workers'.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -130,7 +130,7 @@ def available_memory() -> int:
 
 
 # ---------------------------------------------------------------------------- KV cache from the plan
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PromptBounds:
     """Longest prompt per task and prompt format, measured (harness/prompt_tokens.yaml), with a margin."""
 
@@ -284,7 +284,11 @@ def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *
         ideas.append(f"--gpu-layers {n_fit[0]} fits" if n_fit else "no --gpu-layers value fits")
     else:
         ideas.append("there is no GPU or RPC worker to offload to")
-    ideas.append(f"a smaller --parallel (now {settings.n_parallel}) shrinks the KV cache")
+    if settings.n_parallel > 1:
+        one = planned_ctx(plans, dataclasses.replace(settings, n_parallel=1), longest)["cells"]
+        kv1 = kv_cache_bytes(shape["n_layer"], shape["n_kv_heads"], shape["head_dim"], one)
+        ideas.append(f"a smaller --parallel (now {settings.n_parallel}) shrinks the KV cache "
+                     f"({kv1 / GIB:.1f} GiB at --parallel 1)")
     raise HarnessError(f"{err.message}; KV cache sized for {sized}", "; ".join(ideas) + ".")
 
 

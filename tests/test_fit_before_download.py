@@ -103,7 +103,7 @@ def test_70b_on_a_24gib_cpu_machine_is_refused_with_no_weight_byte_fetched(hub70
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "llama3.3-70b-instruct Q4_K_M needs about" in res.stderr and "24.0 GiB is available" in res.stderr
     assert f"weights {Q4_SIZE / GIB:.1f}" in res.stderr  # the size came from the Hub's metadata
-    assert "Nothing was downloaded" in res.stderr
+    assert "No weights were downloaded (only the file's header: 1.0 MiB)" in res.stderr
     assert "no quant of this model fits (the smallest, Q4_K_M" in res.stderr  # Q8_0's 75 GB were looked up too
     assert weight_bytes_served(hub70, Q4, hub70.data) == 0
     gets = [(m, p, r) for m, p, r in hub70.log if m == "GET" and "/resolve/" in p]
