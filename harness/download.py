@@ -258,7 +258,10 @@ def _cached_intact(entry: ModelEntry) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     for f in entry.files.files:
-        p = Path(try_to_load_from_cache(entry.repo, f, revision=entry.revision))
+        got = try_to_load_from_cache(entry.repo, f, revision=entry.revision)
+        if not isinstance(got, str):
+            return False  # gone since it was found: fetch it
+        p = Path(got)
         bad = _mismatch(p, _expected(p, entry))
         if bad:
             print(f"{f}: {bad}; the cached file is corrupted: removed, fetching it again", file=sys.stderr)

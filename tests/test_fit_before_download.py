@@ -238,3 +238,13 @@ def test_a_model_that_fits_is_judged_then_downloaded_and_run(tmp_path, mirror, s
     import hashlib
 
     assert rec["model"]["sha256"] == hashlib.sha256(data).hexdigest()  # hashed over the bytes
+
+
+def test_header_read_of_a_real_gguf_stops_before_its_vocabulary(smollm2_path):
+    from gguf import GGUFReader
+
+    got = read_header_shape(local_fetch(smollm2_path))
+    full = gguf_summary(smollm2_path)
+    assert {k: got[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")} == \
+        {k: full[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")}
+    assert got["fetched"] < GGUFReader(str(smollm2_path)).data_offset  # less than the header (1.8 MB): no tensor byte
