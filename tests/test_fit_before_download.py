@@ -112,7 +112,7 @@ def test_70b_on_a_24gib_cpu_machine_is_refused_with_no_weight_byte_fetched(hub70
     assert not list((tmp_path / "hf").rglob("*.gguf"))
 
 
-def test_download_only_says_it_cannot_run_here_and_fetches_anyway(tmp_path, mirror):
+def test_download_only_and_download_say_it_cannot_run_here_and_fetch_anyway(tmp_path, mirror):
     tasks_dir(tmp_path)
     g = llama70b_header_gguf(tmp_path / "70b.gguf", vocab=1000)
     with FakeHub() as h:
@@ -128,6 +128,9 @@ def test_download_only_says_it_cannot_run_here_and_fetches_anyway(tmp_path, mirr
         assert "downloading Big-70B-Instruct-Q4_K_M Q4_K_M anyway (--download-only)" in res.stderr
         assert "24.0 GiB is available" in res.stderr
         assert [x for x in h.log if x[0] == "GET" and "/resolve/" in x[1] and not x[2]]  # the whole file was requested
+        dl = subprocess.run([str(HARNESS), "download", spec], capture_output=True, text=True, env=env, timeout=300)
+        assert "Traceback" not in dl.stderr
+        assert "downloading Big-70B-Instruct-Q4_K_M Q4_K_M anyway (default bench settings)" in dl.stderr
 
 
 def test_hf_model_without_catalogue_sizes_takes_its_size_from_the_hub(hub70, tmp_path, mirror):
