@@ -60,7 +60,7 @@ def file_sha256(path: Path, fresh: bool = False, progress: bool | None = None) -
         from tqdm import tqdm
 
         bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {Path(path).name}",
-                   file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+                   file=sys.stderr, dynamic_ncols=True, mininterval=0.5, disable=False)  # ours: shown even under TQDM_DISABLE
     try:
         with open(real, "rb") as f:
             for chunk in iter(lambda: f.read(CHUNK), b""):
