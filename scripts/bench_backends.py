@@ -106,7 +106,7 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
         lm = MinimalLlamaLM(path, threads=2)
     elif route in ("server", "server-h"):
         port = _free_port()
-        proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "-t", "2",
+        proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "--no-repack", "-t", "2",
                                  "-c", str(4 * 2048)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, LD_LIBRARY_PATH=str(Path(server_bin).parent)))
         import urllib.request

@@ -42,7 +42,9 @@ def llama_server(model: Path, slots: int = 1, threads: int = 2):
     port = free_port()
     env = dict(os.environ, LD_LIBRARY_PATH=str(binary.parent))  # the package's own ggml/llama libraries
     proc = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np",
-                             str(slots), "-t", str(threads), "-c", str(4096 * slots), "-fa", "off"],
+                             str(slots), "-t", str(threads), "-c", str(4096 * slots), "-fa", "off",
+                             # as the in-process engine: no repacked / AMX weight buffers (EngineSettings.cpu_repack)
+                             "--no-repack"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
