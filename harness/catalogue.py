@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -19,6 +19,8 @@ from harness.paths import TASKS_DIR
 CATALOGUE_FILE = TASKS_DIR / "models.yaml"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REQUIRED_KEYS = ("family", "kind", "params", "context_length", "quants", "gsm8k_max_gen_toks")
+KINDS = ("base", "instruct")
+UNDECIDED = "undecided"  # a Hub GGUF's kind before its file is read
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class ModelEntry:
     licence: str | None = None
     confirmed: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # How ``kind`` was decided: "--kind", "catalogue", or the GGUF evidence (harness/chat_format.py); never
+    # the file name.
+    kind_source: str = "catalogue"
 
     @property
     def is_instruct(self) -> bool:
@@ -72,6 +77,7 @@ class ModelEntry:
             "name": self.name,
             "family": self.family,
             "kind": self.kind,
+            "kind_source": self.kind_source,
             "quant": self.quant,
             "repo": self.repo,
             "revision": self.revision,
@@ -163,10 +169,15 @@ def resolve(name: str, quant: str | None = None, data: dict | None = None) -> Mo
 
 
 def _local_entry(path: Path, quant: str | None) -> ModelEntry:
-    """A user's own GGUF file: no catalogue edit needed; kind is guessed from the file name."""
+    """A user's own GGUF file: no catalogue edit needed; kind from the GGUF's own metadata (see kind_from_gguf)."""
+    from harness.chat_format import kind_from_gguf
+
     if not path.is_file():
         raise HarnessError(f"no such GGUF file: {path}", "check the path.")
-    kind = _guess_kind(path.name)
+    try:
+        kind, evidence = kind_from_gguf(path)
+    except HarnessError as exc:  # a broken template: decide_kind raises it unless --kind settles the kind
+        kind, evidence = UNDECIDED, f"not decided: {exc.message}"
     q = quant or quant_from_name(path.name) or "unknown"
     return ModelEntry(
         name=path.stem,
@@ -178,6 +189,7 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
         files=QuantFiles(quant=q, files=(path.name,), size=path.stat().st_size),
         gsm8k_max_gen_toks=1024,
         local_path=path.resolve(),
+        kind_source=evidence,
     )
 
 
@@ -193,12 +205,12 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
         )
     repo, file = "/".join(parts[:2]), "/".join(parts[2:])
     name = Path(file).stem
-    kind = _guess_kind(name)
     q = quant or quant_from_name(Path(file).name) or "unknown"
     return ModelEntry(
         name=re.sub(r"[^A-Za-z0-9._-]", "-", name),
         family="hub",
-        kind=kind,
+        kind=UNDECIDED,  # read from the GGUF once it is here (decide_kind), or given with --kind
+        kind_source="not decided yet: the GGUF is not read",
         params=0.0,
         context_length=0,
         quant=q,
@@ -209,9 +221,33 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
     )
 
 
-def _guess_kind(name: str) -> str:
-    """Instruct or base, from a file name (for models outside the catalogue)."""
-    return "instruct" if re.search(r"instruct|chat|-it\b", name, re.IGNORECASE) else "base"
+def decide_kind(entry: ModelEntry, kind: str | None = None, path: Path | None = None) -> ModelEntry:
+    """The entry with its kind settled: ``--kind`` if given, else the catalogue's, else the GGUF's evidence.
+
+    Base or instruct decides the prompt format (chat template or plain few-shot) and so the score; it is
+    never guessed from a file name. ``kind_source`` says how it was decided (printed and recorded).
+    """
+    if kind is not None:
+        if kind not in KINDS:
+            raise HarnessError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})", "use --kind base or --kind instruct.")
+        was = f" (overriding {entry.kind}, from {entry.kind_source})" if entry.kind not in (kind, UNDECIDED) else ""
+        return replace(entry, kind=kind, kind_source=f"--kind{was}")
+    if entry.kind != UNDECIDED:
+        return entry  # the catalogue's, or a local file's own evidence (read when it was resolved)
+    if path is None:
+        try:
+            path = local_model_path(entry)  # the local file, or a Hub GGUF already in the cache
+        except HarnessError:
+            path = None
+    if path is not None:
+        from harness.chat_format import kind_from_gguf
+
+        found, evidence = kind_from_gguf(Path(path))
+        return replace(entry, kind=found, kind_source=evidence)
+    raise HarnessError(
+        f"cannot tell whether {entry.name} is a base or an instruct model: its GGUF is not on this machine",
+        "pass --kind base or --kind instruct (or download it first with `harness download`).",
+    )
 
 
 def quant_from_name(name: str) -> str | None:

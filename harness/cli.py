@@ -87,10 +87,12 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--retry-for", default=120.0, show_default=True,
               help="Seconds to keep retrying an unreachable or failing server before stopping (resumable).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
+@click.option("--kind", type=click.Choice(["base", "instruct"]),
+              help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose):
+          verbose, kind):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
     from harness.engine import EngineSettings
@@ -102,6 +104,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
     if backend == "server" or base_url:
+        entry = _decided_kind(entry, kind, None)
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
                               api_key_env, server_model, concurrency, request_timeout, retry_for)
         _echo_results(paths, Path(results_dir), entry.name)
@@ -111,6 +114,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         from harness.download import download_model
 
         path = download_model(entry)
+    entry = _decided_kind(entry, kind, Path(path))
     if parallel < 1 or gen_unit < 1:
         raise HarnessError("--parallel and --gen-unit must be at least 1", "use the defaults (8 and 64).")
     from harness.rpc import parse_endpoints, require_rpc
@@ -125,6 +129,15 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose
     )
     _echo_results(paths, Path(results_dir), entry.name)
+
+
+def _decided_kind(entry, kind, path):
+    """Settle base/instruct (--kind, catalogue, else the GGUF) and say how, before anything runs."""
+    from harness.catalogue import decide_kind
+
+    entry = decide_kind(entry, kind, path)
+    click.echo(f"{entry.name}: {entry.kind} model ({entry.kind_source})", err=True)
+    return entry
 
 
 def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, results_dir, base_url, api_key_env,
