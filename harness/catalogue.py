@@ -227,21 +227,26 @@ def decide_kind(entry: ModelEntry, kind: str | None = None, path: Path | None = 
     Base or instruct decides the prompt format (chat template or plain few-shot) and so the score; it is
     never guessed from a file name. ``kind_source`` says how it was decided (printed and recorded).
     """
-    if kind is not None:
-        if kind not in KINDS:
-            raise HarnessError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})", "use --kind base or --kind instruct.")
-        was = f" (overriding {entry.kind}, from {entry.kind_source})" if entry.kind not in (kind, UNDECIDED) else ""
-        return replace(entry, kind=kind, kind_source=f"--kind{was}")
-    if entry.kind != UNDECIDED:
-        return entry  # the catalogue's, or a local file's own evidence (read when it was resolved)
-    if path is None:
+    from harness.chat_format import gguf_tokenizer_facts, kind_from_gguf
+
+    if kind is not None and kind not in KINDS:
+        raise HarnessError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})", "use --kind base or --kind instruct.")
+    if path is None and (kind is not None or entry.kind == UNDECIDED):
         try:
             path = local_model_path(entry)  # the local file, or a Hub GGUF already in the cache
         except HarnessError:
             path = None
+    if kind is not None:
+        if kind == "instruct" and path is not None:  # its template must work: fail now, not after loading
+            if not gguf_tokenizer_facts(Path(path)).get("tokenizer.chat_template"):
+                raise HarnessError(f"--kind instruct, but {Path(path).name} has no chat template in its metadata",
+                                   "run it as a base model (--kind base), or use a GGUF with its chat template.")
+            kind_from_gguf(Path(path))  # raises on a template that fails or does not match the vocabulary
+        was = f" (overriding {entry.kind}, from {entry.kind_source})" if entry.kind not in (kind, UNDECIDED) else ""
+        return replace(entry, kind=kind, kind_source=f"--kind{was}")
+    if entry.kind != UNDECIDED:
+        return entry  # the catalogue's, or a local file's own evidence (read when it was resolved)
     if path is not None:
-        from harness.chat_format import kind_from_gguf
-
         found, evidence = kind_from_gguf(Path(path))
         return replace(entry, kind=found, kind_source=evidence)
     raise HarnessError(

@@ -151,14 +151,22 @@ class LlamaBenchLM(TemplateLM):
                 f"{self.tokenizer_name} has no chat template in its GGUF metadata",
                 "run it as a base model (--kind base: the task's non-chat format).",
             )
-        if not getattr(self, "_chat_checked", False):  # before the first prompt: one clear message, no run
-            prompt_format(self.engine, self.tokenizer_name, check=True)
-            self._chat_checked = True
+        self._check_chat()
         return self._template
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        self._check_chat()
         return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos,
                            self.tokenizer_name)
+
+    def _check_chat(self) -> None:
+        """Before the first chat prompt: a template that cannot frame a conversation stops the run with one
+        message (see :func:`prompt_format`), instead of scoring prompts it did not mean."""
+        if not getattr(self, "_chat_checked", False):
+            if not self._template:
+                self.chat_template(True)  # raises: no template
+            prompt_format(self.engine, self.tokenizer_name, check=True)
+            self._chat_checked = True
 
     # -------------------------------------------------------------- requests
     def _bar(self, what: str, total: int) -> Callable[[int], None] | None:

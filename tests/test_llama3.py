@@ -342,23 +342,26 @@ def test_bad_template_or_vocabulary_is_one_clear_message(case, template, drop, m
                                                          tmp_path):
     if template == "llama3.1":
         template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
+    from dataclasses import replace
+
+    from harness.tasks import plan_task
+
     m = build_scripted_model(vocab, tmp_path / f"bad-{case}.F16.gguf", template, drop_tokens=drop)
-    res = _bench("--model", str(m.path), "--tasks", "gsm8k", "--limit", "2", results=tmp_path / "out", mirror=mirror)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"bad-{case}.F16.gguf" in res.stderr and message in res.stderr, res.stderr[-2000:]
-    assert not (tmp_path / "out" / "runs").exists()
-    # --kind instruct does not get around it: the in-process backend checks the template before any prompt.
+    for kind in ((), ("--kind", "instruct")):  # kind from the GGUF, or forced: the template is checked either way
+        res = _bench("--model", str(m.path), "--tasks", "gsm8k", "--limit", "2", *kind, results=tmp_path / "out",
+                     mirror=mirror)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"bad-{case}.F16.gguf" in res.stderr and message in res.stderr, res.stderr[-2000:]
+        assert not (tmp_path / "out").exists()  # refused before any journal or record
+    # In-process lm-eval (no CLI): the backend checks the template before the first chat prompt.
     e = _engine(m.path)
     try:
-        from harness.lm_backend import LlamaBenchLM
-
+        plan = plan_task("gsm8k", replace(resolve(str(m.path)), kind="instruct"), limit=2, data_dir=mirror)
         with pytest.raises(HarnessError) as err:
-            LlamaBenchLM(engine=e).chat_template(True)
+            _evaluate(e, plan)
         assert f"bad-{case}.F16.gguf" in err.value.message
-        if case == "no-eot":
-            assert "which is not one token of its vocabulary" in err.value.message
-        else:
-            assert message in err.value.message
+        assert ("which is not one token of its vocabulary" if case == "no-eot" else message) in err.value.message
+        assert e.gen_prompts == []  # nothing decoded
     finally:
         e.close()
 
