@@ -18,9 +18,12 @@ from harness.paths import TASKS_DIR
 CLAIMS_FILE = TASKS_DIR / "claims.yaml"
 ALLOWANCE_FILE = TASKS_DIR / "quant_allowance.yaml"
 KINDS = ("value", "relation", "params")
-_CLAIM_KEYS = {"id", "model", "task", "setting", "kind", "claimed", "claimed_params", "relation", "source",
-               "article", "summary", "confirmed"}
+_CLAIM_KEYS = {"id", "model", "task", "setting", "kind", "claimed", "claimed_ci95", "claimed_params", "relation",
+               "source", "article", "summary", "confirmed", "mapping"}
 _SETTING_KEYS = {"shots", "cot", "chat", "metric", "average"}
+_REFERENCE_KEYS = {"name", "value", "source", "confirmed", "setting"}
+# Who chose the benchmark a claim is tested on: the source itself, or us (the source names no benchmark).
+MAPPINGS = ("source", "ours")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,22 @@ class Claim:
     summary: str
     confirmed: bool
     claimed_params: float | None = None
+    claimed_ci95: float | None = None  # the source's own +/- (95% interval half-width), where it prints one
+    mapping: dict | None = None  # {"by": "ours", "reason": ...} when the benchmark is our choice, not the source's
+
+    @property
+    def mapping_ours(self) -> bool:
+        """True when the source names no benchmark and the task this claim is tested on was chosen by us."""
+        return (self.mapping or {}).get("by") == "ours"
+
+    def source_text(self, short: bool = False) -> str:
+        """The source, flagged when the benchmark mapping is ours so it never reads as the source's own figure."""
+        src = self.source.split(" (")[0] if short else self.source
+        if not self.mapping_ours:
+            return src
+        if short:
+            return f"{src} [benchmark chosen by us]"
+        return f"{src} [benchmark chosen by us, not by the source: {self.mapping.get('reason')}]"
 
     def setting_text(self) -> str:
         """Human label of the claim's setting: shots, CoT, chat, metric and averaging."""
@@ -60,7 +79,9 @@ class Claim:
         if self.kind == "params":
             return f"{self.claimed_params / 1e9:g}B params"
         if self.kind == "value":
-            return f"{self.claimed:g}" if self.claimed is not None else "?"
+            if self.claimed is None:
+                return "?"
+            return f"{self.claimed:.1f} ± {self.claimed_ci95:.1f}" if self.claimed_ci95 else f"{self.claimed:g}"
         rel = self.relation or {}
         margin = f" - {rel['margin']:g}" if rel.get("margin") else ""
         if rel.get("other_model"):
@@ -89,23 +110,73 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
         if kind != "params":
             if not row.get("task") or not isinstance(setting, dict):
                 raise HarnessError(f"claim {cid}: a {kind} claim needs a task and a setting")
-            if set(setting) - _SETTING_KEYS:
-                raise HarnessError(f"claim {cid}: unknown setting key(s) {sorted(set(setting) - _SETTING_KEYS)}")
+            _check_setting(cid, setting, "setting")
         if kind == "relation":
             rel = row.get("relation") or {}
             if rel.get("op") not in (">", ">=") or not (rel.get("other_model") or rel.get("reference")):
                 raise HarnessError(f"claim {cid}: relation needs op '>' or '>=' and other_model or reference")
+            _check_reference(cid, rel.get("reference"))
         if kind == "params" and not row.get("claimed_params"):
             raise HarnessError(f"claim {cid}: a params claim needs claimed_params")
+        ci = row.get("claimed_ci95")
+        if ci is not None and (kind != "value" or isinstance(ci, bool) or not isinstance(ci, (int, float)) or ci <= 0):
+            raise HarnessError(f"claim {cid}: claimed_ci95 is a positive half-width (points) on a value claim (got {ci!r})")
+        _check_mapping(cid, row.get("mapping"))
         out.append(
             Claim(
                 id=cid, model=row["model"], task=row.get("task"), setting=setting, kind=kind,
                 claimed=row.get("claimed"), relation=row.get("relation"), source=row.get("source", ""),
                 article=row.get("article"), summary=row.get("summary", ""), confirmed=bool(row.get("confirmed")),
-                claimed_params=row.get("claimed_params"),
+                claimed_params=row.get("claimed_params"), claimed_ci95=ci, mapping=row.get("mapping"),
             )
         )
     return out
+
+
+def _check_setting(cid: str, setting: dict, what: str, required: frozenset = frozenset(_SETTING_KEYS)) -> None:
+    """Every required setting field is stated: a null (e.g. ``cot``) would let a run in any setting match."""
+    unknown = set(setting) - _SETTING_KEYS
+    if unknown:
+        raise HarnessError(f"claim {cid}: unknown {what} key(s) {sorted(unknown)}")
+    missing = sorted(k for k in required if setting.get(k) is None)
+    if missing:
+        raise HarnessError(f"claim {cid}: {what} leaves {', '.join(missing)} unstated",
+                           "state each field as the source (or the task it maps to) has it.")
+
+
+def reference_mismatch(claim: Claim) -> list[str]:
+    """How a relation's reference figure was measured differently from the claim's setting (empty: same)."""
+    ref = (claim.relation or {}).get("reference") or {}
+    rs, cs = ref.get("setting") or {}, claim.setting or {}
+    out = []
+    for key in sorted(_SETTING_KEYS):
+        if rs.get(key) is not None and cs.get(key) is not None and rs[key] != cs[key]:
+            out.append(f"{key} {rs[key]!r} for {ref.get('name')}, {cs[key]!r} in the claim")
+    return out
+
+
+def _check_reference(cid: str, ref: dict | None) -> None:
+    """A reference figure carries the setting it was measured in, so one from another setting is never compared."""
+    if not ref:
+        return
+    unknown = set(ref) - _REFERENCE_KEYS
+    if unknown:
+        raise HarnessError(f"claim {cid}: unknown reference key(s) {sorted(unknown)}")
+    if ref.get("value") is not None:
+        if not isinstance(ref.get("setting"), dict):
+            raise HarnessError(f"claim {cid}: reference {ref.get('name')} gives a value but not the setting it was measured in")
+        # shots and CoT are what published tables mark per figure (e.g. the Llama 3 paper's 5-shot / no-CoT /
+        # zero-shot footnotes); chat, metric and averaging are checked too where the reference states them.
+        _check_setting(cid, ref["setting"], "reference setting", frozenset({"shots", "cot"}))
+
+
+def _check_mapping(cid: str, mapping: dict | None) -> None:
+    if mapping is None:
+        return
+    if not isinstance(mapping, dict) or mapping.get("by") not in MAPPINGS or set(mapping) - {"by", "reason"}:
+        raise HarnessError(f"claim {cid}: mapping must be {{by: source|ours, reason: ...}} (got {mapping!r})")
+    if mapping["by"] == "ours" and not str(mapping.get("reason") or "").strip():
+        raise HarnessError(f"claim {cid}: a benchmark mapping of ours needs its reason")
 
 
 def params_tolerance(path: Path = CLAIMS_FILE) -> float:

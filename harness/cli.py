@@ -12,6 +12,10 @@ import click
 from harness.errors import HarnessError
 from harness.paths import DATA_DIR_ENV, RESULTS_DIR
 from harness.paths import data_dir as resolve_data_dir
+from harness.redact import redact_text
+
+# More threads than this machine has cores only slows llama.cpp down (they contend for the same cores).
+THREADS = click.IntRange(0, os.cpu_count() or 1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,18 +65,20 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Catalogue name or path to a .gguf file.")
 @click.option("--quant", help="Quant (default: the catalogue's).")
 @click.option("--tasks", "-t", default="gsm8k,mmlu", show_default=True, help="Comma-separated: gsm8k, mmlu, mmlu_loglik, mmlu_cot.")
-@click.option("--limit", type=int, help="Seeded subset size per task (MMLU: stratified over subjects).")
+@click.option("--limit", type=click.IntRange(min=1), help="Seeded subset size per task (MMLU: stratified over subjects).")
 @click.option("--full", is_flag=True, help="Run every test question (ignores --limit).")
-@click.option("--seed", default=0, show_default=True, help="Subset seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Subset seed.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help=f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}); default: the Hub.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
-@click.option("--threads", default=0, help="CPU threads (0: all cores).")
-@click.option("--gpu-layers", default=-1, help="Layers to offload (-1: all when the build has a GPU backend).")
-@click.option("--parallel", default=8, show_default=True, help="Generation sequences decoded together.")
-@click.option("--gen-unit", default=64, show_default=True,
+@click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
+@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1,
+              help="Layers to offload (-1: all when the build has a GPU backend).")
+@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Generation sequences decoded together.")
+@click.option("--gen-unit", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="Generation requests per fixed scheduling unit (a resumed run replays at most one unit).")
 @click.option("--flash-attn/--no-flash-attn", default=False, show_default=True, help="llama.cpp flash attention.")
-@click.option("--max-branches", default=1, show_default=True,
+@click.option("--max-branches", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Log-likelihood questions decoded together after their shared prefix (>1: one KV stream each).")
 @click.option("--gen-streams/--no-gen-streams", default=True, show_default=True,
               help="Generation slots in separate KV streams (answers as one-at-a-time) or one unified cache.")
@@ -82,31 +88,33 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--base-url", help="Server URL for --backend server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--api-key-env", help="Name of the environment variable holding the server's API key.")
 @click.option("--server-model", help="Served model id (default: the first one the server lists).")
-@click.option("--concurrency", default=4, show_default=True, help="Server requests in flight (match its slots).")
-@click.option("--request-timeout", default=600.0, show_default=True, help="Seconds one server request may take.")
-@click.option("--retry-for", default=120.0, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Server requests in flight (match its slots).")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True, max=86_400), default=600.0,
+              show_default=True, help="Seconds one server request may take.")
+@click.option("--retry-for", type=click.FloatRange(min=0, max=86_400), default=120.0, show_default=True,
               help="Seconds to keep retrying an unreachable or failing server before stopping (resumable).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Leave out test rows whose data cannot be scored (counted in the record) instead of stopping.")
 @click.option("--kind", type=click.Choice(["base", "instruct"]),
               help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, kind):
+          verbose, skip_bad_rows, kind):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
     from harness.engine import EngineSettings
     from harness.runner import run_bench
 
-    if limit is not None and limit <= 0:
-        raise HarnessError(f"--limit must be positive (got {limit})", "omit it for the default subset, or use --full.")
+    task_list = parse_tasks(tasks)
     entry = resolve(model, quant)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
     if backend == "server" or base_url:
         entry = _decided_kind(entry, kind, None)
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
-                              api_key_env, server_model, concurrency, request_timeout, retry_for)
+                              api_key_env, server_model, concurrency, request_timeout, retry_for, skip_bad_rows)
         _echo_results(paths, Path(results_dir), entry.name)
         return
     path = local_model_path(entry)
@@ -115,8 +123,6 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
 
         path = download_model(entry)
     entry = _decided_kind(entry, kind, Path(path))
-    if parallel < 1 or gen_unit < 1:
-        raise HarnessError("--parallel and --gen-unit must be at least 1", "use the defaults (8 and 64).")
     from harness.rpc import parse_endpoints, require_rpc
 
     rpc_servers = parse_endpoints(rpc) if rpc else ()
@@ -126,7 +132,8 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers)
     paths = run_bench(
-        entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose
+        entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose,
+        skip_bad_rows=skip_bad_rows,
     )
     _echo_results(paths, Path(results_dir), entry.name)
 
@@ -140,8 +147,25 @@ def _decided_kind(entry, kind, path):
     return entry
 
 
+def parse_tasks(spec: str) -> list[str]:
+    """``--tasks a,b``: known names, each once, at least one (checked before any model is touched)."""
+    from harness.tasks import task_names
+
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    known = task_names()
+    if not names:
+        raise HarnessError("--tasks names no task", f"choose from: {', '.join(known)}.")
+    twice = sorted({t for t in names if names.count(t) > 1})
+    if twice:
+        raise HarnessError(f"--tasks lists {', '.join(twice)} more than once", "name each task once.")
+    unknown = [t for t in names if t not in known]
+    if unknown:
+        raise HarnessError(f"unknown task(s) {', '.join(unknown)} in --tasks", f"choose from: {', '.join(known)}.")
+    return names
+
+
 def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, results_dir, base_url, api_key_env,
-                  server_model, concurrency, request_timeout, retry_for) -> list[Path]:
+                  server_model, concurrency, request_timeout, retry_for, skip_bad_rows=False) -> list[Path]:
     """``bench --backend server``: the same tasks through an OpenAI-compatible server."""
     from harness.catalogue import local_model_path
     from harness.server_client import ServerClient
@@ -149,15 +173,13 @@ def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, re
 
     if not base_url:
         raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
-    if concurrency < 1:
-        raise HarnessError("--concurrency must be at least 1", "use the server's number of slots (llama-server -np).")
     client = ServerClient(base_url, api_key_from_env(api_key_env), server_model, request_timeout, retry_for)
     try:
         local = local_model_path(entry)  # only for its chat template, when the server does not report one
     except HarnessError:
         local = None
     return run_bench_server(entry, quant_given, task_list, limit, full, seed, resolve_data_dir(data_dir), client,
-                            concurrency, Path(results_dir), local)
+                            concurrency, Path(results_dir), local, skip_bad_rows=skip_bad_rows)
 
 
 def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
@@ -175,8 +197,9 @@ def _echo_claims(results_dir: Path, model: str | None) -> None:
     from harness.report import claims_table
     from harness.runs import load_runs
 
-    runs, _ = load_runs(results_dir)
-    comps = compare_all(runs, model=model)
+    loaded = load_runs(results_dir)
+    _warn_unreadable(loaded)
+    comps = compare_all(loaded.runs, model=model)
     if comps:
         click.echo(f"\nclaims{f' about {model}' if model else ''}:")
         click.echo(claims_table(comps))
@@ -200,14 +223,19 @@ def compare(model: str | None, results_dir: str) -> None:
 def publish(results_dir: str, check: bool) -> None:
     """Regenerate results/README.md, CSV tables, plots and report.html from the run records."""
     from harness.publish import publish as do_publish
-    from harness.publish import stale
+    from harness.publish import stale, unpublished
+    from harness.runs import load_runs
 
+    _warn_unreadable(load_runs(Path(results_dir)))
     if check:
         out = stale(Path(results_dir))
         if out:
-            raise HarnessError(f"published files are stale against the records: {', '.join(out)}",
+            raise HarnessError(f"published files are stale against the records they list: {', '.join(out)}",
                                "run `make publish` and commit the result.")
-        click.echo("published files are up to date")
+        new = unpublished(Path(results_dir))
+        click.echo("published files are up to date" + (
+            f"; {len(new)} run record(s) not published yet ({', '.join(new[:3])}{'...' if len(new) > 3 else ''}): "
+            "`make publish` adds them" if new else ""))
         return
     written = do_publish(Path(results_dir))
     click.echo(f"{len(written)} file(s) updated in {results_dir}" if written else "nothing changed")
@@ -218,9 +246,11 @@ def publish(results_dir: str, check: bool) -> None:
 @cli.command()
 @click.argument("model", default="smollm2-135m")
 @click.option("--quant", help="Quant (default: the catalogue's).")
-@click.option("--threads", default=0, help="CPU threads (0: all cores).")
-@click.option("--gpu-layers", default=-1, help="Layers to offload (-1: all when the build has a GPU backend).")
-@click.option("--parallel", default=8, show_default=True, help="Sequences in the batched decode test.")
+@click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
+@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1,
+              help="Layers to offload (-1: all when the build has a GPU backend).")
+@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Sequences in the batched decode test.")
 def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
     """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
     from harness.catalogue import local_model_path, resolve
@@ -243,8 +273,8 @@ def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel
 
 @cli.command("rpc-worker")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all; trusted networks only).")
-@click.option("--port", default=50052, show_default=True)
-@click.option("--threads", default=0, help="CPU threads (0: all cores).")
+@click.option("--port", type=click.IntRange(1, 65535), default=50052, show_default=True)
+@click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Keep received tensors here (faster reloads).")
 def rpc_worker(host: str, port: int, threads: int, cache_dir: str | None) -> None:
     """Serve this machine's CPU as a llama.cpp RPC worker for `harness bench --rpc` (needs an RPC build)."""
@@ -262,10 +292,11 @@ def scores(results_dir: str) -> None:
     from harness.report import score_table
     from harness.runs import load_runs
 
-    runs, _ = load_runs(Path(results_dir))
-    if not runs:
+    loaded = load_runs(Path(results_dir))
+    _warn_unreadable(loaded)
+    if not loaded.runs:
         raise HarnessError(f"no run records in {results_dir}/runs", "run `make bench` first.")
-    click.echo(score_table(runs))
+    click.echo(score_table(loaded.runs))
 
 
 @cli.command()
@@ -273,8 +304,10 @@ def scores(results_dir: str) -> None:
               help="Where the new run records are (RESULTS_DIR/runs).")
 @click.option("--baselines", type=click.Path(file_okay=False), default=str(RESULTS_DIR / "baselines"),
               show_default=True, help="Folder of baseline run records.")
-@click.option("--alpha", default=0.05, show_default=True, help="Significance level of the one-sided McNemar test.")
-@click.option("--max-drop", default=0.0, show_default=True, help="Points a significant drop may lose and still pass.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="Significance level of the one-sided McNemar test.")
+@click.option("--max-drop", type=click.FloatRange(0, 100), default=0.0, show_default=True,
+              help="Points a significant drop may lose and still pass.")
 @click.option("--strict", is_flag=True, help="Also fail when a run is not comparable with its baseline.")
 def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, strict: bool) -> None:
     """Compare new run records with the baselines; exit 1 when a score fell by more than the noise allows."""
@@ -298,6 +331,13 @@ def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, str
     click.echo("regression check passed")
 
 
+def _warn_unreadable(loaded) -> None:
+    """Name the files load_runs skipped (on stderr): they are left out, the command goes on."""
+    line = loaded.warning()
+    if line:
+        click.echo(line, err=True)
+
+
 def _print_table(rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for j, r in enumerate(rows):
@@ -312,7 +352,10 @@ def _terminate(signum, frame) -> None:
 
 
 def main() -> None:
-    """Entry point: HarnessError -> message + exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback."""
+    """Entry point: HarnessError -> message + exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback.
+
+    Anything else is a bug of the harness: one line on stderr, the traceback in a file for the report
+    (``HARNESS_DEBUG=1`` shows it instead), exit 70 (EX_SOFTWARE)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(standalone_mode=False)
@@ -325,6 +368,33 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `harness scores | head`: the reader left; nothing to say
+        sys.exit(0)
+    except Exception as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        log = _save_traceback()
+        click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}", err=True)
+        click.echo(f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}.",
+                   err=True)
+        sys.exit(70)
+
+
+def _save_traceback() -> str | None:
+    """Write the current traceback (redacted) to the cache folder; return its path, or None."""
+    import tempfile
+    import traceback
+
+    text = redact_text(traceback.format_exc())
+    try:
+        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-bench-harness"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="error-", suffix=".txt", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.claims import Claim, allowance, load_claims, params_tolerance
+from harness.claims import Claim, allowance, load_claims, params_tolerance, reference_mismatch
 from harness.estimate import Stratum, estimate, paired_difference
 from harness.runs import Run, best_run
 from harness.tasks import task_spec
@@ -127,6 +127,10 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
     ref = rel["reference"]
     if ref.get("value") is None:
         return Comparison(verdict=NOT_COMPARABLE, note=f"no source gives {ref.get('name')}'s figure", **base)
+    ref_diff = reference_mismatch(claim)
+    if ref_diff:  # e.g. a 5-shot MMLU figure against a 0-shot CoT claim: never compared
+        return Comparison(verdict=NOT_COMPARABLE, note="reference figure from another setting: " + "; ".join(ref_diff),
+                          **base)
     threshold = ref["value"] - float(rel.get("margin") or 0)
     verdict = verdict_at_least(threshold, hi, allow.points, strict=rel["op"] == ">")
     return Comparison(verdict=verdict, delta=m - ref["value"], note="; ".join(notes), **base)
@@ -175,6 +179,14 @@ def _compare_params(claim: Claim, runs: list[Run]) -> list[Comparison]:
 
 def compare_claim(claim: Claim, runs: list[Run]) -> list[Comparison]:
     """Rows for one claim: one per quant of the claimed model that has a run of the claim's task."""
+    rows = _compare_claim(claim, runs)
+    if claim.mapping_ours:  # the source names no benchmark: say so on every row, whatever the verdict
+        for row in rows:
+            row.note = "; ".join(x for x in (row.note, "benchmark chosen by us, not by the source") if x)
+    return rows
+
+
+def _compare_claim(claim: Claim, runs: list[Run]) -> list[Comparison]:
     if claim.kind == "params":
         return _compare_params(claim, runs)
     quants = sorted({r.quant for r in runs if r.model == claim.model and r.task == claim.task})

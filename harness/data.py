@@ -6,6 +6,9 @@ data set repo), so one code path serves both: only where the file comes from dif
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -52,3 +55,83 @@ def check_columns(path: Path, required: list[str]) -> int:
     if rows == 0:
         raise HarnessError(f"{path} has no rows", "re-download or restore it.")
     return rows
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One data row that cannot be scored, and why (named in the message or the record)."""
+
+    file: str
+    row: int  # position in the split: lm-eval's doc_id for a test split
+    field: str
+    problem: str
+
+    def as_record(self) -> dict:
+        return {"file": self.file, "row": self.row, "field": self.field, "problem": self.problem}
+
+    def __str__(self) -> str:
+        return f"{self.file} row {self.row}, field {self.field!r}: {self.problem}"
+
+
+# A GSM8K answer ends in "#### N" (Cobbe et al. 2021, github.com/openai/grade-school-math); lm-eval's targets
+# are what follows the last "####" (gsm8k-cot-llama.yaml: answer.split('####')[-1].strip()).
+_GSM8K_TARGET = re.compile(r"-?[\d,]*\.?\d+")
+
+
+def _text(v: object) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _gsm8k_row(row: dict) -> tuple[str, str] | None:
+    if not _text(row.get("question")):
+        return "question", f"must be non-empty text (got {_show(row.get('question'))})"
+    answer = row.get("answer")
+    if not isinstance(answer, str) or "####" not in answer:
+        return "answer", f"must be a worked answer ending in '#### N' (got {_show(answer)})"
+    target = answer.split("####")[-1].strip()
+    if not _GSM8K_TARGET.fullmatch(target):
+        return "answer", f"the final answer after '####' is not a number (got {_show(target)})"
+    return None
+
+
+def _mmlu_row(row: dict) -> tuple[str, str] | None:
+    if not isinstance(row.get("question"), str):
+        return "question", f"must be text (got {_show(row.get('question'))})"
+    choices = row.get("choices")
+    if not isinstance(choices, list) or len(choices) != 4 or not all(_text(c) for c in choices):
+        return "choices", f"must be 4 non-empty answer texts (got {_show(choices)})"
+    answer = row.get("answer")
+    if isinstance(answer, float) and not math.isnan(answer) and answer.is_integer():
+        answer = int(answer)
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        return "answer", f"must be the index of the right choice, 0-{len(choices) - 1} (got {_show(answer)})"
+    return None
+
+
+_ROW_CHECKS = {"openai/gsm8k": _gsm8k_row, "cais/mmlu": _mmlu_row}
+
+
+def _show(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def bad_rows(path: Path, repo: str) -> list[BadRow]:
+    """Rows of a data file that cannot be scored (label out of range, answer missing or unparseable...).
+
+    Checked when a task is planned, so a corrupted file is named before any model loads, instead of
+    being scored as wrong answers in silence. Data sets without a row check here return no problems.
+    """
+    check = _ROW_CHECKS.get(repo)
+    if check is None:
+        return []
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several unrelated types for a broken file
+        raise HarnessError(f"{path} is not a readable parquet file: {exc}", "re-download or restore it.") from exc
+    out = []
+    for i, row in enumerate(rows):
+        problem = check(row)
+        if problem:
+            out.append(BadRow(str(path), i, *problem))
+    return out

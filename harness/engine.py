@@ -61,6 +61,8 @@ class EngineSettings:
     seed: int = 0  # greedy decoding uses no randomness; recorded for completeness
     # llama.cpp RPC workers (host:port) holding offloaded layers (harness/rpc.py); empty: this machine only.
     rpc_servers: tuple[str, ...] = ()
+    # llama.cpp's CPU weight repacking / AMX buffers (model param use_extra_bufts); off: see LlamaEngine.
+    cpu_repack: bool = False
 
     def as_record(self) -> dict:
         return asdict(self) | {"scheme": SCHEME}
@@ -163,6 +165,11 @@ class LlamaEngine:
         if gpu_layers < 0:
             gpu_layers = 10_000 if can_offload else 0
         mparams.n_gpu_layers = gpu_layers
+        # No CPU "extra" buffer types (weight repacking, and AMX on Sapphire Rapids and newer): llama.cpp
+        # 0.3.36's AMX mul_mat segfaults on this engine's multi-sequence batches (seen on an AMX CPU:
+        # ggml_backend_amx_mul_mat in the first prompt decode), and a repacked layout would make the
+        # kernels, hence the logits, depend on which CPU features the machine has. Recorded as a setting.
+        mparams.use_extra_bufts = self.settings.cpu_repack
         self.gpu_offload = bool(gpu_layers) and can_offload
         model = lc.llama_model_load_from_file(self.model_path.encode(), mparams)
         if not model:

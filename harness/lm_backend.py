@@ -172,8 +172,30 @@ class LlamaBenchLM(TemplateLM):
     def _bar(self, what: str, total: int) -> Callable[[int], None] | None:
         return self._progress(what, total) if self._progress else None
 
+    def _too_long(self, lengths: list[int], requests: list, what: str) -> None:
+        """Name the first request that cannot fit the model's context (task and document), before any decoding:
+        one over-long question must not stop a task at an unnamed point."""
+        limit = self.engine.n_ctx_train
+        for n, req in zip(lengths, requests):
+            if n > limit:
+                where = f"{getattr(req, 'task_name', None) or 'a task'} document {getattr(req, 'doc_id', '?')}"
+                raise HarnessError(
+                    f"{where}: its {what} needs {n} tokens; {Path(self.engine.model_path).name} has a context of {limit}",
+                    "use fewer few-shot examples (num_fewshot in tasks/tasks.yaml), a smaller --limit subset "
+                    "without it, or a model with a longer context.",
+                )
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        self._ll_instances = list(requests)  # so a request that cannot fit is named by task and document
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._ll_instances = None
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         pairs = [(ctx, cont) for _, ctx, cont in requests]
+        self._too_long([len(c) + len(x) for c, x in pairs], getattr(self, "_ll_instances", None) or [None] * len(pairs),
+                       "prompt and answer")
         keys = [request_key("ll", list(ctx), list(cont)) for ctx, cont in pairs]
         done, save = self._resume(keys)
         out = self.engine.loglikelihood(pairs, progress=self._bar("log-likelihood", len(pairs)), skip=set(done),
@@ -195,6 +217,7 @@ class LlamaBenchLM(TemplateLM):
             prompts.append(self.tok_encode(context))
             until.append(list(stops))
             budget.append(int(gen_kwargs.get("max_gen_toks", self.max_gen_toks)))
+        self._too_long([len(p) + b for p, b in zip(prompts, budget)], list(requests), "prompt plus its generation budget")
         keys = [request_key("gen", p, u, b) for p, u, b in zip(prompts, until, budget)]
         done, save = self._resume(keys)
         out = self.engine.generate(prompts, until, budget, progress=self._bar("generation", len(prompts)),

@@ -1,8 +1,11 @@
 """``make publish``: regenerate result tables, CSV files, plots and an HTML report from the run records alone.
 
 Output is deterministic (sorted inputs, fixed formatting, PNG metadata stripped) and listed in
-``results/published.json`` with a hash per file (per plot: a hash of the data it shows), so
-``harness publish --check`` can tell, without network or a GPU, whether the committed files are stale.
+``results/published.json`` with a hash per file (per plot: a hash of the data it shows) and the
+sha256 of every record file it was built from, so ``harness publish --check`` can tell, without
+network or a GPU, whether the committed files are stale. The check judges the published files
+against the records they list: a user's new run in ``results/runs/`` is not yet published (the
+check names it), not stale; ``make publish`` adds it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from harness.errors import HarnessError
 from harness.plots import COLOURS, claims_spec, quant_spec, render
 from harness.record import atomic_write_bytes, atomic_write_text
 from harness.report import CLAIM_COLUMNS, SCORE_COLUMNS, claim_rows, hardware_text, markdown_table, score_rows
-from harness.runs import load_runs
+from harness.runs import load_runs, record_paths
 from harness.tasks import task_spec
 
 MANIFEST = "published.json"
@@ -41,9 +44,11 @@ def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
-def build(results_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
-    """Text outputs (relative path -> content) and plot specs (relative path -> spec) for a results folder."""
-    runs, dupes = load_runs(results_dir)
+def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, str], dict[str, dict]]:
+    """Text outputs (relative path -> content) and plot specs (relative path -> spec) for a results folder
+    (``names``: from only these record files)."""
+    loaded = load_runs(results_dir, names)
+    runs, dupes = loaded.runs, loaded.duplicates
     claims = load_claims()
     comps = compare_all(runs, claims)
     crow = claim_rows(comps)
@@ -95,17 +100,23 @@ def _spec_sha(spec: dict) -> str:
     return _sha(json.dumps(spec, sort_keys=True).encode())
 
 
-def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, str]) -> str:
+def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, str], records: dict[str, str]) -> str:
     files = {p: _sha(t.encode()) for p, t in sorted(texts.items())}
     data = {p: _spec_sha(s) for p, s in sorted(plots.items())}
-    return json.dumps({"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha},
-                      indent=1, sort_keys=True) + "\n"
+    return json.dumps({"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha,
+                       "records": records}, indent=1, sort_keys=True) + "\n"
+
+
+def _record_hashes(results_dir: Path) -> dict[str, str]:
+    """sha256 of every record file in the runs folder (what a publication is built from)."""
+    return {p.name: _sha(p.read_bytes()) for p in record_paths(results_dir)}
 
 
 def publish(results_dir: Path) -> list[Path]:
     """Write every published file (only those whose content changed are rewritten) and the manifest."""
     results_dir = Path(results_dir)
-    texts, plots = build(results_dir)
+    records = _record_hashes(results_dir)
+    texts, plots = build(results_dir, set(records))
     written = []
     try:
         for rel, text in texts.items():
@@ -125,22 +136,39 @@ def publish(results_dir: Path) -> list[Path]:
             if f"plots/{old.name}" not in plots:
                 old.unlink()
                 written.append(old)
-        atomic_write_text(results_dir / MANIFEST, _manifest(texts, plots, png_sha))
+        atomic_write_text(results_dir / MANIFEST, _manifest(texts, plots, png_sha, records))
     except OSError as exc:
         raise HarnessError(f"cannot write published files in {results_dir}: {exc}",
                            "check free space and permissions of the results folder.") from exc
     return written
 
 
-def stale(results_dir: Path) -> list[str]:
-    """Published files that do not match what the records give now (empty when up to date)."""
-    results_dir = Path(results_dir)
-    texts, plots = build(results_dir)
+def _read_manifest(results_dir: Path) -> dict | None:
     try:
-        manifest = json.loads((results_dir / MANIFEST).read_text())
+        manifest = json.loads((Path(results_dir) / MANIFEST).read_text())
     except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("records"), dict) else None
+
+
+def unpublished(results_dir: Path) -> list[str]:
+    """Record files in the runs folder that the published files do not include yet (a user's new runs)."""
+    manifest = _read_manifest(results_dir) or {"records": {}}
+    return sorted(set(_record_hashes(Path(results_dir))) - set(manifest["records"]))
+
+
+def stale(results_dir: Path) -> list[str]:
+    """Published files that do not match what the records they list give now (empty when up to date).
+
+    A listed record that changed or disappeared makes the publication stale; a record that is not
+    listed (a new run) does not: see :func:`unpublished`."""
+    results_dir = Path(results_dir)
+    manifest = _read_manifest(results_dir)
+    if manifest is None:
         return [MANIFEST]
-    out = []
+    now = _record_hashes(results_dir)
+    out = sorted(f"runs/{name} (changed or missing)" for name, h in manifest["records"].items() if now.get(name) != h)
+    texts, plots = build(results_dir, set(manifest["records"]))
     for rel, text in texts.items():
         path = results_dir / rel
         if not path.exists() or path.read_text() != text:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import identity
 from harness.record import read_record
 from harness.runs import Run, load_runs
 
@@ -49,16 +50,8 @@ def _head(rec: dict) -> tuple[str, dict]:
 
 
 def _differences(base: dict, new: dict) -> list[str]:
-    out = []
-    if base["model"]["sha256"] != new["model"]["sha256"]:
-        out.append("model file differs")
-    if base["task"]["config_hash"] != new["task"]["config_hash"]:
-        out.append("task config or sample ids differ")
-    bs, ns = base.get("backend", {}).get("settings", {}), new.get("backend", {}).get("settings", {})
-    for k in ("scheme", "flash_attn", "n_batch", "max_branches"):
-        if bs.get(k) != ns.get(k):
-            out.append(f"backend {k} {bs.get(k)} -> {ns.get(k)}")
-    return out
+    """Why two records are not the same measurement (harness.identity); empty when they are."""
+    return identity.differences(identity.of_record(base), identity.of_record(new))
 
 
 def check_one(base: dict, new: dict | None, alpha: float, max_drop: float) -> Check:
@@ -98,7 +91,7 @@ def check_one(base: dict, new: dict | None, alpha: float, max_drop: float) -> Ch
 def regress(baselines_dir: Path, results_dir: Path, alpha: float = 0.05, max_drop: float = 0.0) -> list[Check]:
     """Check every baseline record against the newest run of its model, quant and task in results_dir."""
     base_paths = sorted(p for p in Path(baselines_dir).glob("*.json") if not p.name.endswith(".lm_eval.json"))
-    runs, _ = load_runs(results_dir)
+    runs = load_runs(results_dir).runs
     out = []
     for p in base_paths:
         base = read_record(p)

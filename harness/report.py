@@ -63,7 +63,8 @@ def claim_rows(comps: list[Comparison]) -> list[dict]:
         delta = "-" if c.delta is None else (f"{c.delta:+.2f}B" if is_params else f"{c.delta:+.1f}")
         rows.append({
             "claim": cl.id, "model": cl.model, "setting": cl.setting_text(), "claimed": cl.claim_text(),
-            "source": cl.source, "source (short)": cl.source.split(" (")[0], "article": cl.article or "", "quant": c.quant or "-", "measured": measured,
+            "source": cl.source_text(), "source (short)": cl.source_text(short=True), "article": cl.article or "",
+            "quant": c.quant or "-", "measured": measured,
             "95% CI": ci, "n": n, "delta": delta, "allowance": "-" if c.allowance is None else f"{c.allowance:g}",
             "verdict": c.verdict, "note": c.note,
         })

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import re
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -23,13 +22,18 @@ from harness.devices import local_gpus
 from harness.engine import EngineSettings, LlamaEngine
 from harness.estimate import Stratum, estimate, macro_var
 from harness.gguf_check import check_gguf
+from harness.identity import measurement
 from harness.journal import Journal, identity_hash
 from harness.preflight import check_memory, check_memory_spread, check_writable, kv_cache_bytes
 from harness.record import (
     SCHEMA_VERSION,
+    command_line,
     file_sha256,
+    file_slug,
     hardware,
+    harness_commit,
     package_versions,
+    run_stem,
     wilson_interval,
     write_json,
 )
@@ -184,8 +188,7 @@ def run_task(plan: TaskPlan, model: ModelEntry, session: Session, results_dir: P
     stats = session.stats.as_record()
     delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     metrics, per_task, log = summarise(plan, res["samples"])
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    stem = f"{model.name}-{model.quant}-{plan.name}-{config_hash}-{stamp}"
+    stem = run_stem(model.name, model.quant, plan.name, config_hash, started.strftime("%Y%m%dT%H%M%SZ"))
     out_dir = results_dir / "runs"
     efficiency = None
     if session.speed:
@@ -244,15 +247,11 @@ def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds
     return Session(lambda **kw: LlamaBenchLM(engine=engine, **kw), engine.stats, model, backend, load_seconds, speed)
 
 
-def journal_identity(sha: str, config_hash: str, settings: EngineSettings, gpu_offload: bool) -> dict:
-    """Everything that can change a request's result: weights, task config, batching and offload."""
-    kept = {k: v for k, v in settings.as_record().items() if k != "threads"}
-    return {"model_sha256": sha, "task_config_hash": config_hash, "settings": kept, "gpu_offload": gpu_offload}
-
-
 def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -> Journal:
-    """The journal of this exact run setting (created empty, or holding an interrupted run's results)."""
-    path = Path(results_dir) / ".journal" / f"{model.name}-{model.quant}-{task}-{identity_hash(ident)}.jsonl"
+    """The journal of this exact measurement (harness.identity): created empty, or holding an interrupted
+    run's results."""
+    name = f"{file_slug(model.name)}-{file_slug(model.quant, 24)}-{task}-{identity_hash(ident)}.jsonl"
+    path = Path(results_dir) / ".journal" / name
     j = Journal(path, ident)
     if len(j):
         print(f"resuming {task}: {len(j)} finished request(s) from {path}"
@@ -261,6 +260,11 @@ def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -
 
 
 def _evaluate(lm_eval, lm, plan: TaskPlan) -> dict:
+    import lm_eval.evaluator
+
+    # lm-eval records `git describe` of the current directory: outside a repository git prints "fatal: not
+    # a git repository", inside another one it names the wrong code. Name the harness's own commit instead.
+    lm_eval.evaluator.get_git_commit_hash = harness_commit
     return lm_eval.simple_evaluate(
         model=lm,
         tasks=plan.configs,
@@ -286,7 +290,8 @@ def _record(plan, model, model_facts, backend, config_hash, stem, started, metri
         "run_id": hashlib.sha256(f"{stem}{model_facts.get('sha256')}".encode()).hexdigest()[:12],
         "created": started.isoformat(timespec="seconds"),
         "harness_version": __version__,
-        "command": shlex.join(["harness", *sys.argv[1:]]) if Path(sys.argv[0]).name == "harness" else None,
+        "harness_commit": harness_commit(),
+        "command": command_line(),
         "status": "complete",
         "model": model.describe() | model_facts,
         "backend": backend,
@@ -308,6 +313,7 @@ def _record(plan, model, model_facts, backend, config_hash, stem, started, metri
             "subtask_sizes": plan.sizes,  # test-split sizes: reweights a stratified subset to the full test
             "data_sha256": plan.data_files,
             "sample_ids": plan.samples if plan.samples is not None else "all",
+            "skipped_rows": plan.skipped_rows,
         },
         "metrics": metrics,
         "per_subtask": per_task,
@@ -341,9 +347,11 @@ def run_bench(
     settings: EngineSettings,
     results_dir: Path,
     verbose: bool = False,
+    skip_bad_rows: bool = False,
 ) -> list[Path]:
     """Plan every task first (so bad input fails before the model loads), then run them in turn."""
-    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
+    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir, skip_bad_rows=skip_bad_rows)
+             for t in tasks]
     check_writable(results_dir)
     info = check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
     # Preflight: weights + a KV cache sized for the generation slots must fit where they will live.
@@ -365,7 +373,8 @@ def run_bench(
     journals: list[Journal] = []
     try:
         for p in plans:
-            journals.append(open_journal(results_dir, model, p.name, journal_identity(sha, p.config_hash(), settings, gpu)))
+            ident = measurement(sha, p.config_hash(), settings.as_record(), gpu)
+            journals.append(open_journal(results_dir, model, p.name, ident))
         t0 = time.perf_counter()
         engine = LlamaEngine(model_path, settings, verbose=verbose)
         load = time.perf_counter() - t0

@@ -1,17 +1,19 @@
 """The run records of a results folder: listing, merging records from several machines, de-duplication.
 
-Two records measure the same thing when they share the weights (sha256; for a server run, the server
-and its model), the task config hash (which
-covers prompts, data and sample ids) and the backend's batching scheme; only the newest of them is
-kept, so a run copied from another machine, or repeated, is never counted twice.
+Two records are the same measurement when ``harness.identity`` says so (weights, task config with its
+data and sample ids, every score-changing setting); only the newest of them is kept, so a run copied
+from another machine, or repeated, is never counted twice. A file that is not a readable record (empty,
+invalid JSON, a key missing, another schema) is skipped and listed, never a reason to stop: one bad
+file must not block every other result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.record import read_record
+from harness import identity
+from harness.record import UnreadableRecord, read_record
 
 
 @dataclass(frozen=True)
@@ -37,40 +39,60 @@ class Run:
     def n(self) -> int:
         return int(self.rec["task"]["n"])
 
-    def identity(self) -> tuple:
-        """What makes two runs the same measurement (see module docstring)."""
-        backend = self.rec.get("backend", {})
-        settings = backend.get("settings", {})
-        # A server run has no local file to hash: the weights are named by the server and its model.
-        server = backend.get("server") or {}
-        weights = self.rec["model"].get("sha256") or (server.get("endpoint"), server.get("model_id"),
-                                                       server.get("model_file"), self.rec["model"]["name"])
-        return (weights, self.rec["task"]["config_hash"], settings.get("scheme"), settings.get("flash_attn"))
+    def identity(self) -> dict:
+        """What makes two runs the same measurement (harness.identity)."""
+        return identity.of_record(self.rec)
 
     def sort_key(self) -> tuple:
         return (self.rec.get("created", ""), self.rec.get("run_id", ""))
 
 
 def record_paths(results_dir: Path) -> list[Path]:
-    """Run record files under RESULTS_DIR/runs (lm-eval's own JSON beside them excluded)."""
+    """Run record files under RESULTS_DIR/runs (lm-eval's own JSON beside them and hidden temp files excluded)."""
     runs = Path(results_dir) / "runs"
-    return sorted(p for p in runs.glob("*.json") if not p.name.endswith(".lm_eval.json"))
+    return sorted(p for p in runs.glob("*.json")
+                  if not p.name.endswith(".lm_eval.json") and not p.name.startswith(".") and p.is_file())
 
 
-def load_runs(results_dir: Path) -> tuple[list[Run], int]:
-    """Complete runs under results_dir, de-duplicated (newest kept); also how many duplicates were dropped."""
-    best: dict[tuple, Run] = {}
+@dataclass
+class RunSet:
+    """The complete runs of a results folder, de-duplicated, and what was left out."""
+
+    runs: list[Run]
+    duplicates: int = 0
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+
+    def warning(self) -> str | None:
+        """One line naming the files that were skipped (None when there were none)."""
+        if not self.unreadable:
+            return None
+        shown = "; ".join(f"{p.name}: {why}" for p, why in self.unreadable[:3])
+        more = f" (and {len(self.unreadable) - 3} more)" if len(self.unreadable) > 3 else ""
+        return f"warning: skipped {len(self.unreadable)} unreadable run record(s): {shown}{more}"
+
+
+def load_runs(results_dir: Path, names: set[str] | None = None) -> RunSet:
+    """Complete runs under results_dir, de-duplicated (newest kept), with the unreadable files listed.
+    ``names``: only the record files of these names (what a published manifest lists)."""
+    best: dict[str, Run] = {}
     total = 0
+    unreadable: list[tuple[Path, str]] = []
     for p in record_paths(results_dir):
-        run = Run(p, read_record(p))
+        if names is not None and p.name not in names:
+            continue
+        try:
+            run = Run(p, read_record(p))
+        except UnreadableRecord as exc:
+            unreadable.append((p, exc.reason))
+            continue
         if run.rec.get("status") != "complete":
             continue
         total += 1
-        key = run.identity()
-        if key not in best or run.sort_key() > best[key].sort_key():
-            best[key] = run
+        k = identity.key(run.identity())
+        if k not in best or run.sort_key() > best[k].sort_key():
+            best[k] = run
     runs = sorted(best.values(), key=lambda r: (r.model, r.quant, r.task, r.sort_key()))
-    return runs, total - len(runs)
+    return RunSet(runs, total - len(runs), unreadable)
 
 
 def best_run(runs: list[Run], model: str, task: str, quant: str | None = None) -> Run | None:

@@ -11,14 +11,17 @@ finished request, so rerunning the same command resumes once the server is back.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import requests
 
 from harness.errors import HarnessError
+from harness.redact import redact_text, redact_url
 
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -28,20 +31,35 @@ class ServerUnavailable(HarnessError):
 
 
 def public_url(url: str) -> str:
-    """The endpoint as it may be written into a record: no user:password, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    """The endpoint as it may be written into a record or printed: no credentials, query or fragment."""
+    return redact_url(url, mark=False).rstrip("/")
 
 
-def _api_root(base_url: str) -> tuple[str, str]:
-    """(server root, OpenAI API root): ``http://h:8080`` and ``http://h:8080/v1`` from either form."""
-    if not base_url.startswith(("http://", "https://")):
-        raise HarnessError(f"--base-url {base_url!r} is not an http(s) URL",
+def split_base_url(base_url: str) -> tuple[str, dict[str, str], tuple[str, str] | None]:
+    """``--base-url`` as (plain URL, query parameters, basic-auth pair).
+
+    A query string (``?api-version=…&token=…``) is sent with every request as parameters rather than
+    glued in front of ``/completions``; ``user:password@`` becomes HTTP basic auth. Neither is ever
+    recorded or printed (only :func:`public_url` is).
+    """
+    try:
+        parts = urlsplit(base_url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise HarnessError(f"--base-url {redact_url(base_url)!r} is not a valid URL ({exc})",
+                           "give the server's address, e.g. http://127.0.0.1:8080/v1.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HarnessError(f"--base-url {redact_url(base_url)!r} is not an http(s) URL",
                            "give the server's address, e.g. http://127.0.0.1:8080/v1.")
-    url = base_url.rstrip("/")
+    auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username or parts.password else None
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), params, auth
+
+
+def _api_root(url: str) -> tuple[str, str]:
+    """(server root, OpenAI API root): ``http://h:8080`` and ``http://h:8080/v1`` from either form."""
+    url = url.rstrip("/")
     url = url.removesuffix("/chat/completions").removesuffix("/completions")
     if url.endswith("/v1"):
         return url[:-3], url
@@ -88,36 +106,57 @@ class ServerClient:
     _logprobs: bool | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        url = self.base_url
-        parts = urlsplit(url)
-        if self.api_key and (parts.username or parts.password):
-            # user:password in the URL is HTTP basic auth, which would replace the bearer key: the key wins.
-            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        url, self._params, auth = split_base_url(self.base_url)
+        # user:password in the URL is HTTP basic auth, which would replace the bearer key: the key wins.
+        self._auth = None if self.api_key else auth
         self.root, self.api = _api_root(url)
         self.endpoint = public_url(self.api)
+        self._lock = threading.Lock()  # `retries` is counted from the worker threads
+
+    def __repr__(self) -> str:  # the dataclass repr would show the key and the raw URL
+        return f"ServerClient({self.endpoint!r}, model={self.model!r})"
+
+    def _count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
     # ------------------------------------------------------------------ HTTP
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def request(self, method: str, url: str, json: dict | None = None, optional: bool = False) -> dict | None:
-        """One call with retries on transient faults. ``optional``: 404/405 (endpoint absent) give None."""
-        deadline = time.monotonic() + self.retry_seconds
-        delay, last = 0.5, ""
+        """One call with retries on transient faults. ``optional``: 404/405 (endpoint absent) give None.
+
+        Bounds: one attempt waits at most ``timeout`` seconds (--request-timeout); once an attempt has
+        failed, retries go on for at most ``retry_seconds`` more (--retry-for), each attempt's wait cut
+        to what is left of that window, so a server that accepts connections and never answers stops
+        the run after about ``timeout + retry_seconds`` seconds.
+        """
+        deadline: float | None = None
+        delay, last, attempts = 0.5, "", 0
+        read_timeout = self.timeout
         while True:
+            attempts += 1
             try:
-                r = requests.request(method, url, json=json, headers=self._headers(), timeout=(10, self.timeout))
+                r = requests.request(method, url, json=json, params=self._params or None, auth=self._auth,
+                                     headers=self._headers(), timeout=(min(10.0, read_timeout), read_timeout))
             except requests.exceptions.Timeout:
-                last = f"no answer within {self.timeout:.0f} s"
+                last = f"no answer within {read_timeout:.0f} s"
             except requests.exceptions.ConnectionError as exc:
                 last = f"connection failed ({_reason(exc)})"
+            except requests.exceptions.RequestException as exc:  # invalid URL parts, too many redirects...
+                raise HarnessError(f"request to {public_url(url)} failed: {type(exc).__name__}",
+                                   "check --base-url.") from None
             else:
                 if r.status_code < 400:
                     try:
-                        return r.json()
+                        data = r.json()
                     except ValueError:
-                        raise HarnessError(f"{public_url(url)} answered with something that is not JSON",
+                        data = None
+                    if not isinstance(data, dict):
+                        raise HarnessError(f"{public_url(url)} answered with something that is not a JSON object",
                                            "check that --base-url points at an OpenAI-compatible API.") from None
+                    return data
                 if optional and r.status_code in (404, 405):
                     return None
                 if r.status_code in (401, 403):
@@ -127,20 +166,28 @@ class ServerClient:
                     raise HarnessError(f"{public_url(url)} rejected the request ({r.status_code}: {_detail(r)})",
                                        "check --base-url and that the server serves /v1/completions for this model.")
                 last = f"HTTP {r.status_code} ({_detail(r)})"
-            self.retries += 1
-            if time.monotonic() + delay > deadline:
+            self._count_retry()
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.retry_seconds
+            if now + delay >= deadline:
                 raise ServerUnavailable(
-                    f"the server at {self.endpoint} failed for {self.retry_seconds:.0f} s: {last}",
+                    f"the server at {self.endpoint} kept failing: {last}; {attempts} attempt(s), retried for "
+                    f"{self.retry_seconds:.0f} s after the first fault (--retry-for; one attempt waits at most "
+                    f"--request-timeout {self.timeout:.0f} s)",
                     "finished requests are kept; start (or fix) the server and rerun the same command to resume.",
                 )
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
+            read_timeout = max(1.0, min(self.timeout, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ what the server is
     def info(self) -> ServerInfo:
         """Model id, kind, version and model file, from /v1/models and the servers' own endpoints."""
         models = self.request("GET", f"{self.api}/models") or {}
-        ids = [m.get("id") for m in models.get("data", []) if m.get("id")]
+        listed = models.get("data") if isinstance(models.get("data"), list) else []
+        listed = [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
+        ids = [m["id"] for m in listed]
         if self.model is None:
             if not ids:
                 raise HarnessError(f"{self.endpoint}/models lists no model", "pass --server-model with the served model's id.")
@@ -152,20 +199,22 @@ class ServerClient:
         props = self.request("GET", f"{self.root}/props", optional=True)
         if props and "default_generation_settings" in props:  # llama.cpp's llama-server
             info.kind = "llama-server"
-            info.version = props.get("build_info")
-            info.model_file = os.path.basename(props.get("model_path") or "") or None
-            info.chat_template = props.get("chat_template") or None
-            info.bos_token = props.get("bos_token") or None
-            info.eos_token = props.get("eos_token") or None
-            info.slots = props.get("total_slots")
+            info.version = _text(props.get("build_info"))
+            info.model_file = os.path.basename(_text(props.get("model_path")) or "") or None
+            info.chat_template = _text(props.get("chat_template"))
+            info.bos_token = _text(props.get("bos_token"))
+            info.eos_token = _text(props.get("eos_token"))
+            slots = props.get("total_slots")
+            info.slots = slots if isinstance(slots, int) and not isinstance(slots, bool) else None
             return info
         version = self.request("GET", f"{self.root}/version", optional=True)
         if version and "version" in version:  # vLLM
             info.kind = "vllm"
-            info.version = str(version["version"])
-        for m in models.get("data", []):
-            if m.get("id") == self.model and m.get("root") and m.get("root") != self.model:
-                info.model_file = m["root"]
+            info.version = str(version["version"])[:100]
+        for m in listed:
+            root = _text(m.get("root"))
+            if m["id"] == self.model and root and root != self.model:
+                info.model_file = root
         return info
 
     def adds_bos(self, kind: str) -> bool | None:
@@ -195,8 +244,15 @@ class ServerClient:
         data = self.request("POST", f"{self.api}/completions", json=body)
         choice = _first_choice(data, self.endpoint)
         usage = data.get("usage") or {}
-        return Completion(choice.get("text") or "", int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0), choice.get("finish_reason"))
+        if not isinstance(usage, dict):
+            raise MalformedAnswer(self.endpoint, "`usage` is not an object")
+        text = choice.get("text") or ""
+        if not isinstance(text, str):
+            raise MalformedAnswer(self.endpoint, "`text` is not a string")
+        finish = choice.get("finish_reason")
+        return Completion(text, _int_field(usage, "prompt_tokens", self.endpoint),
+                          _int_field(usage, "completion_tokens", self.endpoint),
+                          finish if isinstance(finish, str) else None)
 
     def prompt_logprobs(self, prompt: str) -> tuple[list[str], list[float | None], list[int], list[dict | None]]:
         """Tokens, log-probs, character offsets and top-1 alternatives of the prompt itself (``echo``).
@@ -208,12 +264,15 @@ class ServerClient:
                 "logprobs": 1}
         data = self.request("POST", f"{self.api}/completions", json=body)
         lp = _first_choice(data, self.endpoint).get("logprobs") or {}
+        if not isinstance(lp, dict):
+            raise NoPromptLogprobs(self.endpoint)
         toks, vals, offs = lp.get("tokens"), lp.get("token_logprobs"), lp.get("text_offset")
+        top = lp.get("top_logprobs") or [None] * len(toks or [])
         # An echoing server returns the legacy format with the prompt's tokens first (offset 0); llama-server
         # answers in its own format for the generated token only.
-        if not toks or vals is None or not offs or offs[0] != 0 or sum(o < len(prompt) for o in offs) < 2:
+        if not _legacy_logprobs(toks, vals, offs, top) or offs[0] != 0 or sum(o < len(prompt) for o in offs) < 2:
             raise NoPromptLogprobs(self.endpoint)
-        return list(toks), list(vals), list(offs), list(lp.get("top_logprobs") or [None] * len(toks))
+        return list(toks), list(vals), list(offs), list(top)
 
     def supports_prompt_logprobs(self) -> bool:
         """Probe (once per client): does ``echo`` return the prompt's own tokens with log-probs?"""
@@ -239,20 +298,60 @@ class NoPromptLogprobs(HarnessError):
 
 
 def _first_choice(data: dict, endpoint: str) -> dict:
-    choices = (data or {}).get("choices") or []
+    """The first completion of an answer, checked for shape (a malformed answer is a message, not a crash)."""
+    choices = data.get("choices") if isinstance(data, dict) else None
     if not choices:
         raise HarnessError(f"{endpoint}/completions answered without a completion",
                            "check the server's log; it may have run out of context or memory.")
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise MalformedAnswer(endpoint, "`choices` is not a list of objects")
     return choices[0]
+
+
+class MalformedAnswer(HarnessError):
+    """The server answered 200 with JSON that is not an OpenAI completion."""
+
+    def __init__(self, endpoint: str, what: str):
+        super().__init__(f"{endpoint}/completions answered with a malformed completion: {what}",
+                         "check that --base-url points at an OpenAI-compatible /v1/completions API.")
+
+
+def _int_field(obj: dict, key: str, endpoint: str) -> int:
+    v = obj.get(key)
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise MalformedAnswer(endpoint, f"`usage.{key}` is {v!r}, not a token count")
+    return int(v)
+
+
+def _text(v: object) -> str | None:
+    """A server-reported string field, or None when absent or of another type."""
+    return v if isinstance(v, str) and v else None
+
+
+def _legacy_logprobs(toks: object, vals: object, offs: object, top: object) -> bool:
+    """Whether an ``echo`` answer has the legacy completions shape: equal-length lists of token strings,
+    log-probs (number or null), integer character offsets, and top alternatives (object or null)."""
+    if not (isinstance(toks, list) and isinstance(vals, list) and isinstance(offs, list) and isinstance(top, list)):
+        return False
+    n = len(toks)
+    return (n > 0 and len(vals) == n and len(offs) == n and len(top) == n
+            and all(isinstance(t, str) for t in toks)
+            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in vals)
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+            and all(t is None or (isinstance(t, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                              for x in t.values())) for t in top))
 
 
 def _detail(r: requests.Response) -> str:
     try:
-        err = r.json().get("error")
+        body = r.json()
+        err = body.get("error") if isinstance(body, dict) else body
         msg = err.get("message") if isinstance(err, dict) else err
     except ValueError:
         msg = r.text
-    return str(msg or r.reason or "").strip()[:200]
+    return redact_text(str(msg or r.reason or "").strip()[:200])
 
 
 def _reason(exc: Exception) -> str:

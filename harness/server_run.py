@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.catalogue import ModelEntry, quant_from_name, resolve
 from harness.errors import HarnessError
+from harness.identity import measurement, server_weights
 from harness.journal import Journal
 from harness.preflight import check_writable
 from harness.runner import Session, open_journal, run_task
@@ -65,6 +66,7 @@ def run_bench_server(
     concurrency: int,
     results_dir: Path,
     local_gguf: Path | None = None,
+    skip_bad_rows: bool = False,
 ) -> list[Path]:
     """Plan every task, ask the server what it serves and can do, refuse what it cannot score, then run."""
     info = client.info()
@@ -75,7 +77,8 @@ def run_bench_server(
         print(f"warning: the server runs {info.model_file}; the catalogue's file for {model.name} "
               f"{model.quant} is {model.files.main_file}. The record will say {model.name}: check --model.",
               file=sys.stderr)
-    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir) for t in tasks]
+    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir, skip_bad_rows=skip_bad_rows)
+             for t in tasks]
     check_writable(results_dir)
     loglik = [p.name for p in plans if needs_prompt_logprobs(p)]
     logprobs = client.supports_prompt_logprobs() if loglik else None
@@ -96,8 +99,8 @@ def run_bench_server(
     journals: list[Journal] = []
     try:
         for p in plans:
-            ident = {"backend": "server", "server": info.as_record() | {"slots": None}, "model": model.describe(),
-                     "task_config_hash": p.config_hash(), "scheme": SCHEME}
+            ident = measurement(server_weights(info.as_record(), model.name), p.config_hash(), backend["settings"],
+                                None)
             journals.append(open_journal(results_dir, model, p.name, ident))
         paths = []
         for p, j, lm in zip(plans, journals, lms):

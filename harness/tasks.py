@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from harness.catalogue import ModelEntry
-from harness.data import check_columns, parquet_file
+from harness.data import bad_rows, check_columns, parquet_file
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 from harness.subsets import pick, pick_stratified
@@ -43,6 +43,7 @@ class TaskPlan:
     data_files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> split -> sha256
     limit: int | None = None
     seed: int = 0
+    skipped_rows: list[dict] = field(default_factory=list)  # bad test rows left out (--skip-bad-rows)
 
     @property
     def n_samples(self) -> int:
@@ -55,9 +56,11 @@ class TaskPlan:
         return self.n_samples == sum(self.sizes.values())
 
     def config_hash(self) -> str:
-        """Hash of the task definition (prompts, filters, metrics, shots, data identity, subset)."""
+        """Hash of the task definition: prompts, filters, metrics, shots, the data files' sha256 (the
+        bytes, wherever they were read from) and the subset."""
         blob = json.dumps(
-            {"configs": [_portable(c) for c in self.configs], "samples": self.samples, "chat": self.chat},
+            {"configs": [_portable(c) for c in self.configs], "samples": self.samples, "chat": self.chat,
+             "data_sha256": self.data_files},
             sort_keys=True,
             default=_jsonable,
         )
@@ -83,11 +86,53 @@ def load_settings(path: Path = SETTINGS_FILE) -> dict:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise HarnessError(f"cannot read task settings {path}: {exc}", "restore tasks/tasks.yaml.") from exc
-    for name, spec in data.get("tasks", {}).items():
-        unknown = set(spec) - _TASK_KEYS
-        if unknown:
-            raise HarnessError(f"task {name!r} in {path} has unknown key(s): {', '.join(sorted(unknown))}")
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) or not isinstance(data.get("subjects"), dict):
+        raise HarnessError(f"{path} has no 'tasks' and 'subjects' mappings", "restore tasks/tasks.yaml.")
+    for name, spec in data["tasks"].items():
+        problem = _task_problem(spec, data["subjects"])
+        if problem:
+            raise HarnessError(f"{Path(path).name}: task {name!r}: {problem}", f"fix that task in {path}.")
     return data
+
+
+def _task_problem(spec: object, subjects: dict) -> str | None:
+    """What is wrong with one task setting (None when well formed), for each model kind it can run on."""
+    if not isinstance(spec, dict):
+        return "not a mapping of fields"
+    unknown = set(spec) - _TASK_KEYS
+    if unknown:
+        return f"unknown key(s): {', '.join(sorted(map(str, unknown)))}"
+    by_kind = spec.get("by_kind") or {}
+    if not isinstance(by_kind, dict) or set(by_kind) - {"base", "instruct"}:
+        return "by_kind must map base and/or instruct to overrides"
+    for kind in ("base", "instruct"):
+        s = {k: v for k, v in spec.items() if k != "by_kind"} | dict(by_kind.get(kind) or {})
+        missing = [k for k in ("title", "lm_eval_task", "dataset", "num_fewshot", "chat", "metrics") if k not in s]
+        if missing:
+            return f"missing key(s) {', '.join(missing)}" + (f" for {kind} models" if by_kind else "")
+        ds = s["dataset"]
+        if not isinstance(ds, dict) or any(k not in ds for k in ("repo", "config", "splits", "columns")):
+            return "dataset needs repo, config, splits and columns"
+        if not isinstance(ds["splits"], dict) or "test" not in ds["splits"]:
+            return "dataset.splits needs a test split"
+        if isinstance(s["num_fewshot"], bool) or not isinstance(s["num_fewshot"], int) or s["num_fewshot"] < 0:
+            return f"num_fewshot must be a whole number >= 0 (got {s['num_fewshot']!r})"
+        if s["chat"] not in ("always", "never", "instruct"):
+            return f"chat must be always, never or instruct (got {s['chat']!r})"
+        if not isinstance(s["metrics"], list) or not s["metrics"] or not all(
+                isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in s["metrics"]):
+            return "metrics must be a non-empty list of [metric, filter] pairs"
+        limit = s.get("default_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            return f"default_limit must be a positive whole number or null (got {limit!r})"
+        if s.get("subjects") is not None and s["subjects"] not in subjects:
+            return f"subjects {s['subjects']!r} is not a list under 'subjects'"
+        if "{subject}" in str(s["lm_eval_task"]) and not s.get("subjects"):
+            return "lm_eval_task has {subject} but the task names no subjects"
+        mgt = s.get("max_gen_toks")
+        if mgt is not None and mgt != "model" and (isinstance(mgt, bool) or not isinstance(mgt, int) or mgt < 1):
+            return f"max_gen_toks must be a positive whole number or 'model' (got {mgt!r})"
+    return None
 
 
 def task_names() -> list[str]:
@@ -138,6 +183,7 @@ def plan_task(
     data_dir: Path | None = None,
     num_fewshot: int | None = None,
     max_gen_toks: int | None = None,
+    skip_bad_rows: bool = False,
 ) -> TaskPlan:
     """Resolve a harness task for a model: lm-eval configs, data files, and the subset to score."""
     settings = load_settings()
@@ -155,6 +201,7 @@ def plan_task(
     strata = settings["subjects"][spec["subjects"]] if spec.get("subjects") else [None]
     ds = spec["dataset"]
     configs, sizes, hashes = [], {}, {}
+    skipped: dict[str, list] = {}
     for subject in strata:
         lm_name = spec["lm_eval_task"].format(subject=subject)
         cfg = _lm_eval_config(lm_name)
@@ -162,6 +209,17 @@ def plan_task(
         for split_key, split in ds["splits"].items():
             path = parquet_file(ds["repo"], ds["config"].format(subject=subject), split, local=data_dir)
             rows = check_columns(path, ds["columns"])
+            bad = bad_rows(path, ds["repo"])
+            if bad and (split_key != "test" or not skip_bad_rows):
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise HarnessError(
+                    f"bad data row in task {name}: {bad[0]}{more}",
+                    "restore the data file (re-download it, or fix --data-dir); "
+                    + ("with --skip-bad-rows such test rows are left out and counted in the record."
+                       if split_key == "test" else "few-shot rows cannot be skipped."),
+                )
+            if bad:
+                skipped[lm_name] = bad
             if split_key == "test":
                 sizes[lm_name] = rows
             files[split] = str(path)
@@ -188,6 +246,14 @@ def plan_task(
     else:
         (only,) = sizes
         samples = {only: pick(sizes[only], limit, seed, salt=only)}
+    for lm_name, bad in skipped.items():
+        drop = {b.row for b in bad}
+        if lm_name in samples:
+            samples[lm_name] = [i for i in samples[lm_name] if i not in drop]
+            if not samples[lm_name]:
+                del samples[lm_name]
+    if not samples:
+        raise HarnessError(f"task {name}: every sampled row is bad", "restore the data files.")
     keep = [c for c in configs if c["task"] in samples]
     if all(len(samples[k]) == sizes[k] for k in samples) and len(samples) == len(sizes):
         samples_out = None
@@ -205,4 +271,6 @@ def plan_task(
         data_files={k: v for k, v in hashes.items() if k in samples},
         limit=limit,
         seed=seed,
+        skipped_rows=[{"task": t, **b.as_record(), "file": Path(b.file).name} for t, rows in skipped.items()
+                      for b in rows],
     )

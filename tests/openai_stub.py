@@ -8,11 +8,13 @@ log-prob -len(word)/10); otherwise it answers like llama-server, which ignores `
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 
 def answer(prompt: str) -> str:
@@ -34,6 +36,8 @@ class StubServer:
         self.dead_after: int | None = None  # completions answered before the server "dies" (503 forever)
         self.prompts: list[str] = []  # prompts answered successfully
         self.api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <key>"
+        self.queries: list[dict] = []  # query parameters of every completion request
+        self.auth: list[tuple[str, str]] = []  # HTTP basic-auth (user, password) of every completion request
         self.lock = threading.Lock()
         stub = self
 
@@ -63,9 +67,10 @@ class StubServer:
             def do_GET(self):
                 if not self._authorised():
                     return
-                if self.path == "/v1/models":
+                path = urlsplit(self.path).path
+                if path == "/v1/models":
                     self._json(200, {"object": "list", "data": [{"id": "stub-model", "root": "/models/stub"}]})
-                elif self.path == "/version":
+                elif path == "/version":
                     self._json(200, {"version": "0.0-stub"})
                 else:
                     self._json(404, {"error": {"message": "not found"}})
@@ -74,7 +79,13 @@ class StubServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 if not self._authorised():
                     return
-                if self.path != "/v1/completions":
+                url = urlsplit(self.path)
+                basic = self.headers.get("Authorization", "")
+                with stub.lock:
+                    stub.queries.append(parse_qs(url.query))
+                    if basic.startswith("Basic "):
+                        stub.auth.append(tuple(base64.b64decode(basic[6:]).decode().split(":", 1)))
+                if url.path != "/v1/completions":
                     self._json(404, {"error": {"message": "not found"}})
                     return
                 with stub.lock:

@@ -3,8 +3,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+HARNESS = Path(sys.executable).parent / "harness"  # the installed entry point, as a user runs it
 
 
 def run_cli(*args, env_extra=None, cwd=None):
@@ -12,7 +15,7 @@ def run_cli(*args, env_extra=None, cwd=None):
 
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900
+        [str(HARNESS), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900
     )
 
 

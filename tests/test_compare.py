@@ -40,7 +40,7 @@ def claim(cid="c", model="llama3.1-8b-instruct", task="gsm8k", setting=GSM8K, ki
 def runs_of(tmp_path, *recs):
     for r in recs:
         write_record(tmp_path, r)
-    return load_runs(tmp_path)[0]
+    return load_runs(tmp_path).runs
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,8 @@ def test_one_row_per_quant_and_duplicates_not_counted(tmp_path):
     q8 = make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 9 + [False]}, quant="Q8_0")
     for r in (rec, dup, q8):
         write_record(tmp_path, r)
-    runs, dupes = load_runs(tmp_path)
+    loaded = load_runs(tmp_path)
+    runs, dupes = loaded.runs, loaded.duplicates
     assert dupes == 1 and len(runs) == 2
     rows = compare_claim(claim(claimed=80.0), runs)
     assert [r.quant for r in rows] == ["Q4_K_M", "Q8_0"]
@@ -191,3 +192,41 @@ def test_allowance_is_data_with_a_source():
     assert small.points == 2 * a.points and "judgement" in small.source
     assert allowance("F16", 8e9, "gsm8k").points == 0
     assert allowance("Q9_Z", 8e9, "gsm8k").points == 0
+
+
+def test_reference_figure_from_another_setting_is_never_compared(tmp_path):
+    runs = runs_of(tmp_path, make_record("llama3.1-405b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 97 + [False] * 3},
+                                         n_params=405.8e9))
+    same = {"name": "GPT-4o", "value": 96.1, "setting": {"shots": 8, "cot": True}}
+    (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
+                                 relation={"op": ">", "reference": same}), runs)
+    assert row.verdict == HOLDS
+    # 97% would clear 90 easily: only the setting guard keeps an 11-shot figure out of an 8-shot CoT claim.
+    other = {"name": "Gemini Ultra", "value": 90.0, "setting": {"shots": 11, "cot": True}}
+    (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
+                                 relation={"op": ">", "reference": other}), runs)
+    assert row.verdict == NOT_COMPARABLE and row.delta is None
+    assert "another setting" in row.note and "shots 11 for Gemini Ultra, 8 in the claim" in row.note
+    no_cot = {"name": "X", "value": 90.0, "setting": {"shots": 8, "cot": False}}
+    (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
+                                 relation={"op": ">", "reference": no_cot}), runs)
+    assert row.verdict == NOT_COMPARABLE and "cot False for X" in row.note
+
+
+def test_benchmark_mapping_of_ours_is_said_on_every_row_and_in_the_source(tmp_path):
+    from dataclasses import replace
+
+    from harness.report import claim_rows
+
+    runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 5 + [False] * 5}))
+    ours = replace(claim(claimed=50.0), source="Article 000",
+                   mapping={"by": "ours", "reason": "the article names no benchmark"})
+    (row,) = compare_claim(ours, runs)
+    assert row.verdict == HOLDS and row.note.endswith("benchmark chosen by us, not by the source")
+    (none,) = compare_claim(replace(ours, model="llama3.1-70b-instruct"), runs)
+    assert none.note == "no measurement; benchmark chosen by us, not by the source"
+    (table_row,) = claim_rows([row])
+    assert table_row["source"] == "Article 000 [benchmark chosen by us, not by the source: the article names no benchmark]"
+    assert table_row["source (short)"] == "Article 000 [benchmark chosen by us]"
+    (plain,) = claim_rows(compare_claim(claim(claimed=50.0), runs))
+    assert "chosen by us" not in plain["source"] + plain["note"]

@@ -1,5 +1,6 @@
 """`make publish`: deterministic output, a staleness check, and an HTML report that renders in Chromium."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -8,7 +9,7 @@ import pytest
 from records import make_record, write_record
 
 from harness.paths import RESULTS_DIR
-from harness.publish import publish, stale
+from harness.publish import publish, stale, unpublished
 
 
 def _results(tmp_path):
@@ -51,8 +52,18 @@ def test_stale_check_sees_new_records_and_edits(tmp_path):
     (d / "plots" / "claims-gsm8k.png").write_bytes(b"not the plot")
     assert stale(d) == ["plots/claims-gsm8k.png"]
     publish(d)
-    write_record(d, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True] * 10}, quant="Q8_0"))
-    assert "README.md" in stale(d) and "scores.csv" in stale(d)
+    # A user's new run is not yet published: not stale (`make bench` then `make test` passes), but named.
+    new = write_record(d, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True] * 10}, quant="Q8_0"))
+    assert stale(d) == [] and unpublished(d) == [new.name]
+    assert "smollm2-135m,Q8_0" not in (d / "scores.csv").read_text()
+    publish(d)  # `make publish` takes it in
+    assert unpublished(d) == [] and "smollm2-135m,Q8_0" in (d / "scores.csv").read_text()
+    assert new.name in json.loads((d / "published.json").read_text())["records"]
+    # A record the publication was built from that changes, or goes, makes it stale.
+    new.write_text(new.read_text().replace('"run_id": "', '"run_id": "x', 1))
+    assert stale(d)[0] == f"runs/{new.name} (changed or missing)"
+    new.unlink()
+    assert stale(d)[0] == f"runs/{new.name} (changed or missing)"
 
 
 def test_committed_results_are_not_stale():
