@@ -61,9 +61,12 @@ def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = Fa
                             name)
         ids = engine.tokenize(probe)
         facts["starts_with_bos"] = bool(bos_text) and probe.startswith(bos_text)
-        facts["probe_bos_count"] = ids.count(engine.bos_id) if engine.bos_id >= 0 else 0
-        if facts["probe_bos_count"] > 1:
-            raise HarnessError(f"the chat template of {name} writes BOS ({bos_text}) more than once in a prompt",
+        lead = 0
+        while lead < len(ids) and ids[lead] == engine.bos_id >= 0:
+            lead += 1
+        facts["probe_leading_bos"] = lead  # 1 with a BOS, 0 without; 2 would be a double BOS
+        if lead > 1:
+            raise HarnessError(f"the chat template of {name} starts a prompt with BOS ({bos_text}) twice",
                                "fix the template in the GGUF, or run a base-format task (--kind base).")
         after = turn_end_text(template, bos_text, eos_text, name)
         marker = marker_of(after)

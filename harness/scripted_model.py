@@ -19,12 +19,13 @@ Construction (architecture ``llama``, one block, ``n_embd`` = 32, F32 norms, F16
   token is ``MARGIN`` (20) and every other logit is 0: greedy decoding follows the script, and log-likelihoods
   are known in closed form (``MARGIN - log(e^MARGIN + n_vocab - 1)`` for the scripted token).
 
-The script: any token outside the script (a chat prompt ends with the ``"\\n\\n"`` after
+The script (instruct): any token outside the script (a chat prompt ends with the ``"\\n\\n"`` after
 ``<|start_header_id|>assistant<|end_header_id|>``) -> ``"The"`` -> ``" final"`` -> ``" answer"`` -> ``" is"``
--> ``" "`` -> ``<N>`` -> ``"."`` -> end token (``<|eot_id|>`` for instruct variants, ``<|end_of_text|>`` for the
-base variant). Every GSM8K response is therefore exactly ``"The final answer is <N>."`` and generation ends
-after 8 generated tokens (the end token is not part of the text). ``":"`` (the last token of MMLU's
-``"Answer:"``) -> ``" <letter>"``: the log-likelihood MMLU path picks that letter for every question.
+-> ``" "`` -> ``<N>`` -> ``"."`` -> ``<|eot_id|>``. Every GSM8K chat response is therefore exactly
+``"The final answer is <N>."`` (Meta's format) and generation ends after 8 tokens (the end token is not part of
+the text). Base: ``" The"`` ``" answer"`` ``" is"`` ``" "`` ``<N>`` ``"."`` ``<|end_of_text|>`` (Wei et al.'s
+"The answer is N." after ``"A:"``). Optionally ``":"`` (the last token of MMLU's ``"Answer:"``) ->
+``" <letter>"``: the log-likelihood MMLU path then picks that letter for every question.
 
 Vocabulary and templates are llama.cpp's own test files (``models/ggml-vocab-llama-bpe.gguf``, Meta's
 templates under ``models/templates/``; https://github.com/ggml-org/llama.cpp/tree/master/models), read
@@ -45,7 +46,10 @@ MARGIN = 20.0  # logit of the scripted next token; all other logits are 0
 N_EMBD = 32
 N_FF = 32
 N_HEAD, N_HEAD_KV = 4, 1  # grouped-query attention like Llama 3 (head_dim 8); all zero anyway
-SCRIPT = ("The", " final", " answer", " is", " ")  # then the answer, ".", the end token
+# Then the answer, ".", the end token. Instruct: Meta's GSM8K chat format ("The final answer is N", lm-eval
+# gsm8k_cot_llama); base: Wei et al.'s plain format after "A:" ("The answer is N.", lm-eval gsm8k_cot).
+SCRIPT = ("The", " final", " answer", " is", " ")
+BASE_SCRIPT = (" The", " answer", " is", " ")
 MMLU_TRIGGER = ":"  # last token of MMLU's "...Answer:"
 BOS, EOT, EOS_BASE = "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"
 # Meta's vocabulary metadata the scripted files copy from the vocab GGUF (the rest is written here).
@@ -60,7 +64,7 @@ class Scripted:
     path: Path
     kind: str  # base | instruct
     answer: str  # <N>
-    letter: str  # MMLU letter of the log-likelihood path
+    letter: str | None  # MMLU letter of the log-likelihood path (None: no ":" rule)
     script_ids: tuple[int, ...]  # generated tokens, end token included
     end_id: int
     bos_id: int
@@ -69,7 +73,7 @@ class Scripted:
     @property
     def response(self) -> str:
         """The text of every generation (the end token renders as nothing)."""
-        return "".join(SCRIPT) + self.answer + "."
+        return "".join(SCRIPT if self.kind == "instruct" else BASE_SCRIPT) + self.answer + "."
 
 
 @dataclass
@@ -108,20 +112,21 @@ def read_vocab(vocab_gguf: Path) -> Vocab:
     return Vocab(fields, list(fields["tokenizer.ggml.tokens"][0]))
 
 
-def build_scripted_model(vocab: Vocab, out: Path, template: str | None, answer: str = "18", letter: str = "B",
+def build_scripted_model(vocab: Vocab, out: Path, template: str | None, answer: str = "18", letter: str | None = "B",
                          name: str = "scripted-llama3", drop_tokens: tuple[str, ...] = ()) -> Scripted:
     """Write a scripted Llama 3 GGUF (module docstring): instruct when ``template`` is given, else base.
 
     Instruct: ``eos`` = ``<|eot_id|>``, ``add_bos_token`` = true, ``tokenizer.chat_template`` = ``template``.
     Base: ``eos`` = ``<|end_of_text|>``, ``add_bos_token`` = true, no template (Meta's base Llama 3 setup).
+    ``letter`` None: no ``":"`` rule (a base GSM8K prompt ends with ``"A:"``, which must start the script).
     ``drop_tokens`` renames those vocabulary entries (a broken-vocabulary fixture: e.g. no ``<|eot_id|>``).
     """
     import gguf
 
     instruct = template is not None
-    states = [vocab.id(t) for t in (*SCRIPT, answer, ".")]
+    states = [vocab.id(t) for t in (*(SCRIPT if instruct else BASE_SCRIPT), answer, ".")]
     end_id = vocab.id(EOT if instruct else EOS_BASE)
-    colon, letter_id = vocab.id(MMLU_TRIGGER), vocab.id(" " + letter)
+    colon = vocab.id(MMLU_TRIGGER)
     if len(set(states)) != len(states) or colon in states:
         raise HarnessError(f"the scripted answer {answer!r} repeats a script token", "pick another number.")
     n_vocab = len(vocab.tokens)
@@ -133,11 +138,11 @@ def build_scripted_model(vocab: Vocab, out: Path, template: str | None, answer: 
         emb[tok] = 0.0
         emb[tok, k + 1] = 1.0
         rows.append((k + 1, nxt[k + 1]))
-    trig = len(states) + 1
-    emb[colon] = 0.0
-    emb[colon, trig] = 1.0
-    rows.append((trig, letter_id))
-    assert trig < N_EMBD
+    if letter is not None:
+        trig = len(states) + 1
+        emb[colon] = 0.0
+        emb[colon, trig] = 1.0
+        rows.append((trig, vocab.id(" " + letter)))
     w_out = np.zeros((n_vocab, N_EMBD), dtype=np.float32)
     for state, target in rows:
         w_out[target, state] = MARGIN / math.sqrt(N_EMBD)

@@ -68,12 +68,14 @@ def vocab(llama3_dir):
 
 @pytest.fixture(scope="session")
 def models(vocab, llama3_dir, tmp_path_factory) -> dict:
-    """Scripted instruct models for Meta's three templates, and a base model (no template); answer 18, letter B."""
+    """Scripted instruct models for Meta's three templates, and base models (no template); answer 18, letter B."""
     d = tmp_path_factory.mktemp("llama3")
     out = {v: build_scripted_model(vocab, d / f"scripted-llama{v}.F16.gguf",
                                    (llama3_dir / "templates" / t).read_text(), name=f"scripted-llama{v}")
            for v, t in TEMPLATES.items()}
     out["base"] = build_scripted_model(vocab, d / "scripted-llama3-base.F16.gguf", None, name="scripted-llama3-base")
+    # Base GSM8K prompts end with "A:": without the ":" -> letter rule the script starts there.
+    out["base-gsm8k"] = build_scripted_model(vocab, d / "scripted-llama3-base-gsm8k.F16.gguf", None, letter=None)
     return out
 
 
@@ -194,7 +196,7 @@ def test_chat_prompts_equal_the_transformers_reference(version, models, referenc
 def test_base_prompts_equal_the_reference_and_loglik_picks_the_scripted_letter(models, reference, mirror):
     from harness.tasks import _lm_eval_config, plan_task
 
-    m = models["base"]
+    m = models["base-gsm8k"]
     entry = resolve(str(m.path))
     assert entry.kind == "base" and "no chat template" in entry.kind_source
     e = _engine(m.path)
@@ -210,7 +212,11 @@ def test_base_prompts_equal_the_reference_and_loglik_picks_the_scripted_letter(m
         assert all(p[0] == 128000 and p.count(128000) == 1 for p in e.gen_prompts)
         assert [s["resps"] for s in res["samples"][task] if s["filter"] == "strict-match"] == [[[m.response]]] * 3
         assert all([tok for tok, _ in t] == list(m.script_ids) for t in e.trace.values())  # ends at <|end_of_text|>
-
+        assert m.script_ids[-1] == 128001 and len(m.script_ids) == 7
+    finally:
+        e.close()
+    e = _engine(models["base"].path)  # the same, with the ":" -> " B" rule
+    try:
         mmlu = plan_task("mmlu", entry, limit=4, data_dir=mirror)  # base: the letter by log-likelihood
         res = _evaluate(e, mmlu)
         want, answers = [], []
@@ -293,7 +299,7 @@ def test_bench_gsm8k_on_a_scripted_llama31(vocab, llama3_dir, mirror, tmp_path):
     assert pf["chat_template"]["sha256"] == hashlib.sha256(template.encode()).hexdigest()
     assert pf["chat_template"]["source"] == "GGUF metadata tokenizer.chat_template"
     assert pf["chat_template"]["date_string"] == "26 Jul 2024"
-    assert pf["chat_template"]["starts_with_bos"] is True and pf["chat_template"]["probe_bos_count"] == 1
+    assert pf["chat_template"]["starts_with_bos"] is True and pf["chat_template"]["probe_leading_bos"] == 1
     assert pf["bos"] == {"id": 128000, "text": "<|begin_of_text|>", "add_bos_token": True}
     assert pf["stop"]["eos"] == {"id": 128009, "text": "<|eot_id|>"}
     assert pf["chat_template"]["end_of_turn"]["id"] == 128009 and pf["chat_template"]["end_of_turn"]["ends_generation"]
