@@ -14,6 +14,7 @@ rows and lm-eval's task definitions (its YAML ``doc_to_text`` etc.), not by lm-e
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import subprocess
 import sys
@@ -31,6 +32,16 @@ TEMPLATES = {
     "3.3": "meta-llama-Llama-3.3-70B-Instruct.jinja",
 }
 _MEMBERS = [VOCAB, VOCAB + ".inp", VOCAB + ".out", *(f"templates/{t}" for t in TEMPLATES.values())]
+# The exact bytes the tests are proven against (llama-cpp-python 0.3.36's vendored llama.cpp); 3.1 and 3.3 ship
+# the same template.
+SHA256 = {
+    VOCAB: "97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e",
+    VOCAB + ".inp": "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0",
+    VOCAB + ".out": "118abf2034a197fc5c9dec5204dfdeee7004c7c70952ae577f66b99e212fab9b",
+    f"templates/{TEMPLATES['3.1']}": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+    f"templates/{TEMPLATES['3.2']}": "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4",
+    f"templates/{TEMPLATES['3.3']}": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+}
 # Meta's Llama 3 pre-tokenizer split (tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex).
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -39,9 +50,11 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 def fetch_llama3_files(dest: Path = LLAMA3_DIR) -> tuple[Path | None, str]:
     """Extract the vocabulary, its test vectors and Meta's templates from the pinned llama-cpp-python sdist.
 
-    Returns (folder, "") or (None, why not) when pip cannot fetch the sdist (no registry access).
+    Returns (folder, "") or (None, why not) when pip cannot fetch the sdist (no registry access). Files whose
+    sha256 differs from :data:`SHA256` (another llama-cpp-python pin, a damaged extract) are extracted again and
+    then must match.
     """
-    if all((dest / m).is_file() for m in _MEMBERS):
+    if all(_sha256(dest / m) == SHA256[m] for m in _MEMBERS):
         return dest, ""
     version = importlib.metadata.version("llama-cpp-python")
     sdist_dir = dest / "sdist"
@@ -64,7 +77,13 @@ def fetch_llama3_files(dest: Path = LLAMA3_DIR) -> tuple[Path | None, str]:
             tmp = out.with_name(out.name + ".part")
             tmp.write_bytes(src.read())
             tmp.replace(out)
+    bad = [m for m in _MEMBERS if _sha256(dest / m) != SHA256[m]]
+    assert not bad, f"llama-cpp-python {version} ships other bytes for {bad}: update SHA256 in tests/llama3_ref.py"
     return dest, ""
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def vocab_vectors(folder: Path) -> list[tuple[str, list[int]]]:
