@@ -8,8 +8,8 @@ Rendering follows transformers' ``apply_chat_template`` (sandboxed Jinja, ``trim
 with two deliberate differences, both recorded in every run record:
 
 * The date is fixed. Meta's Llama 3.1 template writes ``Today Date: 26 Jul 2024`` unless ``date_string`` is
-  given; the 3.2 and 3.3 templates call ``strftime_now`` when it exists (transformers defines it: today's
-  date). The harness passes ``date_string`` = :data:`DATE_STRING` and a ``strftime_now`` frozen at
+  given; the 3.2 template calls ``strftime_now`` when it exists (transformers defines it: today's date), and
+  so do some uploads of 3.3 (llama.cpp's copy of the 3.3 template is the 3.1 one). The harness passes ``date_string`` = :data:`DATE_STRING` and a ``strftime_now`` frozen at
   :data:`CHAT_DATE`, so a rerun on another day renders the same prompt, token for token.
 * A variable the template prints but the harness does not provide is an error, not an empty string:
   a template needing something else (a system prompt variable, a tool list) must not silently render a
@@ -27,10 +27,10 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
-# The Llama 3.1 template's own default date (its release day): the 3.2/3.3 templates fall back to it too
-# when no clock is given (https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct/blob/main/tokenizer_config.json).
+# The Llama 3.1 template's own default date (its release day); the 3.2 template falls back to it too when no
+# clock is given (https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct/blob/main/tokenizer_config.json).
 CHAT_DATE = date(2024, 7, 26)
-DATE_STRING = CHAT_DATE.strftime("%d %b %Y")  # "26 Jul 2024", the format the Llama 3.x templates use
+DATE_STRING = "26 Jul 2024"  # CHAT_DATE as the Llama 3.x templates write it ("%d %b %Y")
 PROVIDED = ("messages", "add_generation_prompt", "bos_token", "eos_token", "date_string", "strftime_now",
             "raise_exception")
 
@@ -214,9 +214,10 @@ def kind_from_gguf(path: Path) -> tuple[str, str]:
 
     Instruct: the GGUF has a chat template, and the token that template writes after an assistant message
     is the model's declared end-of-sequence (or end-of-turn) token: it was set up to answer in turns and stop.
-    Anything else is base, and the evidence says why (no template; or a template whose end-of-turn token is
-    not the model's end of sequence, as in Llama 3.1 base GGUFs, which carry Meta's template but end
-    sequences with <|end_of_text|>).
+    Base, with the evidence saying why: no template; or a template whose end-of-turn token is not the model's
+    end of sequence (a base vocabulary that ends sequences with <|end_of_text|> under a chat template).
+    A template that cannot render, or whose end-of-turn marker is not a special token of the vocabulary at all,
+    is a :class:`HarnessError`: the file is inconsistent, and no kind is read from it.
     """
     facts = gguf_tokenizer_facts(path)
     template = facts.get("tokenizer.chat_template")
@@ -235,9 +236,11 @@ def kind_from_gguf(path: Path) -> tuple[str, str]:
     stripped = after.lstrip()
     hit = max((t for t in special if t and stripped.startswith(t)), key=len, default=None)
     if hit is None:  # the template does not belong to this vocabulary: no kind can be read from it
+        what = (f"ends an assistant turn with {marker_of(after)!r}, which is not a special token of its vocabulary "
+                "(template and vocabulary do not match)" if stripped
+                else "writes nothing after an assistant message (no end-of-turn token)")
         raise HarnessError(
-            f"the chat template of {Path(path).name} ends an assistant turn with {marker_of(after)!r}, which is not "
-            "a special token of its vocabulary (template and vocabulary do not match)",
+            f"the chat template of {Path(path).name} {what}",
             "fix the GGUF's tokenizer.chat_template, or pass --kind base to run it without the template.",
         )
     declared = {facts.get("tokenizer.ggml.eos_token_id"): "end-of-sequence",

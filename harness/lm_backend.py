@@ -70,9 +70,14 @@ def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = Fa
                                "fix the template in the GGUF, or run a base-format task (--kind base).")
         after = turn_end_text(template, bos_text, eos_text, name)
         marker = marker_of(after)
-        marker_ids = engine.tokenize(marker, add_bos=False)
-        end = engine.tokenize(after, add_bos=False)[:1] or [-1]
-        facts["end_of_turn"] = tok(end[0]) | {"marker": marker, "ends_generation": engine.is_eog(end[0])}
+        marker_ids = engine.tokenize(marker, add_bos=False) if marker else []
+        end = engine.tokenize(after, add_bos=False)[:1]
+        facts["end_of_turn"] = (tok(end[0]) | {"marker": marker, "ends_generation": engine.is_eog(end[0])}
+                                if end else None)
+        if not marker:
+            raise HarnessError(f"the chat template of {name} writes nothing after an assistant message: no end of "
+                               "turn, so generation would not stop at the end of an answer",
+                               "fix the template in the GGUF, or run a base-format task (--kind base).")
         if len(marker_ids) != 1 or not engine.is_eog(marker_ids[0]):
             what = (f"is not one token of its vocabulary (it splits into {len(marker_ids)})" if len(marker_ids) != 1
                     else f"is token {marker_ids[0]}, which does not end generation")

@@ -113,19 +113,21 @@ def read_vocab(vocab_gguf: Path) -> Vocab:
 
 
 def build_scripted_model(vocab: Vocab, out: Path, template: str | None, answer: str = "18", letter: str | None = "B",
-                         name: str = "scripted-llama3", drop_tokens: tuple[str, ...] = ()) -> Scripted:
+                         name: str = "scripted-llama3", drop_tokens: tuple[str, ...] = (),
+                         end: str | None = None) -> Scripted:
     """Write a scripted Llama 3 GGUF (module docstring): instruct when ``template`` is given, else base.
 
     Instruct: ``eos`` = ``<|eot_id|>``, ``add_bos_token`` = true, ``tokenizer.chat_template`` = ``template``.
     Base: ``eos`` = ``<|end_of_text|>``, ``add_bos_token`` = true, no template (Meta's base Llama 3 setup).
     ``letter`` None: no ``":"`` rule (a base GSM8K prompt ends with ``"A:"``, which must start the script).
     ``drop_tokens`` renames those vocabulary entries (a broken-vocabulary fixture: e.g. no ``<|eot_id|>``).
+    ``end`` overrides the end token (and EOS): e.g. a template over a base vocabulary ending with <|end_of_text|>.
     """
     import gguf
 
     instruct = template is not None
     states = [vocab.id(t) for t in (*(SCRIPT if instruct else BASE_SCRIPT), answer, ".")]
-    end_id = vocab.id(EOT if instruct else EOS_BASE)
+    end_id = vocab.id(end or (EOT if instruct else EOS_BASE))
     colon = vocab.id(MMLU_TRIGGER)
     if len(set(states)) != len(states) or colon in states:
         raise HarnessError(f"the scripted answer {answer!r} repeats a script token", "pick another number.")

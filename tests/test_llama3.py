@@ -399,6 +399,20 @@ def test_bad_template_or_vocabulary_is_one_clear_message(case, template, drop, m
         e.close()
 
 
+@pytest.mark.slow
+def test_a_template_over_a_base_vocabulary_reads_as_base(vocab, llama3_dir, tmp_path):
+    """A chat template whose end of turn (<|eot_id|>) is not the model's end of sequence (<|end_of_text|>):
+    base, and the evidence says so (a name with "Instruct" in it changes nothing)."""
+    template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
+    m = build_scripted_model(vocab, tmp_path / "Llama-3.1-8B-Instruct-lookalike.F16.gguf", template,
+                             end="<|end_of_text|>")
+    kind, evidence = kind_from_gguf(m.path)
+    assert kind == "base"
+    assert evidence == ("GGUF: has a chat template, but its end-of-turn token <|eot_id|> is not the model's "
+                        "end-of-sequence token (<|end_of_text|>): a base model's setup")
+    assert resolve(str(m.path)).kind == "base"
+
+
 # ------------------------------------------------------------------------------------------------ no llama.cpp needed
 def test_render_errors_name_the_model_and_never_fall_back():
     with pytest.raises(HarnessError) as err:
