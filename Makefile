@@ -11,7 +11,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup setup-rpc setup-cuda bench test test-fast lint models compare publish smoke regress baseline lock
+.PHONY: setup setup-rpc setup-cuda bench download test test-fast lint models compare publish smoke regress baseline lock
 
 # Every machine installs the same versions: constraints.txt pins the whole environment (`make lock`).
 LOCK      := constraints.txt
@@ -55,6 +55,9 @@ setup-cuda: setup  ## rebuild llama-cpp-python with CUDA for this machine's GPU 
 
 bench: setup  ## run GSM8K and MMLU on MODEL (default smollm2-135m, offline) and print the score table
 	$(BIN)/harness bench $(BENCH_ARGS)
+
+download: setup  ## fetch MODEL (QUANT) verified; says first whether this machine could run it, fetches either way
+	$(if $(DATA_DIR),HARNESS_DATA_DIR=$(abspath $(DATA_DIR))) $(BIN)/harness download $(MODEL) $(if $(QUANT),--quant $(QUANT))
 
 compare: setup  ## every claim beside its measurement, with a verdict
 	$(BIN)/harness compare

@@ -133,42 +133,72 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 
 
+_WANT = {"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+         "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens",
+         "tokenizer.ggml.token_type", "general.architecture"}
+_REMOTE_READS = (16 << 20, 64 << 20, 256 << 20)  # a Llama 3 header (128k tokens, 280k merges) is ~9 MB
+
+
+class _Truncated(ValueError):
+    """The bytes end before the key-value section does."""
+
+
 def gguf_tokenizer_facts(path: Path) -> dict:
     """The tokenizer metadata of a GGUF (template, BOS/EOS/EOT ids, token texts and types), read fast.
 
     The gguf package's reader builds every array field (280k merges of a Llama 3 vocabulary take seconds);
     this reads only the key-value section, decoding just the keys asked for and skipping the rest.
     """
-    want = {"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens",
-            "tokenizer.ggml.token_type", "general.architecture"}
-    out: dict = {}
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            if m[:4] != b"GGUF":
-                raise ValueError("bad magic")
-            (version,) = struct.unpack_from("<I", m, 4)
-            if version < 2:
-                raise ValueError(f"GGUF version {version} is not supported")
-            (n_kv,) = struct.unpack_from("<Q", m, 16)
-            pos = 24
-            for _ in range(n_kv):
-                key, pos = _read_str(m, pos)
-                (vtype,) = struct.unpack_from("<I", m, pos)
-                pos += 4
-                value, pos = _read_value(m, pos, vtype, key in want)
-                if key in want:
-                    out[key] = value
+            return _tokenizer_kv(m)
     except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
         raise HarnessError(f"cannot read the tokenizer metadata of {Path(path).name}: {exc}",
                            "check that it is a complete GGUF file (download it again).") from exc
+
+
+def remote_tokenizer_facts(fetch, name: str) -> dict:
+    """:func:`gguf_tokenizer_facts` of a file not downloaded yet, through ``fetch(start, end)`` range reads
+    of its first bytes (16 MiB, more only for a larger header): no weights are fetched."""
+    for size in _REMOTE_READS:
+        buf = fetch(0, size - 1)
+        try:
+            return _tokenizer_kv(buf)
+        except (_Truncated, struct.error) as exc:
+            if len(buf) < size:  # the whole file was read: it is truncated
+                raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc}",
+                                   "the file on the Hub is not a complete GGUF file.") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc}",
+                               "the file on the Hub is not a complete GGUF file.") from exc
+    raise HarnessError(f"the GGUF header of {name} is larger than {_REMOTE_READS[-1] >> 20} MiB",
+                       "download it first (`harness download`), or pass --kind base|instruct.")
+
+
+def _tokenizer_kv(m) -> dict:
+    """The wanted keys of a GGUF key-value section held in ``m`` (mmap or bytes)."""
+    if bytes(m[:4]) != b"GGUF":
+        raise ValueError("bad magic")
+    (version,) = struct.unpack_from("<I", m, 4)
+    if version < 2:
+        raise ValueError(f"GGUF version {version} is not supported")
+    (n_kv,) = struct.unpack_from("<Q", m, 16)
+    pos = 24
+    out: dict = {}
+    for _ in range(n_kv):
+        key, pos = _read_str(m, pos)
+        (vtype,) = struct.unpack_from("<I", m, pos)
+        pos += 4
+        value, pos = _read_value(m, pos, vtype, key in _WANT)
+        if key in _WANT:
+            out[key] = value
     return out
 
 
 def _need(m, pos: int, n: int) -> None:
     """A length field that points past the end of the file: truncated or corrupt, not a huge loop."""
     if n < 0 or pos + n > len(m):
-        raise ValueError(f"truncated or corrupt header (a field of {n} bytes at offset {pos})")
+        raise _Truncated(f"truncated or corrupt header (a field of {n} bytes at offset {pos})")
 
 
 def _read_str(m, pos: int) -> tuple[str, int]:
@@ -219,7 +249,11 @@ def kind_from_gguf(path: Path) -> tuple[str, str]:
     A template that cannot render, or whose end-of-turn marker is not a special token of the vocabulary at all,
     is a :class:`HarnessError`: the file is inconsistent, and no kind is read from it.
     """
-    facts = gguf_tokenizer_facts(path)
+    return kind_from_facts(gguf_tokenizer_facts(path), Path(path).name)
+
+
+def kind_from_facts(facts: dict, name: str) -> tuple[str, str]:
+    """:func:`kind_from_gguf` on tokenizer facts already read (from a file, or from the Hub's first bytes)."""
     template = facts.get("tokenizer.chat_template")
     if not template:
         return "base", "GGUF: no chat template (tokenizer.chat_template absent)"
@@ -231,7 +265,7 @@ def kind_from_gguf(path: Path) -> tuple[str, str]:
         return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
 
     bos, eos = text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id")
-    after = turn_end_text(template, bos, eos, Path(path).name)
+    after = turn_end_text(template, bos, eos, name)
     special = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if ty in (_CONTROL, _USER_DEFINED)}
     stripped = after.lstrip()
     hit = max((t for t in special if t and stripped.startswith(t)), key=len, default=None)
@@ -240,7 +274,7 @@ def kind_from_gguf(path: Path) -> tuple[str, str]:
                 "(template and vocabulary do not match)" if stripped
                 else "writes nothing after an assistant message (no end-of-turn token)")
         raise HarnessError(
-            f"the chat template of {Path(path).name} {what}",
+            f"the chat template of {name} {what}",
             "fix the GGUF's tokenizer.chat_template, or pass --kind base to run it without the template.",
         )
     declared = {facts.get("tokenizer.ggml.eos_token_id"): "end-of-sequence",

@@ -53,12 +53,42 @@ def models(quant: str | None) -> None:
 @click.argument("model")
 @click.option("--quant", help="Quant to fetch (default: the catalogue's, usually Q4_K_M).")
 def download(model: str, quant: str | None) -> None:
-    """Download MODEL's GGUF file(s) from the Hub, verified (size, sha256, GGUF header)."""
-    from harness.catalogue import resolve
-    from harness.download import download_model
+    """Download MODEL's GGUF file(s) from the Hub, verified (size, sha256 of the bytes, GGUF header).
 
-    path = download_model(resolve(model, quant))
+    First prints whether this machine could run it (the default bench: gsm8k,mmlu, --parallel 8), but
+    downloads either way: the files may be meant for another machine.
+    """
+    from harness.catalogue import decide_kind, resolve
+    from harness.download import download_model, refuse_before_download
+    from harness.engine import EngineSettings
+    from harness.tasks import plan_task
+
+    entry = resolve(model, quant)
+    try:
+        entry = decide_kind(entry)  # an hf: GGUF's base/instruct (its prompt format) from its header
+        plans = [plan_task(t, entry, data_dir=resolve_data_dir(None)) for t in ("gsm8k", "mmlu")]
+    except HarnessError as exc:
+        click.echo(f"cannot judge whether {entry.name} fits here (planning the default tasks failed: {exc.message})",
+                   err=True)
+    else:
+        refuse_before_download(entry, plans, EngineSettings(), download_only=True, note=" (default bench settings)")
+    path = download_model(entry)
     click.echo(f"ready: {path}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--quant", help="Quant to check (default: the catalogue's).")
+def verify(model: str, quant: str | None) -> None:
+    """Re-hash MODEL's files on disk (sha256 of the bytes) against the catalogue pin and the Hub's sha256;
+    a corrupted file is removed (the next download or bench fetches it again)."""
+    from harness.catalogue import resolve
+    from harness.download import verify_model
+
+    entry = resolve(model, quant)
+    for name, sha, against in verify_model(entry):
+        click.echo(f"ok  {name}  sha256 {sha}  (checked against {against})")
+    click.echo(f"{entry.name} {entry.quant}: verified")
 
 
 @cli.command()
@@ -97,32 +127,27 @@ def download(model: str, quant: str | None) -> None:
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
 @click.option("--skip-bad-rows", is_flag=True,
               help="Leave out test rows whose data cannot be scored (counted in the record) instead of stopping.")
+@click.option("--download-only", is_flag=True,
+              help="Fetch the model (saying whether it could run here with these settings) and stop.")
 @click.option("--kind", type=click.Choice(["base", "instruct"]),
               help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, skip_bad_rows, kind):
+          verbose, skip_bad_rows, download_only, kind):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
     from harness.engine import EngineSettings
     from harness.runner import run_bench
 
     task_list = parse_tasks(tasks)
-    entry = resolve(model, quant)
+    entry = _decided_kind(resolve(model, quant), kind)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
     if backend == "server" or base_url:
-        entry = _decided_kind(entry, kind, None)
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
                               api_key_env, server_model, concurrency, request_timeout, retry_for, skip_bad_rows)
         _echo_results(paths, Path(results_dir), entry.name)
         return
-    path = local_model_path(entry)
-    if path is None:
-        from harness.download import download_model
-
-        path = download_model(entry)
-    entry = _decided_kind(entry, kind, Path(path))
     from harness.rpc import parse_endpoints, require_rpc
 
     rpc_servers = parse_endpoints(rpc) if rpc else ()
@@ -131,6 +156,24 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers)
+    path = local_model_path(entry)
+    if path is None or download_only:
+        from harness.download import download_model, refuse_before_download
+        from harness.tasks import plan_task
+
+        # Judged before a byte of weights is fetched: a model that cannot run here is refused now, not hours later.
+        plans = [plan_task(t, entry, limit=limit, full=full, seed=seed, data_dir=resolve_data_dir(data_dir),
+                           skip_bad_rows=skip_bad_rows) for t in task_list]
+        refuse_before_download(entry, plans, settings, download_only=download_only, note=" (--download-only)"
+                               if download_only else "")
+        path = download_model(entry)
+        if download_only:
+            click.echo(f"ready: {path}")
+            return
+    elif entry.repo:
+        from harness.download import download_model
+
+        path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
     paths = run_bench(
         entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose,
         skip_bad_rows=skip_bad_rows,
@@ -138,11 +181,11 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     _echo_results(paths, Path(results_dir), entry.name)
 
 
-def _decided_kind(entry, kind, path):
+def _decided_kind(entry, kind):
     """Settle base/instruct (--kind, catalogue, else the GGUF) and say how, before anything runs."""
     from harness.catalogue import decide_kind
 
-    entry = decide_kind(entry, kind, path)
+    entry = decide_kind(entry, kind)
     click.echo(f"{entry.name}: {entry.kind} model ({entry.kind_source})", err=True)
     return entry
 

@@ -1,23 +1,33 @@
 """Verified, resumable downloads of catalogue GGUF files from the Hugging Face Hub (huggingface-hub).
 
+Before anything is fetched, :func:`refuse_before_download` judges whether the model can run here (sizes
+from the catalogue or the Hub's file metadata, layer and head counts from the GGUF header read with
+HTTP range requests), with the same computation as the preflight after download
+(:func:`harness.preflight.fit_or_refuse`).
+
 Files land in the normal HF cache (resume and progress bar are huggingface-hub's). After download
-each file's size and sha256 are checked against the Hub's LFS metadata (and the catalogue), then the
-GGUF header is read to check the architecture and parameter count. Byte-split uploads
-(``x.gguf.part1of2``) are joined next to the cache after a free-disk check.
+each file's bytes are hashed (sha256, harness/hashing.py) and checked, with the size, against the
+catalogue's pin and the Hub's LFS metadata, then the GGUF header is read to check the architecture and
+parameter count. A cached file is re-checked against the sha256 its blob was stored under (the Hub's
+claim) before use, and refetched when its bytes disagree. Byte-split uploads (``x.gguf.part1of2``) are
+joined next to the cache after a free-disk check.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 from harness.catalogue import ModelEntry
 from harness.errors import HarnessError
-from harness.gguf_check import check_gguf
-from harness.preflight import check_disk
+from harness.gguf_check import check_gguf, read_header_shape
+from harness.hashing import file_sha256, forget
+from harness.preflight import GIB, check_disk, fit_or_refuse
 
 RETRIES = 3
 JOINED_DIR_ENV = "HARNESS_MODELS_DIR"
@@ -135,16 +145,20 @@ def _is_client_error(exc: Exception) -> bool:
     return status is not None and 400 <= status < 500 and status != 429
 
 
-def remote_files(entry: ModelEntry) -> dict[str, dict]:
-    """Size and sha256 of each of the quant's files at the pinned revision, from the Hub API."""
+def _paths_info(entry: ModelEntry, files: list[str]) -> dict:
     from huggingface_hub import HfApi
 
     infos = _with_retries(
-        lambda: HfApi().get_paths_info(entry.repo, list(entry.files.files), revision=entry.revision, expand=True),
+        lambda: HfApi().get_paths_info(entry.repo, files, revision=entry.revision, expand=True),
         entry,
         "the file list",
     )
-    got = {i.path: i for i in infos}
+    return {i.path: i for i in infos}
+
+
+def remote_files(entry: ModelEntry) -> dict[str, dict]:
+    """Size and sha256 of each of the quant's files at the pinned revision, from the Hub API."""
+    got = _paths_info(entry, list(entry.files.files))
     out = {}
     for f in entry.files.files:
         if f not in got:
@@ -170,7 +184,7 @@ def download_model(entry: ModelEntry) -> Path:
             "pick another quant (`harness models`) or add the files to tasks/models.yaml.",
         )
     done = cached_model_path(entry)
-    if done is not None:
+    if done is not None and _cached_intact(entry):
         return done
     from huggingface_hub import hf_hub_download
 
@@ -197,28 +211,111 @@ def download_model(entry: ModelEntry) -> Path:
     return main
 
 
-def _verify(path: Path, name: str, remote: dict, entry: ModelEntry) -> None:
-    from harness.record import file_sha256
+def _expected(path: Path, entry: ModelEntry, hub_sha: str | None = None) -> list[tuple[str, str]]:
+    """What a file's sha256 must be: (source, hex) from the catalogue pin, the Hub's LFS metadata, and the
+    name of the HF-cache blob holding it (huggingface-hub names an LFS blob after the sha256 the Hub
+    announced: https://huggingface.co/docs/huggingface_hub/guides/manage-cache)."""
+    out = []
+    if entry.files.sha256 and entry.files.split == "single":
+        out.append(("the catalogue", entry.files.sha256))
+    if hub_sha:
+        out.append(("the Hub", hub_sha))
+    real = Path(path).resolve()
+    if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
+        out.append(("the Hub (at download)", real.name))
+    return out
 
+
+def _verify(path: Path, name: str, remote: dict, entry: ModelEntry) -> None:
+    """Size against the Hub's, then the sha256 of the bytes against every expected value; a bad file is removed."""
     size = path.stat().st_size
     if remote["size"] is not None and size != remote["size"]:
         _quarantine(path)
         raise HarnessError(f"{name}: {size} bytes on disk, the Hub says {remote['size']}", "rerun the download.")
-    expected = [s for s in (remote.get("sha256"), entry.files.sha256 if entry.files.split == "single" else None) if s]
-    if expected:
-        got = file_sha256(path)
-        for want in expected:
-            if got != want:
-                _quarantine(path)
-                raise HarnessError(
-                    f"{name}: sha256 {got[:12]}… does not match the expected {want[:12]}…",
-                    "the file was corrupted or the upload changed; it was removed: rerun the download.",
-                )
+    bad = _mismatch(path, _expected(path, entry, remote.get("sha256")))
+    if bad:
+        _quarantine(path)
+        raise HarnessError(f"{name}: {bad}", "the file was corrupted or the upload changed; it was removed: rerun the download.")
+
+
+def _mismatch(path: Path, expected: list[tuple[str, str]], fresh: bool = False) -> str | None:
+    """None when the bytes hash to every expected value, else what disagrees."""
+    if not expected:
+        return None
+    got = file_sha256(path, fresh=fresh)
+    for source, want in expected:
+        if got != want:
+            return f"sha256 of the bytes {got[:12]}… does not match {want[:12]}… from {source}"
+    return None
+
+
+def _cached_intact(entry: ModelEntry) -> bool:
+    """Whether the quant's cached files still hold the bytes they were stored for (hashed once per file
+    version, harness/hashing.py). A file that does not is reported and removed, and False is returned so
+    that the caller fetches it again."""
+    if entry.files.split == "parts":
+        return True  # the parts were checked before the join; the joined file has no published hash
+    from huggingface_hub import try_to_load_from_cache
+
+    for f in entry.files.files:
+        got = try_to_load_from_cache(entry.repo, f, revision=entry.revision)
+        if not isinstance(got, str):
+            return False  # gone since it was found: fetch it
+        p = Path(got)
+        bad = _mismatch(p, _expected(p, entry))
+        if bad:
+            print(f"{f}: {bad}; the cached file is corrupted: removed, fetching it again", file=sys.stderr)
+            _quarantine(p)
+            return False
+    return True
+
+
+def verify_model(entry: ModelEntry) -> list[tuple[str, str, str]]:
+    """Re-hash what is on disk for a model (no remembered hashes) against the catalogue pin and the Hub's
+    sha256 its blob was stored under; remove a corrupted file. Returns (file, sha256, checked against)."""
+    from harness.catalogue import local_model_path
+
+    if entry.local_path or entry.package:
+        paths = [(Path(local_model_path(entry)), entry.files.files[0] if entry.files.files else "")]
+    else:
+        if not entry.files.files:
+            raise HarnessError(f"the file layout of {entry.name} {entry.quant} is unknown", "pick another quant.")
+        from huggingface_hub import try_to_load_from_cache
+
+        paths = []
+        for f in entry.files.files:
+            got = try_to_load_from_cache(entry.repo, f, revision=entry.revision)
+            if not isinstance(got, str):
+                raise HarnessError(f"{entry.name} {entry.quant}: {f} is not downloaded",
+                                   f"run `harness download {entry.name} --quant {entry.quant}`.")
+            paths.append((Path(got), f))
+    out = []
+    for p, name in paths:
+        expected = _expected(p, entry)
+        bad = _mismatch(p, expected, fresh=True)
+        if bad:
+            _quarantine(p)
+            raise HarnessError(f"{name or p.name}: {bad}; the file is corrupted and was removed",
+                               f"run `harness download {entry.name} --quant {entry.quant}` to fetch it again.")
+        out.append((name or p.name, file_sha256(p), ", ".join(s for s, _ in expected) or "nothing (no known hash)"))
+    if entry.files.split == "parts":
+        joined = _joined_path(entry)
+        if joined.is_file() and joined.stat().st_size != sum(p.stat().st_size for p, _ in paths):
+            _quarantine(joined)
+            raise HarnessError(f"{joined.name} is not the size of its parts: removed",
+                               f"run `harness download {entry.name} --quant {entry.quant}` to join them again.")
+        main = joined
+    else:
+        main = paths[0][0]
+    if main.is_file():
+        check_gguf(main, entry, [p for p, _ in paths[1:]] if entry.files.split == "shards" else [])
+    return out
 
 
 def _quarantine(path: Path) -> None:
     """Remove a bad file (blob and snapshot link) so it never looks complete."""
     real = path.resolve()
+    forget(real)
     for p in {path, real}:
         try:
             p.unlink()
@@ -232,9 +329,109 @@ def _join_parts(parts: list[Path], dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     check_disk(dest.parent, total, dest.name)
     tmp = dest.with_name(dest.name + ".joining")
-    with open(tmp, "wb") as out:
-        for p in parts:
-            with open(p, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 22)
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        os.replace(tmp, dest)
+    except BaseException as exc:  # disk full, a part gone, Ctrl-C: never leave a half-joined file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise HarnessError(f"joining the parts of {dest.name} failed: {exc.strerror or exc}",
+                               "free some space (the join needs the parts' size again), then rerun.") from exc
+        raise
     return dest
+
+
+# ---------------------------------------------------------------------------- before any download
+def _range_fetch(entry: ModelEntry, filename: str, log: list[tuple[int, int]] | None = None):
+    """``fetch(start, end)`` over HTTP range requests on the Hub's resolve URL (redirects followed,
+    token sent only to the Hub: httpx drops it on a redirect to another host)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(entry.repo, filename, revision=entry.revision)
+    timeout = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10)
+
+    def once(start: int, end: int) -> bytes:
+        headers = build_hf_headers() | {"Range": f"bytes={start}-{end}"}
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as r:
+            if r.status_code == 416:  # past the end of the file
+                return b""
+            hf_raise_for_status(r)
+            skip = start if r.status_code == 200 else 0  # a server that ignores Range: read up to the end only
+            want = end - start + 1
+            buf = bytearray()
+            for chunk in r.iter_bytes():
+                buf += chunk
+                if len(buf) >= skip + want:
+                    break
+            return bytes(buf[skip : skip + want])
+
+    def fetch(start: int, end: int) -> bytes:
+        data = _with_retries(lambda: once(start, end), entry, f"the header of {filename}")
+        if log is not None:
+            log.append((start, start + len(data)))
+        return data
+
+    return fetch
+
+
+def remote_shape(entry: ModelEntry) -> dict:
+    """Layer and attention shape of the quant's GGUF, from its header read with range requests (~1 MB)."""
+    first = entry.files.files[0]  # a single file, the first shard, or the first byte part: all start with the header
+    return read_header_shape(_range_fetch(entry, first))
+
+
+def quant_sizes(entry: ModelEntry, remote: bool = True) -> dict[str, int | None]:
+    """Total bytes of each quant of the entry's model: the catalogue's figure, else (``remote``) the Hub's
+    file metadata (one request for all quants); None where neither is known."""
+    if entry.local_path or entry.family == "hub":
+        return {entry.quant: entry.files.size or (entry.local_path.stat().st_size if entry.local_path else None)}
+    from harness.catalogue import load_catalogue
+
+    model = load_catalogue()["models"].get(entry.name) or {}
+    quants = {q: v for q, v in (model.get("quants") or {}).items() if isinstance(v, dict)}
+    out: dict[str, int | None] = {q: v.get("size") for q, v in quants.items()}
+    missing = {q: list(v.get("files") or []) for q, v in quants.items() if not v.get("size") and v.get("files")}
+    if remote and missing and entry.repo:
+        got = _paths_info(entry, [f for fs in missing.values() for f in fs])
+        for q, fs in missing.items():
+            if all(f in got and got[f].size is not None for f in fs):
+                out[q] = sum(got[f].size for f in fs)
+    return out
+
+
+def refuse_before_download(entry: ModelEntry, plans: list, settings, download_only: bool = False,
+                           note: str = "") -> dict | None:
+    """Judge, before fetching a byte of weights, whether the model can run here with these plans and
+    settings (the same computation as the preflight after download). Refuse with the figures, the
+    largest quant and --gpu-layers that would fit; with ``download_only`` print the verdict and go on.
+    Returns the figures, or None when the model needs no download."""
+    if entry.local_path or entry.package or not entry.files.files or cached_model_path(entry) is not None:
+        return None
+    what = f"{entry.name} {entry.quant}"
+    sizes = quant_sizes(entry, remote=False)
+    if sizes.get(entry.quant) is None:
+        sizes[entry.quant] = sum(r["size"] or 0 for r in remote_files(entry).values()) or None
+    if sizes[entry.quant] is None:
+        return None
+    try:
+        sizes = {**quant_sizes(entry, remote=True), entry.quant: sizes[entry.quant]}
+    except HarnessError:
+        pass  # the other quants' sizes only feed the suggestion
+    shape = remote_shape(entry)
+    try:
+        figures = fit_or_refuse(sizes[entry.quant], shape, plans, settings, what, quant=entry.quant, quant_sizes=sizes)
+    except HarnessError as exc:
+        if not download_only:
+            raise HarnessError(f"{exc.message}. No weights were downloaded (only the file's header: "
+                               f"{shape['fetched'] / 2**20:.1f} MiB)", exc.hint) from None
+        print(f"warning: {exc.format_message()}\ndownloading {what} anyway{note}: this machine cannot run it "
+              "with these settings (another machine may).", file=sys.stderr)
+        return None
+    print(f"preflight: {what} fits{note}: weights {figures['weights_bytes'] / GIB:.1f} GiB + KV cache "
+          f"{figures['kv_bytes'] / GIB:.1f} GiB ({figures['n_ctx']} cells) of {figures['available_bytes'] / GIB:.1f} "
+          f"GiB available ({figures['placement']})", file=sys.stderr)
+    return figures

@@ -624,3 +624,24 @@ class LlamaEngine:
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     m = x.max(axis=1)
     return m + np.log(np.exp(x - m[:, None]).sum(axis=1, dtype=np.float64))
+
+
+def high_level_llama(model_path: str | Path, **kwargs):
+    """llama-cpp-python's high-level ``Llama`` with the engine's CPU buffer choice (no extra buffer types:
+    see ``LlamaEngine``), for reference evaluations and the minimal backend. ``Llama`` takes no argument
+    for ``use_extra_bufts``, so its default model parameters are adjusted while it loads."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    real = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():
+        p = real()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        return Llama(model_path=str(model_path), **kwargs)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = real

@@ -6,6 +6,8 @@ before llama.cpp is asked to load them.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -37,11 +39,8 @@ def gguf_summary(path: Path) -> dict:
         return int(fld.parts[fld.data[0]][0]) if fld else default
 
     arch = field("general.architecture") or ""
-    n_head = num(f"{arch}.attention.head_count", 1)
     return {
-        "n_layer": num(f"{arch}.block_count"),
-        "n_kv_heads": num(f"{arch}.attention.head_count_kv", n_head),
-        "head_dim": num(f"{arch}.attention.key_length", num(f"{arch}.embedding_length") // max(n_head, 1)),
+        **model_shape(arch, num),
         "architecture": arch or None,
         "name": field("general.name"),
         "n_params": sum(int(t.n_elements) for t in reader.tensors),
@@ -72,3 +71,119 @@ def check_gguf(path: Path, entry=None, more_shards: list[Path] = ()) -> dict:
                 "the upload is broken or the catalogue entry is wrong; do not trust scores from this file.",
             )
     return info
+
+
+def model_shape(arch: str, num: Callable[[str, int], int]) -> dict:
+    """Layer count and attention shape (what the KV cache size depends on) from a header's numbers.
+
+    ``num(key, default)`` reads an integer key. Shared by the full-file read above and the remote header
+    read below, so both give the same KV figure. Defaults follow llama.cpp's loader: no
+    ``head_count_kv`` means one KV head per query head, no ``key_length`` means embedding / heads.
+    """
+    n_head = num(f"{arch}.attention.head_count", 1)
+    return {
+        "n_layer": num(f"{arch}.block_count", 0),
+        "n_kv_heads": num(f"{arch}.attention.head_count_kv", n_head),
+        "head_dim": num(f"{arch}.attention.key_length", num(f"{arch}.embedding_length", 0) // max(n_head, 1)),
+        "n_ctx_train": num(f"{arch}.context_length", 0),
+    }
+
+
+# GGUF value types and the struct format of the fixed-size ones
+# (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md, "Structure").
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+HEADER_FIRST_READ = 1 << 20  # bytes asked for first; more is fetched (doubling) only when the keys run past it
+
+
+class _Reader:
+    """Sequential reads over ``fetch(start, end_inclusive) -> bytes``, fetching more only when needed."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], first: int):
+        self.fetch, self.buf, self.pos, self.first = fetch, bytearray(), 0, first
+        self.fetched = 0
+
+    def take(self, n: int) -> bytes:
+        while len(self.buf) < self.pos + n:
+            more = max(self.first, len(self.buf), self.pos + n - len(self.buf))
+            data = self.fetch(len(self.buf), len(self.buf) + more - 1)
+            if not data:
+                raise HarnessError("the GGUF header ends early (truncated file)", "download the file again.")
+            self.buf += data
+            self.fetched += len(data)
+        out = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return self.take(self.unpack("<Q")).decode("utf-8", "replace")
+
+    def skip_value(self, vtype: int) -> None:
+        if vtype == _STRING:
+            self.take(self.unpack("<Q"))
+        elif vtype == _ARRAY:
+            etype, count = self.unpack("<I"), self.unpack("<Q")
+            if etype in _SCALAR:
+                self.take(struct.calcsize(_SCALAR[etype]) * count)
+            else:
+                for _ in range(count):
+                    self.skip_value(etype)
+        elif vtype in _SCALAR:
+            self.take(struct.calcsize(_SCALAR[vtype]))
+        else:
+            raise HarnessError(f"the GGUF header holds an unknown value type {vtype}", "download the file again.")
+
+
+def read_header_shape(fetch: Callable[[int, int], bytes], first: int = HEADER_FIRST_READ) -> dict:
+    """Architecture and KV-cache shape from the start of a GGUF file, read through ``fetch`` (range reads).
+
+    Reads key/value pairs until the shape keys are known and the tokenizer's keys begin: llama.cpp's
+    converter writes ``general.*`` and the architecture's keys first, then the tokenizer arrays, which
+    are most of a header (a 128k vocabulary and its merges: several MB), and the tensor data after all
+    of it. So a remote model's shape costs one ~1 MB range request, not the file. ``fetched`` says how
+    many bytes were read.
+    """
+    r = _Reader(fetch, first)
+    if r.take(4) != b"GGUF":
+        raise HarnessError("the file is not a GGUF file (bad magic)", "check the repo and file name.")
+    version = r.unpack("<I")
+    if version < 2:
+        raise HarnessError(f"GGUF version {version} is too old to read", "use a file converted by a recent llama.cpp.")
+    r.unpack("<Q")  # tensor count
+    n_kv = r.unpack("<Q")
+    values: dict[str, object] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        arch = values.get("general.architecture")
+        if key.startswith("tokenizer.") and arch and f"{arch}.block_count" in values \
+                and f"{arch}.attention.head_count" in values:
+            break
+        vtype = r.unpack("<I")
+        if vtype == _STRING:
+            values[key] = r.string()
+        elif vtype in _SCALAR:
+            values[key] = r.unpack(_SCALAR[vtype])
+        else:
+            r.skip_value(vtype)
+    arch = str(values.get("general.architecture") or "")
+
+    def num(key: str, default: int = 0) -> int:
+        v = values.get(key)
+        return int(v) if isinstance(v, (int, float)) else default
+
+    return {**model_shape(arch, num), "architecture": arch or None, "name": values.get("general.name"),
+            "split_count": num("split.count", 1), "fetched": r.fetched}
+
+
+def local_fetch(path: Path) -> Callable[[int, int], bytes]:
+    """``fetch`` over a local file (the same reader as over HTTP ranges)."""
+
+    def fetch(start: int, end: int) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read(end - start + 1)
+
+    return fetch

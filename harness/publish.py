@@ -23,6 +23,7 @@ from harness.compare import compare_all
 from harness.errors import HarnessError
 from harness.plots import COLOURS, claims_spec, quant_spec, render
 from harness.record import atomic_write_bytes, atomic_write_text
+from harness.redact import redact_command
 from harness.report import CLAIM_COLUMNS, SCORE_COLUMNS, claim_rows, hardware_text, markdown_table, score_rows
 from harness.runs import load_runs, record_paths
 from harness.tasks import task_spec
@@ -74,7 +75,7 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
     plot_list = [{"path": p, "title": (f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
                                        else f"{s['model']}: score vs quant")} for p, s in plots.items()]
     records = [{"file": r.path.name, "model": r.model, "quant": r.quant, "task": r.task, "n": r.n,
-                "created": r.rec.get("created", ""), "command": r.rec.get("command")} for r in runs]
+                "created": r.rec.get("created", ""), "command": redact_command(r.rec.get("command"))} for r in runs]
     ctx = dict(n_runs=len(runs), n_dupes=dupes, n_claims=len(claims), verdict_counts=verdict_counts,
                hardware=hardware, plots=plot_list, records=records)
     # HTML templates are escaped, the markdown one is not.

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.hashing import file_sha256  # noqa: F401  (re-exported: callers import it from here)
 from harness.paths import ROOT
 from harness.redact import redact_argv
 
@@ -41,34 +42,6 @@ def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[flo
     lo = 0.0 if p <= 0 else max(0.0, centre - half)  # exact ends: no 1e-17 rounding past the estimate
     hi = 1.0 if p >= 1 else min(1.0, centre + half)
     return (lo, hi)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a (possibly large) file; cached by (path, size, mtime) so a 40 GB file is hashed once."""
-    path = Path(path)
-    real = path.resolve()
-    # The HF cache stores LFS files as blobs named by their sha256: no need to hash them again.
-    if real.parent.name == "blobs" and len(real.name) == 64:
-        return real.name
-    st = real.stat()
-    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-bench-harness" / "sha256.json"
-    key = f"{real}:{st.st_size}:{st.st_mtime_ns}"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with open(real, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    cache[key] = h.hexdigest()
-    try:
-        atomic_write_text(cache_file, json.dumps(cache, indent=0))
-    except OSError:
-        pass  # the cache is an optimisation only
-    return cache[key]
 
 
 def file_slug(text: str, limit: int = 48) -> str:

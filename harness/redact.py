@@ -8,6 +8,7 @@ password, a token in a query string or an ``--api-key``-like value never leaves 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,3 +66,14 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
             continue
         out.append(redact_text(arg))
     return out
+
+
+def redact_command(command: str | None) -> str | None:
+    """A recorded command line (one string) as it may be published: secrets redacted even in a record written
+    by an older version or by hand."""
+    if command is None:
+        return None
+    try:
+        return shlex.join(redact_argv(shlex.split(command)))
+    except ValueError:  # unbalanced quotes: redact what looks like a URL, mask the rest of the options' values
+        return redact_text(command)

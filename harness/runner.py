@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -18,13 +17,11 @@ from tqdm import tqdm
 
 from harness import __version__
 from harness.catalogue import ModelEntry
-from harness.devices import local_gpus
 from harness.engine import EngineSettings, LlamaEngine
 from harness.estimate import Stratum, estimate, macro_var
-from harness.gguf_check import check_gguf
 from harness.identity import measurement
 from harness.journal import Journal, identity_hash
-from harness.preflight import check_memory, check_memory_spread, check_writable, kv_cache_bytes
+from harness.preflight import check_writable, preflight_file
 from harness.record import (
     SCHEMA_VERSION,
     command_line,
@@ -37,7 +34,6 @@ from harness.record import (
     wilson_interval,
     write_json,
 )
-from harness.rpc import add_workers
 from harness.speed import floor_seconds, probe
 from harness.tasks import TaskPlan, _task_manager, plan_task
 
@@ -353,21 +349,7 @@ def run_bench(
     plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir, skip_bad_rows=skip_bad_rows)
              for t in tasks]
     check_writable(results_dir)
-    info = check_gguf(model_path, model)  # a damaged or non-Llama file fails here with a message, not in llama.cpp
-    # Preflight: weights + a KV cache sized for the generation slots must fit where they will live.
-    n_ctx = settings.n_parallel * (model.gsm8k_max_gen_toks + 512) + 2048
-    shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(model_path).name)  # all shards
-    weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
-    kv = kv_cache_bytes(info["n_layer"], info["n_kv_heads"], info["head_dim"], n_ctx)
-    gpus = local_gpus() if settings.gpu_layers != 0 else []
-    gpu = settings.gpu_layers != 0 and bool(settings.rpc_servers or gpus)
-    what = f"{model.name} {model.quant}"
-    if settings.rpc_servers:
-        check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, add_workers(settings.rpc_servers), what)
-    elif gpu:
-        check_memory_spread(weights, kv, info["n_layer"], settings.gpu_layers, gpus, what, kind="gpu")
-    else:
-        check_memory(weights, kv, what)
+    _, gpu = preflight_file(model, Path(model_path), plans, settings)  # weights + planned KV cache fit?
     # Journals first: a second identical run is refused at once, before it loads anything.
     sha = file_sha256(model_path)
     journals: list[Journal] = []

@@ -33,3 +33,27 @@ def engine(smollm2_path):
     e = LlamaEngine(smollm2_path, EngineSettings(threads=2))
     yield e
     e.close()
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """Mount a small real tmpfs: ``tmpfs(size)`` -> its folder (``size`` as mount takes it, e.g. "16k").
+
+    A real full disk (ENOSPC from the kernel), not a mock. Needs mount rights (root, as in CI's container);
+    the test is skipped, with the reason, where that is refused."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        d = tmp_path / f"tmpfs-{len(mounted)}"
+        d.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a small tmpfs here (needs root, as in CI)")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

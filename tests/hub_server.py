@@ -1,6 +1,7 @@
 """A tiny stand-in for the Hugging Face Hub on 127.0.0.1: the endpoints huggingface-hub calls.
 
-Serves ``paths-info`` (sizes and LFS sha256), ``resolve`` (HEAD/GET with Range, for resume), and can
+Serves ``paths-info`` (sizes and LFS sha256), ``resolve`` (HEAD/GET with Range ``bytes=a-`` or ``a-b``, for
+resume and header reads), and can
 require a token (401), cut a transfer half-way once, or lie about a sha256. Requests are logged so
 tests can check what was (re)fetched.
 """
@@ -31,6 +32,7 @@ class FakeHub:
         self.stall_seconds = 3.0
         self.answered: list[int] = []  # status codes of the injected faults, in order
         self.served_bytes = 0
+        self.served: list[tuple[str, int, int]] = []  # (file, first byte, end) of every body sent
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,14 +129,18 @@ class FakeHub:
                 headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
                            "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
                            "Content-Type": "application/octet-stream"}
-                start = 0
+                start, stop = 0, len(data)
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):
-                    start = int(rng[6:].split("-")[0] or 0)
-                body = data[start:]
-                code = 206 if start else 200
-                if start:
-                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                    first, _, last = rng[6:].partition("-")
+                    start = int(first or 0)
+                    stop = min(len(data), int(last) + 1) if last else len(data)
+                    if start >= len(data):
+                        return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+                body = data[start:stop]
+                code = 206 if rng else 200
+                if rng:
+                    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
                 if self.command == "HEAD":
                     self.send_response(200)
                     for k, v in headers.items():
@@ -153,9 +159,11 @@ class FakeHub:
                     self.wfile.write(half)
                     self.wfile.flush()
                     hub.served_bytes += len(half)
+                    hub.served.append((fname, start, start + len(half)))
                     self.close_connection = True
                     return
                 hub.served_bytes += len(body)
+                hub.served.append((fname, start, start + len(body)))
                 self._send(code, body, headers)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from hub_server import COMMIT, FakeHub
+from test_download import make_gguf
 
 HARNESS = Path(sys.executable).parent / "harness"
 FOLDER = "m-Q8_0.gguf"  # the older bartowski layout: the shard folder itself ends in ".gguf"
@@ -26,23 +26,10 @@ CURRENT = [f"{FOLDER}/m-Q8_0-00001-of-00002.gguf", f"{FOLDER}/m-Q8_0-00002-of-00
 STALE = [f"{FOLDER}/m-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
 
 
-def gguf_bytes(path: Path, n_params: int) -> bytes:
-    """A real (tiny) llama GGUF holding ``n_params`` parameters, so the post-download header check runs."""
-    from gguf import GGUFWriter
-
-    w = GGUFWriter(str(path), "llama")
-    w.add_tensor("token_embd.weight", np.zeros(n_params, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path.read_bytes()
-
-
 @pytest.fixture()
 def hub(tmp_path):
-    current = [gguf_bytes(tmp_path / "c1.gguf", 600), gguf_bytes(tmp_path / "c2.gguf", 400)]  # 1000 = catalogue
-    stale = [gguf_bytes(tmp_path / f"s{i}.gguf", 500) for i in range(3)]  # 1500: wrong if it were ever used
+    current = [make_gguf(tmp_path / "c1.gguf", 600), make_gguf(tmp_path / "c2.gguf", 400)]  # 1000 = catalogue
+    stale = [make_gguf(tmp_path / f"s{i}.gguf", 500) for i in range(3)]  # 1500: wrong if it were ever used
     with FakeHub() as h:
         for name, data in zip(CURRENT + STALE, current + stale):
             h.files[("acme/mixed-GGUF", name)] = data

@@ -177,3 +177,93 @@ def test_preflight_memory_refusal(tmp_path):
     msg = err.value.format_message()
     assert "42.0 GiB" in msg and "24.0 GiB" in msg and "--parallel" in msg
     check_memory(4 * 2**30, 2**30, "llama3.1-8b Q4_K_M", available=24 * 2**30)  # fits: no error
+
+
+def _flip_one_byte(path: Path, offset: int = 200) -> None:
+    """Corrupt a file in place, same size (bit rot, a bad disk, a stray write)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+def test_a_corrupted_cached_blob_is_caught_removed_and_refetched(hub, tmp_path, cat):
+    res = download(hub, tmp_path, "tiny")
+    assert res.returncode == 0, res.stderr
+    path = Path(res.stdout.split("ready: ")[1].strip())
+    good = hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+    blob = path.resolve()
+    assert blob.parent.name == "blobs"
+    _flip_one_byte(blob)
+    assert blob.stat().st_size == len(good)  # same size: a size check alone passes it
+    def file_gets():
+        return len([x for x in hub.log if x[0] == "GET" and "/resolve/" in x[1]])
+
+    gets = file_gets()
+    again = download(hub, tmp_path, "tiny")
+    assert again.returncode == 0, again.stderr
+    assert "corrupted" in again.stderr and "fetching it again" in again.stderr
+    assert file_gets() == gets + 1  # refetched once
+    assert Path(again.stdout.split("ready: ")[1].strip()).read_bytes() == good
+
+
+def test_verify_rehashes_the_bytes_even_when_size_and_mtime_are_unchanged(hub, tmp_path, cat):
+    res = download(hub, tmp_path, "tiny")
+    assert res.returncode == 0, res.stderr
+    blob = Path(res.stdout.split("ready: ")[1].strip()).resolve()
+    ok = _harness(hub, tmp_path, "verify", "tiny")
+    assert ok.returncode == 0 and "tiny Q4_K_M: verified" in ok.stdout, ok.stderr
+    st = blob.stat()
+    _flip_one_byte(blob)
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))  # the remembered hash's key no longer sees the change
+    bad = _harness(hub, tmp_path, "verify", "tiny")
+    assert bad.returncode == 2 and "corrupted" in bad.stderr and "harness download tiny" in bad.stderr
+    assert "Traceback" not in bad.stderr and not blob.exists()
+    again = download(hub, tmp_path, "tiny")
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.split("ready: ")[1].strip()).read_bytes() == hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+
+
+def test_verify_of_a_model_not_downloaded_says_what_to_do(hub, tmp_path, cat):
+    res = _harness(hub, tmp_path, "verify", "tiny")
+    assert res.returncode == 2 and "not downloaded" in res.stderr and "harness download tiny" in res.stderr
+
+
+def _harness(hub, tmp_path, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HARNESS_TASKS_DIR": str(tmp_path / "tasks")}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_a_failed_join_leaves_no_joining_file(tmp_path):
+    from harness.download import _join_parts
+
+    a = tmp_path / "x.gguf.part1of2"
+    a.write_bytes(b"GGUF" + b"\0" * 1000)
+    b = tmp_path / "x.gguf.part2of2"
+    b.mkdir()  # unreadable as a file: the join fails after the first part was written
+    dest = tmp_path / "out" / "x.gguf"
+    with pytest.raises(HarnessError, match="joining the parts of x.gguf failed"):
+        _join_parts([a, b], dest)
+    assert not list((tmp_path / "out").iterdir())  # no x.gguf.joining, no x.gguf
+
+
+def test_the_hash_is_of_the_bytes_and_remembered_per_file_version(tmp_path, monkeypatch):
+    import hashlib
+
+    from harness import hashing
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    data = b"weights" * 1000
+    claimed = hashlib.sha256(data).hexdigest()
+    blob = blobs / claimed  # named like an HF cache blob: the name is not trusted
+    blob.write_bytes(data)
+    _flip_one_byte(blob, 3)
+    assert hashing.file_sha256(blob) == hashlib.sha256(blob.read_bytes()).hexdigest() != claimed
+    assert hashing.known_sha256(blob) == hashlib.sha256(blob.read_bytes()).hexdigest()
+    blob.write_bytes(data)  # rewritten: a new version (mtime), hashed again
+    assert hashing.file_sha256(blob) == claimed

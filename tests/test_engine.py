@@ -13,9 +13,9 @@ QUESTIONS = ["What is the closest star to Earth?", "Which planet has rings?", "W
 
 
 def _direct_logprobs(path, tokens):
-    from llama_cpp import Llama
+    from harness.engine import high_level_llama
 
-    llm = Llama(str(path), n_ctx=2048, logits_all=True, verbose=False, n_threads=2)
+    llm = high_level_llama(path, n_ctx=2048, logits_all=True, verbose=False, n_threads=2)
     llm.eval(tokens)
     scores = np.array(llm.scores[: len(tokens)], dtype=np.float64)
     lse = np.log(np.exp(scores - scores.max(1, keepdims=True)).sum(1)) + scores.max(1)

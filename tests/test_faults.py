@@ -61,14 +61,9 @@ def test_timeouts_are_retried(hub, tmp_path):
 
 
 @pytest.fixture()
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs (needs mount rights, as root in CI's container); skipped where that is refused."""
-    d = tmp_path / "small"
-    d.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here")
-    yield d
-    subprocess.run(["umount", str(d)], capture_output=True)
+def small_disk(tmpfs):
+    """A 4 MiB tmpfs (conftest's ``tmpfs``)."""
+    return tmpfs("4m")
 
 
 def test_disk_full_during_download_is_a_message_not_a_retry_loop(tmp_path, small_disk):

@@ -362,6 +362,31 @@ def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, 
     assert rec["timing"]["generated_tokens"] == len(m.script_ids) * len(ids)
 
 
+@pytest.mark.slow
+def test_hub_gguf_kind_is_read_from_its_header_before_any_download(models, mirror, tmp_path):
+    """`bench --model hf:...` on a GGUF not downloaded yet (fake Hub on 127.0.0.1): base/instruct comes from the
+    header's first MiBs (range requests), printed before the download; the file name says nothing."""
+    from hub_server import FakeHub
+
+    data = models["3.1"].path.read_bytes()
+    with FakeHub() as hub:
+        hub.files[("acme/Scripted-GGUF", "model-F16.gguf")] = data
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "TQDM_DISABLE": "1"}
+        res = subprocess.run([str(HARNESS), "bench", "--model", "hf:acme/Scripted-GGUF/model-F16.gguf", "--tasks",
+                              "gsm8k", "--limit", "2", "--threads", "2", "--data-dir", str(mirror), "--results-dir",
+                              str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=900)
+        log = list(hub.log)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ("model-F16: instruct model (GGUF header, read from the Hub: chat template present; it ends a turn with "
+            "<|eot_id|> (id 128009), the model's end-of-sequence token)") in res.stderr
+    gets = [(p, r) for m, p, r in log if m == "GET" and p.endswith("model-F16.gguf")]
+    assert gets[0][1] and gets[0][1].startswith("bytes=0-")  # the first read of the file is a header range
+    (rec,) = _records(tmp_path / "out")
+    assert rec["task"]["chat"] is True and rec["model"]["kind_source"].startswith("GGUF header, read from the Hub")
+    assert {s["response"] for s in rec["samples"]} == {models["3.1"].response}
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 @pytest.mark.slow
 @pytest.mark.parametrize("case,template,drop,message", [
@@ -429,11 +454,7 @@ def test_render_errors_name_the_model_and_never_fall_back():
 
 def test_hub_model_kind_is_never_guessed_from_its_name():
     entry = resolve("hf:someone/Llama-3.2-1B-Instruct-GGUF/Llama-3.2-1B-Instruct-Q4_K_M.gguf")
-    assert entry.kind == UNDECIDED
-    with pytest.raises(HarnessError) as err:
-        decide_kind(entry)
-    assert "cannot tell whether Llama-3.2-1B-Instruct-Q4_K_M is a base or an instruct model" in err.value.message
-    assert "--kind" in err.value.hint
+    assert entry.kind == UNDECIDED  # until its header is read (test above) or --kind says
     chosen = decide_kind(entry, "instruct")
     assert chosen.kind == "instruct" and chosen.describe()["kind_source"] == "--kind"
 

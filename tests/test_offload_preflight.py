@@ -59,3 +59,21 @@ def test_an_8b_model_fits_one_gpu_and_layers_left_on_the_cpu_count_against_ram()
     with pytest.raises(HarnessError, match="70 layers kept on this machine") as err:
         check_memory_spread(75 * 10**9, 4 * GIB, 80, 10, [gpu(23)], "70b Q8_0", available=24 * GIB, kind="gpu")
     assert "smaller quant" in err.value.hint and "workers" not in err.value.hint
+
+
+def test_rpc_workers_too_small_together_are_refused_by_the_shared_verdict():
+    from harness.engine import EngineSettings
+    from harness.preflight import fit_or_refuse
+
+    class Plan:
+        name, chat = "gsm8k", True
+        configs = [{"output_type": "generate_until", "generation_kwargs": {"max_gen_toks": 1024}}]
+
+    shape = {"n_layer": 126, "n_kv_heads": 8, "head_dim": 128}  # Llama 3.1 405B
+    settings = EngineSettings(n_parallel=2, rpc_servers=("10.0.0.2:50052", "10.0.0.3:50052"))
+    with pytest.raises(HarnessError, match="126 offloaded layers need about .* on the RPC workers") as err:
+        fit_or_refuse(243 * 10**9, shape, [Plan()], settings, "405b Q4_K_M", quant_sizes={"Q4_K_M": 243 * 10**9},
+                      quant="Q4_K_M", placed=("rpc", workers(90, 90)), available=24 * GIB)
+    assert "--gpu-layers" in err.value.hint and "gsm8k" in err.value.message
+    fit_or_refuse(243 * 10**9, shape, [Plan()], settings, "405b Q4_K_M", placed=("rpc", workers(90, 90, 90)),
+                  available=24 * GIB)  # a third worker: it fits
