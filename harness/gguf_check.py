@@ -7,6 +7,7 @@ before llama.cpp is asked to load them.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from harness.errors import HarnessError
 
 # Architectures the harness evaluates: Llama 3.x and SmolLM2 all report "llama".
 SUPPORTED_ARCHS = {"llama"}
+# Models given as a file path or hf:OWNER/REPO/FILE (catalogue.py's local and Hub entries): any architecture
+# llama.cpp loads may be run, so that a user can put a rival model beside a Llama one on the same machine.
+OWN_FILE_FAMILIES = {"local", "hub"}
 PARAMS_TOLERANCE = 0.05  # GGUF tensor count vs catalogue figure (tied embeddings etc. differ slightly)
 
 
@@ -58,10 +62,17 @@ def check_gguf(path: Path, entry=None, more_shards: list[Path] = ()) -> dict:
         info["n_params"] += gguf_summary(shard)["n_params"]
     all_tensors_counted = info["split_count"] == 1 or bool(more_shards)
     if info["architecture"] not in SUPPORTED_ARCHS:
-        raise HarnessError(
-            f"{Path(path).name} is a {info['architecture']!r} model; the harness evaluates Llama-architecture GGUFs",
-            "pick a Llama-family model (`harness models`).",
-        )
+        if entry is None or entry.family not in OWN_FILE_FAMILIES:
+            # A catalogue entry names a Llama-family upload: a file of another architecture is the wrong file.
+            raise HarnessError(
+                f"{Path(path).name} is a {info['architecture']!r} model, not the Llama-architecture file the "
+                f"catalogue names{f' for {entry.name}' if entry is not None else ''}",
+                "the upload or the catalogue entry is wrong; pick another quant or model (`harness models`).",
+            )
+        # A user's own GGUF (a path or hf:) of another family: run it beside the Llama models, and say so.
+        print(f"note: {Path(path).name} is a {info['architecture']!r} model, not Llama-architecture: it runs "
+              "through llama.cpp like any GGUF it can load; the record names its architecture, and Meta's "
+              "claims are not compared with it", file=sys.stderr)
     if entry is not None and entry.params and all_tensors_counted:
         rel = abs(info["n_params"] - entry.params) / entry.params
         if rel > PARAMS_TOLERANCE:

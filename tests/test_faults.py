@@ -102,6 +102,21 @@ def test_truncated_and_foreign_ggufs_are_refused(tmp_path, smollm2_path):
         check_gguf(gpt2)
 
 
+
+def test_other_architectures_run_from_a_users_own_file_but_not_from_the_catalogue(tmp_path, capsys):
+    """A Qwen/Gemma/... GGUF given by path runs with a note (a rival beside a Llama model); a catalogue entry
+    whose file turns out not to be Llama-architecture is refused."""
+    from harness.catalogue import resolve
+    from harness.gguf_check import check_gguf
+
+    qwen = tmp_path / "Qwen2.5-0.5B-Instruct-Q8_0.gguf"
+    make_gguf(qwen, 100, arch="qwen2")
+    info = check_gguf(qwen, resolve(str(qwen)))
+    assert info["architecture"] == "qwen2" and "'qwen2' model, not Llama-architecture" in capsys.readouterr().err
+    with pytest.raises(HarnessError, match="not the Llama-architecture file the catalogue names for llama3.1-8b"):
+        check_gguf(qwen, resolve("llama3.1-8b"))
+
+
 def _bench(tmp_path, *args):
     return subprocess.run([str(Path(sys.executable).parent / "harness"), "bench", *args], capture_output=True,
                           text=True, timeout=600)
