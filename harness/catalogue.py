@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -19,6 +19,8 @@ from harness.paths import TASKS_DIR
 CATALOGUE_FILE = TASKS_DIR / "models.yaml"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REQUIRED_KEYS = ("family", "kind", "params", "context_length", "quants", "gsm8k_max_gen_toks")
+KINDS = ("base", "instruct")
+UNDECIDED = "undecided"  # a Hub GGUF's kind before its file is read
 # Every key an entry may have, and every key a quant may have: anything else is a typo, reported on load.
 _ENTRY_KEYS = set(REQUIRED_KEYS) | {"aliases", "upstream", "licence", "repo", "revision", "confirmed", "package",
                                     "package_file", "default_quant", "note", "unconfirmed_reason"}
@@ -66,6 +68,9 @@ class ModelEntry:
     licence: str | None = None
     confirmed: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # How ``kind`` was decided: "--kind", "catalogue", or the GGUF evidence (harness/chat_format.py); never
+    # the file name.
+    kind_source: str = "catalogue"
 
     @property
     def is_instruct(self) -> bool:
@@ -77,6 +82,7 @@ class ModelEntry:
             "name": self.name,
             "family": self.family,
             "kind": self.kind,
+            "kind_source": self.kind_source,
             "quant": self.quant,
             "repo": self.repo,
             "revision": self.revision,
@@ -245,10 +251,15 @@ def resolve(name: str, quant: str | None = None, data: dict | None = None) -> Mo
 
 
 def _local_entry(path: Path, quant: str | None) -> ModelEntry:
-    """A user's own GGUF file: no catalogue edit needed; kind is guessed from the file name."""
+    """A user's own GGUF file: no catalogue edit needed; kind from the GGUF's own metadata (see kind_from_gguf)."""
+    from harness.chat_format import kind_from_gguf
+
     if not path.is_file():
         raise HarnessError(f"no such GGUF file: {path}", "check the path.")
-    kind = _guess_kind(path.name)
+    try:
+        kind, evidence = kind_from_gguf(path)
+    except HarnessError as exc:  # a broken template: decide_kind raises it unless --kind settles the kind
+        kind, evidence = UNDECIDED, f"not decided: {exc.message}"
     q = quant or quant_from_name(path.name) or "unknown"
     return ModelEntry(
         name=path.stem,
@@ -260,6 +271,7 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
         files=QuantFiles(quant=q, files=(path.name,), size=path.stat().st_size),
         gsm8k_max_gen_toks=1024,
         local_path=path.resolve(),
+        kind_source=evidence,
     )
 
 
@@ -275,12 +287,12 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
         )
     repo, file = "/".join(parts[:2]), "/".join(parts[2:])
     name = Path(file).stem
-    kind = _guess_kind(name)
     q = quant or quant_from_name(Path(file).name) or "unknown"
     return ModelEntry(
         name=re.sub(r"[^A-Za-z0-9._-]", "-", name),
         family="hub",
-        kind=kind,
+        kind=UNDECIDED,  # read from the GGUF once it is here (decide_kind), or given with --kind
+        kind_source="not decided yet: the GGUF is not read",
         params=0.0,
         context_length=0,
         quant=q,
@@ -291,9 +303,46 @@ def _hub_entry(spec: str, quant: str | None) -> ModelEntry:
     )
 
 
-def _guess_kind(name: str) -> str:
-    """Instruct or base, from a file name (for models outside the catalogue)."""
-    return "instruct" if re.search(r"instruct|chat|-it\b", name, re.IGNORECASE) else "base"
+def decide_kind(entry: ModelEntry, kind: str | None = None, path: Path | None = None) -> ModelEntry:
+    """The entry with its kind settled: ``--kind`` if given, else the catalogue's, else the GGUF's evidence.
+
+    Base or instruct decides the prompt format (chat template or plain few-shot) and so the score; it is
+    never guessed from a file name. ``kind_source`` says how it was decided (printed and recorded).
+    """
+    from harness.chat_format import gguf_tokenizer_facts, kind_from_gguf
+
+    if kind is not None and kind not in KINDS:
+        raise HarnessError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})", "use --kind base or --kind instruct.")
+    if path is None and (kind is not None or entry.kind == UNDECIDED):
+        try:
+            path = local_model_path(entry)  # the local file, or a Hub GGUF already in the cache
+        except HarnessError:
+            path = None
+    if kind is not None:
+        if kind == "instruct" and path is not None:  # its template must work: fail now, not after loading
+            if not gguf_tokenizer_facts(Path(path)).get("tokenizer.chat_template"):
+                raise HarnessError(f"--kind instruct, but {Path(path).name} has no chat template in its metadata",
+                                   "run it as a base model (--kind base), or use a GGUF with its chat template.")
+            kind_from_gguf(Path(path))  # raises on a template that fails or does not match the vocabulary
+        was = f" (overriding {entry.kind}, from {entry.kind_source})" if entry.kind not in (kind, UNDECIDED) else ""
+        return replace(entry, kind=kind, kind_source=f"--kind{was}")
+    if entry.kind != UNDECIDED:
+        return entry  # the catalogue's, or a local file's own evidence (read when it was resolved)
+    if path is not None:
+        found, evidence = kind_from_gguf(Path(path))
+        return replace(entry, kind=found, kind_source=evidence)
+    if entry.repo and entry.files.files:  # a Hub GGUF not downloaded yet: its header's first MiBs, no weights
+        from harness.chat_format import kind_from_facts, remote_tokenizer_facts
+        from harness.download import _range_fetch
+
+        first = entry.files.files[0]
+        facts = remote_tokenizer_facts(_range_fetch(entry, first), Path(first).name)
+        found, evidence = kind_from_facts(facts, Path(first).name)
+        return replace(entry, kind=found, kind_source=evidence.replace("GGUF:", "GGUF header, read from the Hub:", 1))
+    raise HarnessError(
+        f"cannot tell whether {entry.name} is a base or an instruct model: its GGUF is not on this machine",
+        "pass --kind base or --kind instruct (or download it first with `harness download`).",
+    )
 
 
 def quant_from_name(name: str) -> str | None:

@@ -58,13 +58,14 @@ def download(model: str, quant: str | None) -> None:
     First prints whether this machine could run it (the default bench: gsm8k,mmlu, --parallel 8), but
     downloads either way: the files may be meant for another machine.
     """
-    from harness.catalogue import resolve
+    from harness.catalogue import decide_kind, resolve
     from harness.download import download_model, refuse_before_download
     from harness.engine import EngineSettings
     from harness.tasks import plan_task
 
     entry = resolve(model, quant)
     try:
+        entry = decide_kind(entry)  # an hf: GGUF's base/instruct (its prompt format) from its header
         plans = [plan_task(t, entry, data_dir=resolve_data_dir(None)) for t in ("gsm8k", "mmlu")]
     except HarnessError as exc:
         click.echo(f"cannot judge whether {entry.name} fits here (planning the default tasks failed: {exc.message})",
@@ -128,17 +129,19 @@ def verify(model: str, quant: str | None) -> None:
               help="Leave out test rows whose data cannot be scored (counted in the record) instead of stopping.")
 @click.option("--download-only", is_flag=True,
               help="Fetch the model (saying whether it could run here with these settings) and stop.")
+@click.option("--kind", type=click.Choice(["base", "instruct"]),
+              help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, skip_bad_rows, download_only):
+          verbose, skip_bad_rows, download_only, kind):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.catalogue import local_model_path, resolve
     from harness.engine import EngineSettings
     from harness.runner import run_bench
 
     task_list = parse_tasks(tasks)
-    entry = resolve(model, quant)
+    entry = _decided_kind(resolve(model, quant), kind)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
     if backend == "server" or base_url:
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
@@ -176,6 +179,15 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         skip_bad_rows=skip_bad_rows,
     )
     _echo_results(paths, Path(results_dir), entry.name)
+
+
+def _decided_kind(entry, kind):
+    """Settle base/instruct (--kind, catalogue, else the GGUF) and say how, before anything runs."""
+    from harness.catalogue import decide_kind
+
+    entry = decide_kind(entry, kind)
+    click.echo(f"{entry.name}: {entry.kind} model ({entry.kind_source})", err=True)
+    return entry
 
 
 def parse_tasks(spec: str) -> list[str]:

@@ -10,6 +10,7 @@ decoded once). Use from Python without the harness CLI::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -18,40 +19,79 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from harness.chat_format import CHAT_DATE, DATE_STRING, marker_of, render_chat, turn_end_text
 from harness.engine import EngineSettings, LlamaEngine
 from harness.errors import HarnessError
 from harness.journal import Journal, request_key
 
 
-def render_chat(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str) -> str:
-    """Render the GGUF's Jinja chat template the way transformers does (sandboxed, trim/lstrip blocks).
+def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = False) -> dict:
+    """How prompts are framed for this model: BOS handling, stop tokens, chat template (source, hash, date).
 
-    ``strftime_now`` is deliberately left undefined: Llama 3.2/3.3 templates then fall back to their
-    fixed default date ("26 Jul 2024") instead of today's, so prompts do not change from day to day.
-    With ``add_generation_prompt=False`` the last (assistant) message is continued, like transformers'
-    ``continue_final_message`` (used by lm-eval for ``gen_prefix`` such as "The best answer is").
+    Goes into every run record (``backend.prompt_format``). With ``check`` a chat template that cannot frame a
+    conversation is one :class:`HarnessError` naming the model: it fails to render, it needs a variable the
+    harness does not provide, it writes BOS twice, or the token it ends an assistant turn with is not one
+    end-of-generation token of the vocabulary (a Llama 3 template over a vocabulary without ``<|eot_id|>``:
+    generation would run past every answer). Without ``check`` the problem is recorded instead.
     """
-    text = _compiled(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos
-    )
-    if not add_generation_prompt:
-        final = messages[-1]["content"].strip()
-        text = text[: text.rindex(final) + len(final)]
-    return text
+    name = name or Path(engine.model_path).name
 
+    def tok(i: int) -> dict | None:
+        return {"id": i, "text": engine.token_text(i)} if i >= 0 else None
 
-@lru_cache(maxsize=8)
-def _compiled(template: str):
-    """The chat template compiled once per run, not once per prompt (thousands of prompts per task)."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(msg):
-        raise TemplateError(msg)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template)
+    template = engine.meta("tokenizer.chat_template")
+    bos_text = engine.token_text(engine.bos_id) if engine.bos_id >= 0 else ""
+    eos_text = engine.token_text(engine.eos_id) if engine.eos_id >= 0 else ""
+    out: dict = {
+        "bos": tok(engine.bos_id) | {"add_bos_token": engine.add_bos} if engine.bos_id >= 0 else None,
+        "bos_rule": "one BOS: the harness adds it when the model wants one and the prompt text does not already "
+                    "start with it (a Llama 3 chat template writes it itself)",
+        "stop": {"eos": tok(engine.eos_id), "eot": tok(engine.lc.llama_vocab_eot(engine.vocab)),
+                 "end_of_generation": [tok(i) for i in range(engine.n_vocab) if engine.is_eog(i)]},
+        "chat_template": None,
+    }
+    if not template:
+        return out
+    facts = {"source": "GGUF metadata tokenizer.chat_template",
+             "sha256": hashlib.sha256(template.encode()).hexdigest(), "date_string": DATE_STRING,
+             "strftime_now": f"frozen at {CHAT_DATE.isoformat()}"}
+    out["chat_template"] = facts
+    try:
+        probe = render_chat(template, [{"role": "user", "content": "Probe question?"}], True, bos_text, eos_text,
+                            name)
+        ids = engine.tokenize(probe)
+        facts["starts_with_bos"] = bool(bos_text) and probe.startswith(bos_text)
+        lead = 0
+        while lead < len(ids) and ids[lead] == engine.bos_id >= 0:
+            lead += 1
+        facts["probe_leading_bos"] = lead  # 1 with a BOS, 0 without; 2 would be a double BOS
+        if lead > 1:
+            raise HarnessError(f"the chat template of {name} starts a prompt with BOS ({bos_text}) twice",
+                               "fix the template in the GGUF, or run a base-format task (--kind base).")
+        after = turn_end_text(template, bos_text, eos_text, name)
+        marker = marker_of(after)
+        marker_ids = engine.tokenize(marker, add_bos=False) if marker else []
+        end = engine.tokenize(after, add_bos=False)[:1]
+        facts["end_of_turn"] = (tok(end[0]) | {"marker": marker, "ends_generation": engine.is_eog(end[0])}
+                                if end else None)
+        if not marker:
+            raise HarnessError(f"the chat template of {name} writes nothing after an assistant message: no end of "
+                               "turn, so generation would not stop at the end of an answer",
+                               "fix the template in the GGUF, or run a base-format task (--kind base).")
+        if len(marker_ids) != 1 or not engine.is_eog(marker_ids[0]):
+            what = (f"is not one token of its vocabulary (it splits into {len(marker_ids)})" if len(marker_ids) != 1
+                    else f"is token {marker_ids[0]}, which does not end generation")
+            raise HarnessError(
+                f"the chat template of {name} ends an assistant turn with {marker!r}, which {what}: "
+                "generation would not stop at the end of an answer",
+                "use a GGUF whose vocabulary matches its template (Llama 3: <|eot_id|>, id 128009), "
+                "or run a base-format task (--kind base).",
+            )
+    except HarnessError as exc:
+        if check:
+            raise
+        facts["problem"] = exc.format_message()
+    return out
 
 
 @register_model("llama-bench")
@@ -117,12 +157,24 @@ class LlamaBenchLM(TemplateLM):
         if not self._template:
             raise HarnessError(
                 f"{self.tokenizer_name} has no chat template in its GGUF metadata",
-                "run it as a base model (the task's non-chat format).",
+                "run it as a base model (--kind base: the task's non-chat format).",
             )
+        self._check_chat()
         return self._template
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos)
+        self._check_chat()
+        return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos,
+                           self.tokenizer_name)
+
+    def _check_chat(self) -> None:
+        """Before the first chat prompt: a template that cannot frame a conversation stops the run with one
+        message (see :func:`prompt_format`), instead of scoring prompts it did not mean."""
+        if not getattr(self, "_chat_checked", False):
+            if not self._template:
+                self.chat_template(True)  # raises: no template
+            prompt_format(self.engine, self.tokenizer_name, check=True)
+            self._chat_checked = True
 
     # -------------------------------------------------------------- requests
     def _bar(self, what: str, total: int) -> Callable[[int], None] | None:

@@ -210,7 +210,7 @@ def run_task(plan: TaskPlan, model: ModelEntry, session: Session, results_dir: P
 
 def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds: float, speed: dict | None) -> Session:
     """The in-process backend as a :class:`Session`."""
-    from harness.lm_backend import LlamaBenchLM
+    from harness.lm_backend import LlamaBenchLM, prompt_format
 
     model = {
         "file": model_path.name,
@@ -230,6 +230,8 @@ def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds
             "gpu_offload": engine.gpu_offload,
             "n_ctx": engine.stats.n_ctx,
             "llama_cpp_system_info": _system_info(engine),
+            # BOS rule, stop tokens, chat template source/sha256 and its fixed date (harness/lm_backend.py)
+            "prompt_format": prompt_format(engine),
         }
         if engine.settings.rpc_servers:
             out["rpc_workers"] = engine.rpc_devices

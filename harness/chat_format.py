@@ -1,0 +1,287 @@
+"""Chat prompts from a GGUF's own template: rendering, the fixed date, end of turn, and base/instruct evidence.
+
+Light on purpose (jinja2 and the standard library only): the catalogue uses it to tell base from instruct
+without importing lm-eval or llama.cpp.
+
+Rendering follows transformers' ``apply_chat_template`` (sandboxed Jinja, ``trim_blocks``/``lstrip_blocks``,
+``raise_exception``; https://github.com/huggingface/transformers/blob/main/src/transformers/utils/chat_template_utils.py),
+with two deliberate differences, both recorded in every run record:
+
+* The date is fixed. Meta's Llama 3.1 template writes ``Today Date: 26 Jul 2024`` unless ``date_string`` is
+  given; the 3.2 template calls ``strftime_now`` when it exists (transformers defines it: today's date), and
+  so do some uploads of 3.3 (llama.cpp's copy of the 3.3 template is the 3.1 one). The harness passes ``date_string`` = :data:`DATE_STRING` and a ``strftime_now`` frozen at
+  :data:`CHAT_DATE`, so a rerun on another day renders the same prompt, token for token.
+* A variable the template prints but the harness does not provide is an error, not an empty string:
+  a template needing something else (a system prompt variable, a tool list) must not silently render a
+  different prompt than its authors meant.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+import struct
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+# The Llama 3.1 template's own default date (its release day); the 3.2 template falls back to it too when no
+# clock is given (https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct/blob/main/tokenizer_config.json).
+CHAT_DATE = date(2024, 7, 26)
+DATE_STRING = "26 Jul 2024"  # CHAT_DATE as the Llama 3.x templates write it ("%d %b %Y")
+PROVIDED = ("messages", "add_generation_prompt", "bos_token", "eos_token", "date_string", "strftime_now",
+            "raise_exception")
+
+# A probe conversation: what follows the assistant's words is the template's end-of-turn marker.
+_PROBE_REPLY = "Probe reply 7."
+_PROBE = [{"role": "user", "content": "Probe question?"}, {"role": "assistant", "content": _PROBE_REPLY},
+          {"role": "user", "content": "Next?"}]
+
+
+def render_chat(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str,
+                model: str = "the model") -> str:
+    """Render a chat template the way transformers does, with the fixed date (module docstring).
+
+    With ``add_generation_prompt=False`` the last (assistant) message is continued, like transformers'
+    ``continue_final_message`` (used by lm-eval for ``gen_prefix`` such as "The best answer is").
+    A template that fails (``raise_exception``, a syntax error, a variable the harness does not provide)
+    is one :class:`HarnessError` naming ``model`` and the template's problem; there is no fallback template.
+    """
+    from jinja2.exceptions import TemplateError
+
+    try:
+        text = _compiled(template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos,
+            date_string=DATE_STRING, strftime_now=_strftime_frozen,
+        )
+    except TemplateError as exc:
+        raise template_error(model, exc) from exc
+    if not add_generation_prompt:
+        final = messages[-1]["content"].strip()
+        cut = text.rfind(final)
+        if not final or cut < 0:
+            raise HarnessError(
+                f"the chat template of {model} does not reproduce the final assistant message verbatim, so the "
+                "answer prefix cannot be continued",
+                "run a task without gen_prefix, or fix the template.",
+            )
+        text = text[: cut + len(final)]
+    return text
+
+
+def template_error(model: str, exc: Exception) -> HarnessError:
+    """The one message for a chat template that cannot render: which model, what the template said."""
+    return HarnessError(
+        f"the chat template of {model} failed: {type(exc).__name__}: {exc}",
+        "the GGUF's tokenizer.chat_template is broken or needs a variable the harness does not provide "
+        f"(it provides {', '.join(PROVIDED)}); fix the template in the GGUF, or run a base-format task "
+        "(--kind base).",
+    )
+
+
+def _strftime_frozen(fmt: str) -> str:
+    """transformers' ``strftime_now`` with the clock stopped at :data:`CHAT_DATE`."""
+    return CHAT_DATE.strftime(fmt)
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str):
+    """The chat template compiled once per run, not once per prompt (thousands of prompts per task)."""
+    from jinja2 import Undefined
+    from jinja2.exceptions import TemplateError, UndefinedError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class PrintStrictUndefined(Undefined):
+        """Undefined that may be tested (``is defined``, ``if x``) but not printed: no silent empty text."""
+
+        __slots__ = ()
+
+        def __str__(self) -> str:
+            raise UndefinedError(f"{self._undefined_name!r} is undefined (the template prints it)")
+
+    def raise_exception(msg):
+        raise TemplateError(msg)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=PrintStrictUndefined)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(template)
+    except TemplateError as exc:
+        raise template_error("the model", exc) from exc
+
+
+def turn_end_text(template: str, bos: str, eos: str, model: str = "the model") -> str:
+    """The text the template writes right after an assistant message (its end-of-turn marker and beyond)."""
+    text = render_chat(template, _PROBE, True, bos, eos, model)
+    at = text.find(_PROBE_REPLY)
+    if at < 0:
+        raise HarnessError(f"the chat template of {model} does not write the assistant's message verbatim",
+                           "fix the template in the GGUF, or run a base-format task (--kind base).")
+    return text[at + len(_PROBE_REPLY):]
+
+
+def marker_of(text: str) -> str:
+    """The leading special marker of ``text`` (``<|eot_id|>``, ``<|im_end|>``, ``</s>``), else its first word."""
+    m = re.match(r"\s*(<[^<>\s]{1,40}>|\S+)", text)
+    return m.group(1) if m else text[:16]
+
+
+# ---------------------------------------------------------------------------------------------- GGUF header
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+_WANT = {"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+         "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens",
+         "tokenizer.ggml.token_type", "general.architecture"}
+_REMOTE_READS = (16 << 20, 64 << 20, 256 << 20)  # a Llama 3 header (128k tokens, 280k merges) is ~9 MB
+
+
+class _Truncated(ValueError):
+    """The bytes end before the key-value section does."""
+
+
+def gguf_tokenizer_facts(path: Path) -> dict:
+    """The tokenizer metadata of a GGUF (template, BOS/EOS/EOT ids, token texts and types), read fast.
+
+    The gguf package's reader builds every array field (280k merges of a Llama 3 vocabulary take seconds);
+    this reads only the key-value section, decoding just the keys asked for and skipping the rest.
+    """
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return _tokenizer_kv(m)
+    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise HarnessError(f"cannot read the tokenizer metadata of {Path(path).name}: {exc}",
+                           "check that it is a complete GGUF file (download it again).") from exc
+
+
+def remote_tokenizer_facts(fetch, name: str) -> dict:
+    """:func:`gguf_tokenizer_facts` of a file not downloaded yet, through ``fetch(start, end)`` range reads
+    of its first bytes (16 MiB, more only for a larger header): no weights are fetched."""
+    for size in _REMOTE_READS:
+        buf = fetch(0, size - 1)
+        try:
+            return _tokenizer_kv(buf)
+        except (_Truncated, struct.error) as exc:
+            if len(buf) < size:  # the whole file was read: it is truncated
+                raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc}",
+                                   "the file on the Hub is not a complete GGUF file.") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc}",
+                               "the file on the Hub is not a complete GGUF file.") from exc
+    raise HarnessError(f"the GGUF header of {name} is larger than {_REMOTE_READS[-1] >> 20} MiB",
+                       "download it first (`harness download`), or pass --kind base|instruct.")
+
+
+def _tokenizer_kv(m) -> dict:
+    """The wanted keys of a GGUF key-value section held in ``m`` (mmap or bytes)."""
+    if bytes(m[:4]) != b"GGUF":
+        raise ValueError("bad magic")
+    (version,) = struct.unpack_from("<I", m, 4)
+    if version < 2:
+        raise ValueError(f"GGUF version {version} is not supported")
+    (n_kv,) = struct.unpack_from("<Q", m, 16)
+    pos = 24
+    out: dict = {}
+    for _ in range(n_kv):
+        key, pos = _read_str(m, pos)
+        (vtype,) = struct.unpack_from("<I", m, pos)
+        pos += 4
+        value, pos = _read_value(m, pos, vtype, key in _WANT)
+        if key in _WANT:
+            out[key] = value
+    return out
+
+
+def _need(m, pos: int, n: int) -> None:
+    """A length field that points past the end of the file: truncated or corrupt, not a huge loop."""
+    if n < 0 or pos + n > len(m):
+        raise _Truncated(f"truncated or corrupt header (a field of {n} bytes at offset {pos})")
+
+
+def _read_str(m, pos: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from("<Q", m, pos)
+    pos += 8
+    _need(m, pos, n)
+    return bytes(m[pos:pos + n]).decode("utf-8", errors="replace"), pos + n
+
+
+def _read_value(m, pos: int, vtype: int, keep: bool):
+    if vtype == _STRING:
+        if keep:
+            return _read_str(m, pos)
+        (n,) = struct.unpack_from("<Q", m, pos)
+        _need(m, pos + 8, n)
+        return None, pos + 8 + n
+    if vtype in _SCALARS:
+        fmt = _SCALARS[vtype]
+        return struct.unpack_from(fmt, m, pos)[0], pos + struct.calcsize(fmt)
+    if vtype == _ARRAY:
+        etype, count = struct.unpack_from("<IQ", m, pos)
+        pos += 12
+        _need(m, pos, count * (struct.calcsize(_SCALARS[etype]) if etype in _SCALARS else 8))
+        if etype in _SCALARS:
+            size = struct.calcsize(_SCALARS[etype])
+            vals = list(struct.iter_unpack(_SCALARS[etype], m[pos:pos + size * count])) if keep else None
+            return ([v[0] for v in vals] if keep else None), pos + size * count
+        items = []
+        for _ in range(count):
+            v, pos = _read_value(m, pos, etype, keep)
+            if keep:
+                items.append(v)
+        return (items if keep else None), pos
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+# ---------------------------------------------------------------------------------------------- kind evidence
+_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp's llama_token_type values for special tokens
+
+
+def kind_from_gguf(path: Path) -> tuple[str, str]:
+    """Base or instruct from a GGUF's own metadata, with the evidence in words.
+
+    Instruct: the GGUF has a chat template, and the token that template writes after an assistant message
+    is the model's declared end-of-sequence (or end-of-turn) token: it was set up to answer in turns and stop.
+    Base, with the evidence saying why: no template; or a template whose end-of-turn token is not the model's
+    end of sequence (a base vocabulary that ends sequences with <|end_of_text|> under a chat template).
+    A template that cannot render, or whose end-of-turn marker is not a special token of the vocabulary at all,
+    is a :class:`HarnessError`: the file is inconsistent, and no kind is read from it.
+    """
+    return kind_from_facts(gguf_tokenizer_facts(path), Path(path).name)
+
+
+def kind_from_facts(facts: dict, name: str) -> tuple[str, str]:
+    """:func:`kind_from_gguf` on tokenizer facts already read (from a file, or from the Hub's first bytes)."""
+    template = facts.get("tokenizer.chat_template")
+    if not template:
+        return "base", "GGUF: no chat template (tokenizer.chat_template absent)"
+    tokens = facts.get("tokenizer.ggml.tokens") or []
+    types = facts.get("tokenizer.ggml.token_type") or []
+
+    def text(key: str) -> str:
+        i = facts.get(key)
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
+
+    bos, eos = text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id")
+    after = turn_end_text(template, bos, eos, name)
+    special = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if ty in (_CONTROL, _USER_DEFINED)}
+    stripped = after.lstrip()
+    hit = max((t for t in special if t and stripped.startswith(t)), key=len, default=None)
+    if hit is None:  # the template does not belong to this vocabulary: no kind can be read from it
+        what = (f"ends an assistant turn with {marker_of(after)!r}, which is not a special token of its vocabulary "
+                "(template and vocabulary do not match)" if stripped
+                else "writes nothing after an assistant message (no end-of-turn token)")
+        raise HarnessError(
+            f"the chat template of {name} {what}",
+            "fix the GGUF's tokenizer.chat_template, or pass --kind base to run it without the template.",
+        )
+    declared = {facts.get("tokenizer.ggml.eos_token_id"): "end-of-sequence",
+                facts.get("tokenizer.ggml.eot_token_id"): "end-of-turn"}
+    role = declared.get(special[hit])
+    if role:
+        return "instruct", (f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), the "
+                            f"model's {role} token")
+    return "base", (f"GGUF: has a chat template, but its end-of-turn token {hit} is not the model's end-of-sequence "
+                    f"token ({eos or 'none'}): a base model's setup")
