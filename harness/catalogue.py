@@ -333,10 +333,10 @@ def decide_kind(entry: ModelEntry, kind: str | None = None, path: Path | None = 
         return replace(entry, kind=found, kind_source=evidence)
     if entry.repo and entry.files.files:  # a Hub GGUF not downloaded yet: its header's first MiBs, no weights
         from harness.chat_format import kind_from_facts, remote_tokenizer_facts
-        from harness.download import _range_fetch
+        from harness.download import range_fetch
 
         first = entry.files.files[0]
-        facts = remote_tokenizer_facts(_range_fetch(entry, first), Path(first).name)
+        facts = remote_tokenizer_facts(range_fetch(entry, first), Path(first).name)
         found, evidence = kind_from_facts(facts, Path(first).name)
         return replace(entry, kind=found, kind_source=evidence.replace("GGUF:", "GGUF header, read from the Hub:", 1))
     raise HarnessError(

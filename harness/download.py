@@ -345,7 +345,7 @@ def _join_parts(parts: list[Path], dest: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- before any download
-def _range_fetch(entry: ModelEntry, filename: str, log: list[tuple[int, int]] | None = None):
+def range_fetch(entry: ModelEntry, filename: str, log: list[tuple[int, int]] | None = None):
     """``fetch(start, end)`` over HTTP range requests on the Hub's resolve URL (redirects followed,
     token sent only to the Hub: httpx drops it on a redirect to another host)."""
     from huggingface_hub import hf_hub_url
@@ -381,7 +381,7 @@ def _range_fetch(entry: ModelEntry, filename: str, log: list[tuple[int, int]] | 
 def remote_shape(entry: ModelEntry) -> dict:
     """Layer and attention shape of the quant's GGUF, from its header read with range requests (~1 MB)."""
     first = entry.files.files[0]  # a single file, the first shard, or the first byte part: all start with the header
-    return read_header_shape(_range_fetch(entry, first))
+    return read_header_shape(range_fetch(entry, first))
 
 
 def quant_sizes(entry: ModelEntry, remote: bool = True) -> dict[str, int | None]:
