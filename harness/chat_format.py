@@ -136,7 +136,9 @@ _STRING, _ARRAY = 8, 9
 _WANT = {"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
          "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens",
          "tokenizer.ggml.token_type", "general.architecture"}
-_REMOTE_READS = (16 << 20, 64 << 20, 256 << 20)  # a Llama 3 header (128k tokens, 280k merges) is ~9 MB
+# Growing reads (each fetches only what the last did not): most headers fit the first MiB, a Llama 3 header
+# (128k tokens, 280k merges) is ~9 MB; tensor data, which follows, is never asked for beyond the last step.
+_REMOTE_READS = (1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)
 
 
 class _Truncated(ValueError):
@@ -159,7 +161,7 @@ def gguf_tokenizer_facts(path: Path) -> dict:
 
 def remote_tokenizer_facts(fetch, name: str) -> dict:
     """:func:`gguf_tokenizer_facts` of a file not downloaded yet, through ``fetch(start, end)`` range reads
-    of its first bytes (16 MiB, more only for a larger header): no weights are fetched."""
+    of its first bytes (1 MiB, growing only for a larger header): no weights are fetched."""
     for size in _REMOTE_READS:
         buf = fetch(0, size - 1)
         try:

@@ -141,14 +141,20 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     from harness.runner import run_bench
 
     task_list = parse_tasks(tasks)
-    entry = _decided_kind(resolve(model, quant), kind)
+    entry = resolve(model, quant)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
     if backend == "server" or base_url:
+        entry = _decided_kind(entry, kind)
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
                               api_key_env, server_model, concurrency, request_timeout, retry_for, skip_bad_rows)
         _echo_results(paths, Path(results_dir), entry.name)
         return
+    from dataclasses import replace
+
+    from harness.catalogue import UNDECIDED
+    from harness.download import download_model, refuse_before_download
     from harness.rpc import parse_endpoints, require_rpc
+    from harness.tasks import plan_task
 
     rpc_servers = parse_endpoints(rpc) if rpc else ()
     if rpc_servers:
@@ -156,23 +162,28 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers)
+
+    def plans_for(e):
+        return [plan_task(t, e, limit=limit, full=full, seed=seed, data_dir=resolve_data_dir(data_dir),
+                          skip_bad_rows=skip_bad_rows) for t in task_list]
+
+    if kind is None and entry.kind == UNDECIDED and not download_only and local_model_path(entry) is None:
+        # An hf: GGUF not on this machine: whether it can run is judged first, from the model's shape alone (a
+        # 1 MiB header read), sized as an instruct model (its chat prompts are the longer ones). Reading the
+        # tokenizer metadata that tells base from instruct goes further into the file, so it comes after.
+        assumed = replace(entry, kind="instruct")
+        refuse_before_download(assumed, plans_for(assumed), settings)
+    entry = _decided_kind(entry, kind)
     path = local_model_path(entry)
     if path is None or download_only:
-        from harness.download import download_model, refuse_before_download
-        from harness.tasks import plan_task
-
         # Judged before a byte of weights is fetched: a model that cannot run here is refused now, not hours later.
-        plans = [plan_task(t, entry, limit=limit, full=full, seed=seed, data_dir=resolve_data_dir(data_dir),
-                           skip_bad_rows=skip_bad_rows) for t in task_list]
-        refuse_before_download(entry, plans, settings, download_only=download_only, note=" (--download-only)"
-                               if download_only else "")
+        refuse_before_download(entry, plans_for(entry), settings, download_only=download_only,
+                               note=" (--download-only)" if download_only else "")
         path = download_model(entry)
         if download_only:
             click.echo(f"ready: {path}")
             return
     elif entry.repo:
-        from harness.download import download_model
-
         path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
     paths = run_bench(
         entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose,

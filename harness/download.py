@@ -369,13 +369,33 @@ def range_fetch(entry: ModelEntry, filename: str, log: list[tuple[int, int]] | N
                     break
             return bytes(buf[skip : skip + want])
 
-    def fetch(start: int, end: int) -> bytes:
+    # The first bytes already read, kept for the process: the kind decision (tokenizer metadata) and the fit
+    # check (model shape) read the same header, and neither should send a byte twice.
+    key = url  # the endpoint, repo, revision and file
+    head = _HEADS.setdefault(key, bytearray())
+
+    def read(start: int, end: int) -> bytes:
         data = _with_retries(lambda: once(start, end), entry, f"the header of {filename}")
         if log is not None:
             log.append((start, start + len(data)))
         return data
 
+    def fetch(start: int, end: int) -> bytes:
+        if start > len(head):
+            return read(start, end)
+        if end >= len(head) and key not in _SIZES:
+            want = end - len(head) + 1
+            more = read(len(head), end)
+            head.extend(more)
+            if len(more) < want:  # the end of the file: never ask past it again
+                _SIZES[key] = len(head)
+        return bytes(head[start : end + 1])
+
     return fetch
+
+
+_HEADS: dict[str, bytearray] = {}
+_SIZES: dict[str, int] = {}  # file size, once a read came back short
 
 
 def remote_shape(entry: ModelEntry) -> dict:
