@@ -167,18 +167,21 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         return [plan_task(t, e, limit=limit, full=full, seed=seed, data_dir=resolve_data_dir(data_dir),
                           skip_bad_rows=skip_bad_rows) for t in task_list]
 
+    judged = False
     if kind is None and entry.kind == UNDECIDED and not download_only and local_model_path(entry) is None:
         # An hf: GGUF not on this machine: whether it can run is judged first, from the model's shape alone (a
         # 1 MiB header read), sized as an instruct model (its chat prompts are the longer ones). Reading the
         # tokenizer metadata that tells base from instruct goes further into the file, so it comes after.
         assumed = replace(entry, kind="instruct")
         refuse_before_download(assumed, plans_for(assumed), settings)
+        judged = True  # an upper bound: the base-model prompts are shorter, so no second verdict is needed
     entry = _decided_kind(entry, kind)
     path = local_model_path(entry)
     if path is None or download_only:
         # Judged before a byte of weights is fetched: a model that cannot run here is refused now, not hours later.
-        refuse_before_download(entry, plans_for(entry), settings, download_only=download_only,
-                               note=" (--download-only)" if download_only else "")
+        if not judged:
+            refuse_before_download(entry, plans_for(entry), settings, download_only=download_only,
+                                   note=" (--download-only)" if download_only else "")
         path = download_model(entry)
         if download_only:
             click.echo(f"ready: {path}")

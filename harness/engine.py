@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.preflight import round_ctx
 
 # Bumped whenever the batching scheme changes: results are only bit-comparable within one scheme.
 # v2: generation runs in fixed units of ``gen_unit`` requests (continuous batching inside a unit), so the
@@ -256,7 +257,7 @@ class LlamaEngine:
         n_seq times that): a sequence's cells then sit where a one-sequence run puts them.
         """
         lc = self.lc
-        n_ctx = max(1024, -(-n_needed // 1024) * 1024) * (1 if unified else n_seq)
+        n_ctx = round_ctx(n_needed) * (1 if unified else n_seq)
         if (self._ctx is not None and self._ctx_size == n_ctx and self._n_seq == n_seq
                 and self._unified == unified):
             lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)

@@ -159,8 +159,9 @@ def prompt_bounds(path: Path = PROMPT_TOKENS_FILE) -> PromptBounds:
     return out
 
 
-def _round_ctx(n_needed: int) -> int:
-    """The engine's rounding of a context (LlamaEngine._ensure_ctx): a multiple of 1024, at least 1024."""
+def round_ctx(n_needed: int) -> int:
+    """A context's size in cells as the engine creates it (LlamaEngine._ensure_ctx calls this): a multiple
+    of 1024, at least 1024. One definition, so the preflight sizes exactly what the engine allocates."""
     return max(1024, -(-n_needed // 1024) * 1024)
 
 
@@ -183,7 +184,7 @@ def planned_ctx(plans: list, settings, longest: dict[str, int] | None = None) ->
     harness/prompt_tokens.yaml. Returns the cells and how each task was sized.
     """
     n_par, n_batch = settings.n_parallel, settings.n_batch
-    probe = _round_ctx(512 + n_par * 17 + n_batch)  # harness/speed.py: 512-token prompt, 16 steps
+    probe = round_ctx(512 + n_par * 17 + n_batch)  # harness/speed.py: 512-token prompt, 16 steps
     per_task = {}
     for plan in plans:
         prompt = (longest or {}).get(plan.name)
@@ -193,13 +194,13 @@ def planned_ctx(plans: list, settings, longest: dict[str, int] | None = None) ->
         if any(c.get("output_type") == "generate_until" for c in plan.configs):
             budget = _gen_budget(plan)
             if settings.gen_streams:
-                cells = _round_ctx(prompt + budget + 1) * (n_par + 1)
+                cells = round_ctx(prompt + budget + 1) * (n_par + 1)
             else:
-                cells = _round_ctx(n_par * (prompt + budget) + n_batch)
+                cells = round_ctx(n_par * (prompt + budget) + n_batch)
         else:
             budget = 0
             multi = settings.max_branches > 1
-            cells = _round_ctx(prompt + n_batch) * (settings.max_branches + 1 if multi else 1)
+            cells = round_ctx(prompt + n_batch) * (settings.max_branches + 1 if multi else 1)
         per_task[plan.name] = {"prompt_tokens": prompt, "exact": exact, "gen_budget": budget, "cells": cells}
     return {"cells": max([probe, *(t["cells"] for t in per_task.values())]), "tasks": per_task}
 
