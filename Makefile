@@ -51,7 +51,7 @@ setup-cuda: setup  ## rebuild llama-cpp-python with CUDA for this machine's GPU 
 	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native -DGGML_CUDA_FA=OFF" \
 	  $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
 	  "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
-	$(BIN)/python -c "import sys, harness.devices as d; g = d.local_gpus(); print(g) if g else sys.exit('no GPU visible to the new build')"
+	$(BIN)/python -c "import sys, harness.backends.llamacpp.devices as d; g = d.local_gpus(); print(g) if g else sys.exit('no GPU visible to the new build')"
 
 bench: setup  ## run GSM8K and MMLU on MODEL (default smollm2-135m, offline) and print the score table
 	$(BIN)/harness bench $(BENCH_ARGS)

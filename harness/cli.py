@@ -28,7 +28,8 @@ def cli() -> None:
 @click.option("--quant", help="Show this quant instead of each model's default.")
 def models(quant: str | None) -> None:
     """List the model catalogue: name, params, quant, size, kind, downloaded or not."""
-    from harness.catalogue import load_catalogue, local_model_path, resolve
+    from harness.models.catalogue import load_catalogue, resolve
+    from harness.models.locate import local_model_path
 
     data = load_catalogue()
     rows = [("model", "params", "quant", "size", "kind", "source", "downloaded")]
@@ -58,10 +59,11 @@ def download(model: str, quant: str | None) -> None:
     First prints whether this machine could run it (the default bench: gsm8k,mmlu, --parallel 8), but
     downloads either way: the files may be meant for another machine.
     """
-    from harness.catalogue import decide_kind, resolve
-    from harness.download import download_model, refuse_before_download
-    from harness.engine import EngineSettings
-    from harness.tasks import plan_task
+    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.models.catalogue import resolve
+    from harness.models.download import download_model, refuse_before_download
+    from harness.models.kind import decide_kind
+    from harness.tasks.settings import plan_task
 
     entry = resolve(model, quant)
     try:
@@ -82,8 +84,8 @@ def download(model: str, quant: str | None) -> None:
 def verify(model: str, quant: str | None) -> None:
     """Re-hash MODEL's files on disk (sha256 of the bytes) against the catalogue pin and the Hub's sha256;
     a corrupted file is removed (the next download or bench fetches it again)."""
-    from harness.catalogue import resolve
-    from harness.download import verify_model
+    from harness.models.catalogue import resolve
+    from harness.models.download import verify_model
 
     entry = resolve(model, quant)
     for name, sha, against in verify_model(entry):
@@ -136,9 +138,10 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
           request_timeout, retry_for,
           verbose, skip_bad_rows, download_only, kind):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
-    from harness.catalogue import local_model_path, resolve
-    from harness.engine import EngineSettings
-    from harness.runner import run_bench
+    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.models.catalogue import resolve
+    from harness.models.locate import local_model_path
+    from harness.run.runner import run_bench
 
     task_list = parse_tasks(tasks)
     entry = resolve(model, quant)
@@ -151,10 +154,10 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         return
     from dataclasses import replace
 
-    from harness.catalogue import UNDECIDED
-    from harness.download import download_model, refuse_before_download
-    from harness.rpc import parse_endpoints, require_rpc
-    from harness.tasks import plan_task
+    from harness.backends.llamacpp.rpc import parse_endpoints, require_rpc
+    from harness.models.catalogue import UNDECIDED
+    from harness.models.download import download_model, refuse_before_download
+    from harness.tasks.settings import plan_task
 
     rpc_servers = parse_endpoints(rpc) if rpc else ()
     if rpc_servers:
@@ -197,7 +200,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
 
 def _decided_kind(entry, kind):
     """Settle base/instruct (--kind, catalogue, else the GGUF) and say how, before anything runs."""
-    from harness.catalogue import decide_kind
+    from harness.models.kind import decide_kind
 
     entry = decide_kind(entry, kind)
     click.echo(f"{entry.name}: {entry.kind} model ({entry.kind_source})", err=True)
@@ -206,7 +209,7 @@ def _decided_kind(entry, kind):
 
 def parse_tasks(spec: str) -> list[str]:
     """``--tasks a,b``: known names, each once, at least one (checked before any model is touched)."""
-    from harness.tasks import task_names
+    from harness.tasks.settings import task_names
 
     names = [t.strip() for t in spec.split(",") if t.strip()]
     known = task_names()
@@ -224,9 +227,9 @@ def parse_tasks(spec: str) -> list[str]:
 def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, results_dir, base_url, api_key_env,
                   server_model, concurrency, request_timeout, retry_for, skip_bad_rows=False) -> list[Path]:
     """``bench --backend server``: the same tasks through an OpenAI-compatible server."""
-    from harness.catalogue import local_model_path
-    from harness.server_client import ServerClient
-    from harness.server_run import api_key_from_env, run_bench_server
+    from harness.backends.server.client import ServerClient
+    from harness.backends.server.run import api_key_from_env, run_bench_server
+    from harness.models.locate import local_model_path
 
     if not base_url:
         raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
@@ -240,7 +243,7 @@ def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, re
 
 
 def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
-    from harness.report import score_table
+    from harness.publish.report import score_table
 
     click.echo(score_table(paths))
     for p in paths:
@@ -250,9 +253,9 @@ def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
 
 def _echo_claims(results_dir: Path, model: str | None) -> None:
     """The claims of a model (or all) beside the measurements in results_dir."""
-    from harness.compare import compare_all
-    from harness.report import claims_table
-    from harness.runs import load_runs
+    from harness.analysis.compare import compare_all
+    from harness.publish.report import claims_table
+    from harness.records.runs import load_runs
 
     loaded = load_runs(results_dir)
     _warn_unreadable(loaded)
@@ -267,7 +270,7 @@ def _echo_claims(results_dir: Path, model: str | None) -> None:
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 def compare(model: str | None, results_dir: str) -> None:
     """Put every claim of tasks/claims.yaml beside the matching measurement, with a verdict."""
-    from harness.catalogue import resolve
+    from harness.models.catalogue import resolve
 
     if model:
         model = resolve(model).name  # unknown names fail with suggestions
@@ -279,9 +282,9 @@ def compare(model: str | None, results_dir: str) -> None:
 @click.option("--check", is_flag=True, help="Only check that the published files match the records (exit 1 if stale).")
 def publish(results_dir: str, check: bool) -> None:
     """Regenerate results/README.md, CSV tables, plots and report.html from the run records."""
-    from harness.publish import publish as do_publish
-    from harness.publish import stale, unpublished
-    from harness.runs import load_runs
+    from harness.publish.build import publish as do_publish
+    from harness.publish.build import stale, unpublished
+    from harness.records.runs import load_runs
 
     _warn_unreadable(load_runs(Path(results_dir)))
     if check:
@@ -310,9 +313,10 @@ def publish(results_dir: str, check: bool) -> None:
               help="Sequences in the batched decode test.")
 def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
     """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
-    from harness.catalogue import local_model_path, resolve
-    from harness.engine import EngineSettings, LlamaEngine
-    from harness.speed import probe
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.speed import probe
+    from harness.models.catalogue import resolve
+    from harness.models.locate import local_model_path
 
     entry = resolve(model, quant)
     path = local_model_path(entry)
@@ -335,7 +339,7 @@ def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Keep received tensors here (faster reloads).")
 def rpc_worker(host: str, port: int, threads: int, cache_dir: str | None) -> None:
     """Serve this machine's CPU as a llama.cpp RPC worker for `harness bench --rpc` (needs an RPC build)."""
-    from harness.rpc import serve_worker
+    from harness.backends.llamacpp.rpc import serve_worker
 
     click.echo(f"RPC worker on {host}:{port} (Ctrl-C to stop); an RPC worker runs any graph a client sends: "
                "expose it on trusted networks only", err=True)
@@ -346,8 +350,8 @@ def rpc_worker(host: str, port: int, threads: int, cache_dir: str | None) -> Non
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 def scores(results_dir: str) -> None:
     """Print the score table of every run record under RESULTS_DIR/runs."""
-    from harness.report import score_table
-    from harness.runs import load_runs
+    from harness.publish.report import score_table
+    from harness.records.runs import load_runs
 
     loaded = load_runs(Path(results_dir))
     _warn_unreadable(loaded)
@@ -368,9 +372,9 @@ def scores(results_dir: str) -> None:
 @click.option("--strict", is_flag=True, help="Also fail when a run is not comparable with its baseline.")
 def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, strict: bool) -> None:
     """Compare new run records with the baselines; exit 1 when a score fell by more than the noise allows."""
-    from harness.regress import failed
-    from harness.regress import regress as do_regress
-    from harness.report import markdown_table
+    from harness.analysis.regress import failed
+    from harness.analysis.regress import regress as do_regress
+    from harness.publish.report import markdown_table
 
     if not Path(baselines).is_dir():
         raise HarnessError(f"no baselines folder {baselines}", "create one with `make baseline`.")
@@ -416,7 +420,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(standalone_mode=False)
-    except click.ClickException as exc:
+    except HarnessError as exc:  # the one place a user-facing error becomes a message and an exit status
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors (bad option values, unknown commands)
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

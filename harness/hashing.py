@@ -44,7 +44,7 @@ def known_sha256(path: Path) -> str | None:
 
 def file_sha256(path: Path, fresh: bool = False, progress: bool | None = None) -> str:
     """sha256 (hex) of the file's bytes; remembered by (device, inode, size, mtime) unless ``fresh``."""
-    from harness.record import atomic_write_text
+    from harness.atomic import atomic_write_text
 
     real = Path(path).resolve()
     key = _key(real)
@@ -83,7 +83,7 @@ def file_sha256(path: Path, fresh: bool = False, progress: bool | None = None) -
 
 def forget(path: Path) -> None:
     """Drop what is remembered about this file version (before it is removed)."""
-    from harness.record import atomic_write_text
+    from harness.atomic import atomic_write_text
 
     try:
         key = _key(Path(path).resolve())

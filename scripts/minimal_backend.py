@@ -16,7 +16,7 @@ class MinimalLlamaLM(TemplateLM):
 
     def __init__(self, model_path: str, n_ctx: int = 4096, threads: int = 2):
         super().__init__()
-        from harness.engine import high_level_llama
+        from harness.backends.llamacpp.engine import high_level_llama
 
         self.llm = high_level_llama(model_path, n_ctx=n_ctx, n_batch=512, n_threads=threads, logits_all=True,
                                     verbose=False)

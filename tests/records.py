@@ -6,8 +6,9 @@ import hashlib
 import math
 from pathlib import Path
 
-from harness.record import SCHEMA_VERSION, wilson_interval, write_json
-from harness.tasks import task_spec
+from harness.atomic import write_json
+from harness.records.record import SCHEMA_VERSION, wilson_interval
+from harness.tasks.settings import task_spec
 
 
 def make_record(

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.catalogue import REQUIRED_KEYS, load_catalogue, local_model_path, resolve
 from harness.errors import HarnessError
+from harness.models.catalogue import REQUIRED_KEYS, load_catalogue, resolve
+from harness.models.locate import local_model_path
 
 REQUIRED_MODELS = {
     "llama3-8b", "llama3-8b-instruct", "llama3-70b", "llama3-70b-instruct", "llama3.1-8b",
@@ -76,7 +77,7 @@ CATALOGUE_TEXT = (Path(__file__).resolve().parent.parent / "tasks" / "models.yam
 def test_malformed_catalogue_entry_is_one_message(tmp_path, edit, match):
     import yaml
 
-    from harness.catalogue import load_catalogue
+    from harness.models.catalogue import load_catalogue
 
     data = yaml.safe_load(CATALOGUE_TEXT)
     edit(data["models"])
@@ -90,7 +91,7 @@ def test_malformed_catalogue_entry_is_one_message(tmp_path, edit, match):
 def test_malformed_task_setting_is_one_message(tmp_path):
     import yaml
 
-    from harness.tasks import load_settings
+    from harness.tasks.settings import load_settings
 
     data = yaml.safe_load((Path(__file__).resolve().parent.parent / "tasks" / "tasks.yaml").read_text())
     del data["tasks"]["gsm8k"]["dataset"]

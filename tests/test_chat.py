@@ -1,6 +1,6 @@
 """Chat template rendering (GGUF template, transformers semantics) and BOS handling."""
 
-from harness.lm_backend import render_chat
+from harness.backends.llamacpp.lm_model import render_chat
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.catalogue import load_catalogue, model_names, resolve
-from harness.claims import load_claims
-from harness.compare import setting_mismatch
+from harness.analysis.claims import load_claims
+from harness.analysis.compare import setting_mismatch
 from harness.errors import HarnessError
+from harness.models.catalogue import load_catalogue, model_names, resolve
 from harness.paths import TASKS_DIR
-from harness.runs import Run
-from harness.tasks import task_names, task_spec
+from harness.records.runs import Run
+from harness.tasks.settings import task_names, task_spec
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 CLAIMS = load_claims()
@@ -126,7 +126,7 @@ def test_base_model_gsm8k_claims_from_the_llama3_paper():
 
 def test_base_gsm8k_runs_wei_et_al_format_without_chat(mirror):
     """The setting the base claims need: Wei et al.'s 8 exemplars as plain Q:/A: text, 1024 new tokens."""
-    from harness.tasks import plan_task
+    from harness.tasks.settings import plan_task
 
     base = plan_task("gsm8k", resolve("llama3.1-8b"), limit=2, data_dir=mirror)
     (cfg,) = base.configs

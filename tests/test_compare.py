@@ -5,8 +5,8 @@ import math
 import pytest
 from records import make_record, write_record
 
-from harness.claims import Claim, allowance
-from harness.compare import (
+from harness.analysis.claims import Claim, allowance
+from harness.analysis.compare import (
     EXCEEDED,
     HOLDS,
     NOT_COMPARABLE,
@@ -16,8 +16,8 @@ from harness.compare import (
     verdict_at_least,
     verdict_value,
 )
-from harness.estimate import Stratum, estimate, paired_difference
-from harness.runs import load_runs
+from harness.analysis.estimate import Stratum, estimate, paired_difference
+from harness.records.runs import load_runs
 
 Z = 1.959963984540054
 GSM8K = {"shots": 8, "cot": True, "chat": True, "metric": "em_maj1@1", "average": "micro"}
@@ -216,7 +216,7 @@ def test_reference_figure_from_another_setting_is_never_compared(tmp_path):
 def test_benchmark_mapping_of_ours_is_said_on_every_row_and_in_the_source(tmp_path):
     from dataclasses import replace
 
-    from harness.report import claim_rows
+    from harness.publish.report import claim_rows
 
     runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 5 + [False] * 5}))
     ours = replace(claim(claimed=50.0), source="Article 000",

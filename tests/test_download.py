@@ -13,7 +13,7 @@ import yaml
 from hub_server import FakeHub
 
 from harness.errors import HarnessError
-from harness.preflight import check_disk, check_memory
+from harness.run.preflight import check_disk, check_memory
 
 
 def make_gguf(path: Path, n_params: int, arch: str = "llama") -> bytes:
@@ -238,7 +238,7 @@ def _harness(hub, tmp_path, *args):
 
 
 def test_a_failed_join_leaves_no_joining_file(tmp_path):
-    from harness.download import _join_parts
+    from harness.models.download import join_parts
 
     a = tmp_path / "x.gguf.part1of2"
     a.write_bytes(b"GGUF" + b"\0" * 1000)
@@ -246,7 +246,7 @@ def test_a_failed_join_leaves_no_joining_file(tmp_path):
     b.mkdir()  # unreadable as a file: the join fails after the first part was written
     dest = tmp_path / "out" / "x.gguf"
     with pytest.raises(HarnessError, match="joining the parts of x.gguf failed"):
-        _join_parts([a, b], dest)
+        join_parts([a, b], dest)
     assert not list((tmp_path / "out").iterdir())  # no x.gguf.joining, no x.gguf
 
 

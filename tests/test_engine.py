@@ -13,7 +13,7 @@ QUESTIONS = ["What is the closest star to Earth?", "Which planet has rings?", "W
 
 
 def _direct_logprobs(path, tokens):
-    from harness.engine import high_level_llama
+    from harness.backends.llamacpp.engine import high_level_llama
 
     llm = high_level_llama(path, n_ctx=2048, logits_all=True, verbose=False, n_threads=2)
     llm.eval(tokens)
@@ -61,7 +61,7 @@ def test_loglikelihood_with_shared_prefix_equals_direct(engine, smollm2_path):
 def test_packed_branches_in_separate_streams_equal_one_branch_at_a_time(engine, smollm2_path):
     """max_branches > 1: several questions in one decode batch, each in its own KV stream, score like one
     question per batch (in one unified cache, packing shifted some log-probs by up to ~0.5)."""
-    from harness.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
 
     reqs = _requests(engine, QUESTIONS)
     packed = LlamaEngine(smollm2_path, EngineSettings(threads=2, max_branches=4))
@@ -112,7 +112,7 @@ def test_llama_cpp_errors_reach_stderr_without_verbose(tmp_path):
     import sys
 
     bad = tmp_path / "missing.gguf"
-    code = ("from harness.engine import LlamaEngine\n"
+    code = ("from harness.backends.llamacpp.engine import LlamaEngine\n"
             "from harness.errors import HarnessError\n"
             f"try:\n    LlamaEngine({str(bad)!r})\nexcept HarnessError as e:\n    print('refused:', e)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -4,11 +4,11 @@ import pytest
 from lm_eval.api.registry import get_metric
 from lm_eval.filters import build_filter_ensemble
 
-from harness.tasks import _lm_eval_config
+from harness.tasks.settings import lm_eval_config
 
 
 def _score(task: str, filter_name: str, response: str, target: str) -> tuple[str, float]:
-    cfg = _lm_eval_config(task)
+    cfg = lm_eval_config(task)
     (spec,) = [f for f in cfg["filter_list"] if f["name"] == filter_name]
     ensemble = build_filter_ensemble(filter_name, [[f["function"], {k: v for k, v in f.items() if k != "function"}] for f in spec["filter"]])
 

@@ -89,7 +89,7 @@ def test_unreachable_hub_is_a_connection_message(tmp_path):
 
 
 def test_truncated_and_foreign_ggufs_are_refused(tmp_path, smollm2_path):
-    from harness.gguf_check import check_gguf
+    from harness.models.gguf_check import check_gguf
 
     cut = tmp_path / "cut-Q4_1.gguf"
     with open(smollm2_path, "rb") as f:
@@ -106,8 +106,8 @@ def test_truncated_and_foreign_ggufs_are_refused(tmp_path, smollm2_path):
 def test_other_architectures_run_from_a_users_own_file_but_not_from_the_catalogue(tmp_path, capsys):
     """A Qwen/Gemma/... GGUF given by path runs with a note (a rival beside a Llama model); a catalogue entry
     whose file turns out not to be Llama-architecture is refused."""
-    from harness.catalogue import resolve
-    from harness.gguf_check import check_gguf
+    from harness.models.catalogue import resolve
+    from harness.models.gguf_check import check_gguf
 
     qwen = tmp_path / "Qwen2.5-0.5B-Instruct-Q8_0.gguf"
     make_gguf(qwen, 100, arch="qwen2")
@@ -139,17 +139,17 @@ def test_unwritable_results_folder_fails_before_any_work(tmp_path, mirror):
 
 
 def test_disk_full_while_writing_a_record_keeps_the_old_file(tmp_path, monkeypatch):
-    from harness import record
+    from harness import atomic
 
     path = tmp_path / "r.json"
-    record.write_json(path, {"schema_version": 1, "ok": True})
+    atomic.write_json(path, {"schema_version": 1, "ok": True})
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(HarnessError, match="No space left"):
-        record.write_json(path, {"schema_version": 1, "ok": False})
+        atomic.write_json(path, {"schema_version": 1, "ok": False})
     assert json.loads(path.read_text())["ok"] is True  # the previous complete file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
 

@@ -15,8 +15,8 @@ import pytest
 from hub_server import FakeHub
 
 from harness.errors import HarnessError
-from harness.gguf_check import gguf_summary, local_fetch, read_header_shape
-from harness.preflight import GIB, fit_or_refuse, kv_cache_bytes, planned_ctx
+from harness.models.gguf_check import gguf_summary, local_fetch, read_header_shape
+from harness.run.preflight import GIB, fit_or_refuse, kv_cache_bytes, planned_ctx
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "unsloth/Llama-3.3-70B-Instruct-GGUF"  # the real catalogue's entry (sizes null there: the Hub gives them)
@@ -147,7 +147,7 @@ def test_hf_model_without_catalogue_sizes_takes_its_size_from_the_hub(hub70, tmp
 def test_header_range_read_gives_the_full_files_kv_figure(hub70, tmp_path):
     local = tmp_path / "70b-copy.gguf"
     local.write_bytes(hub70.data)
-    code = ("import json; from harness.catalogue import resolve; from harness.download import remote_shape; "
+    code = ("import json; from harness.models.catalogue import resolve; from harness.models.download import remote_shape; "
             f"print(json.dumps(remote_shape(resolve('hf:{REPO}/{Q4}'))))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {"HF_ENDPOINT": hub70.url,
                                                                                "HF_HOME": str(tmp_path / "hf")}
@@ -178,7 +178,7 @@ SHAPE_70B = {"n_layer": 80, "n_kv_heads": 8, "head_dim": 128}
 
 
 def test_refusal_names_the_largest_quant_that_fits():
-    from harness.engine import EngineSettings
+    from harness.backends.llamacpp.engine import EngineSettings
 
     plans = [_Plan("gsm8k", True, 1024)]
     sizes = {"Q8_0": 75 * 10**9, "Q4_K_M": Q4_SIZE, "IQ2_XS": 12 * 10**9, "Q2_K": 26 * 10**9}
@@ -191,7 +191,7 @@ def test_refusal_names_the_largest_quant_that_fits():
 
 
 def test_refusal_on_a_small_gpu_names_the_gpu_layers_that_fit():
-    from harness.engine import EngineSettings
+    from harness.backends.llamacpp.engine import EngineSettings
 
     gpu = {"device": "CUDA0", "description": "RTX 4090", "free_bytes": 23 * GIB, "total_bytes": 24 * GIB}
     settings = EngineSettings(n_parallel=2)
@@ -208,7 +208,7 @@ def test_refusal_on_a_small_gpu_names_the_gpu_layers_that_fit():
 
 
 def test_kv_cells_follow_the_engines_sizing():
-    from harness.engine import EngineSettings
+    from harness.backends.llamacpp.engine import EngineSettings
 
     s = EngineSettings()  # 8 slots, each in its own stream, plus the prefix stream
     got = planned_ctx([_Plan("x", True, 1024)], s, longest={"x": 1000})

@@ -51,7 +51,7 @@ def test_redact_argv_and_urls():
 
 def test_publish_redacts_a_command_recorded_with_secrets(tmp_path):
     """A record written by an older version (or by hand) with a password in its command: publish masks it."""
-    from harness.publish import publish
+    from harness.publish.build import publish
 
     rec = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}, quant="Q4_1")
     rec["command"] = "harness bench --base-url 'http://bob:hunter2@h/v1?key=k9' --api-key sk-77 -t gsm8k"
@@ -136,8 +136,8 @@ FILE_CONTENT = st.one_of(
 @given(files=st.lists(FILE_CONTENT, min_size=1, max_size=4))
 @SETTINGS
 def test_load_runs_skips_any_bad_file_and_keeps_the_good_ones(tmp_path_factory, files):
-    from harness.record import record_problem
-    from harness.runs import load_runs
+    from harness.records.record import record_problem
+    from harness.records.runs import load_runs
 
     results = tmp_path_factory.mktemp("results")
     good = _good(results)
@@ -168,7 +168,7 @@ def test_bad_files_in_runs_are_named_and_commands_still_succeed(tmp_path):
 
 # ---------------------------------------------------------------- 5. record names stay bounded
 def test_record_and_journal_names_are_bounded():
-    from harness.record import file_slug, run_stem
+    from harness.records.record import file_slug, run_stem
 
     long = "Meta-Llama-3.1-8B-Instruct-abliterated-" * 8  # 312 characters
     stem = run_stem(long, "Q4_K_M", "mmlu_cot", "0123456789abcdef", "20261130T000000Z")
@@ -183,7 +183,7 @@ def test_hanging_server_stops_within_timeout_plus_retry_window():
 
     from openai_stub import StubServer
 
-    from harness.server_client import ServerClient, ServerUnavailable
+    from harness.backends.server.client import ServerClient, ServerUnavailable
 
     stub = StubServer()
     stub.stall_next, stub.stall_seconds = 100, 30.0  # accepts the connection, never answers in time
@@ -255,7 +255,7 @@ ANSWERS = st.one_of(
 @given(answer=ANSWERS)
 @SETTINGS
 def test_any_server_answer_is_a_result_or_one_message(canned, answer):
-    from harness.server_client import Completion, ServerClient
+    from harness.backends.server.client import Completion, ServerClient
 
     canned.body = json.dumps(answer).encode()
     client = ServerClient(canned.url, model="m", timeout=5, retry_seconds=0)
@@ -276,9 +276,9 @@ ROWS = st.fixed_dictionaries({"question": JSON_VALUES, "answer": JSON_VALUES, "c
 @given(row=ROWS)
 @SETTINGS
 def test_row_checks_name_a_field_or_pass(row):
-    from harness.data import _gsm8k_row, _mmlu_row
+    from harness.tasks.data import gsm8k_row_problem, mmlu_row_problem
 
-    for check in (_gsm8k_row, _mmlu_row):
+    for check in (gsm8k_row_problem, mmlu_row_problem):
         problem = check(row)
         assert problem is None or (problem[0] in row and problem[1])
 
@@ -313,8 +313,8 @@ def test_bad_mmlu_label_is_named_before_the_model_loads(tmp_path, mirror, value)
 
 
 def test_bad_gsm8k_row_is_skipped_and_counted_with_the_flag(tmp_path, mirror):
-    from harness.catalogue import resolve
-    from harness.tasks import plan_task
+    from harness.models.catalogue import resolve
+    from harness.tasks.settings import plan_task
 
     data = _mirror_with(tmp_path, mirror, "openai/gsm8k/main/test-00000-of-00001.parquet",
                         lambda rows: rows[5].update(answer="no final answer here"))
@@ -329,8 +329,8 @@ def test_bad_gsm8k_row_is_skipped_and_counted_with_the_flag(tmp_path, mirror):
 
 
 def test_config_hash_covers_the_data_bytes(tmp_path, mirror):
-    from harness.catalogue import resolve
-    from harness.tasks import plan_task
+    from harness.models.catalogue import resolve
+    from harness.tasks.settings import plan_task
 
     data = _mirror_with(tmp_path, mirror, "openai/gsm8k/main/test-00000-of-00001.parquet",
                         lambda rows: rows[1000].update(question=rows[1000]["question"] + " "))
@@ -374,7 +374,7 @@ def tiny_disk(tmpfs):
 
 
 def test_disk_full_while_journaling_keeps_every_acknowledged_result(tiny_disk):
-    from harness.journal import Journal
+    from harness.run.journal import Journal
 
     filler = tiny_disk / "other-files"
     filler.write_bytes(b"x" * 8192)  # something else took half the disk

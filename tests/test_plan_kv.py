@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from harness.preflight import planned_ctx, prompt_bounds
+from harness.run.preflight import planned_ctx, prompt_bounds
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("task", ["gsm8k", "mmlu_cot"])
 def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, mirror, tmp_path, monkeypatch):
-    from harness.catalogue import resolve
-    from harness.engine import LlamaEngine
-    from harness.identity import measurement
-    from harness.journal import Journal
-    from harness.runner import engine_session, run_task
-    from harness.tasks import plan_task
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.models.catalogue import resolve
+    from harness.records.identity import measurement
+    from harness.run.journal import Journal
+    from harness.run.runner import engine_session, run_task
+    from harness.tasks.settings import plan_task
 
     entry = resolve("smollm2-135m")
     plan = plan_task(task, entry, limit=1, data_dir=mirror)

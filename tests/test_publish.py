@@ -9,7 +9,7 @@ import pytest
 from records import make_record, write_record
 
 from harness.paths import RESULTS_DIR
-from harness.publish import publish, stale, unpublished
+from harness.publish.build import publish, stale, unpublished
 
 
 def _results(tmp_path):

@@ -2,8 +2,9 @@ import math
 
 import pytest
 
+from harness.atomic import atomic_write_text, write_json
 from harness.errors import HarnessError
-from harness.record import atomic_write_text, read_record, wilson_interval, write_json
+from harness.records.record import read_record, wilson_interval
 
 
 @pytest.mark.parametrize(

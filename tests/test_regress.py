@@ -6,8 +6,16 @@ import sys
 
 from records import make_record, write_record
 
-from harness.record import write_json
-from harness.regress import MISSING, NOT_COMPARABLE, OK, REGRESSED, failed, mcnemar_one_sided, regress
+from harness.analysis.regress import (
+    MISSING,
+    NOT_COMPARABLE,
+    OK,
+    REGRESSED,
+    failed,
+    mcnemar_one_sided,
+    regress,
+)
+from harness.atomic import write_json
 
 
 def test_mcnemar_tail_matches_binomial():

@@ -9,7 +9,7 @@ import pytest
 from backend_procs import llama_server, llama_server_binary, rpc_workers
 from test_bench_e2e import run_cli
 
-from harness.rpc import rpc_supported
+from harness.backends.llamacpp.rpc import rpc_supported
 
 N = 6  # GSM8K questions: 8-shot CoT chat prompts, up to 1024 new tokens each
 

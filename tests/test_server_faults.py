@@ -9,9 +9,9 @@ from backend_procs import free_port
 from lm_eval.api.instance import Instance
 from openai_stub import StubServer, answer, word_tokens
 
-from harness.journal import Journal
-from harness.server_backend import ServerLM
-from harness.server_client import NoPromptLogprobs, ServerClient, ServerUnavailable, public_url
+from harness.backends.server.client import NoPromptLogprobs, ServerClient, ServerUnavailable, public_url
+from harness.backends.server.lm_model import ServerLM
+from harness.run.journal import Journal
 
 
 def gen_requests(n: int) -> list[Instance]:

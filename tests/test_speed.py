@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.speed import floor_seconds
+from harness.backends.llamacpp.speed import floor_seconds
 
 SPEED = {"prompt_tokens_per_s": 250.0, "decode_batched_tokens_per_s": 200.0, "prompt_len": 512,
          "decode_batched_deep_tokens_per_s": 100.0, "deep_len": 1536}
@@ -24,7 +24,7 @@ def test_floor_at_depth_interpolates_the_per_token_decode_time_linearly():
 
 @pytest.mark.slow
 def test_probe_times_decode_at_two_depths_and_leaves_the_run_counters_alone(engine):
-    from harness.speed import probe
+    from harness.backends.llamacpp.speed import probe
 
     engine.stats.prompt_tokens = before = 123
     sp = probe(engine, prompt_tokens=128, decode_steps=4, deep=640)

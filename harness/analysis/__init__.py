@@ -1,0 +1,1 @@
+"""From scores to verdicts: intervals, claims, comparison, regression checks."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server backend: client, lm-eval model, bench route."""

@@ -1,0 +1,1 @@
+"""Model weights: the catalogue, verified downloads, GGUF checks, chat formats."""

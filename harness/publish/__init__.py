@@ -1,0 +1,1 @@
+"""Published results: README tables, CSV, plots, the HTML report."""

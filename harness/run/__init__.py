@@ -1,0 +1,1 @@
+"""Running a bench: the runner, its resumable journal, the memory preflight."""

@@ -1,0 +1,1 @@
+"""Benchmark tasks: lm-eval task settings, the data rows, fixed subsets."""

@@ -1,0 +1,276 @@
+"""Turn a task setting from ``tasks/tasks.yaml`` into lm-eval task configs for one model.
+
+The prompt, few-shot examples, answer filters and metrics are lm-eval's own YAML; we only point
+the data at the Hub (or a mirror) through the ``parquet`` builder, set shots and generation budget,
+and choose the subset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.models.catalogue import ModelEntry
+from harness.paths import TASKS_DIR
+from harness.tasks.data import bad_rows, check_columns, parquet_file
+from harness.tasks.subsets import pick, pick_stratified
+
+SETTINGS_FILE = TASKS_DIR / "tasks.yaml"
+_TASK_KEYS = {
+    "title", "lm_eval_task", "by_kind", "dataset", "num_fewshot", "chat", "max_gen_toks", "metrics",
+    "default_limit", "stratify", "subjects", "requires_kind", "cot", "claim_metrics",
+}
+
+
+@dataclass
+class TaskPlan:
+    """Everything needed to run one harness task on one model, and to describe it in the record."""
+
+    name: str
+    title: str
+    chat: bool
+    num_fewshot: int
+    metrics: list[tuple[str, str]]
+    configs: list[dict]  # lm-eval task configs, data pointed at local parquet files
+    samples: dict[str, list[int]] | None  # lm-eval task name -> doc ids (None: full test split)
+    sizes: dict[str, int]  # lm-eval task name -> rows in its test split
+    data_files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> split -> sha256
+    limit: int | None = None
+    seed: int = 0
+    skipped_rows: list[dict] = field(default_factory=list)  # bad test rows left out (--skip-bad-rows)
+
+    @property
+    def n_samples(self) -> int:
+        if self.samples is None:
+            return sum(self.sizes.values())
+        return sum(len(v) for v in self.samples.values())
+
+    @property
+    def is_full(self) -> bool:
+        return self.n_samples == sum(self.sizes.values())
+
+    def config_hash(self) -> str:
+        """Hash of the task definition: prompts, filters, metrics, shots, the data files' sha256 (the
+        bytes, wherever they were read from) and the subset."""
+        blob = json.dumps(
+            {"configs": [_portable(c) for c in self.configs], "samples": self.samples, "chat": self.chat,
+             "data_sha256": self.data_files},
+            sort_keys=True,
+            default=_jsonable,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _portable(cfg: dict) -> dict:
+    """Config without machine-specific paths (the data is identified by repo/config and sha256)."""
+    out = {k: v for k, v in cfg.items() if k not in ("dataset_kwargs", "metadata")}
+    return out
+
+
+def _jsonable(obj):
+    if callable(obj):
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}"
+    return repr(obj)
+
+
+@lru_cache(maxsize=1)
+def load_settings(path: Path = SETTINGS_FILE) -> dict:
+    """Read and strictly validate tasks/tasks.yaml (unknown keys are errors, not silently ignored)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise HarnessError(f"cannot read task settings {path}: {exc}", "restore tasks/tasks.yaml.") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) or not isinstance(data.get("subjects"), dict):
+        raise HarnessError(f"{path} has no 'tasks' and 'subjects' mappings", "restore tasks/tasks.yaml.")
+    for name, spec in data["tasks"].items():
+        problem = _task_problem(spec, data["subjects"])
+        if problem:
+            raise HarnessError(f"{Path(path).name}: task {name!r}: {problem}", f"fix that task in {path}.")
+    return data
+
+
+def _task_problem(spec: object, subjects: dict) -> str | None:
+    """What is wrong with one task setting (None when well formed), for each model kind it can run on."""
+    if not isinstance(spec, dict):
+        return "not a mapping of fields"
+    unknown = set(spec) - _TASK_KEYS
+    if unknown:
+        return f"unknown key(s): {', '.join(sorted(map(str, unknown)))}"
+    by_kind = spec.get("by_kind") or {}
+    if not isinstance(by_kind, dict) or set(by_kind) - {"base", "instruct"}:
+        return "by_kind must map base and/or instruct to overrides"
+    for kind in ("base", "instruct"):
+        s = {k: v for k, v in spec.items() if k != "by_kind"} | dict(by_kind.get(kind) or {})
+        missing = [k for k in ("title", "lm_eval_task", "dataset", "num_fewshot", "chat", "metrics") if k not in s]
+        if missing:
+            return f"missing key(s) {', '.join(missing)}" + (f" for {kind} models" if by_kind else "")
+        ds = s["dataset"]
+        if not isinstance(ds, dict) or any(k not in ds for k in ("repo", "config", "splits", "columns")):
+            return "dataset needs repo, config, splits and columns"
+        if not isinstance(ds["splits"], dict) or "test" not in ds["splits"]:
+            return "dataset.splits needs a test split"
+        if isinstance(s["num_fewshot"], bool) or not isinstance(s["num_fewshot"], int) or s["num_fewshot"] < 0:
+            return f"num_fewshot must be a whole number >= 0 (got {s['num_fewshot']!r})"
+        if s["chat"] not in ("always", "never", "instruct"):
+            return f"chat must be always, never or instruct (got {s['chat']!r})"
+        if not isinstance(s["metrics"], list) or not s["metrics"] or not all(
+                isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in s["metrics"]):
+            return "metrics must be a non-empty list of [metric, filter] pairs"
+        limit = s.get("default_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            return f"default_limit must be a positive whole number or null (got {limit!r})"
+        if s.get("subjects") is not None and s["subjects"] not in subjects:
+            return f"subjects {s['subjects']!r} is not a list under 'subjects'"
+        if "{subject}" in str(s["lm_eval_task"]) and not s.get("subjects"):
+            return "lm_eval_task has {subject} but the task names no subjects"
+        mgt = s.get("max_gen_toks")
+        if mgt is not None and mgt != "model" and (isinstance(mgt, bool) or not isinstance(mgt, int) or mgt < 1):
+            return f"max_gen_toks must be a positive whole number or 'model' (got {mgt!r})"
+    return None
+
+
+def task_names() -> list[str]:
+    return list(load_settings()["tasks"])
+
+
+def task_spec(name: str, kind: str) -> dict:
+    """One task's settings for a model kind (``base``/``instruct``), ``by_kind`` overrides applied."""
+    tasks = load_settings()["tasks"]
+    if name not in tasks:
+        raise HarnessError(f"unknown task {name!r}", f"choose from: {', '.join(tasks)}.")
+    spec = dict(tasks[name])
+    spec.update(spec.pop("by_kind", {}).get(kind, {}))
+    return spec
+
+
+@lru_cache(maxsize=1)
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def lm_eval_config(name: str) -> dict:
+    """lm-eval's own YAML config for a registered task, includes resolved."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = task_manager().task_index.get(name)
+    if entry is None or not entry.yaml_path:
+        raise HarnessError(f"lm-eval has no task {name!r}", "check lm-eval's version (pinned in pyproject.toml).")
+    return dict(load_yaml(entry.yaml_path, resolve_func=True))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_task(
+    name: str,
+    model: ModelEntry,
+    limit: int | None = None,
+    full: bool = False,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    num_fewshot: int | None = None,
+    max_gen_toks: int | None = None,
+    skip_bad_rows: bool = False,
+) -> TaskPlan:
+    """Resolve a harness task for a model: lm-eval configs, data files, and the subset to score."""
+    settings = load_settings()
+    spec = task_spec(name, model.kind)
+    if spec.get("requires_kind") and spec["requires_kind"] != model.kind:
+        raise HarnessError(
+            f"task {name} is defined for {spec['requires_kind']} models; {model.name} is a {model.kind} model",
+            "pick the instruct variant of the model, or another task.",
+        )
+    chat = spec.get("chat") == "always" or (spec.get("chat") == "instruct" and model.is_instruct)
+    shots = spec["num_fewshot"] if num_fewshot is None else num_fewshot
+    if max_gen_toks is None:
+        mgt = spec.get("max_gen_toks")
+        max_gen_toks = model.gsm8k_max_gen_toks if mgt == "model" else mgt
+    strata = settings["subjects"][spec["subjects"]] if spec.get("subjects") else [None]
+    ds = spec["dataset"]
+    configs, sizes, hashes = [], {}, {}
+    skipped: dict[str, list] = {}
+    for subject in strata:
+        lm_name = spec["lm_eval_task"].format(subject=subject)
+        cfg = lm_eval_config(lm_name)
+        files = {}
+        for split_key, split in ds["splits"].items():
+            path = parquet_file(ds["repo"], ds["config"].format(subject=subject), split, local=data_dir)
+            rows = check_columns(path, ds["columns"])
+            bad = bad_rows(path, ds["repo"])
+            if bad and (split_key != "test" or not skip_bad_rows):
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise HarnessError(
+                    f"bad data row in task {name}: {bad[0]}{more}",
+                    "restore the data file (re-download it, or fix --data-dir); "
+                    + ("with --skip-bad-rows such test rows are left out and counted in the record."
+                       if split_key == "test" else "few-shot rows cannot be skipped."),
+                )
+            if bad:
+                skipped[lm_name] = bad
+            if split_key == "test":
+                sizes[lm_name] = rows
+            files[split] = str(path)
+            hashes.setdefault(lm_name, {})[split] = _sha256(path)
+        cfg.update(
+            dataset_path="parquet",
+            dataset_name=None,
+            dataset_kwargs={"data_files": files},
+            num_fewshot=shots,
+        )
+        cfg.pop("tag", None)
+        cfg["metadata"] = dict(cfg.get("metadata") or {}, source_dataset=f"{ds['repo']}/{ds['config'].format(subject=subject)}")
+        if max_gen_toks is not None and cfg.get("output_type") == "generate_until":
+            gk = dict(cfg.get("generation_kwargs") or {})
+            gk["max_gen_toks"] = int(max_gen_toks)
+            cfg["generation_kwargs"] = gk
+        configs.append(cfg)
+    if full:
+        limit = None
+    elif limit is None:
+        limit = spec.get("default_limit")
+    if spec.get("stratify"):
+        samples = pick_stratified(sizes, limit, seed)
+    else:
+        (only,) = sizes
+        samples = {only: pick(sizes[only], limit, seed, salt=only)}
+    for lm_name, bad in skipped.items():
+        drop = {b.row for b in bad}
+        if lm_name in samples:
+            samples[lm_name] = [i for i in samples[lm_name] if i not in drop]
+            if not samples[lm_name]:
+                del samples[lm_name]
+    if not samples:
+        raise HarnessError(f"task {name}: every sampled row is bad", "restore the data files.")
+    keep = [c for c in configs if c["task"] in samples]
+    if all(len(samples[k]) == sizes[k] for k in samples) and len(samples) == len(sizes):
+        samples_out = None
+    else:
+        samples_out = samples
+    return TaskPlan(
+        name=name,
+        title=spec["title"],
+        chat=chat,
+        num_fewshot=shots,
+        metrics=[tuple(m) for m in spec["metrics"]],
+        configs=keep,
+        samples=samples_out,
+        sizes=sizes,
+        data_files={k: v for k, v in hashes.items() if k in samples},
+        limit=limit,
+        seed=seed,
+        skipped_rows=[{"task": t, **b.as_record(), "file": Path(b.file).name} for t, rows in skipped.items()
+                      for b in rows],
+    )
