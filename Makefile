@@ -11,7 +11,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup setup-rpc setup-cuda bench download test test-fast lint models compare publish smoke regress baseline lock
+.PHONY: setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock
 
 # Every machine installs the same versions: constraints.txt pins the whole environment (`make lock`).
 LOCK      := constraints.txt
@@ -61,6 +61,9 @@ download: setup  ## fetch MODEL (QUANT) verified; says first whether this machin
 
 compare: setup  ## every claim beside its measurement, with a verdict
 	$(BIN)/harness compare
+
+schema: setup  ## regenerate results/record.schema.json (the run record's JSON Schema) from harness/records/schema.py
+	$(BIN)/python -m harness.records.schema
 
 publish: setup  ## regenerate results/README.md, CSV, plots and report.html from results/runs
 	$(BIN)/harness publish

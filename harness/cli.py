@@ -139,63 +139,71 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
           verbose, skip_bad_rows, download_only, kind):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.backends.llamacpp.engine import EngineSettings
-    from harness.models.catalogue import resolve
-    from harness.models.locate import local_model_path
-    from harness.run.runner import run_bench
+    from harness.run.bench import BenchOptions, ServerOptions
 
-    task_list = parse_tasks(tasks)
-    entry = resolve(model, quant)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
-    if backend == "server" or base_url:
-        entry = _decided_kind(entry, kind)
-        paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
-                              api_key_env, server_model, concurrency, request_timeout, retry_for, skip_bad_rows)
-        _echo_results(paths, Path(results_dir), entry.name)
-        return
+    on_server = backend == "server" or bool(base_url)
+    rpc_servers = ()
+    if rpc and not on_server:
+        from harness.backends.llamacpp.rpc import parse_endpoints
+
+        rpc_servers = parse_endpoints(rpc)
+    opts = BenchOptions(
+        model=model, quant=quant, kind=kind, tasks=tuple(parse_tasks(tasks)), limit=limit, full=full, seed=seed,
+        data_dir=resolve_data_dir(data_dir), results_dir=Path(results_dir), skip_bad_rows=skip_bad_rows,
+        verbose=verbose, download_only=download_only,
+        engine=EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
+                              flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
+                              rpc_servers=rpc_servers),
+        server=ServerOptions(base_url, api_key_env, server_model, concurrency, request_timeout, retry_for)
+        if on_server else None,
+    )
+    _bench(opts)
+
+
+def _bench(opts) -> None:
+    """``harness bench`` from its options: the server route, or the model fetched (judged first) and run here."""
     from dataclasses import replace
 
-    from harness.backends.llamacpp.rpc import parse_endpoints, require_rpc
-    from harness.models.catalogue import UNDECIDED
+    from harness.backends.llamacpp.backend import LlamaCppBackend
+    from harness.models.catalogue import UNDECIDED, resolve
     from harness.models.download import download_model, refuse_before_download
-    from harness.tasks.settings import plan_task
+    from harness.models.locate import local_model_path
+    from harness.run.bench import run_bench
 
-    rpc_servers = parse_endpoints(rpc) if rpc else ()
-    if rpc_servers:
+    entry = resolve(opts.model, opts.quant)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
+    if opts.server is not None:
+        entry = _decided_kind(entry, opts.kind)
+        _echo_results(run_bench(opts, _server_backend(entry, opts)), opts.results_dir, entry.name)
+        return
+    if opts.engine.rpc_servers:
+        from harness.backends.llamacpp.rpc import require_rpc
+
         require_rpc()
-    settings = EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
-                              flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
-                              rpc_servers=rpc_servers)
-
-    def plans_for(e):
-        return [plan_task(t, e, limit=limit, full=full, seed=seed, data_dir=resolve_data_dir(data_dir),
-                          skip_bad_rows=skip_bad_rows) for t in task_list]
-
     judged = False
-    if kind is None and entry.kind == UNDECIDED and not download_only and local_model_path(entry) is None:
+    if (opts.kind is None and entry.kind == UNDECIDED and not opts.download_only
+            and local_model_path(entry) is None):
         # An hf: GGUF not on this machine: whether it can run is judged first, from the model's shape alone (a
         # 1 MiB header read), sized as an instruct model (its chat prompts are the longer ones). Reading the
         # tokenizer metadata that tells base from instruct goes further into the file, so it comes after.
         assumed = replace(entry, kind="instruct")
-        refuse_before_download(assumed, plans_for(assumed), settings)
+        refuse_before_download(assumed, opts.plans(assumed), opts.engine)
         judged = True  # an upper bound: the base-model prompts are shorter, so no second verdict is needed
-    entry = _decided_kind(entry, kind)
+    entry = _decided_kind(entry, opts.kind)
     path = local_model_path(entry)
-    if path is None or download_only:
+    if path is None or opts.download_only:
         # Judged before a byte of weights is fetched: a model that cannot run here is refused now, not hours later.
         if not judged:
-            refuse_before_download(entry, plans_for(entry), settings, download_only=download_only,
-                                   note=" (--download-only)" if download_only else "")
+            refuse_before_download(entry, opts.plans(entry), opts.engine, download_only=opts.download_only,
+                                   note=" (--download-only)" if opts.download_only else "")
         path = download_model(entry)
-        if download_only:
+        if opts.download_only:
             click.echo(f"ready: {path}")
             return
     elif entry.repo:
         path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
-    paths = run_bench(
-        entry, Path(path), task_list, limit, full, seed, resolve_data_dir(data_dir), settings, Path(results_dir), verbose,
-        skip_bad_rows=skip_bad_rows,
-    )
-    _echo_results(paths, Path(results_dir), entry.name)
+    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose))
+    _echo_results(paths, opts.results_dir, entry.name)
 
 
 def _decided_kind(entry, kind):
@@ -224,22 +232,22 @@ def parse_tasks(spec: str) -> list[str]:
     return names
 
 
-def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, results_dir, base_url, api_key_env,
-                  server_model, concurrency, request_timeout, retry_for, skip_bad_rows=False) -> list[Path]:
+def _server_backend(entry, opts):
     """``bench --backend server``: the same tasks through an OpenAI-compatible server."""
     from harness.backends.server.client import ServerClient
-    from harness.backends.server.run import api_key_from_env, run_bench_server
+    from harness.backends.server.run import ServerBackend, api_key_from_env
     from harness.models.locate import local_model_path
 
-    if not base_url:
+    srv = opts.server
+    if not srv.base_url:
         raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
-    client = ServerClient(base_url, api_key_from_env(api_key_env), server_model, request_timeout, retry_for)
+    client = ServerClient(srv.base_url, api_key_from_env(srv.api_key_env), srv.model, srv.request_timeout,
+                          srv.retry_for)
     try:
         local = local_model_path(entry)  # only for its chat template, when the server does not report one
     except HarnessError:
         local = None
-    return run_bench_server(entry, quant_given, task_list, limit, full, seed, resolve_data_dir(data_dir), client,
-                            concurrency, Path(results_dir), local, skip_bad_rows=skip_bad_rows)
+    return ServerBackend(entry, opts.quant is not None, client, srv.concurrency, local)
 
 
 def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:

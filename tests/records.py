@@ -1,4 +1,5 @@
-"""Hand-made run records (schema 1) for testing comparison, publishing and regression logic without a model."""
+"""Hand-made run records for testing comparison, publishing and regression logic without a model: made by
+the runner's own builder (harness.records.schema.build_record), so they are what a real run writes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import math
 from pathlib import Path
 
 from harness.atomic import write_json
-from harness.records.record import SCHEMA_VERSION, wilson_interval
+from harness.records.record import wilson_interval
+from harness.records.schema import Backend, Hardware, ModelFacts, TaskFacts, Timing, build_record
 from harness.tasks.settings import task_spec
 
 
@@ -26,7 +28,8 @@ def make_record(
     config_hash: str = "cfg0",
     doc_ids: dict[str, list[int]] | None = None,
 ) -> dict:
-    """A complete record whose metrics, per-subtask scores and sample log agree with ``correct``."""
+    """A complete record (as written to disk) whose metrics, per-subtask scores and sample log agree with
+    ``correct``."""
     if num_fewshot is None:
         num_fewshot = {"gsm8k": 8, "mmlu": 5, "mmlu_loglik": 5, "mmlu_cot": 0, "mmlu_cloze": 0}[task]
     if chat is None:
@@ -47,21 +50,21 @@ def make_record(
     metrics = {key: {"average": "micro", "value": p, "stderr": math.sqrt(p * (1 - p) / n),
                      "ci95": list(wilson_interval(p, n)), "n": n}}
     sha = sha256 or hashlib.sha256(f"{model}{quant}".encode()).hexdigest()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": hashlib.sha256(f"{model}{quant}{task}{created}{config_hash}".encode()).hexdigest()[:12],
-        "created": created,
-        "status": "complete",
-        "model": {"name": model, "kind": kind, "quant": quant, "sha256": sha, "n_params": n_params},
-        "backend": {"settings": {"scheme": "prefix-branch-v1", "flash_attn": False}},
-        "hardware": {"cpu": "Test CPU", "cores": 2, "ram_gib": 24.0, "gpu": None},
-        "task": {"name": task, "config_hash": config_hash, "num_fewshot": num_fewshot, "chat": chat,
-                 "full": n == sum(sizes.values()), "n": n, "n_total": sum(sizes.values()), "subtask_sizes": sizes},
-        "metrics": metrics,
-        "per_subtask": per_subtask,
-        "timing": {"wall_seconds": 10.0},
-        "samples": samples,
-    }
+    rec = build_record(
+        created=created,
+        stem=f"{model}{quant}{task}{created}{config_hash}",
+        harness_version=None, harness_commit=None, command=None, packages=None,
+        model=ModelFacts(name=model, kind=kind, quant=quant, sha256=sha, n_params=n_params),
+        backend=Backend(settings={"scheme": "prefix-branch-v1", "flash_attn": False}),
+        hardware=Hardware(cpu="Test CPU", cores=2, ram_gib=24.0, gpu=None),
+        task=TaskFacts(name=task, config_hash=config_hash, num_fewshot=num_fewshot, chat=chat,
+                       full=n == sum(sizes.values()), n=n, n_total=sum(sizes.values()), subtask_sizes=sizes),
+        metrics=metrics,
+        per_subtask=per_subtask,
+        timing=Timing(wall_seconds=10.0),
+        samples=samples,
+    )
+    return rec.as_json()
 
 
 def write_record(results_dir: Path, rec: dict) -> Path:

@@ -29,7 +29,7 @@ def test_bench_writes_complete_records(tmp_path, mirror):
     assert len(records) == 2
     for p in records:
         rec = json.loads(p.read_text())
-        assert rec["schema_version"] == 1 and rec["status"] == "complete"
+        assert rec["schema_version"] == 2 and rec["status"] == "complete"
         assert len(rec["model"]["sha256"]) == 64 and rec["model"]["architecture"] == "llama"
         assert rec["packages"]["llama-cpp-python"] and rec["hardware"]["cores"]
         assert rec["backend"]["settings"]["scheme"]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from records import make_record
 
 from harness.analysis.claims import load_claims
 from harness.analysis.compare import setting_mismatch
@@ -11,6 +12,7 @@ from harness.errors import HarnessError
 from harness.models.catalogue import load_catalogue, model_names, resolve
 from harness.paths import TASKS_DIR
 from harness.records.runs import Run
+from harness.records.schema import RunRecord
 from harness.tasks.settings import task_names, task_spec
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
@@ -34,8 +36,8 @@ def test_claim_names_a_catalogue_model_and_a_runnable_setting(c):
         assert spec["requires_kind"] == entry.kind
     # A run of this task on this model, as the runner would describe it, must match the claim's setting.
     chat = spec["chat"] == "always" or (spec["chat"] == "instruct" and entry.kind == "instruct")
-    run = Run(Path("x.json"), {"model": {"name": c.model, "kind": entry.kind},
-                               "task": {"name": c.task, "num_fewshot": spec["num_fewshot"], "chat": chat}})
+    rec = make_record(c.model, c.task, {"x": [True]}, kind=entry.kind, num_fewshot=spec["num_fewshot"], chat=chat)
+    run = Run(Path("x.json"), RunRecord.model_validate(rec))
     assert setting_mismatch(c, run) == []
     other = (c.relation or {}).get("other_model")
     if other:

@@ -67,15 +67,15 @@ def verdict_at_least(threshold: float, hi: float, allowance_pts: float, strict: 
 def setting_mismatch(claim: Claim, run: Run) -> list[str]:
     """How a run's setting differs from the claim's (empty when they match)."""
     s = claim.setting or {}
-    spec = task_spec(run.task, run.rec["model"].get("kind", "instruct"))
-    t = run.rec["task"]
+    spec = task_spec(run.task, run.rec.model.kind)
+    t = run.rec.task
     out = []
-    if s.get("shots") is not None and s["shots"] != t["num_fewshot"]:
-        out.append(f"{s['shots']}-shot claimed, {t['num_fewshot']}-shot run")
+    if s.get("shots") is not None and s["shots"] != t.num_fewshot:
+        out.append(f"{s['shots']}-shot claimed, {t.num_fewshot}-shot run")
     if s.get("cot") is not None and bool(s["cot"]) != bool(spec.get("cot")):
         out.append("chain of thought differs")
-    if s.get("chat") is not None and bool(s["chat"]) != bool(t["chat"]):
-        out.append(f"chat template {'used' if s['chat'] else 'not used'} in the claim, {'used' if t['chat'] else 'not'} here")
+    if s.get("chat") is not None and bool(s["chat"]) != t.chat:
+        out.append(f"chat template {'used' if s['chat'] else 'not used'} in the claim, {'used' if t.chat else 'not'} here")
     if s.get("metric") not in (spec.get("claim_metrics") or {}):
         out.append(f"metric {s.get('metric')!r} is not what this task measures")
     if s.get("average") not in ("micro", "macro"):
@@ -84,22 +84,22 @@ def setting_mismatch(claim: Claim, run: Run) -> list[str]:
 
 
 def _strata(run: Run, key: str) -> list[Stratum]:
-    t = run.rec["task"]
-    sizes = t.get("subtask_sizes") or {}
-    per = run.rec["per_subtask"]
+    t = run.rec.task
+    sizes = t.subtask_sizes or {}
+    per = run.rec.per_subtask
     out = []
     for name, metrics in sorted(per.items()):
         m = metrics.get(key)
         if not m:
             continue
         # Older records lack subtask sizes: a single task's size is n_total; otherwise treat as full.
-        size = sizes.get(name) or (t["n_total"] if len(per) == 1 else m["n"])
-        out.append(Stratum(name, round(m["value"] * m["n"]), int(m["n"]), int(size)))
+        size = sizes.get(name) or (t.n_total if len(per) == 1 else m.n)
+        out.append(Stratum(name, round(m.value * m.n), m.n, int(size)))
     return out
 
 
 def _metric_key(claim: Claim, run: Run) -> str:
-    spec = task_spec(run.task, run.rec["model"].get("kind", "instruct"))
+    spec = task_spec(run.task, run.rec.model.kind)
     return spec["claim_metrics"][claim.setting["metric"]]
 
 
@@ -112,9 +112,9 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
     key = _metric_key(claim, run)
     est = estimate(_strata(run, key), claim.setting["average"])
     m, lo, hi = 100 * est.value, 100 * est.lo, 100 * est.hi
-    allow = allowance(run.quant, run.rec["model"].get("n_params"), claim.task)
+    allow = allowance(run.quant, run.rec.model.n_params, claim.task)
     base = dict(claim=claim, quant=run.quant, measured=m, lo=lo, hi=hi, n=est.n, n_total=est.n_total,
-                allowance=allow.points, allowance_source=allow.source, run_ids=(run.rec["run_id"],))
+                allowance=allow.points, allowance_source=allow.source, run_ids=(run.rec.run_id,))
     notes = [_subset_note(est.n, est.n_total)]
     if allow.rule == "none":
         notes.append(f"no quantization allowance known for {run.quant} on {claim.task}")
@@ -139,41 +139,41 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
 def _compare_models(claim: Claim, run_a: Run, run_b: Run) -> Comparison:
     """A relation between two models: paired difference on the questions both runs scored."""
     rel = claim.relation
-    head = task_spec(run_a.task, run_a.rec["model"].get("kind", "instruct"))["metrics"][0]
+    head = task_spec(run_a.task, run_a.rec.model.kind)["metrics"][0]
     if _metric_key(claim, run_a) != ",".join(head):
         return Comparison(claim, NOT_COMPARABLE, "per-sample log holds only the headline metric")
-    a = {(s["task"], s["doc_id"]): bool(s["correct"]) for s in run_a.rec["samples"]}
-    b = {(s["task"], s["doc_id"]): bool(s["correct"]) for s in run_b.rec["samples"]}
+    a = {(s.task, s.doc_id): s.correct for s in run_a.rec.samples}
+    b = {(s.task, s.doc_id): s.correct for s in run_b.rec.samples}
     shared = sorted(set(a) & set(b))
     if not shared:
         return Comparison(claim, NOT_COMPARABLE, f"{run_a.model} and {run_b.model} share no scored questions")
     pairs: dict[str, list[tuple[bool, bool]]] = {}
     for k in shared:
         pairs.setdefault(k[0], []).append((a[k], b[k]))
-    sizes = run_a.rec["task"].get("subtask_sizes") or {}
+    sizes = run_a.rec.task.subtask_sizes or {}
     d = paired_difference(pairs, sizes, claim.setting["average"])
     margin = float(rel.get("margin") or 0)
     verdict = verdict_at_least(-margin, 100 * d.hi, 0.0, strict=rel["op"] == ">")
     note = (f"paired on {d.n} shared questions ({d.a_only} won by {run_a.model} only, {d.b_only} by "
             f"{run_b.model} only); {run_b.model} at {run_b.quant}")
     return Comparison(claim, verdict, note, quant=run_a.quant, measured=100 * d.value, lo=100 * d.lo,
-                      hi=100 * d.hi, n=d.n, n_total=run_a.rec["task"]["n_total"], delta=100 * d.value,
-                      run_ids=(run_a.rec["run_id"], run_b.rec["run_id"]))
+                      hi=100 * d.hi, n=d.n, n_total=run_a.rec.task.n_total, delta=100 * d.value,
+                      run_ids=(run_a.rec.run_id, run_b.rec.run_id))
 
 
 def _compare_params(claim: Claim, runs: list[Run]) -> list[Comparison]:
-    mine = [r for r in runs if r.model == claim.model and r.rec["model"].get("n_params")]
+    mine = [r for r in runs if r.model == claim.model and r.rec.model.n_params]
     if not mine:
         return [Comparison(claim, NOT_COMPARABLE, "no run of this model (parameter count comes from its GGUF)")]
     tol = params_tolerance()
     out = {}
     for r in mine:
-        n = float(r.rec["model"]["n_params"])
+        n = float(r.rec.model.n_params)
         rel = (n - claim.claimed_params) / claim.claimed_params
         verdict = HOLDS if abs(rel) <= tol else NOT_REPRODUCED
         note = f"GGUF tensors count {n / 1e9:.2f}B ({100 * rel:+.1f}%; names round within {100 * tol:g}%)"
         out[r.quant] = Comparison(claim, verdict, note, quant=r.quant, measured=n / 1e9,
-                                  delta=(n - claim.claimed_params) / 1e9, run_ids=(r.rec["run_id"],))
+                                  delta=(n - claim.claimed_params) / 1e9, run_ids=(r.rec.run_id,))
     return [out[q] for q in sorted(out)]
 
 
@@ -198,7 +198,7 @@ def _compare_claim(claim: Claim, runs: list[Run]) -> list[Comparison]:
         diff = setting_mismatch(claim, run)
         if diff:
             rows.append(Comparison(claim, NOT_COMPARABLE, "setting differs: " + "; ".join(diff), quant=q,
-                                   run_ids=(run.rec["run_id"],)))
+                                   run_ids=(run.rec.run_id,)))
             continue
         other = (claim.relation or {}).get("other_model")
         if other:

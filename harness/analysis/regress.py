@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.records import identity
 from harness.records.record import read_record
 from harness.records.runs import Run, load_runs
+from harness.records.schema import RunRecord
 
 OK, IMPROVED, REGRESSED, NOT_COMPARABLE, MISSING = "ok", "improved", "REGRESSED", "not comparable", "no new run"
 
@@ -44,32 +45,27 @@ class Check:
     note: str = ""
 
 
-def _head(rec: dict) -> tuple[str, dict]:
-    key, m = next(iter(rec["metrics"].items()))  # the headline metric comes first (tasks.yaml order)
-    return key, m
-
-
-def _differences(base: dict, new: dict) -> list[str]:
+def _differences(base: RunRecord, new: RunRecord) -> list[str]:
     """Why two records are not the same measurement (harness.records.identity); empty when they are."""
     return identity.differences(identity.of_record(base), identity.of_record(new))
 
 
-def check_one(base: dict, new: dict | None, alpha: float, max_drop: float) -> Check:
+def check_one(base: RunRecord, new: RunRecord | None, alpha: float, max_drop: float) -> Check:
     """Compare one baseline record with the new record of the same model, quant and task."""
-    m, t = base["model"], base["task"]
-    c = Check(m["name"], m["quant"], t["name"], MISSING)
-    key, bm = _head(base)
-    c.baseline = 100 * bm["value"]
+    c = Check(base.model.name, base.model.quant, base.task.name, MISSING)
+    key, bm = base.headline()
+    c.baseline = 100 * bm.value
     if new is None:
         c.note = "no new run of this model, quant and task"
         return c
-    c.new = 100 * new["metrics"].get(key, {}).get("value", float("nan"))
+    nm = new.metrics.get(key)
+    c.new = 100 * nm.value if nm else float("nan")
     diff = _differences(base, new)
     if diff:
         c.status, c.note = NOT_COMPARABLE, "; ".join(diff)
         return c
-    a = {(s["task"], s["doc_id"]): s["correct"] for s in base["samples"]}
-    b = {(s["task"], s["doc_id"]): s["correct"] for s in new["samples"]}
+    a = {(s.task, s.doc_id): s.correct for s in base.samples}
+    b = {(s.task, s.doc_id): s.correct for s in new.samples}
     shared = set(a) & set(b)
     c.n = len(shared)
     c.worse = sum(1 for k in shared if a[k] and not b[k])
@@ -96,7 +92,7 @@ def regress(baselines_dir: Path, results_dir: Path, alpha: float = 0.05, max_dro
     for p in base_paths:
         base = read_record(p)
         cands = [r for r in runs if (r.model, r.quant, r.task) ==
-                 (base["model"]["name"], base["model"]["quant"], base["task"]["name"])]
+                 (base.model.name, base.model.quant, base.task.name)]
         # Prefer a run of the very same setting; else the newest, which will be flagged not comparable.
         same = [r for r in cands if not _differences(base, r.rec)]
         pick: Run | None = max(same or cands, key=lambda r: r.sort_key(), default=None)

@@ -63,7 +63,7 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
     srow = score_rows([r.rec for r in runs])
     counts = collections.Counter(c.verdict for c in comps)
     verdict_counts = ", ".join(f"{counts[v]} {v}" for v in COLOURS if counts[v])
-    hardware = sorted({hardware_text(r.rec["hardware"]) for r in runs}) or ["(no runs yet)"]
+    hardware = sorted({hardware_text(r.rec.hardware) for r in runs}) or ["(no runs yet)"]
 
     plots: dict[str, dict] = {}
     for task in sorted({c.task for c in claims if c.kind == "value" and c.task}):
@@ -71,7 +71,7 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
         if spec["rows"]:
             plots[f"plots/claims-{task}.png"] = spec
     for model in sorted({r.model for r in runs}):
-        kind = next(r.rec["model"].get("kind", "instruct") for r in runs if r.model == model)
+        kind = next(r.rec.model.kind for r in runs if r.model == model)
         keys = {}
         for t in sorted({r.task for r in runs if r.model == model}):
             head = task_spec(t, kind)["metrics"][0]
@@ -82,7 +82,7 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
     plot_list = [{"path": p, "title": (f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
                                        else f"{s['model']}: score vs quant")} for p, s in plots.items()]
     records = [{"file": r.path.name, "model": r.model, "quant": r.quant, "task": r.task, "n": r.n,
-                "created": r.rec.get("created", ""), "command": redact_command(r.rec.get("command"))} for r in runs]
+                "created": r.rec.created, "command": redact_command(r.rec.command)} for r in runs]
     ctx = dict(n_runs=len(runs), n_dupes=dupes, n_claims=len(claims), verdict_counts=verdict_counts,
                hardware=hardware, plots=plot_list, records=records)
     # HTML templates are escaped, the markdown one is not.

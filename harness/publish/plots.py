@@ -36,10 +36,10 @@ def quant_spec(model: str, runs: list[Run], key_of: dict[str, str]) -> dict | No
     for r in runs:
         if r.model != model or r.task not in key_of:
             continue
-        m = r.rec["metrics"].get(key_of[r.task])
+        m = r.rec.metrics.get(key_of[r.task])
         if m:
-            series.setdefault(r.task, []).append({"quant": r.quant, "value": 100 * m["value"],
-                                                  "lo": 100 * m["ci95"][0], "hi": 100 * m["ci95"][1]})
+            series.setdefault(r.task, []).append({"quant": r.quant, "value": 100 * m.value,
+                                                  "lo": 100 * m.ci95[0], "hi": 100 * m.ci95[1]})
     if len({p["quant"] for pts in series.values() for p in pts}) < 2:
         return None
     order = {q: i for i, q in enumerate(QUANT_ORDER)}

