@@ -1,5 +1,6 @@
 """Issue #14 part 6: the preflight's KV figure comes from the plan and equals (exact prompt length) or
-bounds (the measured per-task bound used before download) the context the engine really allocates."""
+bounds (the measured per-task bound used before download) the context the engine really allocates, as
+llama.cpp itself reports it (its context size and its KV cache log line: cells, streams, MiB)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.preflight import planned_ctx, prompt_bounds
+from harness.errors import HarnessError
+from harness.run.preflight import fit_or_refuse, planned_ctx, prompt_bounds
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +31,7 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
     def generate(self, prompts, until, max_new_tokens, **kw):  # the real generation, watched
         out = real_generate(self, prompts, until, max_new_tokens, **kw)
         seen.update(longest=max(len(p) for p in prompts), budget=max(max_new_tokens), cells=self._ctx_size,
-                    streams=self._n_seq)
+                    streams=self._n_seq, llama_cpp=self.kv_allocated)
         return out
 
     monkeypatch.setattr(LlamaEngine, "generate", generate)
@@ -44,6 +46,17 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
     exact = planned_ctx([plan], settings, longest={task: seen["longest"]})["tasks"][task]
     assert exact["gen_budget"] == seen["budget"]
     assert exact["cells"] == seen["cells"]  # from the exact prompt length: the engine's allocation, to the cell
+    # ... and what llama.cpp says it allocated: its n_ctx, and its KV log line's cells x streams and size.
+    reported = seen["llama_cpp"]["report"]
+    assert seen["llama_cpp"]["cells"] == exact["cells"] == reported["cells_per_stream"] * reported["streams"]
+    assert reported["streams"] == seen["streams"]
+    from harness.models.gguf_check import check_gguf
+
+    shape = check_gguf(Path(engine.model_path), entry)
+    figures = fit_or_refuse(1, shape, [plan], settings, "test", placed=("cpu", []), available=1 << 50,
+                            longest={task: seen["longest"]})  # the preflight itself, from the header's shape
+    assert figures["n_ctx"] == exact["cells"] and reported["layers"] == shape["n_layer"]
+    assert f"{figures['kv_bytes'] / 2**20:.2f}" == reported["mib"]  # the bytes, to the 0.01 MiB llama.cpp prints
     bound = planned_ctx([plan], settings)["tasks"][task]  # before download: the measured per-task bound
     assert bound["prompt_tokens"] >= seen["longest"] and bound["cells"] >= seen["cells"]
     per_stream = seen["cells"] // seen["streams"]
@@ -51,3 +64,18 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
           f"{bound['cells']} cells (<= {bound['prompt_tokens']}-token prompt): "
           f"+{(bound['cells'] - seen['cells']) // seen['streams']} cells per stream of {per_stream}")
     assert prompt_bounds().longest  # the table the bound came from is loaded and validated
+
+
+def test_a_context_llama_cpp_sizes_otherwise_than_planned_is_refused(engine):
+    """The engine's check after each context creation: a real context whose cells differ from the planned
+    figure (the one the preflight judged) is an error naming both, not a silently larger cache."""
+    from harness.backends.llamacpp.engine import check_kv_allocation
+
+    engine._ensure_ctx(1000, 1)
+    assert engine.kv_allocated["cells"] == 1024 == engine.kv_allocated["report"]["cells_per_stream"]
+    lc = engine.lc
+    params = lc.llama_context_default_params()
+    params.n_ctx, params.n_seq_max = 2048, 1
+    ctx = lc.llama_init_from_model(engine.model, params)  # a real context of 2048 cells
+    with pytest.raises(HarnessError, match="allocated 2048 KV cells where 1024 were planned"):
+        check_kv_allocation(lc, ctx, 1024)  # frees the context it refuses

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -137,6 +138,11 @@ def cluster_by_prefix(seqs: list[list[int]], min_shared: int, reserve: list[int]
 
 
 _LOG_INFO, _LOG_ERROR, _LOG_CONT = 2, 4, 5  # enum ggml_log_level (ggml.h)
+# llama.cpp's report of a new context's KV cache (src/llama-kv-cache.cpp, llama_kv_cache's constructor):
+# "llama_kv_cache: size =  405.00 MiB (  2048 cells,  30 layers,  9/9 seqs), K (f16): ..." where the cells
+# are per stream and "9/9" is n_seq_max/n_stream. The last one seen, for the check after each context.
+_KV_LINE = re.compile(rb"llama_kv_cache: size = *([0-9.]+) MiB \( *(\d+) cells, *(\d+) layers, *(\d+)/(\d+) seqs\)")
+_kv_report: list[dict | None] = [None]
 
 
 class LlamaEngine:
@@ -191,6 +197,7 @@ class LlamaEngine:
         self.threads = self.settings.threads or os.cpu_count() or 1
         self._ctx = None
         self._ctx_size = 0
+        self.kv_allocated: dict | None = None  # the last context's KV cells, as llama.cpp reported them
         self._batch = None
         self._piece_cache: dict[int, bytes] = {}
         # Diagnostics (scripts/bench_backends.py): when a dict, generation records per prompt the greedy
@@ -274,12 +281,14 @@ class LlamaEngine:
         cparams.flash_attn_type = (
             lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.settings.flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
+        _kv_report[0] = None
         ctx = lc.llama_init_from_model(self.model, cparams)
         if not ctx:
             raise HarnessError(
                 f"llama.cpp could not create a context of {n_ctx} tokens for {Path(self.model_path).name}",
                 "free memory, lower --parallel, or use a smaller quant.",
             )
+        self.kv_allocated = check_kv_allocation(lc, ctx, n_ctx)
         self._ctx, self._ctx_size, self._n_seq, self._unified = ctx, n_ctx, n_seq, unified
         self._mem = lc.llama_get_memory(ctx)
         self._batch = lc.llama_batch_init(self.settings.n_batch, 0, 1)
@@ -602,6 +611,8 @@ class LlamaEngine:
         def _cb(level, text, user_data):
             level = last[0] if level == _LOG_CONT else level  # CONT continues the previous message
             last[0] = level
+            if b"llama_kv_cache: size" in text:
+                _kv_report[0] = _parse_kv_line(text)
             if verbose or level == _LOG_ERROR:
                 os.write(2, text)
 
@@ -646,3 +657,30 @@ def high_level_llama(model_path: str | Path, **kwargs):
         return Llama(model_path=str(model_path), **kwargs)
     finally:
         llama_cpp.llama_cpp.llama_model_default_params = real
+
+
+def _parse_kv_line(text: bytes) -> dict | None:
+    m = _KV_LINE.search(text)
+    if not m:
+        return None
+    mib, cells, layers, seqs, streams = m.groups()
+    return {"mib": mib.decode(), "cells_per_stream": int(cells), "layers": int(layers), "n_seq_max": int(seqs),
+            "streams": int(streams)}
+
+
+def check_kv_allocation(lc, ctx, planned: int) -> dict:
+    """What llama.cpp allocated for a new context, checked against the cells planned (the figure the memory
+    preflight judged, harness/run/preflight.py): ``cells`` (llama_n_ctx) and llama.cpp's own KV report
+    (its log line: cells per stream, streams, MiB). A difference means the preflight misjudged the memory:
+    an error, never a silent larger cache."""
+    cells = lc.llama_n_ctx(ctx)
+    report = _kv_report[0]
+    reported = report["cells_per_stream"] * report["streams"] if report else cells
+    if cells != planned or reported != planned:
+        lc.llama_free(ctx)
+        raise HarnessError(
+            f"llama.cpp allocated {max(cells, reported)} KV cells where {planned} were planned and checked for memory",
+            "report this: the preflight's context sizing (harness/run/preflight.py round_ctx) no longer matches "
+            "this llama.cpp build.",
+        )
+    return {"cells": cells, "report": report}
