@@ -11,7 +11,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock
+.PHONY: llama-tools setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock
 
 # Every machine installs the same versions: constraints.txt pins the whole environment (`make lock`).
 LOCK      := constraints.txt
@@ -97,3 +97,9 @@ test-fast: setup  ## tests without the real model
 
 lint: setup
 	$(BIN)/ruff check harness tests scripts
+
+# llama.cpp's own llama-bench and llama-batched-bench, from the sources in the pinned llama-cpp-python
+# sdist (pip download), CPU build with the pip build's settings; cached in build/llama-tools (~10 min on
+# 2 cores the first time). scripts/llama_cpp_floor.py prints their rates beside `harness speed`.
+llama-tools: setup  ## build llama.cpp's llama-bench / llama-batched-bench into build/llama-tools/bin
+	PYTHON=$(BIN)/python scripts/build_llama_tools.sh build/llama-tools
