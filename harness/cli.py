@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,11 @@ from harness.errors import HarnessError
 from harness.paths import DATA_DIR_ENV, RESULTS_DIR
 from harness.paths import data_dir as resolve_data_dir
 from harness.redact import redact_text
+
+if TYPE_CHECKING:
+    from harness.backends.server.run import ServerBackend
+    from harness.models.catalogue import ModelEntry
+    from harness.run.bench import BenchOptions
 
 # More threads than this machine has cores only slows llama.cpp down (they contend for the same cores).
 THREADS = click.IntRange(0, os.cpu_count() or 1)
@@ -160,7 +166,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     _bench(opts)
 
 
-def _bench(opts) -> None:
+def _bench(opts: BenchOptions) -> None:
     """``harness bench`` from its options: the server route, or the model fetched (judged first) and run here."""
     from dataclasses import replace
 
@@ -232,7 +238,7 @@ def parse_tasks(spec: str) -> list[str]:
     return names
 
 
-def _server_backend(entry, opts):
+def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
     """``bench --backend server``: the same tasks through an OpenAI-compatible server."""
     from harness.backends.server.client import ServerClient
     from harness.backends.server.run import ServerBackend, api_key_from_env

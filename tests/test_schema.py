@@ -139,3 +139,22 @@ def test_a_missing_field_and_a_future_schema_are_named(tmp_path):
     write_json(tmp_path / "b.json", dict(rec, schema_version=3))
     with pytest.raises(UnreadableRecord, match="schema version 3; this harness reads 1 and 2"):
         read_record(tmp_path / "b.json")
+
+
+def test_the_builder_refuses_a_record_that_would_not_read_back():
+    from harness.errors import HarnessError
+    from harness.records.schema import build_record
+
+    parts = dict(created="2026-11-30T00:00:00+00:00", stem="s", harness_version=None, harness_commit=None,
+                 command=None, packages=None, model={"name": "m", "kind": "instruct", "quant": "Q4_1"},
+                 backend={"settings": {}}, hardware={"cpu": "c", "cores": 2, "ram_gib": 1.0, "gpu": None},
+                 task={"name": "gsm8k", "config_hash": "h", "num_fewshot": 8, "chat": True, "full": False,
+                       "n": 1, "n_total": 2},
+                 metrics={"exact_match,strict-match": {"average": "micro", "value": 1.0, "stderr": None,
+                                                       "ci95": [0.0, 1.0], "n": 1}},
+                 per_subtask={}, samples=[{"task": "gsm8k", "doc_id": 0, "correct": True}],
+                 timing={"wall_seconds": 1.0})
+    assert build_record(**parts).task.n == 1
+    parts["timing"] = {"wall_seconds": "1s"}
+    with pytest.raises(HarnessError, match="run record would not be valid: field timing.wall_seconds is str"):
+        build_record(**parts)

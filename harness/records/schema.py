@@ -34,6 +34,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from harness.errors import HarnessError
+
 SCHEMA_VERSION = 2
 SCHEMA_FILE = "record.schema.json"  # under results/: `make schema` writes it, a test keeps it current
 
@@ -314,7 +316,11 @@ def build_record(
         "samples": samples,
         "efficiency": efficiency,
     }
-    return RunRecord.model_validate(_plain(raw))
+    try:
+        return RunRecord.model_validate(_plain(raw))
+    except ValidationError as exc:  # a harness bug: said plainly; the caller has not removed the journal yet
+        raise HarnessError(f"the run record would not be valid: {_message(exc)}",
+                           "report this; the finished requests are kept in the journal, so a rerun resumes.") from exc
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -198,7 +198,7 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
 def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds: float, speed: dict | None,
                    model: ModelEntry | None = None) -> LlamaCppBackend:
     """An engine that is already loaded as a bench backend (tests and scripts that drive :func:`run_task`)."""
-    return LlamaCppBackend.loaded(engine, model, sha, load_seconds, speed)
+    return LlamaCppBackend.loaded(engine, model, sha, load_seconds, speed, model_path)
 
 
 def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -> Journal:

@@ -30,10 +30,10 @@ class LlamaCppBackend:
         self._gpu = False
 
     @classmethod
-    def loaded(cls, engine: LlamaEngine, model: ModelEntry, sha: str, load_seconds: float = 0.0,
-               speed: dict | None = None) -> LlamaCppBackend:
+    def loaded(cls, engine: LlamaEngine, model: ModelEntry | None, sha: str, load_seconds: float = 0.0,
+               speed: dict | None = None, model_path: Path | None = None) -> LlamaCppBackend:
         """A backend around an engine that is already loaded (tests, scripts)."""
-        self = cls(model, Path(engine.model_path), engine.settings)
+        self = cls(model, Path(model_path or engine.model_path), engine.settings)
         self.engine, self._sha, self.load_seconds, self.speed = engine, sha, load_seconds, speed
         self._gpu = bool(engine.gpu_offload)
         return self
