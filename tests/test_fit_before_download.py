@@ -15,7 +15,8 @@ import pytest
 from hub_server import FakeHub
 
 from harness.errors import HarnessError
-from harness.models.gguf_check import gguf_summary, local_fetch, read_header_shape
+from harness.models.gguf_check import gguf_summary, read_header_shape
+from harness.models.gguf_header import file_fetch as local_fetch
 from harness.run.preflight import GIB, fit_or_refuse, kv_cache_bytes, planned_ctx
 
 ROOT = Path(__file__).resolve().parent.parent
