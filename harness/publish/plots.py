@@ -18,13 +18,15 @@ QUANT_ORDER = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0",
                "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "IQ3_XXS", "Q2_K", "IQ2_M"]
 
 
-def claims_spec(task: str, comps: list[Comparison]) -> dict:
-    """Data of the measured-vs-claimed plot of one benchmark (value claims only)."""
+def claims_spec(task: str, comps: list[Comparison], any_task: bool = False) -> dict:
+    """Data of the measured-vs-claimed plot of one benchmark (value claims only); ``any_task``: of every
+    comparison given, whatever its benchmark (``task`` then only names the plot)."""
     rows = []
     for c in comps:
-        if c.claim.task != task or c.claim.kind != "value" or c.claim.claimed is None:
+        if (c.claim.task != task and not any_task) or c.claim.kind != "value" or c.claim.claimed is None:
             continue
-        label = f"{c.claim.model} [{c.quant or 'no run'}] ({c.claim.id.split('.')[-1]})"
+        what = f"{c.claim.task} " if any_task else ""
+        label = f"{c.claim.model} {what}[{c.quant or 'no run'}] ({c.claim.id.split('.')[-1]})"
         rows.append({"label": label, "claimed": c.claim.claimed, "measured": c.measured, "lo": c.lo, "hi": c.hi,
                      "verdict": c.verdict, "setting": c.claim.setting_text()})
     return {"kind": "claims", "task": task, "rows": rows}
