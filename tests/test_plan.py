@@ -147,11 +147,11 @@ def test_token_table_reproduces_committed_runs():
     assert dict(table["mmlu/chat"]["points"])[1140] == 211660
 
 
-def _run(args, env=None, **kw):
+def _run(args, env=None, timeout=600):
     import os
 
     return subprocess.run([str(HARNESS), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600, **kw)
+                          env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HARNESS_MEMORY_AVAILABLE": "24GiB", "HARNESS_GPU_FREE": "none",
@@ -188,7 +188,7 @@ def test_estimate_beside_a_real_run(tmp_path, mirror):
     plan counted are the engine's exactly (16 is a measured subset size); the time ratio is printed, not
     asserted (the machine is shared)."""
     out = _run(["bench", "--tasks", "mmlu_cloze", "--limit", "16", "--threads", "2", "--data-dir", str(mirror),
-                "--results-dir", str(tmp_path)], OFFLINE_ENV)
+                "--results-dir", str(tmp_path)], OFFLINE_ENV, timeout=3600)  # ~15 s on an idle 2-core machine
     assert out.returncode == 0, out.stderr[-3000:]
     assert "plan: smollm2-135m Q4_1 mmlu_cloze[16]" in out.stderr
     check = _run(["plan", "--check-runs", "--results-dir", str(tmp_path)], OFFLINE_ENV)
@@ -198,3 +198,39 @@ def test_estimate_beside_a_real_run(tmp_path, mirror):
     row = next(ln for ln in check.stdout.splitlines() if ln.startswith("smollm2-135m Q4_1 mmlu_cloze[16]"))
     assert f" {rec['timing']['prompt_tokens']} / {rec['timing']['prompt_tokens']} " in f" {' '.join(row.split())} "
     assert "est/actual" in check.stdout
+
+
+def test_hub_model_plan_reads_only_the_header(tmp_path, mirror):
+    """An hf: model and a catalogue entry without sizes, against a fake Hub on 127.0.0.1: the plan takes the
+    sizes from the Hub's metadata and the shape from a 1 MiB range read of the header, never a weight byte."""
+    from hub_server import FakeHub
+    from test_fit_before_download import (
+        Q4,
+        Q4_SIZE,
+        REPO,
+        env_for,
+        llama70b_header_gguf,
+        tasks_dir,
+        weight_bytes_served,
+    )
+
+    tasks_dir(tmp_path)
+    g = llama70b_header_gguf(tmp_path / "70b.gguf")
+    with FakeHub() as hub:
+        hub.files[(REPO, Q4)] = g
+        hub.fake_size[Q4] = Q4_SIZE
+        hub.files[("acme/big-GGUF", "Big-70B-Instruct-Q4_K_M.gguf")] = g
+        hub.fake_size["Big-70B-Instruct-Q4_K_M.gguf"] = Q4_SIZE
+        env = env_for(hub, tmp_path, mirror, HARNESS_MEMORY_AVAILABLE="24GiB", HARNESS_GPU_FREE="none",
+                      HARNESS_DISK_FREE="500GiB")
+        for model in ("hf:acme/big-GGUF/Big-70B-Instruct-Q4_K_M.gguf", "llama3.3-70b"):
+            out = subprocess.run([str(HARNESS), "plan", model, "--quant", "Q4_K_M", "--tasks", "gsm8k", "--rates",
+                                  "reference"], capture_output=True, text=True, env=env, timeout=300)
+            assert out.returncode == 0, out.stderr
+            row = next(ln for ln in out.stdout.splitlines() if ln.startswith("Q4_K_M"))
+            assert f"{Q4_SIZE / 1e9:.1f} GB" in row and "≈" not in row  # the Hub's size, not an estimate
+            assert "does not fit" in row
+            assert "GGUF header (1 MiB range read)" in out.stdout
+        for name in (Q4, "Big-70B-Instruct-Q4_K_M.gguf"):
+            assert weight_bytes_served(hub, name, g) == 0
+        assert all(r and r.startswith("bytes=0-") for m, p, r in hub.log if m == "GET" and "/resolve/" in p)

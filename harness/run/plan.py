@@ -396,6 +396,9 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
 def recommend(quants: list[QuantPlan], budget_hours: float | None) -> tuple[str | None, str]:
     """The largest quant that fits (RAM, or GPU offload with the rest in RAM), has room on disk and, with a
     budget, whose point estimate is within it."""
+    if not any(q.size and q.shape for q in quants):
+        return None, ("the size or shape is unknown before download: the Hub was not asked (HF_HUB_OFFLINE) or did "
+                      "not answer, and the catalogue has neither")
     ok = [q for q in quants if q.fits and q.disk_ok and q.size]
     if not ok:
         return None, "no quant fits this machine's memory and disk"
@@ -433,7 +436,8 @@ def render(plan: Plan) -> str:
     gpu = ("no GPU" if not plan.gpus else
            ", ".join(f"{g['device']} {g['free_bytes'] / GIB:.1f} GiB free" for g in plan.gpus))
     lines = [
-        f"plan: {plan.model} ({plan.kind}, {plan.params / 1e9:.2f}B params): {tasks}; --parallel {plan.n_parallel}",
+        f"plan: {plan.model} ({plan.kind}, {f'{plan.params / 1e9:.2f}B' if plan.params else 'unknown'} params): "
+        f"{tasks}; --parallel {plan.n_parallel}",
         f"this machine: {plan.available / GIB:.1f} GiB RAM available, {gpu}, "
         f"{plan.disk_free / GIB:.1f} GiB free in {plan.disk_path}",
         f"rates: {plan.probe.describe()}",
