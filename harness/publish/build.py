@@ -87,7 +87,8 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
                            any_task=True)
     if measured["rows"]:
         plots["plots/claims-measured.png"] = measured
-    plot_list = [{"path": p, "title": (f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
+    plot_list = [{"path": p, "title": ("claims with a measurement" if s.get("task") == "measured" else
+                                       f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
                                        else f"{s['model']}: score vs quant")} for p, s in plots.items()]
     # The summary: headline scores, judged claims and the plots of what was measured; then what awaits a run.
     heads = headline_rows(runs)

@@ -67,7 +67,9 @@ def render(spec: dict) -> bytes:
 
 def _claims_figure(plt, spec: dict):
     rows = spec["rows"]
-    fig, ax = plt.subplots(figsize=(8, 0.38 * max(len(rows), 3) + 1.2))
+    compact = spec["task"] == "measured"  # the summary's plot: beside the text, so narrow and legible
+    fig, ax = plt.subplots(figsize=(5.0, 0.5 * max(len(rows), 2) + 1.3) if compact
+                           else (8, 0.38 * max(len(rows), 3) + 1.2))
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         ax.plot([r["claimed"]], [y], marker="D", color="black", markersize=5, linestyle="none",
@@ -78,13 +80,17 @@ def _claims_figure(plt, spec: dict):
                         fmt="o", color=col, capsize=3, markersize=5)
     ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
     ax.set_xlim(0, 100)
-    ax.set_xlabel("score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond")
-    ax.set_title(f"{spec['task']}: measured vs claimed")
+    ax.set_xlabel("score (%): measured, 95% interval (colour: verdict); claimed: black diamond"
+                  if compact else "score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond")
+    ax.set_title("claims with a measurement" if compact else f"{spec['task']}: measured vs claimed")
     ax.grid(axis="x", alpha=0.3)
     handles = [plt.Line2D([], [], marker="D", color="black", linestyle="none", label="claimed")]
     handles += [plt.Line2D([], [], marker="o", color=c, linestyle="none", label=v) for v, c in COLOURS.items()
                 if v != "not comparable"]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    if compact:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=7, frameon=False)
+    else:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return fig
 
 
