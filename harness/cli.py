@@ -148,6 +148,9 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     task_list = parse_tasks(tasks)
     entry = resolve(model, quant)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
+    from harness.run.console import configure
+
+    configure(verbose, Path(results_dir) / ".journal" / "console.log")  # what lm-eval prints goes there
     if backend == "server" or base_url:
         entry = _decided_kind(entry, kind)
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
@@ -249,12 +252,9 @@ def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, re
 
 
 def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
-    from harness.publish.report import score_table
+    from harness.run.console import final_summary
 
-    click.echo(score_table(paths))
-    for p in paths:
-        click.echo(f"record: {p}")
-    _echo_claims(results_dir, model)
+    click.echo(final_summary(paths, results_dir, model))
 
 
 def _echo_claims(results_dir: Path, model: str | None) -> None:

@@ -248,7 +248,9 @@ def _calibrate_here(n_parallel: int, path: Path, cores: int | None) -> None:
     weights = Path(path_gguf).stat().st_size
     shape = read_header_shape(local_fetch(Path(path_gguf)))
     engine = LlamaEngine(path_gguf, EngineSettings(threads=1, n_parallel=n_parallel))
-    saved = speed_mod.time
+    saved = getattr(speed_mod, "time", None)
+    if saved is None or not hasattr(saved, "perf_counter"):
+        raise HarnessError("the speed probe no longer times with time.perf_counter", "update rates._calibrate_here.")
     speed_mod.time = types.SimpleNamespace(perf_counter=clock)  # `harness speed`'s probe, on the CPU-time clock
     try:
         speed = speed_mod.probe(engine, repeats=5)
