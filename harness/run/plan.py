@@ -223,7 +223,8 @@ def _offline() -> bool:
 def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int | None, str, int, dict | None, str]:
     """Size (and where it came from), bytes to download, shape (and where from) of one quant. ``local``:
     a file already on this machine gives both (its size, its header)."""
-    from harness.models.gguf_check import local_fetch, read_header_shape
+    from harness.models.gguf_check import read_header_shape
+    from harness.models.gguf_header import file_fetch
     from harness.models.locate import cached_model_path, local_model_path
 
     path = None
@@ -236,7 +237,7 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
     if path is not None:
         shards = re.sub(r"-00001-of-(\d+)\.gguf$", r"-*-of-\1.gguf", Path(path).name)
         size = sum(p.stat().st_size for p in Path(path).parent.glob(shards))
-        return size, "file here", 0, read_header_shape(local_fetch(Path(path))), "GGUF header (file here)"
+        return size, "file here", 0, read_header_shape(file_fetch(Path(path))), "GGUF header (file here)"
     size, source = entry.files.size, "catalogue"
     shape, shape_source = None, ""
     if network and not _offline() and entry.repo and entry.files.files:

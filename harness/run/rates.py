@@ -239,14 +239,15 @@ def _calibrate_here(n_parallel: int, path: Path, cores: int | None) -> None:
     from harness.backends.llamacpp import speed as speed_mod
     from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
     from harness.models.catalogue import resolve
-    from harness.models.gguf_check import local_fetch, read_header_shape
+    from harness.models.gguf_check import read_header_shape
+    from harness.models.gguf_header import file_fetch
     from harness.models.locate import local_model_path
 
     clock = time.process_time
     entry = resolve("smollm2-135m")
     path_gguf = local_model_path(entry)
     weights = Path(path_gguf).stat().st_size
-    shape = read_header_shape(local_fetch(Path(path_gguf)))
+    shape = read_header_shape(file_fetch(Path(path_gguf)))
     engine = LlamaEngine(path_gguf, EngineSettings(threads=1, n_parallel=n_parallel))
     saved = getattr(speed_mod, "time", None)
     if saved is None or not hasattr(saved, "perf_counter"):
