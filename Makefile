@@ -102,5 +102,5 @@ lint: setup
 # llama.cpp's own llama-bench and llama-batched-bench, from the sources in the pinned llama-cpp-python
 # sdist (pip download), CPU build with the pip build's settings; cached in build/llama-tools (~10 min on
 # 2 cores the first time). scripts/llama_cpp_floor.py prints their rates beside `harness speed`.
-llama-tools: setup  ## build llama.cpp's llama-bench / llama-batched-bench into build/llama-tools/bin
+llama-tools: setup  ## build llama.cpp's llama-bench / llama-batched-bench into build/llama-tools/cmake/bin
 	PYTHON=$(BIN)/python scripts/build_llama_tools.sh build/llama-tools
