@@ -30,17 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _llama_bench(tool: Path, model: Path, threads: int, args: list[str]) -> float:
-    """Mean tokens/s of one llama-bench test (JSON output; 3 repetitions)."""
-    out = subprocess.run([str(tool), "-m", str(model), "-t", str(threads), "--repack", "0", "-r", "3",
-                          "-o", "json", *args], capture_output=True, text=True, check=True).stdout
+def _llama_bench(tool: Path, model: Path, threads: int, n_batch: int, args: list[str]) -> float:
+    """Mean tokens/s of one llama-bench test (JSON output; 3 repetitions), with the engine's settings:
+    no CPU repacking, flash attention off, one micro-batch of ``n_batch``."""
+    out = subprocess.run([str(tool), "-m", str(model), "-t", str(threads), "--repack", "0", "-fa", "0",
+                          "-b", str(n_batch), "-ub", str(n_batch), "-r", "3", "-o", "json", *args],
+                         capture_output=True, text=True, check=True).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
-def _batched_bench(tool: Path, model: Path, threads: int, parallel: int) -> float:
-    """Text-generation tokens/s of N sequences decoding together after a shared 512-token prompt."""
+def _batched_bench(tool: Path, model: Path, threads: int, n_batch: int, parallel: int) -> float:
+    """Text-generation tokens/s of N sequences decoding together after a shared 512-token prompt, in one
+    unified KV cache (``-kvu``, as the probe's copied prefix), flash attention off, no repacking."""
     out = subprocess.run([str(tool), "-m", str(model), "-t", str(threads), "-tb", str(threads), "--no-repack",
-                          "-c", str(512 + parallel * 16 + 64), "-b", "2048", "-ub", "512", "-npp", "512",
+                          "-kvu", "-fa", "off", "-c", str(512 + parallel * 16 + n_batch), "-b", str(n_batch),
+                          "-ub", str(n_batch), "-npp", "512",
                           "-ntg", "16", "-npl", str(parallel), "-pps", "--output-format", "jsonl"],
                          capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -53,7 +57,7 @@ def main() -> None:
     ap.add_argument("--quant")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--tools", type=Path, default=ROOT / "build" / "llama-tools" / "bin")
+    ap.add_argument("--tools", type=Path, default=ROOT / "build" / "llama-tools" / "cmake" / "bin")
     a = ap.parse_args()
 
     from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
@@ -69,15 +73,16 @@ def main() -> None:
     if path is None:
         sys.exit(f"{entry.name} {entry.quant} is not on this machine: run `harness download {a.model}` first")
 
-    engine = LlamaEngine(path, EngineSettings(threads=a.threads, n_parallel=a.parallel))
+    settings = EngineSettings(threads=a.threads, n_parallel=a.parallel)
+    engine = LlamaEngine(path, settings)
     try:
         ours = probe(engine, prompt_tokens=512, decode_steps=16, repeats=3)
     finally:
         engine.close()
     theirs = {
-        "prompt_tokens_per_s": _llama_bench(bench, path, a.threads, ["-p", "512", "-n", "0"]),
-        "decode_1_tokens_per_s": _llama_bench(bench, path, a.threads, ["-p", "0", "-n", "16", "-d", "512"]),
-        "decode_batched_tokens_per_s": _batched_bench(batched, path, a.threads, a.parallel),
+        "prompt_tokens_per_s": _llama_bench(bench, path, a.threads, settings.n_batch, ["-p", "512", "-n", "0"]),
+        "decode_1_tokens_per_s": _llama_bench(bench, path, a.threads, settings.n_batch, ["-p", "0", "-n", "16", "-d", "512"]),
+        "decode_batched_tokens_per_s": _batched_bench(batched, path, a.threads, settings.n_batch, a.parallel),
     }
     print(f"{entry.name} {entry.quant}, {a.threads} threads, CPU repacking off; tokens/s")
     print(f"{'rate':<28}{'harness speed':>15}{'llama.cpp tool':>16}{'harness/tool':>14}")

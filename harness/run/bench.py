@@ -50,6 +50,7 @@ class BenchOptions:
     skip_bad_rows: bool = False
     verbose: bool = False
     download_only: bool = False
+    budget: float | None = None  # hours the run may take (--budget): the plan line says what fits
     engine: EngineSettings = field(default_factory=EngineSettings)  # the in-process engine's settings
     server: ServerOptions | None = None  # set: run through a server instead of in process
 
