@@ -119,6 +119,7 @@ class LlamaBenchLM(TemplateLM):
                 raise HarnessError(f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`.")
             engine = LlamaEngine(path, EngineSettings(**{k: _num(v) for k, v in settings.items()}))
         self.engine = engine
+        engine.first_decode_unix = None  # this task's start-up ends at its first decode (engine.setup_seconds)
         self.max_gen_toks = int(max_gen_toks)
         self._progress = progress
         self.journal = journal  # finished requests of an interrupted run, and where new ones are saved
