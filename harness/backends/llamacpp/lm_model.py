@@ -127,6 +127,10 @@ class LlamaBenchLM(TemplateLM):
         self._bos = engine.token_text(engine.bos_id) if engine.bos_id >= 0 else ""
         self._eos = engine.token_text(engine.eos_id) if engine.eos_id >= 0 else ""
 
+    def setup_seconds(self) -> float | None:
+        """Seconds from process start to this task's first decode (``LlamaEngine.setup_seconds``)."""
+        return self.engine.setup_seconds()
+
     # -------------------------------------------------------------- tokenizer facts lm-eval asks for
     @property
     def eot_token_id(self) -> int:
