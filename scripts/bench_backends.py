@@ -332,8 +332,9 @@ def main() -> int:
                       f" is {depth:.0f}; batched decode {speed['decode_batched_tokens_per_s']} tok/s at"
                       f" {speed['prompt_len']}, {speed.get('decode_batched_deep_tokens_per_s')} tok/s at"
                       f" {speed.get('deep_len')}")
-    if rows:
-        print(markdown_table(rows, tuple(rows[0])))
+        task_rows = [r for r in rows if r["task"].startswith(f"{task} ")]
+        if task_rows:  # each task's table as soon as it is done (a long run shows its first table early)
+            print(markdown_table(task_rows, tuple(task_rows[0])), flush=True)
     return 0
 
 
