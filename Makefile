@@ -6,12 +6,13 @@ MODEL     ?= smollm2-135m
 TASKS     ?= gsm8k,mmlu
 LIMIT     ?=
 QUANT     ?=
+BUDGET    ?=
 # Local Hub-layout mirror of openai/gsm8k and cais/mmlu; set DATA_DIR= (empty) to use the real Hub.
 DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
-BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(BUDGET),--budget $(BUDGET))
 
-.PHONY: setup setup-rpc setup-cuda bench download test test-fast lint models compare publish smoke regress baseline lock bench-models
+.PHONY: plan llama-tools setup setup-rpc setup-cuda bench download test test-fast lint models compare publish smoke regress baseline lock bench-models
 
 # Every machine installs the same versions: constraints.txt pins the whole environment (`make lock`).
 LOCK      := constraints.txt
@@ -55,6 +56,9 @@ setup-cuda: setup  ## rebuild llama-cpp-python with CUDA for this machine's GPU 
 
 bench: setup  ## run GSM8K and MMLU on MODEL (default smollm2-135m, offline) and print the score table
 	$(BIN)/harness bench $(BENCH_ARGS)
+
+plan: setup  ## what MODEL would cost here, per quant (disk, memory, --gpu-layers, wall time); nothing is downloaded
+	$(BIN)/harness plan $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(BUDGET),--budget $(BUDGET))
 
 download: setup  ## fetch MODEL (QUANT) verified; says first whether this machine could run it, fetches either way
 	$(if $(DATA_DIR),HARNESS_DATA_DIR=$(abspath $(DATA_DIR))) $(BIN)/harness download $(MODEL) $(if $(QUANT),--quant $(QUANT))
@@ -101,3 +105,9 @@ test-fast: setup  ## tests without the real model
 
 lint: setup
 	$(BIN)/ruff check harness tests scripts
+
+# llama.cpp's own llama-bench and llama-batched-bench, from the sources in the pinned llama-cpp-python
+# sdist (pip download), CPU build with the pip build's settings; cached in build/llama-tools (~10 min on
+# 2 cores the first time). scripts/llama_cpp_floor.py prints their rates beside `harness speed`.
+llama-tools: setup  ## build llama.cpp's llama-bench / llama-batched-bench into build/llama-tools/cmake/bin
+	PYTHON=$(BIN)/python scripts/build_llama_tools.sh build/llama-tools

@@ -133,10 +133,12 @@ def verify(model: str, quant: str | None) -> None:
               help="Fetch the model (saying whether it could run here with these settings) and stop.")
 @click.option("--kind", type=click.Choice(["base", "instruct"]),
               help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True),
+              help="Hours the run may take: refused before it starts when `harness plan` estimates more.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, skip_bad_rows, download_only, kind):
+          verbose, skip_bad_rows, download_only, kind, budget):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.backends.llamacpp.engine import EngineSettings
     from harness.models.catalogue import resolve
@@ -146,6 +148,9 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     task_list = parse_tasks(tasks)
     entry = resolve(model, quant)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
+    from harness.run.console import configure
+
+    configure(verbose, Path(results_dir) / ".journal" / "console.log")  # what lm-eval prints goes there
     if backend == "server" or base_url:
         entry = _decided_kind(entry, kind)
         paths = _bench_server(entry, quant is not None, task_list, limit, full, seed, data_dir, results_dir, base_url,
@@ -170,6 +175,10 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         return [plan_task(t, e, limit=limit, full=full, seed=seed, data_dir=resolve_data_dir(data_dir),
                           skip_bad_rows=skip_bad_rows) for t in task_list]
 
+    if not download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
+        from harness.run.plan import bench_plan
+
+        bench_plan(entry, task_list, limit, full, settings, budget, kind, lambda line: click.echo(line, err=True))
     judged = False
     if kind is None and entry.kind == UNDECIDED and not download_only and local_model_path(entry) is None:
         # An hf: GGUF not on this machine: whether it can run is judged first, from the model's shape alone (a
@@ -243,12 +252,9 @@ def _bench_server(entry, quant_given, task_list, limit, full, seed, data_dir, re
 
 
 def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
-    from harness.publish.report import score_table
+    from harness.run.console import final_summary
 
-    click.echo(score_table(paths))
-    for p in paths:
-        click.echo(f"record: {p}")
-    _echo_claims(results_dir, model)
+    click.echo(final_summary(paths, results_dir, model))
 
 
 def _echo_claims(results_dir: Path, model: str | None) -> None:
@@ -301,6 +307,32 @@ def publish(results_dir: str, check: bool) -> None:
     click.echo(f"{len(written)} file(s) updated in {results_dir}" if written else "nothing changed")
     for p in written:
         click.echo(f"  {p}")
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--quant", help="Only this quant (default: every quant of the model).")
+@click.option("--tasks", "-t", default="gsm8k,mmlu", show_default=True, help="Comma-separated tasks, as for bench.")
+@click.option("--limit", type=click.IntRange(min=1), help="Questions per task (default: each task's default subset).")
+@click.option("--full", is_flag=True, help="Every test question.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Hours the run may take: the recommended "
+              "quant must finish within it.")
+@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="As for bench.")
+@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1, help="As for bench (0: judge the CPU only).")
+@click.option("--kind", type=click.Choice(["base", "instruct"]), help="As for bench.")
+@click.option("--rates", type=click.Choice(["here", "reference"]), default="here", show_default=True,
+              help="here: probe this machine now (about a second); reference: the stored reference machine class.")
+@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time.")
+@click.option("--calibrate", is_flag=True, help="Instead: measure the calibration on this machine (the offline model) "
+              "and write tasks/plan_calibration.yaml.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
+def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, rates, check_runs, calibrate,
+         results_dir):
+    """What MODEL would cost here, per quant, before anything is downloaded: disk, memory, --gpu-layers, time."""
+    from harness.run.plan import plan_command
+
+    click.echo(plan_command(model, quant, parse_tasks(tasks), limit, full, budget, parallel, gpu_layers, kind, rates,
+                            check_runs, calibrate, Path(results_dir)))
 
 
 @cli.command()

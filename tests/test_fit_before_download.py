@@ -15,7 +15,8 @@ import pytest
 from hub_server import FakeHub
 
 from harness.errors import HarnessError
-from harness.models.gguf_check import gguf_summary, local_fetch, read_header_shape
+from harness.models.gguf_check import gguf_summary, read_header_shape
+from harness.models.gguf_header import file_fetch
 from harness.run.preflight import GIB, fit_or_refuse, kv_cache_bytes, planned_ctx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +162,7 @@ def test_header_range_read_gives_the_full_files_kv_figure(hub70, tmp_path):
     assert kv_cache_bytes(*(remote[k] for k in keys), cells) == kv_cache_bytes(*(full[k] for k in keys), cells)
     assert remote["fetched"] <= 1 << 20 < len(hub70.data)
     # The same reader over a local file, with a first read smaller than the header: it fetches on.
-    small = read_header_shape(local_fetch(local), first=4096)
+    small = read_header_shape(file_fetch(local), first=4096)
     assert {k: small[k] for k in keys} == {k: full[k] for k in keys}
 
 
@@ -246,7 +247,7 @@ def test_a_model_that_fits_is_judged_then_downloaded_and_run(tmp_path, mirror, s
 def test_header_read_of_a_real_gguf_stops_before_its_vocabulary(smollm2_path):
     from gguf import GGUFReader
 
-    got = read_header_shape(local_fetch(smollm2_path))
+    got = read_header_shape(file_fetch(smollm2_path))
     full = gguf_summary(smollm2_path)
     assert {k: got[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")} == \
         {k: full[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")}

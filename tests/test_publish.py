@@ -73,21 +73,84 @@ def test_committed_results_are_not_stale():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_report_renders_in_headless_chromium(tmp_path):
-    d = _results(tmp_path)
-    publish(d)
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+# Run in the page by the test only (the published page needs no JavaScript): measures the layout at the
+# window's size and writes what it found into the DOM, which --dump-dom returns.
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  const b = document.body, vw = document.documentElement.clientWidth, vh = window.innerHeight;
+  const ok = [...document.images].filter((i) => i.complete && i.naturalWidth > 0).length;
+  b.dataset.imagesLoaded = String(ok);
+  b.dataset.viewport = vw + "x" + vh;
+  b.dataset.scrollWidth = String(document.documentElement.scrollWidth);
+  // Elements reaching past the viewport, other than those inside a box that scrolls by itself.
+  const wide = [...document.querySelectorAll("body *")].filter((e) => !e.closest(".scroll, script, style")
+      && e.getBoundingClientRect().right > vw + 0.5).map((e) => e.tagName + (e.id ? "#" + e.id : ""));
+  b.dataset.wide = wide.slice(0, 5).join(",") || "none";
+  const top = (sel) => document.querySelector(sel).getBoundingClientRect().top;
+  const bottom = (sel) => document.querySelector(sel).getBoundingClientRect().bottom;
+  b.dataset.headlinesBottom = String(Math.round(bottom("#headlines")));
+  b.dataset.judgedTop = String(Math.round(top("#judged")));
+  b.dataset.summaryTop = String(Math.round(top("#summary")));
+  b.dataset.awaitingTop = String(Math.round(top("#awaiting-claims")));
+  b.dataset.order = document.querySelector("#summary").compareDocumentPosition(
+      document.querySelector("#awaiting-claims")) & Node.DOCUMENT_POSITION_FOLLOWING ? "summary-first" : "awaiting-first";
+});
+</script>"""
+
+
+def _chromium(page, tmp_path, *extra):
+    return subprocess.run(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--enable-logging=stderr",
-         "--dump-dom", (d / "report.html").as_uri()],
+         "--window-size=1280,800", *extra, page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    """At 1280x800: the summary (headline scores, judged claims) is on the first screen and comes before the
+    claims awaiting a measurement; nothing but the long tables' own boxes is wider than the window; every plot
+    loads; the page itself has no script."""
+    d = _results(tmp_path)
+    publish(d)
+    html = (d / "report.html").read_text()
+    assert "<script" not in html
+    page = d / "report-probe.html"  # beside it: the plots' relative paths resolve the same
+    page.write_text(html.replace("</body>", LAYOUT_PROBE + "\n</body>"))
+    proc = _chromium(page, tmp_path, "--dump-dom")
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
-    total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))
-    loaded = re.search(r'data-images-loaded="(\d+)"', dom)
-    assert total >= 2 and loaded and int(loaded.group(1)) == total, "a plot failed to load"
-    assert dom.count('<tr data-verdict=') >= 40
+    got = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<body[^>]*>", dom).group(0)))
+    # The window is 1280x800; headless Chromium keeps room for its (hidden) toolbars, so the page's own viewport
+    # is shorter: the first-screen checks below hold against that shorter height, so at 800 px too.
+    width, height = map(int, got["viewport"].split("x"))
+    assert width == 1280 and height <= 800, got
+    total = int(got["images-total"])
+    assert total >= 2 and int(got["images-loaded"]) == total, "a plot failed to load"
+    assert got["order"] == "summary-first"
+    assert got["wide"] == "none" and int(got["scroll-width"]) <= 1280, got
+    assert int(got["summary-top"]) < height and int(got["judged-top"]) < height, got  # the first screen
+    assert int(got["headlines-bottom"]) <= height, got
+    assert int(got["summary-top"]) < int(got["awaiting-top"]), got
+    assert dom.count("<tr data-verdict=") >= 40
     assert "Uncaught" not in proc.stderr and ":CONSOLE(" not in proc.stderr
+    shot = tmp_path / "first-screen.png"  # for a person to look at (pytest keeps tmp_path)
+    _chromium(page, tmp_path, f"--screenshot={shot}")
+    print(f"first screen: {shot}; layout: {got}")
+
+
+def test_summary_leads_the_readme(tmp_path):
+    d = _results(tmp_path)
+    publish(d)
+    readme = (d / "README.md").read_text()
+    order = [readme.index(h) for h in ("## Headline scores", "## Judged claims", "## Claims awaiting a measurement",
+                                       "## All claims")]
+    assert order == sorted(order)
+    # Each awaiting group: the command that measures it (its tasks without a run: mmlu has two here) and its
+    # estimate on the reference machine class.
+    assert "`make bench MODEL=llama3.1-8b-instruct TASKS=gsm8k,mmlu_cot`: Q4_K_M: ~" in readme
+    assert "`make bench MODEL=llama3.1-8b TASKS=gsm8k,mmlu`: Q4_K_M: ~" in readme
+    assert "does not fit (needs" in readme  # the 70B and 405B on a 24 GiB reference machine
+    assert "reference machine class: an idle 2-core machine" in readme

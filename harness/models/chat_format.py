@@ -18,14 +18,13 @@ with two deliberate differences, both recorded in every run record:
 
 from __future__ import annotations
 
-import mmap
 import re
-import struct
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.models.gguf_header import HeaderError, read_file_header, read_header
 
 # The Llama 3.1 template's own default date (its release day); the 3.2 template falls back to it too when no
 # clock is given (https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct/blob/main/tokenizer_config.json).
@@ -129,112 +128,31 @@ def marker_of(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- GGUF header
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-
-
 _WANT = {"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
          "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens",
          "tokenizer.ggml.token_type", "general.architecture"}
-# Growing reads (each fetches only what the last did not): most headers fit the first MiB, a Llama 3 header
-# (128k tokens, 280k merges) is ~9 MB; tensor data, which follows, is never asked for beyond the last step.
-_REMOTE_READS = (1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)
-
-
-class _Truncated(ValueError):
-    """The bytes end before the key-value section does."""
 
 
 def gguf_tokenizer_facts(path: Path) -> dict:
-    """The tokenizer metadata of a GGUF (template, BOS/EOS/EOT ids, token texts and types), read fast.
-
-    The gguf package's reader builds every array field (280k merges of a Llama 3 vocabulary take seconds);
-    this reads only the key-value section, decoding just the keys asked for and skipping the rest.
-    """
+    """The tokenizer metadata of a GGUF (template, BOS/EOS/EOT ids, token texts and types), read fast:
+    only the header's key/values, decoding just the keys asked for (harness/models/gguf_header.py)."""
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return _tokenizer_kv(m)
-    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise HarnessError(f"cannot read the tokenizer metadata of {Path(path).name}: {exc}",
+        return read_file_header(path, _WANT).values
+    except HeaderError as exc:
+        raise HarnessError(f"cannot read the tokenizer metadata of {Path(path).name}: "
+                           f"{exc.message.removeprefix(Path(path).name + ': ')}",
                            "check that it is a complete GGUF file (download it again).") from exc
 
 
 def remote_tokenizer_facts(fetch, name: str) -> dict:
     """:func:`gguf_tokenizer_facts` of a file not downloaded yet, through ``fetch(start, end)`` range reads
     of its first bytes (1 MiB, growing only for a larger header): no weights are fetched."""
-    for size in _REMOTE_READS:
-        buf = fetch(0, size - 1)
-        try:
-            return _tokenizer_kv(buf)
-        except (_Truncated, struct.error) as exc:
-            if len(buf) < size:  # the whole file was read: it is truncated
-                raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc}",
-                                   "the file on the Hub is not a complete GGUF file.") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc}",
-                               "the file on the Hub is not a complete GGUF file.") from exc
-    raise HarnessError(f"the GGUF header of {name} is larger than {_REMOTE_READS[-1] >> 20} MiB",
-                       "download it first (`harness download`), or pass --kind base|instruct.")
-
-
-def _tokenizer_kv(m) -> dict:
-    """The wanted keys of a GGUF key-value section held in ``m`` (mmap or bytes)."""
-    if bytes(m[:4]) != b"GGUF":
-        raise ValueError("bad magic")
-    (version,) = struct.unpack_from("<I", m, 4)
-    if version < 2:
-        raise ValueError(f"GGUF version {version} is not supported")
-    (n_kv,) = struct.unpack_from("<Q", m, 16)
-    pos = 24
-    out: dict = {}
-    for _ in range(n_kv):
-        key, pos = _read_str(m, pos)
-        (vtype,) = struct.unpack_from("<I", m, pos)
-        pos += 4
-        value, pos = _read_value(m, pos, vtype, key in _WANT)
-        if key in _WANT:
-            out[key] = value
-    return out
-
-
-def _need(m, pos: int, n: int) -> None:
-    """A length field that points past the end of the file: truncated or corrupt, not a huge loop."""
-    if n < 0 or pos + n > len(m):
-        raise _Truncated(f"truncated or corrupt header (a field of {n} bytes at offset {pos})")
-
-
-def _read_str(m, pos: int) -> tuple[str, int]:
-    (n,) = struct.unpack_from("<Q", m, pos)
-    pos += 8
-    _need(m, pos, n)
-    return bytes(m[pos:pos + n]).decode("utf-8", errors="replace"), pos + n
-
-
-def _read_value(m, pos: int, vtype: int, keep: bool):
-    if vtype == _STRING:
-        if keep:
-            return _read_str(m, pos)
-        (n,) = struct.unpack_from("<Q", m, pos)
-        _need(m, pos + 8, n)
-        return None, pos + 8 + n
-    if vtype in _SCALARS:
-        fmt = _SCALARS[vtype]
-        return struct.unpack_from(fmt, m, pos)[0], pos + struct.calcsize(fmt)
-    if vtype == _ARRAY:
-        etype, count = struct.unpack_from("<IQ", m, pos)
-        pos += 12
-        _need(m, pos, count * (struct.calcsize(_SCALARS[etype]) if etype in _SCALARS else 8))
-        if etype in _SCALARS:
-            size = struct.calcsize(_SCALARS[etype])
-            vals = list(struct.iter_unpack(_SCALARS[etype], m[pos:pos + size * count])) if keep else None
-            return ([v[0] for v in vals] if keep else None), pos + size * count
-        items = []
-        for _ in range(count):
-            v, pos = _read_value(m, pos, etype, keep)
-            if keep:
-                items.append(v)
-        return (items if keep else None), pos
-    raise ValueError(f"unknown GGUF value type {vtype}")
+    try:
+        return read_header(fetch, _WANT).values
+    except HeaderError as exc:
+        raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc.message}",
+                           "the file on the Hub is not a complete GGUF file; pass --kind base|instruct "
+                           "to run it anyway, or pick another file.") from exc
 
 
 # ---------------------------------------------------------------------------------------------- kind evidence

@@ -1,4 +1,4 @@
-"""Read a GGUF header (gguf package) and check it against the catalogue: magic, architecture, params.
+"""Check a GGUF header against the catalogue (magic, architecture, params) and read a model's shape.
 
 Catches broken uploads (an 8 MB "Q4_K_M" exists on the Hub) and files that are not Llama models
 before llama.cpp is asked to load them.
@@ -6,12 +6,12 @@ before llama.cpp is asked to load them.
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.models.gguf_header import FIRST_READ, HeaderError, read_file_header, read_header
 
 # Architectures the harness evaluates: Llama 3.x and SmolLM2 all report "llama".
 SUPPORTED_ARCHS = {"llama"}
@@ -22,34 +22,31 @@ PARAMS_TOLERANCE = 0.05  # GGUF tensor count vs catalogue figure (tied embedding
 
 
 def gguf_summary(path: Path) -> dict:
-    """Architecture, name and parameter count (sum of tensor elements) of a GGUF file."""
+    """Architecture, name, shape and parameter count (sum of tensor elements) of a GGUF file, from its
+    header alone (harness/models/gguf_header.py); a file shorter than its tensors say is damaged."""
     path = Path(path)
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise HarnessError(f"{path.name} is not a GGUF file (bad magic)", "download the model again or pass a .gguf file.")
-    from gguf import GGUFReader
-
     try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # truncated files fail in numpy/struct with various types
-        raise HarnessError(f"{path.name} is a damaged GGUF file ({type(exc).__name__}: {exc})", "download it again.") from exc
-
-    def field(key: str) -> str | None:
-        fld = reader.fields.get(key)
-        return bytes(fld.parts[fld.data[0]]).decode("utf-8", "replace") if fld else None
-
-    def num(key: str, default: int = 0) -> int:
-        fld = reader.fields.get(key)
-        return int(fld.parts[fld.data[0]][0]) if fld else default
-
-    arch = field("general.architecture") or ""
+        header = read_file_header(path, _not_tokenizer, tensors=True)
+    except HeaderError as exc:
+        raise HarnessError(f"{path.name} is a damaged GGUF file ({exc.message.removeprefix(path.name + ': ')})",
+                           "download it again, or pass a complete .gguf file.") from exc
+    size = path.stat().st_size
+    if header.data_end is not None and size < header.data_end:
+        raise HarnessError(f"{path.name} is a damaged GGUF file (truncated: its tensors need {header.data_end:,} "
+                           f"bytes, the file has {size:,})", "download it again.")
+    arch = header.text("general.architecture") or ""
     return {
-        **model_shape(arch, num),
+        **model_shape(arch, header.num),
         "architecture": arch or None,
-        "name": field("general.name"),
-        "n_params": sum(int(t.n_elements) for t in reader.tensors),
-        "split_count": int(reader.fields["split.count"].parts[-1][0]) if "split.count" in reader.fields else 1,
+        "name": header.text("general.name"),
+        "n_params": sum(header.tensor_elements or ()),
+        "split_count": header.num("split.count", 1),
     }
+
+
+def _not_tokenizer(key: str) -> bool:
+    """Keys kept by the shape reads: all but the tokenizer's (its arrays are most of a header)."""
+    return not key.startswith("tokenizer.")
 
 
 def check_gguf(path: Path, entry=None, more_shards: list[Path] = ()) -> dict:
@@ -100,52 +97,7 @@ def model_shape(arch: str, num: Callable[[str, int], int]) -> dict:
     }
 
 
-# GGUF value types and the struct format of the fixed-size ones
-# (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md, "Structure").
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-HEADER_FIRST_READ = 1 << 20  # bytes asked for first; more is fetched (doubling) only when the keys run past it
-
-
-class _Reader:
-    """Sequential reads over ``fetch(start, end_inclusive) -> bytes``, fetching more only when needed."""
-
-    def __init__(self, fetch: Callable[[int, int], bytes], first: int):
-        self.fetch, self.buf, self.pos, self.first = fetch, bytearray(), 0, first
-        self.fetched = 0
-
-    def take(self, n: int) -> bytes:
-        while len(self.buf) < self.pos + n:
-            more = max(self.first, len(self.buf), self.pos + n - len(self.buf))
-            data = self.fetch(len(self.buf), len(self.buf) + more - 1)
-            if not data:
-                raise HarnessError("the GGUF header ends early (truncated file)", "download the file again.")
-            self.buf += data
-            self.fetched += len(data)
-        out = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        return self.take(self.unpack("<Q")).decode("utf-8", "replace")
-
-    def skip_value(self, vtype: int) -> None:
-        if vtype == _STRING:
-            self.take(self.unpack("<Q"))
-        elif vtype == _ARRAY:
-            etype, count = self.unpack("<I"), self.unpack("<Q")
-            if etype in _SCALAR:
-                self.take(struct.calcsize(_SCALAR[etype]) * count)
-            else:
-                for _ in range(count):
-                    self.skip_value(etype)
-        elif vtype in _SCALAR:
-            self.take(struct.calcsize(_SCALAR[vtype]))
-        else:
-            raise HarnessError(f"the GGUF header holds an unknown value type {vtype}", "download the file again.")
+HEADER_FIRST_READ = FIRST_READ
 
 
 def read_header_shape(fetch: Callable[[int, int], bytes], first: int = HEADER_FIRST_READ) -> dict:
@@ -157,44 +109,17 @@ def read_header_shape(fetch: Callable[[int, int], bytes], first: int = HEADER_FI
     of it. So a remote model's shape costs one ~1 MB range request, not the file. ``fetched`` says how
     many bytes were read.
     """
-    r = _Reader(fetch, first)
-    if r.take(4) != b"GGUF":
-        raise HarnessError("the file is not a GGUF file (bad magic)", "check the repo and file name.")
-    version = r.unpack("<I")
-    if version < 2:
-        raise HarnessError(f"GGUF version {version} is too old to read", "use a file converted by a recent llama.cpp.")
-    r.unpack("<Q")  # tensor count
-    n_kv = r.unpack("<Q")
-    values: dict[str, object] = {}
-    for _ in range(n_kv):
-        key = r.string()
+
+    def shape_known(values: dict, key: str) -> bool:
         arch = values.get("general.architecture")
-        if key.startswith("tokenizer.") and arch and f"{arch}.block_count" in values \
-                and f"{arch}.attention.head_count" in values:
-            break
-        vtype = r.unpack("<I")
-        if vtype == _STRING:
-            values[key] = r.string()
-        elif vtype in _SCALAR:
-            values[key] = r.unpack(_SCALAR[vtype])
-        else:
-            r.skip_value(vtype)
-    arch = str(values.get("general.architecture") or "")
+        return key.startswith("tokenizer.") and bool(arch) and f"{arch}.block_count" in values \
+            and f"{arch}.attention.head_count" in values
 
-    def num(key: str, default: int = 0) -> int:
-        v = values.get(key)
-        return int(v) if isinstance(v, (int, float)) else default
-
-    return {**model_shape(arch, num), "architecture": arch or None, "name": values.get("general.name"),
-            "split_count": num("split.count", 1), "fetched": r.fetched}
-
-
-def local_fetch(path: Path) -> Callable[[int, int], bytes]:
-    """``fetch`` over a local file (the same reader as over HTTP ranges)."""
-
-    def fetch(start: int, end: int) -> bytes:
-        with open(path, "rb") as f:
-            f.seek(start)
-            return f.read(end - start + 1)
-
-    return fetch
+    try:
+        header = read_header(fetch, _not_tokenizer, stop=shape_known, first=first)
+    except HeaderError as exc:
+        hint = "download the file again." if exc.truncated else "check the repo and file name."
+        raise HarnessError(f"the GGUF header cannot be read: {exc.message}", hint) from exc
+    arch = header.text("general.architecture") or ""
+    return {**model_shape(arch, header.num), "architecture": arch or None, "name": header.text("general.name"),
+            "split_count": header.num("split.count", 1), "fetched": header.fetched}

@@ -31,6 +31,7 @@ from harness.publish.report import (
     markdown_table,
     score_rows,
 )
+from harness.publish.summary import awaiting, headline_rows, judged_rows, reference_estimate, reference_text
 from harness.records.runs import load_runs, record_paths
 from harness.redact import redact_command
 from harness.tasks.settings import task_spec
@@ -38,6 +39,9 @@ from harness.tasks.settings import task_spec
 MANIFEST = "published.json"
 README_CLAIM_COLUMNS = ("claim", "setting", "claimed", "source (short)", "article", "quant", "measured", "95% CI", "n",
                         "verdict", "note")
+
+
+HEADLINE_COLUMNS = ("model", "quant", "task", "metric", "score", "95% CI", "n")
 
 
 def _sha(data: bytes) -> str:
@@ -79,16 +83,35 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
         spec = quant_spec(model, runs, keys)
         if spec:
             plots[f"plots/quant-{model}.png"] = spec
-    plot_list = [{"path": p, "title": (f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
+    measured = claims_spec("measured", [c for c in comps if c.measured is not None and c.claim.kind == "value"],
+                           any_task=True)
+    if measured["rows"]:
+        plots["plots/claims-measured.png"] = measured
+    plot_list = [{"path": p, "title": ("claims with a measurement" if s.get("task") == "measured" else
+                                       f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
                                        else f"{s['model']}: score vs quant")} for p, s in plots.items()]
+    # The summary: headline scores, judged claims and the plots of what was measured; then what awaits a run.
+    heads = headline_rows(runs)
+    summary_plots = [p for p in plot_list if p["path"] == "plots/claims-measured.png"] or plot_list[:1]
+    models = []
+    for model in sorted({r.model for r in runs}):
+        quant_plot = f"plots/quant-{model}.png"
+        models.append({"model": model, "rows": [h for h in heads if h["model"] == model],
+                       "quants": sorted({r.quant for r in runs if r.model == model}),
+                       "plot": quant_plot if quant_plot in plots else None})
+    other_plots = [p for p in plot_list if p not in summary_plots and not p["path"].startswith("plots/quant-")]
     records = [{"file": r.path.name, "model": r.model, "quant": r.quant, "task": r.task, "n": r.n,
                 "created": r.rec.get("created", ""), "command": redact_command(r.rec.get("command"))} for r in runs]
     ctx = dict(n_runs=len(runs), n_dupes=dupes, n_claims=len(claims), verdict_counts=verdict_counts,
-               hardware=hardware, plots=plot_list, records=records)
+               hardware=hardware, plots=plot_list, records=records, headlines=heads, judged=judged_rows(comps),
+               awaiting=awaiting(comps, reference_estimate), reference=reference_text(), models=models,
+               summary_plots=summary_plots, other_plots=other_plots)
     # HTML templates are escaped, the markdown one is not.
     env = Environment(loader=PackageLoader("harness.publish", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
     readme = env.get_template("results_readme.md.j2").render(
+        headlines_table=(markdown_table([h | {"95% CI": h["ci"]} for h in heads], HEADLINE_COLUMNS) if heads
+                         else "(no runs yet)"),
         claims_table=markdown_table(crow, README_CLAIM_COLUMNS),
         scores_table=markdown_table(srow, SCORE_COLUMNS), **ctx)
     html = env.get_template("report.html.j2").render(

@@ -18,13 +18,15 @@ QUANT_ORDER = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0",
                "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "IQ3_XXS", "Q2_K", "IQ2_M"]
 
 
-def claims_spec(task: str, comps: list[Comparison]) -> dict:
-    """Data of the measured-vs-claimed plot of one benchmark (value claims only)."""
+def claims_spec(task: str, comps: list[Comparison], any_task: bool = False) -> dict:
+    """Data of the measured-vs-claimed plot of one benchmark (value claims only); ``any_task``: of every
+    comparison given, whatever its benchmark (``task`` then only names the plot)."""
     rows = []
     for c in comps:
-        if c.claim.task != task or c.claim.kind != "value" or c.claim.claimed is None:
+        if (c.claim.task != task and not any_task) or c.claim.kind != "value" or c.claim.claimed is None:
             continue
-        label = f"{c.claim.model} [{c.quant or 'no run'}] ({c.claim.id.split('.')[-1]})"
+        what = f"{c.claim.task} " if any_task else ""
+        label = f"{c.claim.model} {what}[{c.quant or 'no run'}] ({c.claim.id.split('.')[-1]})"
         rows.append({"label": label, "claimed": c.claim.claimed, "measured": c.measured, "lo": c.lo, "hi": c.hi,
                      "verdict": c.verdict, "setting": c.claim.setting_text()})
     return {"kind": "claims", "task": task, "rows": rows}
@@ -65,7 +67,9 @@ def render(spec: dict) -> bytes:
 
 def _claims_figure(plt, spec: dict):
     rows = spec["rows"]
-    fig, ax = plt.subplots(figsize=(8, 0.38 * max(len(rows), 3) + 1.2))
+    compact = spec["task"] == "measured"  # the summary's plot: beside the text, so narrow and legible
+    fig, ax = plt.subplots(figsize=(5.0, 0.5 * max(len(rows), 2) + 1.3) if compact
+                           else (8, 0.38 * max(len(rows), 3) + 1.2))
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         ax.plot([r["claimed"]], [y], marker="D", color="black", markersize=5, linestyle="none",
@@ -76,13 +80,17 @@ def _claims_figure(plt, spec: dict):
                         fmt="o", color=col, capsize=3, markersize=5)
     ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
     ax.set_xlim(0, 100)
-    ax.set_xlabel("score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond")
-    ax.set_title(f"{spec['task']}: measured vs claimed")
+    ax.set_xlabel("score (%): measured, 95% interval (colour: verdict); claimed: black diamond"
+                  if compact else "score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond")
+    ax.set_title("claims with a measurement" if compact else f"{spec['task']}: measured vs claimed")
     ax.grid(axis="x", alpha=0.3)
     handles = [plt.Line2D([], [], marker="D", color="black", linestyle="none", label="claimed")]
     handles += [plt.Line2D([], [], marker="o", color=c, linestyle="none", label=v) for v, c in COLOURS.items()
                 if v != "not comparable"]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    if compact:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=7, frameon=False)
+    else:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return fig
 
 

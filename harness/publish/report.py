@@ -86,7 +86,9 @@ def score_table(paths: list[Path] | list[Run]) -> str:
     return markdown_table(score_rows(recs), SCORE_COLUMNS[:-1])
 
 
-def claims_table(comps: list[Comparison], short: bool = True) -> str:
-    """Console claims table; ``short`` leaves out the long source column."""
+def claims_table(comps: list[Comparison], short: bool = True, verdict_first: bool = False) -> str:
+    """Console claims table; ``short`` leaves out the long source column; ``verdict_first`` leads with it."""
     cols = tuple(c for c in CLAIM_COLUMNS if not (short and c == "source"))
+    if verdict_first:
+        cols = ("verdict", *(c for c in cols if c != "verdict"))
     return markdown_table(claim_rows(comps), cols)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tqdm import tqdm
-
 from harness import __version__
 from harness.analysis.estimate import Stratum, estimate, macro_var
 from harness.atomic import write_json
@@ -34,6 +32,7 @@ from harness.records.record import (
     run_stem,
     wilson_interval,
 )
+from harness.run import console
 from harness.run.journal import Journal, identity_hash
 from harness.run.preflight import check_writable, preflight_file
 from harness.tasks.settings import TaskPlan, plan_task, task_manager
@@ -50,28 +49,6 @@ class Session:
     backend: Callable[[], dict]  # called after the run: some facts (n_ctx, retries) are known only then
     load_seconds: float = 0.0
     speed: dict | None = None  # this machine's rates (in-process only): the floor of each run
-
-
-def _progress_factory(task: str, stats):
-    """A tqdm bar per request phase: requests/s, tokens/s and ETA."""
-
-    def make(what: str, total: int):
-        bar = tqdm(total=total, desc=f"{task} {what}", unit="req", dynamic_ncols=True, mininterval=0.5, disable=False)
-        t0 = time.perf_counter()
-        tok0 = stats.prompt_tokens + stats.generated_tokens
-
-        def advance(n: int) -> None:
-            bar.update(n)
-            dt = time.perf_counter() - t0
-            toks = stats.prompt_tokens + stats.generated_tokens - tok0
-            if dt > 0:
-                bar.set_postfix_str(f"{toks / dt:.0f} tok/s", refresh=False)
-            if bar.n >= total:
-                bar.close()
-
-        return advance
-
-    return make
 
 
 def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dict, list[dict]]:
@@ -172,11 +149,12 @@ def run_task(plan: TaskPlan, model: ModelEntry, session: Session, results_dir: P
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     stats0 = dict(session.stats.as_record())
     config_hash = journal.identity["task_config_hash"]  # computed once by the caller for the journal
-    lm = session.make_lm(progress=_progress_factory(plan.name, session.stats), journal=journal)
+    lm = session.make_lm(progress=console.task_progress(plan.name, plan.n_samples, session.stats), journal=journal)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     try:
-        res = evaluate(lm_eval, lm, plan)
+        with console.quiet():  # one bar per task; lm-eval's own bars and warnings go to the log (--verbose: shown)
+            res = evaluate(lm_eval, lm, plan)
     except KeyboardInterrupt:  # the caller closes the journal on every way out
         print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
               " rerun the same command to resume.", file=sys.stderr)

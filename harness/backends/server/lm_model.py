@@ -48,23 +48,16 @@ class ServerStats:
 
 def gguf_chat_facts(path: Path) -> tuple[str | None, str, str]:
     """Chat template, BOS and EOS text of a local GGUF (header only, no weights loaded)."""
-    from gguf import GGUFReader
+    from harness.models.chat_format import gguf_tokenizer_facts
 
-    reader = GGUFReader(str(path))
-
-    def text(fld, i: int = 0) -> str:
-        return bytes(fld.parts[fld.data[i]]).decode("utf-8", "replace")
-
-    tmpl = reader.fields.get("tokenizer.chat_template")
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    facts = gguf_tokenizer_facts(Path(path))
+    tokens = facts.get("tokenizer.ggml.tokens") or []
 
     def token(key: str) -> str:
-        fld = reader.fields.get(key)
-        if fld is None or tokens is None:
-            return ""
-        return text(tokens, int(fld.parts[fld.data[0]][0]))
+        i = facts.get(key)
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
 
-    return (text(tmpl) if tmpl else None), token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    return facts.get("tokenizer.chat_template"), token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
 
 
 @register_model("llama-bench-server")

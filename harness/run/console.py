@@ -1,0 +1,121 @@
+"""What a bench prints: one progress bar per task (questions/s, tokens/s, ETA), nothing else while it runs
+unless ``--verbose``, and at the end the score table, the judged claims and one line naming the records.
+
+While a task is evaluated, everything else written to stderr (lm-eval's per-subject context-building bars,
+its warnings, Python warnings, other libraries' notices) goes to a log file beside the journals instead of
+the terminal: the file descriptor is redirected, so output from C code is caught too. The task bars write to
+the terminal itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+_STATE: dict = {"verbose": False, "log": None, "stream": None}
+
+
+def configure(verbose: bool, log_path: Path | None = None) -> None:
+    """``--verbose`` shows everything; otherwise other output during a task goes to ``log_path``
+    (default: discarded)."""
+    _STATE.update(verbose=verbose, log=log_path)
+
+
+def stream():
+    """Where the task bars write: the terminal's stderr, also while stderr is redirected."""
+    return _STATE["stream"] or sys.stderr
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Send stderr (Python's and the C-level file descriptor 2) to the log while the block runs."""
+    if _STATE["verbose"] or _STATE["stream"] is not None:
+        yield
+        return
+    log_path = _STATE["log"]
+    try:
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path or os.devnull, "a", buffering=1)  # noqa: SIM115 - closed below
+    except OSError:
+        yield  # cannot open a log: stay noisy rather than fail the run
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    terminal = os.fdopen(os.dup(saved_fd), "w", buffering=1)
+    saved_stderr = sys.stderr
+    os.dup2(log.fileno(), 2)
+    sys.stderr = log
+    _STATE["stream"] = terminal
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        sys.stderr = saved_stderr
+        _STATE["stream"] = None
+        terminal.close()
+        log.close()
+
+
+def task_progress(task: str, questions: int, stats) -> Callable[[str, int], Callable[[int], None]]:
+    """The ``progress`` factory the backends call per request phase (``what``, requests): one bar for the
+    task, in questions (a log-likelihood question is several requests: one per choice), with the tokens per
+    second the engine decodes (``stats``: prompt_tokens, generated_tokens) and tqdm's rate and ETA."""
+    state: dict = {}
+
+    def make(what: str, total: int) -> Callable[[int], None]:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=questions, desc=task, unit="q", file=stream(), dynamic_ncols=True,
+                                mininterval=0.5, disable=False, leave=True)
+            state["t0"] = time.perf_counter()
+            state["tok0"] = stats.prompt_tokens + stats.generated_tokens
+        bar = state["bar"]
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            at = min(questions, round(done[0] * questions / max(total, 1)))
+            dt = time.perf_counter() - state["t0"]
+            toks = stats.prompt_tokens + stats.generated_tokens - state["tok0"]
+            if dt > 0:
+                bar.set_postfix_str(f"{toks / dt:.0f} tok/s", refresh=False)
+            if at > bar.n:
+                bar.update(at - bar.n)
+            if done[0] >= total:
+                bar.close()
+
+        return advance
+
+    return make
+
+
+def final_summary(paths: list[Path], results_dir: Path, model: str) -> str:
+    """The end of a bench: the score table, the claims that could be judged (verdict first), and one line
+    naming the record files."""
+    from harness.analysis.compare import NOT_COMPARABLE, compare_all
+    from harness.publish.report import claims_table, score_table
+    from harness.records.runs import load_runs
+
+    out = [score_table(paths)]
+    loaded = load_runs(results_dir)
+    if loaded.warning():
+        print(loaded.warning(), file=sys.stderr)
+    comps = compare_all(loaded.runs, model=model)
+    judged = [c for c in comps if c.verdict != NOT_COMPARABLE]
+    waiting = len(comps) - len(judged)
+    if judged:
+        out.append(f"\njudged claims about {model}:")
+        out.append(claims_table(judged, verdict_first=True))
+    if waiting:
+        out.append(f"{waiting} claim(s) about {model} not comparable yet (`harness compare -m {model}` lists them)")
+    names = " ".join(str(p) for p in paths)
+    out.append(f"\nrecord{'s' if len(paths) > 1 else ''}: {names}")
+    return "\n".join(out)
