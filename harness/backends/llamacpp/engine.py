@@ -200,6 +200,11 @@ class LlamaEngine:
         self.kv_allocated: dict | None = None  # the last context's KV cells, as llama.cpp reported them
         self._batch = None
         self._piece_cache: dict[int, bytes] = {}
+        # Wall clock (time.time()) of the first llama_decode of evaluation work, outside the speed probe:
+        # ``setup_seconds`` measures the start-up a user waits for (imports, model load, task building,
+        # tokenizing, the probe) from it. LlamaBenchLM resets it per task.
+        self.first_decode_unix: float | None = None
+        self._probing = False
         # Diagnostics (scripts/bench_backends.py): when a dict, generation records per prompt the greedy
         # tokens and their logit margins over the runner-up.
         self.trace: dict[tuple[int, ...], list[tuple[int, float]]] | None = None
@@ -324,6 +329,8 @@ class LlamaEngine:
             b.seq_id[i][0] = seq
             b.logits[i] = want
         b.n_tokens = len(entries)
+        if self.first_decode_unix is None and not self._probing:
+            self.first_decode_unix = time.time()
         t0 = time.perf_counter()
         rc = self.lc.llama_decode(self._ctx, b)
         self.stats.decode_seconds += time.perf_counter() - t0
@@ -357,6 +364,78 @@ class LlamaEngine:
                 f"for a context of {self.n_ctx_train}",
                 "use fewer few-shot examples (num_fewshot in tasks/tasks.yaml) or a model with a longer context.",
             )
+
+    # ------------------------------------------------------------------ start-up and speed
+    def setup_seconds(self) -> float | None:
+        """Seconds from this process's start (the OS's record of it) to the first llama_decode of evaluation
+        work (:attr:`first_decode_unix`); None before any. Covers what no decode figure shows: interpreter and
+        imports, model load, task building, tokenizing, the speed probe."""
+        if self.first_decode_unix is None:
+            return None
+        import psutil
+
+        return max(0.0, self.first_decode_unix - psutil.Process().create_time())
+
+    def speed_probe(self, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
+                    deep: int | None = None) -> dict:
+        """This machine's rates on this model, like llama.cpp's llama-bench: prompt tokens/s (one
+        ``prompt_tokens`` prefill), decode tokens/s of one sequence and of ``n_parallel`` sequences (one token
+        each per call, branched from the prompt), best of ``repeats``. ``deep``: the batched decode again at
+        that context depth (llama-bench's ``-d``; the prompt is extended to it), for floors taken at the depth
+        a run decodes at (harness/speed.py ``floor_seconds``). Token counters and the first-decode mark are
+        left as they were; the KV cache is cleared afterwards.
+        """
+        lc = self.lc
+        saved = self.stats
+        self.stats = EngineStats()
+        self._probing = True
+        n_par = self.settings.n_parallel
+        # A fixed, ordinary token sequence (the text of a counting rhyme), so every probe decodes the same ids.
+        base = self.tokenize("one two three four five six seven eight nine ten " * 8, add_bos=False)
+        depth = max(prompt_tokens, deep or 0)
+        toks = (base * (depth // max(len(base), 1) + 1))[:depth]
+        self._ensure_ctx(depth + n_par * (decode_steps + 1) + self.settings.n_batch, n_par + 1)
+        mem = self._mem
+        best = {"prompt": 0.0, "decode_1": 0.0, "decode_n": 0.0}
+
+        def batched(at: int) -> float:
+            for s in range(1, n_par + 1):
+                lc.llama_memory_seq_cp(mem, 0, s, 0, at)
+            t0 = time.perf_counter()
+            for i in range(decode_steps):
+                self._decode([(toks[i], at + i, s, True) for s in range(1, n_par + 1)])
+            rate = n_par * decode_steps / (time.perf_counter() - t0)
+            for s in range(1, n_par + 1):
+                lc.llama_memory_seq_rm(mem, s, -1, -1)
+            return rate
+
+        try:
+            for _ in range(repeats):
+                lc.llama_memory_clear(mem, True)
+                t0 = time.perf_counter()
+                self._prefill(toks[:prompt_tokens], seq=0)
+                best["prompt"] = max(best["prompt"], prompt_tokens / (time.perf_counter() - t0))
+                lc.llama_memory_seq_cp(mem, 0, 1, 0, prompt_tokens)  # one sequence: one token per call
+                t0 = time.perf_counter()
+                for i in range(decode_steps):
+                    self._decode([(toks[i], prompt_tokens + i, 1, True)])
+                best["decode_1"] = max(best["decode_1"], decode_steps / (time.perf_counter() - t0))
+                lc.llama_memory_seq_rm(mem, 1, -1, -1)
+                best["decode_n"] = max(best["decode_n"], batched(prompt_tokens))
+            deep_rate = None
+            if deep and deep > prompt_tokens:  # once: the prompt grows to ``deep`` tokens, the same batched decode
+                self._prefill(toks, seq=0, start=prompt_tokens)
+                deep_rate = batched(deep)
+        finally:
+            lc.llama_memory_clear(mem, True)
+            self.stats = saved
+            self._probing = False
+        out = {"prompt_tokens_per_s": round(best["prompt"], 1), "decode_1_tokens_per_s": round(best["decode_1"], 1),
+               "decode_batched_tokens_per_s": round(best["decode_n"], 1), "batched_sequences": n_par,
+               "prompt_len": prompt_tokens, "decode_steps": decode_steps}
+        if deep_rate is not None:
+            out.update(decode_batched_deep_tokens_per_s=round(deep_rate, 1), deep_len=deep)
+        return out
 
     # ------------------------------------------------------------------ log-likelihood
     def loglikelihood(

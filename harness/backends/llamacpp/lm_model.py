@@ -119,12 +119,17 @@ class LlamaBenchLM(TemplateLM):
                 raise HarnessError(f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`.")
             engine = LlamaEngine(path, EngineSettings(**{k: _num(v) for k, v in settings.items()}))
         self.engine = engine
+        engine.first_decode_unix = None  # this task's start-up ends at its first decode (engine.setup_seconds)
         self.max_gen_toks = int(max_gen_toks)
         self._progress = progress
         self.journal = journal  # finished requests of an interrupted run, and where new ones are saved
         self._template = engine.meta("tokenizer.chat_template")
         self._bos = engine.token_text(engine.bos_id) if engine.bos_id >= 0 else ""
         self._eos = engine.token_text(engine.eos_id) if engine.eos_id >= 0 else ""
+
+    def setup_seconds(self) -> float | None:
+        """Seconds from process start to this task's first decode (``LlamaEngine.setup_seconds``)."""
+        return self.engine.setup_seconds()
 
     # -------------------------------------------------------------- tokenizer facts lm-eval asks for
     @property

@@ -7,68 +7,14 @@ decode rate. Wall time over floor says how close the run came to what the hardwa
 
 from __future__ import annotations
 
-import time
-
-from harness.backends.llamacpp.engine import EngineStats, LlamaEngine
+from harness.backends.llamacpp.engine import LlamaEngine
 
 
 def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
           deep: int | None = None) -> dict:
-    """Best-of-``repeats`` rates in tokens/s; the engine's own token counters are left untouched.
-
-    ``deep``: also time the batched decode at that context depth (like llama-bench's ``-d``), so a
-    floor can be taken at the depth a run really decodes at (:func:`floor_seconds`).
-    """
-    lc = engine.lc
-    saved = engine.stats
-    engine.stats = EngineStats()
-    n_par = engine.settings.n_parallel
-    n_batch = engine.settings.n_batch
-    # A fixed, ordinary token sequence (the text of a counting rhyme), so every probe decodes the same ids.
-    base = engine.tokenize("one two three four five six seven eight nine ten " * 8, add_bos=False)
-    toks = (base * (prompt_tokens // max(len(base), 1) + 1))[:prompt_tokens]
-    depth = max(prompt_tokens, deep or 0)
-    engine._ensure_ctx(depth + n_par * (decode_steps + 1) + n_batch, n_par + 1)
-    best = {"prompt": 0.0, "decode_1": 0.0, f"decode_{n_par}": 0.0}
-    try:
-        for _ in range(repeats):
-            lc.llama_memory_clear(engine._mem, True)
-            t0 = time.perf_counter()
-            engine._prefill(toks, seq=0)
-            best["prompt"] = max(best["prompt"], prompt_tokens / (time.perf_counter() - t0))
-            # Single sequence: one token per decode call.
-            lc.llama_memory_seq_cp(engine._mem, 0, 1, 0, prompt_tokens)
-            t0 = time.perf_counter()
-            for i in range(decode_steps):
-                engine._decode([(toks[i], prompt_tokens + i, 1, True)])
-            best["decode_1"] = max(best["decode_1"], decode_steps / (time.perf_counter() - t0))
-            lc.llama_memory_seq_rm(engine._mem, 1, -1, -1)
-            # n_parallel sequences branched from the prompt, one token each per decode call.
-            for s in range(1, n_par + 1):
-                lc.llama_memory_seq_cp(engine._mem, 0, s, 0, prompt_tokens)
-            t0 = time.perf_counter()
-            for i in range(decode_steps):
-                engine._decode([(toks[i], prompt_tokens + i, s, True) for s in range(1, n_par + 1)])
-            best[f"decode_{n_par}"] = max(best[f"decode_{n_par}"], n_par * decode_steps / (time.perf_counter() - t0))
-        if deep:  # once: the prompt grows to ``deep`` tokens, then the same batched decode
-            lc.llama_memory_clear(engine._mem, True)
-            long = (base * (deep // max(len(base), 1) + 1))[:deep]
-            engine._prefill(long, seq=0)
-            for s in range(1, n_par + 1):
-                lc.llama_memory_seq_cp(engine._mem, 0, s, 0, deep)
-            t0 = time.perf_counter()
-            for i in range(decode_steps):
-                engine._decode([(long[i], deep + i, s, True) for s in range(1, n_par + 1)])
-            best["deep"] = n_par * decode_steps / (time.perf_counter() - t0)
-    finally:
-        lc.llama_memory_clear(engine._mem, True)
-        engine.stats = saved
-    out = {"prompt_tokens_per_s": round(best["prompt"], 1), "decode_1_tokens_per_s": round(best["decode_1"], 1),
-           "decode_batched_tokens_per_s": round(best[f"decode_{n_par}"], 1), "batched_sequences": n_par,
-           "prompt_len": prompt_tokens, "decode_steps": decode_steps}
-    if deep:
-        out.update(decode_batched_deep_tokens_per_s=round(best["deep"], 1), deep_len=deep)
-    return out
+    """The engine's speed probe (:meth:`LlamaEngine.speed_probe`): prompt, single and batched decode rates in
+    tokens/s, best of ``repeats``; ``deep`` adds the batched decode at that context depth."""
+    return engine.speed_probe(prompt_tokens, decode_steps, repeats, deep)
 
 
 def floor_seconds(speed: dict, prompt_tokens: int, generated_tokens: int, mean_depth: float | None = None) -> float:
