@@ -22,7 +22,9 @@ $(BIN)/harness: pyproject.toml $(LOCK)
 	$(BIN)/pip install --quiet -c $(LOCK) --upgrade pip
 	# llama-cpp-python is sdist-only: the first install compiles llama.cpp (~5-20 min on 2 cores);
 	# pip caches the built wheel, so later installs take seconds.
-	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
+	# The filter hides setuptools' notice that an editable install uses an import hook (printed on every
+	# flat-layout install; nothing to act on). Other warnings still show.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/harness  ## create .venv and install the harness with the locked versions (constraints.txt)
