@@ -97,10 +97,7 @@ def model_shape(arch: str, num: Callable[[str, int], int]) -> dict:
     }
 
 
-HEADER_FIRST_READ = FIRST_READ
-
-
-def read_header_shape(fetch: Callable[[int, int], bytes], first: int = HEADER_FIRST_READ) -> dict:
+def read_header_shape(fetch: Callable[[int, int], bytes], first: int = FIRST_READ) -> dict:
     """Architecture and KV-cache shape from the start of a GGUF file, read through ``fetch`` (range reads).
 
     Reads key/value pairs until the shape keys are known and the tokenizer's keys begin: llama.cpp's

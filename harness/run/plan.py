@@ -31,7 +31,15 @@ import yaml
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 from harness.run import rates
-from harness.run.preflight import GIB, available_memory, check_fit, free_disk, kv_cache_bytes, planned_ctx
+from harness.run.preflight import (
+    GIB,
+    available_memory,
+    check_fit,
+    free_disk,
+    kv_cache_bytes,
+    parse_size,
+    planned_ctx,
+)
 
 MODEL_FILE = TASKS_DIR / "plan_model.yaml"
 TOKENS_FILE = TASKS_DIR / "plan_tokens.yaml"
@@ -40,15 +48,6 @@ DISK_FREE_ENV = "HARNESS_DISK_FREE"  # e.g. "100GiB": free space where downloads
 
 
 # ---------------------------------------------------------------------------- data files
-def _size(raw: str, env: str) -> int:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", raw.strip(), re.IGNORECASE)
-    if not m:
-        raise HarnessError(f"{env}={raw!r} is not a size", "write bytes or e.g. 20GiB, 512MiB.")
-    unit = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2).upper()]
-    base = 1024 if m.group(3).lower().startswith("i") or not m.group(3) else 1000
-    return int(float(m.group(1)) * base**unit)
-
-
 @lru_cache(maxsize=1)
 def plan_model(path: Path = MODEL_FILE) -> dict:
     """tasks/plan_model.yaml, checked."""
@@ -163,8 +162,8 @@ def gpus() -> list[dict]:
     if raw:
         if raw.lower() == "none":
             return []
-        return [{"device": f"GPU{i}", "description": f"{GPU_FREE_ENV}", "free_bytes": _size(s, GPU_FREE_ENV),
-                 "total_bytes": _size(s, GPU_FREE_ENV)} for i, s in enumerate(raw.split(","))]
+        return [{"device": f"GPU{i}", "description": f"{GPU_FREE_ENV}", "free_bytes": parse_size(s, GPU_FREE_ENV),
+                 "total_bytes": parse_size(s, GPU_FREE_ENV)} for i, s in enumerate(raw.split(","))]
     from harness.backends.llamacpp.devices import local_gpus
 
     return local_gpus()
@@ -178,7 +177,7 @@ def download_dir() -> Path:
 
 def disk_free() -> int:
     raw = os.environ.get(DISK_FREE_ENV, "").strip()
-    return _size(raw, DISK_FREE_ENV) if raw else free_disk(download_dir())
+    return parse_size(raw, DISK_FREE_ENV) if raw else free_disk(download_dir())
 
 
 def _fits_here(*args) -> bool:

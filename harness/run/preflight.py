@@ -122,9 +122,15 @@ def available_memory() -> int:
     raw = os.environ.get(MEMORY_AVAILABLE_ENV, "").strip()
     if not raw:
         return psutil.virtual_memory().available
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", raw, re.IGNORECASE)
+    return parse_size(raw, MEMORY_AVAILABLE_ENV)
+
+
+def parse_size(raw: str, env: str) -> int:
+    """Bytes from an environment variable's size (``20GiB``, ``512MiB``, ``24G``: binary units with ``i``
+    or none, decimal with a bare ``B``); a value that is not a size is one message naming ``env``."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", raw.strip(), re.IGNORECASE)
     if not m:
-        raise HarnessError(f"{MEMORY_AVAILABLE_ENV}={raw!r} is not a size", "write bytes or e.g. 20GiB, 512MiB.")
+        raise HarnessError(f"{env}={raw!r} is not a size", "write bytes or e.g. 20GiB, 512MiB.")
     unit = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2).upper()]
     base = 1024 if m.group(3).lower().startswith("i") or not m.group(3) else 1000
     return int(float(m.group(1)) * base**unit)
