@@ -19,7 +19,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine, token_array
 from harness.errors import HarnessError
 from harness.models.chat_format import CHAT_DATE, DATE_STRING, marker_of, render_chat, turn_end_text
 from harness.run.journal import Journal, request_key
@@ -201,16 +201,33 @@ class LlamaBenchLM(TemplateLM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         self._ll_instances = list(requests)  # so a request that cannot fit is named by task and document
+        self._contexts: dict[bytes, object] = {}
         try:
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         finally:
             self._ll_instances = None
+            self._contexts = {}
+
+    def _encode_pair(self, context: str, continuation: str):
+        """lm-eval's own split of a (context, continuation) pair into tokens, with the context kept compact.
+
+        lm-eval holds every tokenized request until it has all of them (56,168 for full MMLU, ~600 context
+        tokens each, the 4 answers of a question repeating one context). As lists of Python ints that took
+        ~500 MB; here the context is one int32 array per distinct context, shared by its requests (memory
+        figures: scripts/bench_memory.py). The tokens themselves are lm-eval's (``TemplateLM._encode_pair``).
+        """
+        ctx, cont = super()._encode_pair(context, continuation)
+        arr = token_array(ctx)
+        seen = self.__dict__.setdefault("_contexts", {})
+        if len(seen) > 64:  # only a question's own answers repeat a context back to back
+            seen.clear()
+        return seen.setdefault(arr.tobytes(), arr), cont
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         pairs = [(ctx, cont) for _, ctx, cont in requests]
         self._too_long([len(c) + len(x) for c, x in pairs], getattr(self, "_ll_instances", None) or [None] * len(pairs),
                        "prompt and answer")
-        keys = [request_key("ll", list(ctx), list(cont)) for ctx, cont in pairs]
+        keys = [request_key("ll", token_array(ctx).tolist(), list(cont)) for ctx, cont in pairs]
         done, save = self._resume(keys)
         out = self.engine.loglikelihood(pairs, progress=self._bar("log-likelihood", len(pairs)), skip=set(done),
                                         on_result=save)
