@@ -6,14 +6,20 @@ engine modes and compares every log-prob bit for bit against one branch per deco
   a  one branch per decode (max_branches=1, one unified KV cache)                       -- the reference
   b  4 branches per decode in ONE unified KV cache (what the engine refuses; forced here by a subclass)
   c  4 branches per decode, one KV stream per branch (max_branches=4, kv_unified off)
-  a+fa, b+fa  the same as a and b with flash attention on (the fix candidate for b)
+  b+align  as b, but each branch starts on a 16-cell boundary (class AlignedPackedEngine): bit-exact
+  a+fa, b+fa  a and b with flash attention on (no fix: its tiled kernel, >= 64 query rows, groups 64 cells)
 
 Then a minimal reproduction isolating the cause of b's shift: one branch decoded ALONE (its own decode
 call), but with its KV cells moved by ``d`` cells because another sequence occupies the cells before it.
 Whatever that other sequence holds (the same tokens at the same positions, other tokens, other positions)
-the branch's logits change exactly when ``d`` is not a multiple of 8, and never with flash attention: the
-non-flash attention's ``kq @ V`` sums over KV cells in SIMD lanes chosen by cell index (see
-/work/notes/packing.md, or the issue's closing note, for the llama.cpp source lines).
+the branch's logits change for most ``d`` that are not multiples of 8 (8, 16, 24 are exact), and never with
+flash attention below 64 query rows: the non-flash attention's kq @ V sums over KV cells in
+SIMD lanes chosen by cell index (llamafile tinyBLAS, cell l -> lane l mod 16,
+https://github.com/ggml-org/llama.cpp/blob/0c1e57098bba43ac29e6e3b677cdceebdd22334f/ggml/src/ggml-cpu/llamafile/sgemm.cpp#L549-L580)
+and its softmax sums 16-cell blocks
+(https://github.com/ggml-org/llama.cpp/blob/0c1e57098bba43ac29e6e3b677cdceebdd22334f/ggml/src/ggml-cpu/vec.cpp#L531-L540).
+``--cpu-rounds N`` times the modes instead (CPU seconds, best of N; wall time on a shared machine measures
+the neighbours).
 
 Usage (CPU, light): HARNESS_DATA_DIR=/path/to/hub .venv/bin/python scripts/packing_exactness.py \
     [--subjects 2 --per-subject 20 --threads 2]
@@ -114,7 +120,9 @@ def mmlu_requests(engine: LlamaEngine, subjects: int, per_subject: int) -> list[
     """5-shot MMLU prompts in lm-eval's ``mmlu`` format from the local Hub mirror (HARNESS_DATA_DIR)."""
     import pandas as pd
 
-    root = Path(os.environ.get("HARNESS_DATA_DIR", "/work/shared/data/hub")) / "cais" / "mmlu"
+    if not os.environ.get("HARNESS_DATA_DIR"):
+        raise SystemExit("set HARNESS_DATA_DIR to the Hub mirror holding cais/mmlu (or run with --skip-modes)")
+    root = Path(os.environ["HARNESS_DATA_DIR"]) / "cais" / "mmlu"
     reqs = []
     for subj in SUBJECTS[:subjects]:
         dev = pd.read_parquet(root / subj / "dev-00000-of-00001.parquet")
