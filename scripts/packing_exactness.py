@@ -121,7 +121,9 @@ def mmlu_requests(engine: LlamaEngine, subjects: int, per_subject: int) -> list[
     import pandas as pd
 
     if not os.environ.get("HARNESS_DATA_DIR"):
-        raise SystemExit("set HARNESS_DATA_DIR to the Hub mirror holding cais/mmlu (or run with --skip-modes)")
+        raise SystemExit(
+            "set HARNESS_DATA_DIR to the Hub mirror holding cais/mmlu (or run with --skip-modes)"
+        )
     root = Path(os.environ["HARNESS_DATA_DIR"]) / "cais" / "mmlu"
     reqs = []
     for subj in SUBJECTS[:subjects]:
