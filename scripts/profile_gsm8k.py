@@ -49,7 +49,7 @@ def main() -> int:
     entry, plans = bb._plans(model, Path(a.data_dir), a)
     plan = plans["gsm8k"]
     engine = LlamaEngine(str(local_model_path(entry)), EngineSettings(threads=bb.THREADS, n_parallel=a.parallel))
-    speed = engine.speed_probe(deep=1024)
+    speed = engine.speed_probe(deep=1024, streams=True)
     calls: list[tuple[float, float, int, int, int]] = []  # start, seconds, tokens, sequences, logit rows
     real = engine._decode
 
@@ -85,25 +85,32 @@ def main() -> int:
     in_decode = sum(c[1] for c in calls)
     depth = st.gen_depth_sum / st.gen_decodes if st.gen_decodes else None
     floor = floor_seconds(speed, st.prompt_tokens, st.generated_tokens, depth)
+    floor_s = floor_seconds(speed, st.prompt_tokens, st.generated_tokens, depth, streams=True)
     print(f"model: {label}; GSM8K {plan.n_samples} questions, cap {a.gen_tokens} tokens, {a.parallel} slots, "
           f"{bb.THREADS} threads; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"probe: prompt {speed['prompt_tokens_per_s']} tok/s; batched decode {speed['decode_batched_tokens_per_s']}"
           f" tok/s at {speed['prompt_len']}, {speed['decode_batched_deep_tokens_per_s']} at {speed['deep_len']}; "
-          f"1 sequence {speed['decode_1_tokens_per_s']} tok/s")
+          f"1 sequence {speed['decode_1_tokens_per_s']} tok/s; batched in KV streams (generation's layout) "
+          f"{speed['decode_streams_tokens_per_s']} tok/s at {speed['prompt_len']}, "
+          f"{speed['decode_streams_deep_tokens_per_s']} at {speed['deep_len']}")
     print(f"wall {wall:.1f} s = {wall / floor:.2f}x the depth-aware floor {floor:.1f} s ({st.prompt_tokens} prompt + "
-          f"{st.generated_tokens} generated tokens, mean generation depth {depth:.0f})")
+          f"{st.generated_tokens} generated tokens, mean generation depth {depth:.0f}); "
+          f"{wall / floor_s:.2f}x the floor in KV streams {floor_s:.1f} s")
     print(f"  lm-eval before the first decode {first - t0:.1f} s, after the last {t0 + wall - last:.1f} s; "
           f"llama_decode {in_decode:.1f} s; Python between decodes {last - first - in_decode:.1f} s "
           f"({1000 * (last - first - in_decode) / max(len(calls), 1):.2f} ms per call)")
     per_gen = 1 / speed["decode_batched_tokens_per_s"]
     if depth and speed.get("decode_batched_deep_tokens_per_s"):
         per_gen = floor_seconds(speed, 0, 1, depth)
+    per_gen_s = floor_seconds(speed, 0, 1, depth, streams=True) if depth else per_gen
     for kind in ("prefix", "suffix", "step"):
         rows = kinds.get(kind, [])
         sec, toks = sum(r[0] for r in rows), sum(r[1] for r in rows)
         fl = toks / speed["prompt_tokens_per_s"] if kind != "step" else toks * per_gen
+        extra = (f"; in KV streams {toks * per_gen_s:6.1f} s ({sec / (toks * per_gen_s) if toks else 0:.2f}x)"
+                 if kind == "step" else "")
         print(f"  {kind:6}: {len(rows):5} calls, {toks:6} tokens ({toks / max(len(rows), 1):6.1f} per call), "
-              f"{sec:7.1f} s in llama_decode; floor for those tokens {fl:6.1f} s ({sec / fl if fl else 0:.2f}x)")
+              f"{sec:7.1f} s in llama_decode; floor for those tokens {fl:6.1f} s ({sec / fl if fl else 0:.2f}x){extra}")
     print("  steps by live slots: " + ", ".join(f"{w}: {widths[w]} ({1000 * width_time[w] / widths[w]:.0f} ms each)"
                                                  for w in sorted(widths)))
     print(f"  slot-seconds spent waiting while another slot's suffix decoded: {waiting:.1f}")

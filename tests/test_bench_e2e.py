@@ -49,6 +49,8 @@ def test_bench_writes_complete_records(tmp_path, mirror):
     mmlu = json.loads(records[1].read_text())
     assert gsm["timing"]["model_load_seconds"] < gsm["timing"]["setup_seconds"] < mmlu["timing"]["setup_seconds"]
     assert mmlu["timing"]["setup_seconds"] > gsm["timing"]["setup_seconds"] + gsm["timing"]["decode_seconds"]
+    # Peak memory of the command so far: one process, so it only grows from the first task to the second.
+    assert 50 < gsm["timing"]["peak_rss_mb"] <= mmlu["timing"]["peak_rss_mb"] < 4096
 
 
 @pytest.mark.parametrize(

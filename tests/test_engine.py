@@ -58,23 +58,6 @@ def test_loglikelihood_with_shared_prefix_equals_direct(engine, smollm2_path):
         assert greedy == want_greedy
 
 
-def test_packed_branches_in_separate_streams_equal_one_branch_at_a_time(engine, smollm2_path):
-    """max_branches > 1: several questions in one decode batch, each in its own KV stream, score like one
-    question per batch (in one unified cache, packing shifted some log-probs by up to ~0.5)."""
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
-
-    reqs = _requests(engine, QUESTIONS)
-    packed = LlamaEngine(smollm2_path, EngineSettings(threads=2, max_branches=4))
-    try:
-        got = packed.loglikelihood(reqs)
-        assert packed._unified is False  # the packed path really ran in separate streams
-    finally:
-        packed.close()
-    for (lp, greedy), (want, want_greedy) in zip(got, engine.loglikelihood(reqs)):
-        assert lp == pytest.approx(want, abs=1e-3)
-        assert greedy == want_greedy
-
-
 def test_generation_is_deterministic_and_matches_one_at_a_time(engine):
     prompts = [engine.tokenize(FEWSHOT + q + "\nAnswer briefly:") for q in QUESTIONS]
     until = [["\n\n"]] * len(prompts)

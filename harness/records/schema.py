@@ -193,6 +193,7 @@ class Timing(_Part):
     wall_seconds: float
     model_load_seconds: float | None = None
     setup_seconds: float | None = None  # from process start to the first decode
+    peak_rss_mb: float | None = None  # the process's peak resident memory (MiB) when the task ended
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
     requests: int | None = None  # server runs

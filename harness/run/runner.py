@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -127,6 +128,13 @@ def _flat(x):
     return x
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (``ru_maxrss``: KiB on Linux, bytes on macOS). For a second
+    task in the same command it is the peak of both: memory a user must have free for the whole command."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_dir: Path, journal: Journal) -> Path:
     """Evaluate one planned task on a started backend and write its record (plus lm-eval's own results
     JSON beside it)."""
@@ -151,6 +159,7 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     # Start-up (#18 item 6): process start to this task's first llama_decode, as the engine reports it.
     delta["setup_seconds"] = lm.setup_seconds() if hasattr(lm, "setup_seconds") else None
+    delta["peak_rss_mb"] = peak_rss_mb()
     metrics, per_task, log = summarise(plan, res["samples"])
     stem = run_stem(model.name, model.quant, plan.name, config_hash, started.strftime("%Y%m%dT%H%M%SZ"))
     out_dir = results_dir / "runs"

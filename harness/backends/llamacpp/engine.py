@@ -46,9 +46,11 @@ class EngineSettings:
     n_batch: int = 512  # tokens per decode call (also the micro-batch: one ubatch per decode)
     n_parallel: int = 8  # generation slots decoded together
     # Log-likelihood branches per decode call. 1: each question's suffix is its own decode after the
-    # shared prefix, which reproduces a plain one-sequence evaluation exactly. With several branches per
-    # batch llama.cpp (b0.3.36, CPU) shifted some log-probs by up to ~0.5 when two branches held the
-    # same token at the same position (tests/test_engine.py shows the exact case).
+    # shared prefix, which reproduces a plain one-sequence evaluation exactly. >1: one KV stream per
+    # branch, bit-identical to 1 (tests/test_packing_exact.py) but no faster on CPU. In one unified cache
+    # packed branches' log-probs moved by up to ~0.7: a branch's cells sat at other cell indices than in a
+    # one-branch run, and llama.cpp's non-flash CPU attention sums over cells in 16-lane SIMD groups by
+    # cell index (scripts/packing_exactness.py has the proof and the llama.cpp lines).
     max_branches: int = 1
     flash_attn: bool = False  # off: llama.cpp's CPU default (auto) makes log-probs depend on batch mates
     min_shared_prefix: int = 32  # tokens two prompts must share before they share a KV prefix
@@ -395,13 +397,16 @@ class LlamaEngine:
         return max(0.0, self.first_decode_unix - psutil.Process().create_time())
 
     def speed_probe(self, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
-                    deep: int | None = None) -> dict:
+                    deep: int | None = None, streams: bool = False) -> dict:
         """This machine's rates on this model, like llama.cpp's llama-bench: prompt tokens/s (one
         ``prompt_tokens`` prefill), decode tokens/s of one sequence and of ``n_parallel`` sequences (one token
         each per call, branched from the prompt), best of ``repeats``. ``deep``: the batched decode again at
         that context depth (llama-bench's ``-d``; the prompt is extended to it), for floors taken at the depth
-        a run decodes at (harness/speed.py ``floor_seconds``). Token counters and the first-decode mark are
-        left as they were; the KV cache is cleared afterwards.
+        a run decodes at (harness/speed.py ``floor_seconds``). ``streams`` (with ``deep``): the batched decode
+        again at both depths with every sequence in its own KV stream holding its own copy of the prompt, the
+        layout generation runs in (``gen_streams``, which keeps batched output equal to one-at-a-time): each
+        sequence's attention reads its own cells, where the shared-prefix decode above reads the prompt's once.
+        Token counters and the first-decode mark are left as they were; the KV cache is cleared afterwards.
         """
         lc = self.lc
         saved = self.stats
@@ -415,6 +420,7 @@ class LlamaEngine:
         self._ensure_ctx(depth + n_par * (decode_steps + 1) + self.settings.n_batch, n_par + 1)
         mem = self._mem
         best = {"prompt": 0.0, "decode_1": 0.0, "decode_n": 0.0}
+        stream_rates: dict[int, float] = {}
 
         def batched(at: int) -> float:
             for s in range(1, n_par + 1):
@@ -444,6 +450,20 @@ class LlamaEngine:
             if deep and deep > prompt_tokens:  # once: the prompt grows to ``deep`` tokens, the same batched decode
                 self._prefill(toks, seq=0, start=prompt_tokens)
                 deep_rate = batched(deep)
+            if streams and deep and deep > prompt_tokens:
+                # Generation's layout: one KV stream per sequence, the prompt's stream copied whole into each.
+                self._ensure_ctx(deep + decode_steps + 1, n_par + 1, unified=False)
+                mem = self._mem
+                for at in (prompt_tokens, deep):
+                    self._prefill(toks[:at], seq=0, start=0 if at == prompt_tokens else prompt_tokens)
+                    for s in range(1, n_par + 1):
+                        lc.llama_memory_seq_cp(mem, 0, s, -1, -1)
+                    t0 = time.perf_counter()
+                    for i in range(decode_steps):
+                        self._decode([(toks[i], at + i, s, True) for s in range(1, n_par + 1)])
+                    stream_rates[at] = n_par * decode_steps / (time.perf_counter() - t0)
+                    for s in range(1, n_par + 1):
+                        lc.llama_memory_seq_rm(mem, s, -1, -1)
         finally:
             lc.llama_memory_clear(mem, True)
             self.stats = saved
@@ -453,6 +473,9 @@ class LlamaEngine:
                "prompt_len": prompt_tokens, "decode_steps": decode_steps}
         if deep_rate is not None:
             out.update(decode_batched_deep_tokens_per_s=round(deep_rate, 1), deep_len=deep)
+        if stream_rates:
+            out.update(decode_streams_tokens_per_s=round(stream_rates[prompt_tokens], 1),
+                       decode_streams_deep_tokens_per_s=round(stream_rates[deep], 1))
         return out
 
     # ------------------------------------------------------------------ log-likelihood

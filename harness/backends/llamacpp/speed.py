@@ -17,16 +17,21 @@ def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16,
     return engine.speed_probe(prompt_tokens, decode_steps, repeats, deep)
 
 
-def floor_seconds(speed: dict, prompt_tokens: int, generated_tokens: int, mean_depth: float | None = None) -> float:
+def floor_seconds(speed: dict, prompt_tokens: int, generated_tokens: int, mean_depth: float | None = None,
+                  streams: bool = False) -> float:
     """The least time the run's own token counts need at the probed rates.
 
     With ``mean_depth`` (the mean position of the run's generated tokens) and a probe taken at two
     depths, a generated token costs the batched decode time per token interpolated linearly in depth
     (attention is linear in the cells it reads); otherwise the decode rate at the probe's prompt length.
+    ``streams``: the batched decode rates measured with one KV stream per sequence (the probe's ``streams``),
+    the layout generation runs in; the plain floor is the shared-prefix layout, which reads the prompt once.
     """
-    per_token = 1 / speed["decode_batched_tokens_per_s"]
-    if mean_depth is not None and speed.get("decode_batched_deep_tokens_per_s"):
+    rate, deep_rate = (("decode_streams_tokens_per_s", "decode_streams_deep_tokens_per_s") if streams
+                       else ("decode_batched_tokens_per_s", "decode_batched_deep_tokens_per_s"))
+    per_token = 1 / speed[rate]
+    if mean_depth is not None and speed.get(deep_rate):
         d0, d1 = speed["prompt_len"], speed["deep_len"]
-        t0, t1 = per_token, 1 / speed["decode_batched_deep_tokens_per_s"]
+        t0, t1 = per_token, 1 / speed[deep_rate]
         per_token = max(t0 + (t1 - t0) * (mean_depth - d0) / (d1 - d0), min(t0, t1))
     return prompt_tokens / speed["prompt_tokens_per_s"] + generated_tokens * per_token
