@@ -160,8 +160,16 @@ LM_EVAL_TASK_DIRS = ("gsm8k", "llama3", "mmlu")
 @lru_cache(maxsize=2)
 def task_manager(full: bool = False):
     """lm-eval's task manager over :data:`LM_EVAL_TASK_DIRS` (``full``: over all of lm-eval's tasks)."""
+    import datasets.config
     import lm_eval.tasks
     from lm_eval.tasks import TaskManager
+
+    # Every task here reads local parquet files (dataset_path "parquet", data_files: a mirror or files already
+    # fetched by harness/tasks/data.py), yet `datasets` sends a download-count HEAD request to S3 for its
+    # "parquet" builder on every load_dataset call (datasets/load.py increase_load_count). It carries nothing
+    # and costs a DNS lookup per task, up to a 3 s timeout where the network is filtered: 5.0 of 11.7 s of
+    # lm-eval's work for the 57-subject MMLU subset here (scripts/bench_memory.py under cProfile).
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
 
     if full:
         return TaskManager()
