@@ -13,8 +13,6 @@ from harness.models.catalogue import resolve
 
 
 def test_building_mmlu_tasks_from_a_mirror_looks_up_no_host(mirror, monkeypatch):
-    from lm_eval.tasks import get_task_dict
-
     from harness.tasks.settings import plan_task, task_manager
 
     plan = plan_task("mmlu_loglik", resolve("smollm2-135m"), limit=3, data_dir=mirror)
@@ -26,6 +24,6 @@ def test_building_mmlu_tasks_from_a_mirror_looks_up_no_host(mirror, monkeypatch)
         raise socket.gaierror("no network in this test")
 
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    tasks = get_task_dict(plan.configs, task_manager())
+    tasks = task_manager().load(plan.configs)["tasks"]
     assert len(tasks) == 3 and all(len(t.test_docs()) > 0 for t in tasks.values())
     assert lookups == []
