@@ -37,7 +37,7 @@ def mark(what: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="mmlu_loglik")
-    ap.add_argument("--limit", type=int)
+    ap.add_argument("--limit", type=int, default=114)
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--decode", action="store_true", help="decode for real (default: constant logits)")
@@ -94,14 +94,15 @@ def main() -> int:
     runner.run_task = run_task
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         argv = ["bench", "-m", args.model, "-t", args.task, "--threads", "2", "--results-dir", tmp]
-        argv += ["--full"] if args.full else ["--limit", str(args.limit or 114)]
+        argv += ["--full"] if args.full else ["--limit", str(args.limit)]
+        sys.argv = ["harness", *argv]
         try:
-            cli.cli.main(argv, standalone_mode=False)
+            cli.main()  # the installed entry point's main: a bad argument is one message and exit 2
         except SystemExit as exc:
             if exc.code:
-                raise
+                return int(exc.code) if isinstance(exc.code, int) else 2
     mark("end")
-    what = "full" if args.full else f"limit {args.limit or 114}"
+    what = "full" if args.full else f"limit {args.limit}"
     print(f"\n{args.model} {args.task} {what}; decoding {'real' if args.decode else 'replaced by constant logits'}")
     print(f"{'s':>7} {'RSS MB':>7} {'peak MB':>8}  phase")
     for what, t, rss, peak in MARKS:
