@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -121,7 +120,7 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
 
     from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
     from harness.models.locate import local_model_path
-    from harness.run.runner import prompt_of, summarise
+    from harness.run.runner import peak_rss_mb, prompt_of, summarise
     from harness.tasks.settings import task_manager
 
     entry, plans = _plans(model, data_dir, a)
@@ -178,7 +177,7 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
     out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
            "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
            "responses": {f"{s['task']}/{s['doc_id']}": s["response"] for s in log},
-           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "rss_mb": peak_rss_mb()}
     if engine is not None:
         if engine.trace is not None:
             out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(prompt_of(r.get("arguments")))))

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine, _logsumexp  # noqa: E402
+from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine  # noqa: E402
 
 SUBJECTS = ["astronomy", "high_school_biology", "college_computer_science", "marketing"]
 
@@ -93,19 +93,7 @@ class AlignedPackedEngine(UnifiedPackedEngine):
         logits = self._decode(entries)
         lc.llama_memory_seq_rm(self._mem, fill, -1, -1)
         self.stats.prompt_tokens += len(entries)
-        lse = _logsumexp(logits)
-        greedy = logits.argmax(axis=1)
-        r = 0
-        for it in pack:
-            for req, cont in it.consumers:
-                base = r + it.n_out - len(cont)
-                lp = sum(float(logits[base + j, t] - lse[base + j]) for j, t in enumerate(cont))
-                results[req] = (lp, all(int(greedy[base + j]) == t for j, t in enumerate(cont)))
-                if on_result:
-                    on_result(req, results[req])
-            r += it.n_out
-            if progress:
-                progress(len(it.consumers))
+        self._deliver(pack, logits, results, progress, on_result)
         for k in range(len(pack)):
             lc.llama_memory_seq_rm(self._mem, k + 1, -1, -1)
 

@@ -424,7 +424,8 @@ class LlamaEngine:
 
         def batched(at: int) -> float:
             for s in range(1, n_par + 1):
-                lc.llama_memory_seq_cp(mem, 0, s, 0, at)
+                # Separate streams (the layout generation runs in): sequence 0's whole stream is copied.
+                lc.llama_memory_seq_cp(mem, 0, s, *((0, at) if self._unified else (-1, -1)))
             t0 = time.perf_counter()
             for i in range(decode_steps):
                 self._decode([(toks[i], at + i, s, True) for s in range(1, n_par + 1)])
@@ -456,14 +457,7 @@ class LlamaEngine:
                 mem = self._mem
                 for at in (prompt_tokens, deep):
                     self._prefill(toks[:at], seq=0, start=0 if at == prompt_tokens else prompt_tokens)
-                    for s in range(1, n_par + 1):
-                        lc.llama_memory_seq_cp(mem, 0, s, -1, -1)
-                    t0 = time.perf_counter()
-                    for i in range(decode_steps):
-                        self._decode([(toks[i], at + i, s, True) for s in range(1, n_par + 1)])
-                    stream_rates[at] = n_par * decode_steps / (time.perf_counter() - t0)
-                    for s in range(1, n_par + 1):
-                        lc.llama_memory_seq_rm(mem, s, -1, -1)
+                    stream_rates[at] = batched(at)
         finally:
             lc.llama_memory_clear(mem, True)
             self.stats = saved
@@ -567,7 +561,13 @@ class LlamaEngine:
         for off in range(0, len(entries), n_batch):
             rows.append(self._decode(entries[off : off + n_batch]))
         self.stats.prompt_tokens += len(entries)
-        logits = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        self._deliver(pack, np.concatenate(rows) if len(rows) > 1 else rows[0], results, progress, on_result)
+        for k in range(len(pack)):
+            lc.llama_memory_seq_rm(self._mem, k + 1, -1, -1)
+
+    def _deliver(self, pack: list[_Item], logits: np.ndarray, results: list, progress, on_result=None) -> None:
+        """A decoded pack's logit rows (each item's last ``n_out`` positions, in pack order) as each consumer's
+        (log-prob of its continuation, whether it is the greedy one)."""
         lse = _logsumexp(logits)
         greedy = logits.argmax(axis=1)
         r = 0
@@ -584,8 +584,6 @@ class LlamaEngine:
             r += it.n_out
             if progress:
                 progress(len(it.consumers))
-        for k in range(len(pack)):
-            lc.llama_memory_seq_rm(self._mem, k + 1, -1, -1)
 
     # ------------------------------------------------------------------ generation
     def generate(

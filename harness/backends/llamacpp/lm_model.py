@@ -201,12 +201,11 @@ class LlamaBenchLM(TemplateLM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         self._ll_instances = list(requests)  # so a request that cannot fit is named by task and document
-        self._contexts: dict[bytes, object] = {}
         try:
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         finally:
             self._ll_instances = None
-            self._contexts = {}
+            self._contexts = {}  # _encode_pair's interned contexts, released with the requests
 
     def _encode_pair(self, context: str, continuation: str):
         """lm-eval's own split of a (context, continuation) pair into tokens, with the context kept compact.
