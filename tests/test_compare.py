@@ -9,12 +9,12 @@ from harness.analysis.claims import Claim, allowance
 from harness.analysis.compare import (
     EXCEEDED,
     HOLDS,
+    INCONCLUSIVE,
     NOT_COMPARABLE,
     NOT_REPRODUCED,
     WITHIN_QUANT,
     compare_claim,
-    verdict_at_least,
-    verdict_value,
+    judge,
 )
 from harness.analysis.estimate import Stratum, estimate, paired_difference
 from harness.records.runs import load_runs
@@ -44,26 +44,32 @@ def runs_of(tmp_path, *recs):
 
 
 @pytest.mark.parametrize(
-    "claimed,lo,hi,allow,expected",
+    "claimed,lo,hi,margin,allow,expected",
     [
-        (50, 40, 60, 0, HOLDS),
-        (60, 40, 60, 0, HOLDS),  # on the edge: inside
-        (61, 40, 60, 1.5, WITHIN_QUANT),
-        (62, 40, 60, 1.5, NOT_REPRODUCED),
-        (61, 40, 60, 0, NOT_REPRODUCED),
-        (39.9, 40, 60, 5, EXCEEDED),
+        (50, 49, 51, 2, 0, HOLDS),  # narrow interval around the claim: decides
+        (50, 48, 51, 2, 0, HOLDS),  # lower end exactly at claim - margin: still rules out a larger shortfall
+        (50, 47.9, 51, 2, 0, INCONCLUSIVE),  # just wider: covers the claim and a 2.1-point shortfall
+        (50, 40, 60, 2, 0, INCONCLUSIVE),  # the old "holds": the claim lies inside a ±10 interval
+        (60, 40, 60, 2, 0, INCONCLUSIVE),  # on the edge: inside, but undecided
+        (51, 49, 50.5, 2, 1.5, WITHIN_QUANT),  # short of the claim, within the allowance, and narrow
+        (51, 45, 50.5, 2, 1.5, INCONCLUSIVE),
+        (52.1, 48, 50.5, 2, 1.5, NOT_REPRODUCED),
+        (51, 49, 50.9, 2, 0, NOT_REPRODUCED),
+        (39.9, 40, 60, 2, 5, EXCEEDED),
     ],
 )
-def test_verdict_value(claimed, lo, hi, allow, expected):
-    assert verdict_value(claimed, lo, hi, allow) == expected
+def test_judge_value(claimed, lo, hi, margin, allow, expected):
+    verdict, rule = judge(claimed, lo, hi, margin, allow)
+    assert verdict == expected and rule
 
 
-def test_verdict_at_least_strict_and_allowance():
-    assert verdict_at_least(96.1, 96.2, 0) == HOLDS
-    assert verdict_at_least(96.1, 96.1, 0, strict=True) == NOT_REPRODUCED
-    assert verdict_at_least(96.1, 96.1, 0) == HOLDS
-    assert verdict_at_least(96.1, 95.5, 1.0) == WITHIN_QUANT
-    assert verdict_at_least(96.1, 94.0, 1.0) == NOT_REPRODUCED
+def test_judge_relation_strict_and_allowance():
+    assert judge(96.1, 95.5, 96.2, 2, 0, can_exceed=False)[0] == HOLDS
+    assert judge(96.1, 95.5, 96.1, 2, 0, strict=True, can_exceed=False)[0] == NOT_REPRODUCED
+    assert judge(96.1, 95.5, 96.1, 2, 0, can_exceed=False)[0] == HOLDS
+    assert judge(96.1, 95.0, 95.5, 2, 1.0, can_exceed=False)[0] == WITHIN_QUANT
+    assert judge(96.1, 93.0, 94.0, 2, 1.0, can_exceed=False)[0] == NOT_REPRODUCED
+    assert judge(96.1, 97.0, 99.0, 2, 0, can_exceed=False)[0] == HOLDS  # a relation is never "exceeded"
 
 
 def test_single_task_estimate_is_the_wilson_interval():
@@ -104,17 +110,31 @@ def test_paired_difference_matches_formula():
 
 
 def test_every_verdict_reached_through_records(tmp_path):
-    runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 50 + [False] * 50},
+    # The full test (1319 questions) at 90%: a 95% half-width of about 1.6 points, under the 2-point margin.
+    runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 1187 + [False] * 132},
                                          sizes={"gsm8k_cot_llama": 1319}))
-    lo, hi = (100 * x for x in wilson(0.5, 100))
+    p = 1187 / 1319
+    lo, hi = (100 * x for x in wilson(p, 1319))
     allow = allowance("Q4_K_M", 8.03e9, "gsm8k").points
     assert allow > 0
-    cases = {HOLDS: 52.0, WITHIN_QUANT: hi + allow / 2, NOT_REPRODUCED: hi + allow + 1, EXCEEDED: lo - 1}
+    cases = {HOLDS: 100 * p + 0.5, NOT_REPRODUCED: hi + allow + 1, EXCEEDED: lo - 1,
+             INCONCLUSIVE: lo + 2 + allow + 0.1}
     for expected, value in cases.items():
         (row,) = compare_claim(claim(claimed=value), runs)
         assert row.verdict == expected, (expected, value, row)
-        assert row.n == 100 and row.n_total == 1319 and "subset 100/1319" in row.note
-        assert math.isclose(row.delta, 50 - value)
+        assert row.n == 1319 and row.n_total == 1319 and "full test" in row.note
+        assert math.isclose(row.delta, 100 * p - value) and row.margin == 2 and row.rule
+    # Q3_K_M's allowance (4.5 points on an 8B model) lets an interval short of the claim still decide.
+    q3 = runs_of(tmp_path / "q3", make_record("llama3.1-8b-instruct", "gsm8k",
+                                              {"gsm8k_cot_llama": [True] * 1187 + [False] * 132},
+                                              sizes={"gsm8k_cot_llama": 1319}, quant="Q3_K_M"))
+    (row,) = compare_claim(claim(claimed=hi + 1.0), q3)
+    assert row.verdict == WITHIN_QUANT and row.allowance == 4.5
+    runs = runs_of(tmp_path / "small", make_record("llama3.1-8b-instruct", "gsm8k",
+                                                   {"gsm8k_cot_llama": [True] * 50 + [False] * 50},
+                                                   sizes={"gsm8k_cot_llama": 1319}))
+    (row,) = compare_claim(claim(claimed=52.0), runs)  # "holds" before margins: 52 lies in [40.4, 59.6]
+    assert row.verdict == INCONCLUSIVE and row.n == 100 and "subset 100/1319" in row.note
     (row,) = compare_claim(claim(model="llama3.1-70b-instruct", claimed=95.1), runs)
     assert row.verdict == NOT_COMPARABLE and row.note == "no measurement"
     (row,) = compare_claim(claim(claimed=50, setting=dict(GSM8K, shots=5)), runs)
@@ -140,7 +160,7 @@ def test_relation_to_reference_and_unknown_reference(tmp_path):
     beat = claim(model="llama3.1-405b-instruct", kind="relation",
                  relation={"op": ">", "reference": {"name": "GPT-4o", "value": 96.1}})
     (row,) = compare_claim(beat, runs)
-    assert row.verdict == HOLDS and math.isclose(row.delta, 97 - 96.1)
+    assert row.verdict == INCONCLUSIVE and math.isclose(row.delta, 97 - 96.1)  # 100 questions: ±3.8
     unknown = claim(model="llama3.1-405b-instruct", kind="relation",
                     relation={"op": ">", "reference": {"name": "Nova Pro", "value": None}})
     (row,) = compare_claim(unknown, runs)
@@ -154,7 +174,7 @@ def test_relation_between_models_is_paired_on_shared_samples(tmp_path):
     b_far = {s: [True] * 10 for s in subjects}
     rel = {"op": ">=", "other_model": "llama3.1-405b-instruct", "margin": 1.0}
     c = claim(model="llama3.3-70b-instruct", task="mmlu", setting=MMLU_MACRO, kind="relation", relation=rel)
-    for b, expected in ((b_good, HOLDS), (b_far, NOT_REPRODUCED)):
+    for b, expected in ((b_good, INCONCLUSIVE), (b_far, NOT_REPRODUCED)):
         runs = runs_of(tmp_path / expected.replace(" ", "_"),
                        make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects, n_params=70.6e9),
                        make_record("llama3.1-405b-instruct", "mmlu", b, sizes=subjects, n_params=405.8e9))
@@ -200,7 +220,7 @@ def test_reference_figure_from_another_setting_is_never_compared(tmp_path):
     same = {"name": "GPT-4o", "value": 96.1, "setting": {"shots": 8, "cot": True}}
     (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
                                  relation={"op": ">", "reference": same}), runs)
-    assert row.verdict == HOLDS
+    assert row.verdict == INCONCLUSIVE
     # 97% would clear 90 easily: only the setting guard keeps an 11-shot figure out of an 8-shot CoT claim.
     other = {"name": "Gemini Ultra", "value": 90.0, "setting": {"shots": 11, "cot": True}}
     (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
@@ -222,7 +242,7 @@ def test_benchmark_mapping_of_ours_is_said_on_every_row_and_in_the_source(tmp_pa
     ours = replace(claim(claimed=50.0), source="Article 000",
                    mapping={"by": "ours", "reason": "the article names no benchmark"})
     (row,) = compare_claim(ours, runs)
-    assert row.verdict == HOLDS and row.note.endswith("benchmark chosen by us, not by the source")
+    assert row.verdict == INCONCLUSIVE and row.note.endswith("benchmark chosen by us, not by the source")
     (none,) = compare_claim(replace(ours, model="llama3.1-70b-instruct"), runs)
     assert none.note == "no measurement; benchmark chosen by us, not by the source"
     (table_row,) = claim_rows([row])

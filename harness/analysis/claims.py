@@ -17,6 +17,7 @@ from harness.paths import TASKS_DIR
 
 CLAIMS_FILE = TASKS_DIR / "claims.yaml"
 ALLOWANCE_FILE = TASKS_DIR / "quant_allowance.yaml"
+MARGIN_FILE = TASKS_DIR / "verdict_margins.yaml"
 KINDS = ("value", "relation", "params")
 _CLAIM_KEYS = {"id", "model", "task", "setting", "kind", "claimed", "claimed_ci95", "claimed_params", "relation",
                "source", "article", "summary", "confirmed", "mapping"}
@@ -207,6 +208,44 @@ def allowance(quant: str, params: float | None, task: str, path: Path = ALLOWANC
             continue
         return Allowance(float(value), rule.get("source", ""), rule.get("name", quant))
     return Allowance(0.0, "no allowance data for this quant", "none")
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The reproduction margin of one claim (points): a shortfall up to this much is not evidence against it."""
+
+    points: float
+    source: str
+
+
+def margin(claim: Claim, path: Path = MARGIN_FILE) -> Margin:
+    """The claim's own printed 95% half-width (``claimed_ci95``) where it has one, else its task's margin,
+    else the file's default (``tasks/verdict_margins.yaml`` says why each is what it is)."""
+    if claim.claimed_ci95:
+        return Margin(float(claim.claimed_ci95), "the source's own 95% interval (claimed_ci95)")
+    data = _margin_data(path)
+    row = (data.get("tasks") or {}).get(claim.task) or data["default"]
+    return Margin(float(row["points"]), str(row["reason"]))
+
+
+def decision_power(path: Path = MARGIN_FILE) -> float:
+    """The power at which decide-sizes are computed (``power`` in ``tasks/verdict_margins.yaml``)."""
+    return float(_margin_data(path)["power"])
+
+
+def _margin_data(path: Path) -> dict:
+    data = _read_yaml(path, "verdict margins")
+    rows = [("default", data.get("default"))] + list((data.get("tasks") or {}).items())
+    for name, row in rows:
+        pts = row.get("points") if isinstance(row, dict) else None
+        if isinstance(pts, bool) or not isinstance(pts, (int, float)) or not pts > 0 or not str(row.get("reason") or "").strip():
+            raise HarnessError(f"{path}: margin {name!r} needs points > 0 and a reason (got {row!r})",
+                               "restore tasks/verdict_margins.yaml from git.")
+    pw = data.get("power")
+    if isinstance(pw, bool) or not isinstance(pw, (int, float)) or not 0.5 <= pw < 1:
+        raise HarnessError(f"{path}: power must be a number in [0.5, 1) (got {pw!r})",
+                           "restore tasks/verdict_margins.yaml from git.")
+    return data
 
 
 @lru_cache(maxsize=8)

@@ -1,32 +1,52 @@
-"""Put each claim beside the measurement with the matching setting and give a plain verdict.
+"""Put each claim beside the measurement with the matching setting and give a verdict as strong as its evidence.
 
-Verdicts (``holds`` means "not contradicted by the measurement at 95%"):
-- holds: the claimed figure lies inside the 95% interval (for a relation: the interval reaches the
-  threshold the relation sets);
-- holds within quantization allowance: the interval falls short of the claim by no more than the
-  allowance of the quant run (``tasks/quant_allowance.yaml``, sourced), since claims are made on
-  full-precision weights;
-- not reproduced: the interval falls short by more than that;
-- exceeded: the whole interval lies above the claimed value;
-- not comparable: no measurement, a setting that differs (shots, CoT, chat, metric), or a reference
-  figure that no source gives.
+A verdict compares the measured 95% interval [lo, hi] with the claimed figure C, the claim's reproduction
+margin M (``tasks/verdict_margins.yaml``: the source's own printed 95% half-width where it has one) and
+the allowance A of the quant that was run (``tasks/quant_allowance.yaml``, sourced: claims are made on
+full-precision weights). For a relation, C is the threshold the relation sets (a reference figure minus
+the relation's own margin, or 0 for a paired difference between two models).
+
+- exceeded: the whole interval lies above the claimed value (value claims);
+- not reproduced: the interval falls short of C - A (the claim is contradicted even with the allowance);
+- holds: the interval reaches C and its lower end lies at or above C - M - A, so it rules out a
+  shortfall larger than the margin (plus allowance): the run could have told the difference;
+- holds within quantization allowance: as "holds", but the interval reaches only C - A;
+- inconclusive: the interval covers both C (or C - A) and a shortfall larger than M + A: too few questions
+  to tell. The comparison says how many would decide (``harness/analysis/power.py``), or that even the
+  full test set cannot ("not decidable on this benchmark");
+- not comparable: no measurement, a setting that differs (shots, CoT, chat, metric), a reference figure
+  that no source gives, or data that are not the data the claims were made on.
+
+Before margins (until the harness's 0.1 line of November 2026), "holds" meant only "the claim lies inside
+the interval": that reading stays available, since every comparison keeps its interval, margin, allowance
+and the rule that decided it (``Comparison.rule``, the ``rule`` column of ``results/claims.csv``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.analysis.claims import Claim, allowance, load_claims, params_tolerance, reference_mismatch
+from harness.analysis import power
+from harness.analysis.claims import (
+    Claim,
+    allowance,
+    load_claims,
+    margin,
+    params_tolerance,
+    reference_mismatch,
+)
 from harness.analysis.estimate import Stratum, estimate, paired_difference
 from harness.records.runs import Run, best_run
 from harness.tasks.settings import task_spec
 
 HOLDS = "holds"
 WITHIN_QUANT = "holds within quantization allowance"
+INCONCLUSIVE = "inconclusive"
 NOT_REPRODUCED = "not reproduced"
 EXCEEDED = "exceeded"
 NOT_COMPARABLE = "not comparable"
-VERDICTS = (HOLDS, WITHIN_QUANT, NOT_REPRODUCED, EXCEEDED, NOT_COMPARABLE)
+# Decisive verdicts: the measurement could tell the claim from a shortfall of the margin.
+DECISIVE = (HOLDS, WITHIN_QUANT, NOT_REPRODUCED, EXCEEDED)
 
 
 @dataclass
@@ -46,22 +66,58 @@ class Comparison:
     allowance: float | None = None
     allowance_source: str = ""
     run_ids: tuple[str, ...] = field(default_factory=tuple)
+    margin: float | None = None  # reproduction margin (points)
+    margin_source: str = ""
+    rule: str = ""  # the comparison that decided the verdict, with its numbers
+    decide_n: int | None = None  # questions that would decide an inconclusive verdict (None: see `decidable`)
+    decidable: bool | None = None  # False: not even the full test set decides at this margin
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the 95% interval's width (points)."""
+        return None if self.lo is None else (self.hi - self.lo) / 2
+
+    @property
+    def decisive(self) -> bool:
+        """Whether the measurement could tell the claim from a shortfall of its margin."""
+        return self.verdict in DECISIVE
+
+    def strength(self) -> str:
+        """The verdict's evidence in words: 'decisive (±1.3, margin 2)' or 'undecided (...; N would decide)'."""
+        if self.verdict == NOT_COMPARABLE:
+            return "-"
+        if self.claim.kind == "params":
+            return "decisive (exact count)"
+        if self.half_width is None or self.margin is None:
+            return "-"
+        hw = f"±{self.half_width:.1f}, margin {self.margin:g}"
+        if self.allowance:
+            hw += f" + allowance {self.allowance:g}"
+        if self.decisive:
+            return f"decisive ({hw})"
+        if self.decidable is False:
+            return f"not decidable on this benchmark ({hw})"
+        return f"undecided ({hw}; {self.decide_n} questions would decide)"
 
 
-def verdict_value(claimed: float, lo: float, hi: float, allowance_pts: float) -> str:
-    """Verdict for a claimed value against a measured 95% interval [lo, hi] (points)."""
-    if lo > claimed:
-        return EXCEEDED
-    if hi >= claimed:
-        return HOLDS
-    return WITHIN_QUANT if hi + allowance_pts >= claimed else NOT_REPRODUCED
-
-
-def verdict_at_least(threshold: float, hi: float, allowance_pts: float, strict: bool = False) -> str:
-    """Verdict for "score > threshold" (strict) or ">= threshold" given the interval's upper end."""
-    if hi > threshold or (not strict and hi >= threshold):
-        return HOLDS
-    return WITHIN_QUANT if allowance_pts > 0 and hi + allowance_pts >= threshold else NOT_REPRODUCED
+def judge(target: float, lo: float, hi: float, margin_pts: float, allowance_pts: float, *, strict: bool = False,
+          can_exceed: bool = True) -> tuple[str, str]:
+    """Verdict and the rule that decided it, for a measured 95% interval [lo, hi] against a claimed value
+    or relation threshold ``target`` (points). ``strict``: the claim is "> target"; ``can_exceed``: a value
+    claim, where an interval wholly above the claim is "exceeded" (a relation is then simply "holds")."""
+    floor = target - margin_pts - allowance_pts
+    if can_exceed and lo > target:
+        return EXCEEDED, f"lo {lo:.1f} > claimed {target:.1f}"
+    reaches = hi > target if strict else hi >= target
+    reaches_allowed = allowance_pts > 0 and hi + allowance_pts >= target
+    if not (reaches or reaches_allowed):
+        return NOT_REPRODUCED, f"hi {hi:.1f} + allowance {allowance_pts:g} < {target:.1f}"
+    if lo >= floor:
+        verdict = HOLDS if reaches else WITHIN_QUANT
+        return verdict, (f"lo {lo:.1f} >= {target:.1f} - margin {margin_pts:g} - allowance {allowance_pts:g} "
+                         f"= {floor:.1f}")
+    return INCONCLUSIVE, (f"[{lo:.1f}, {hi:.1f}] covers {target:.1f} and a shortfall below {floor:.1f} "
+                          f"(margin {margin_pts:g} + allowance {allowance_pts:g})")
 
 
 def setting_mismatch(claim: Claim, run: Run) -> list[str]:
@@ -120,9 +176,12 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
         notes.append(f"no quantization allowance known for {run.quant} on {claim.task}")
     if not claim.confirmed:
         notes.append("claim unconfirmed")
+    marg = margin(claim)
+    base.update(margin=marg.points, margin_source=marg.source)
     if claim.kind == "value":
-        verdict = verdict_value(claim.claimed, lo, hi, allow.points)
-        return Comparison(verdict=verdict, delta=m - claim.claimed, note="; ".join(notes), **base)
+        verdict, rule = judge(claim.claimed, lo, hi, marg.points, allow.points)
+        return _with_power(Comparison(verdict=verdict, delta=m - claim.claimed, note="; ".join(notes), rule=rule,
+                                      **base), est.value, run, key, claim)
     rel = claim.relation
     ref = rel["reference"]
     if ref.get("value") is None:
@@ -132,8 +191,42 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
         return Comparison(verdict=NOT_COMPARABLE, note="reference figure from another setting: " + "; ".join(ref_diff),
                           **base)
     threshold = ref["value"] - float(rel.get("margin") or 0)
-    verdict = verdict_at_least(threshold, hi, allow.points, strict=rel["op"] == ">")
-    return Comparison(verdict=verdict, delta=m - ref["value"], note="; ".join(notes), **base)
+    verdict, rule = judge(threshold, lo, hi, marg.points, allow.points, strict=rel["op"] == ">", can_exceed=False)
+    return _with_power(Comparison(verdict=verdict, delta=m - ref["value"], note="; ".join(notes), rule=rule, **base),
+                       est.value, run, key, claim)
+
+
+def deciding_half_width(measured: float, target: float, margin_pts: float, allowance_pts: float,
+                        can_exceed: bool = True) -> float:
+    """The half-width (points) at which a symmetric interval centred on ``measured`` would decide: its lower
+    end clears ``target - margin - allowance`` (holds), or its upper end falls short of ``target - allowance``
+    (not reproduced), or (value claims) its lower end clears the target (exceeded). Positive whenever the
+    margin is: the first two distances add up to the margin."""
+    floor = target - margin_pts - allowance_pts
+    ways = [measured - floor, target - allowance_pts - measured] + ([measured - target] if can_exceed else [])
+    return max(ways)
+
+
+def _with_power(c: Comparison, p: float, run: Run, key: str, claim: Claim) -> Comparison:
+    """For an inconclusive verdict: how many questions would decide if the score stayed where it was
+    measured (the harness's own stratified draw, the same estimator and the same rule), or that not even the
+    full test would."""
+    if c.verdict != INCONCLUSIVE:
+        return c
+    if claim.kind == "value":
+        target, strict = claim.claimed, False
+    else:
+        rel = claim.relation
+        target, strict = rel["reference"]["value"] - float(rel.get("margin") or 0), rel["op"] == ">"
+    sizes = {s.name: s.size for s in _strata(run, key)}
+
+    def decides(lo: float, hi: float) -> bool:
+        return judge(target, lo, hi, c.margin, c.allowance or 0.0, strict=strict,
+                     can_exceed=claim.kind == "value")[0] != INCONCLUSIVE
+
+    c.decide_n = power.smallest_deciding(p, sizes, claim.setting["average"], decides)
+    c.decidable = c.decide_n is not None
+    return c
 
 
 def _compare_models(claim: Claim, run_a: Run, run_b: Run) -> Comparison:
@@ -152,13 +245,22 @@ def _compare_models(claim: Claim, run_a: Run, run_b: Run) -> Comparison:
         pairs.setdefault(k[0], []).append((a[k], b[k]))
     sizes = run_a.rec.task.subtask_sizes or {}
     d = paired_difference(pairs, sizes, claim.setting["average"])
-    margin = float(rel.get("margin") or 0)
-    verdict = verdict_at_least(-margin, 100 * d.hi, 0.0, strict=rel["op"] == ">")
+    rel_margin = float(rel.get("margin") or 0)
+    marg = margin(claim)
+    lo, hi = 100 * d.lo, 100 * d.hi
+    # Both models are quantized here, so no allowance: the claim compares the two as they were run.
+    verdict, rule = judge(-rel_margin, lo, hi, marg.points, 0.0, strict=rel["op"] == ">", can_exceed=False)
     note = (f"paired on {d.n} shared questions ({d.a_only} won by {run_a.model} only, {d.b_only} by "
             f"{run_b.model} only); {run_b.model} at {run_b.quant}")
-    return Comparison(claim, verdict, note, quant=run_a.quant, measured=100 * d.value, lo=100 * d.lo,
-                      hi=100 * d.hi, n=d.n, n_total=run_a.rec.task.n_total, delta=100 * d.value,
-                      run_ids=(run_a.rec.run_id, run_b.rec.run_id))
+    n_total = run_a.rec.task.n_total
+    c = Comparison(claim, verdict, note, quant=run_a.quant, measured=100 * d.value, lo=lo, hi=hi, n=d.n,
+                   n_total=n_total, delta=100 * d.value, run_ids=(run_a.rec.run_id, run_b.rec.run_id),
+                   margin=marg.points, margin_source=marg.source, rule=rule)
+    if verdict == INCONCLUSIVE:
+        needed = deciding_half_width(100 * d.value, -rel_margin, marg.points, 0.0, can_exceed=False)
+        c.decide_n = power.scaled_decide_n(d.n, (hi - lo) / 2, needed, n_total)
+        c.decidable = c.decide_n is not None
+    return c
 
 
 def _compare_params(claim: Claim, runs: list[Run]) -> list[Comparison]:
@@ -173,7 +275,8 @@ def _compare_params(claim: Claim, runs: list[Run]) -> list[Comparison]:
         verdict = HOLDS if abs(rel) <= tol else NOT_REPRODUCED
         note = f"GGUF tensors count {n / 1e9:.2f}B ({100 * rel:+.1f}%; names round within {100 * tol:g}%)"
         out[r.quant] = Comparison(claim, verdict, note, quant=r.quant, measured=n / 1e9,
-                                  delta=(n - claim.claimed_params) / 1e9, run_ids=(r.rec.run_id,))
+                                  delta=(n - claim.claimed_params) / 1e9, run_ids=(r.rec.run_id,),
+                                  rule=f"|{100 * rel:+.1f}%| {'<=' if verdict == HOLDS else '>'} {100 * tol:g}%")
     return [out[q] for q in sorted(out)]
 
 

@@ -26,6 +26,7 @@ from harness.publish.plots import COLOURS, claims_spec, quant_spec, render
 from harness.publish.report import (
     CLAIM_COLUMNS,
     SCORE_COLUMNS,
+    VERDICT_COLUMNS,
     claim_rows,
     hardware_text,
     markdown_table,
@@ -38,10 +39,21 @@ from harness.tasks.settings import task_spec
 
 MANIFEST = "published.json"
 README_CLAIM_COLUMNS = ("claim", "setting", "claimed", "source (short)", "article", "quant", "measured", "95% CI", "n",
-                        "verdict", "note")
+                        "verdict", "strength", "note")
 
 
 HEADLINE_COLUMNS = ("model", "quant", "task", "metric", "score", "95% CI", "n")
+
+
+def count_text(comps: list) -> str:
+    """'1 holds, 3 inconclusive, 59 not comparable (1 of 4 judged claims decided)': every verdict counted,
+    and how many of the judged ones the measurement could decide."""
+    counts = collections.Counter(c.verdict for c in comps)
+    text = ", ".join(f"{counts[v]} {v}" for v in COLOURS if counts[v])
+    judged = [c for c in comps if c.verdict != "not comparable"]
+    if judged:
+        text += f" ({sum(c.decisive for c in judged)} of {len(judged)} judged claims decided)"
+    return text
 
 
 def _sha(data: bytes) -> str:
@@ -65,8 +77,7 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
     comps = compare_all(runs, claims)
     crow = claim_rows(comps)
     srow = score_rows([r.rec for r in runs])
-    counts = collections.Counter(c.verdict for c in comps)
-    verdict_counts = ", ".join(f"{counts[v]} {v}" for v in COLOURS if counts[v])
+    verdict_counts = count_text(comps)
     hardware = sorted({hardware_text(r.rec.hardware) for r in runs}) or ["(no runs yet)"]
 
     plots: dict[str, dict] = {}
@@ -119,7 +130,7 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
         colours=COLOURS, **ctx)
     texts = {
         "README.md": readme,
-        "claims.csv": _csv(crow, CLAIM_COLUMNS + ("article",)),
+        "claims.csv": _csv(crow, CLAIM_COLUMNS + VERDICT_COLUMNS + ("article",)),
         "scores.csv": _csv(srow, SCORE_COLUMNS),
         "report.html": html,
     }

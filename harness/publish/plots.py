@@ -12,8 +12,9 @@ from harness.analysis.compare import Comparison
 from harness.records.runs import Run
 
 # Verdict colours (colour-blind safe Okabe-Ito palette).
-COLOURS = {"holds": "#009E73", "holds within quantization allowance": "#56B4E9", "not reproduced": "#D55E00",
-           "exceeded": "#CC79A7", "not comparable": "#999999"}
+# Orange for "inconclusive": an interval too wide to tell the claim from a shortfall of the margin.
+COLOURS = {"holds": "#009E73", "holds within quantization allowance": "#56B4E9", "inconclusive": "#E69F00",
+           "not reproduced": "#D55E00", "exceeded": "#CC79A7", "not comparable": "#999999"}
 QUANT_ORDER = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_XS",
                "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "IQ3_XXS", "Q2_K", "IQ2_M"]
 
@@ -27,8 +28,10 @@ def claims_spec(task: str, comps: list[Comparison], any_task: bool = False) -> d
             continue
         what = f"{c.claim.task} " if any_task else ""
         label = f"{c.claim.model} {what}[{c.quant or 'no run'}] ({c.claim.id.split('.')[-1]})"
+        # The shortfall a "holds" must rule out: from the claim down by margin + allowance.
+        floor = None if c.margin is None else c.claim.claimed - c.margin - (c.allowance or 0.0)
         rows.append({"label": label, "claimed": c.claim.claimed, "measured": c.measured, "lo": c.lo, "hi": c.hi,
-                     "verdict": c.verdict, "setting": c.claim.setting_text()})
+                     "verdict": c.verdict, "setting": c.claim.setting_text(), "floor": floor})
     return {"kind": "claims", "task": task, "rows": rows}
 
 
@@ -74,17 +77,22 @@ def _claims_figure(plt, spec: dict):
         y = len(rows) - 1 - i
         ax.plot([r["claimed"]], [y], marker="D", color="black", markersize=5, linestyle="none",
                 label="claimed" if i == 0 else None)
+        if r.get("floor") is not None:
+            ax.plot([r["floor"], r["claimed"]], [y + 0.22, y + 0.22], color="black", linewidth=1, alpha=0.6)
         if r["measured"] is not None:
             col = COLOURS.get(r["verdict"], "#999999")
             ax.errorbar([r["measured"]], [y], xerr=[[r["measured"] - r["lo"]], [r["hi"] - r["measured"]]],
                         fmt="o", color=col, capsize=3, markersize=5)
     ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
     ax.set_xlim(0, 100)
-    ax.set_xlabel("score (%): measured, 95% interval (colour: verdict); claimed: black diamond"
-                  if compact else "score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond")
+    ax.set_xlabel("score (%): measured, 95% interval (colour: verdict); claimed: black diamond;\n"
+                  "holds only if the interval clears the black bar's left end" if compact
+                  else "score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond; a claim holds"
+                  " only if the interval clears the left end of the bar above it")
     ax.set_title("claims with a measurement" if compact else f"{spec['task']}: measured vs claimed")
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], marker="D", color="black", linestyle="none", label="claimed")]
+    handles = [plt.Line2D([], [], marker="D", color="black", linestyle="none", label="claimed"),
+               plt.Line2D([], [], color="black", alpha=0.6, label="claimed - margin - allowance")]
     handles += [plt.Line2D([], [], marker="o", color=c, linestyle="none", label=v) for v, c in COLOURS.items()
                 if v != "not comparable"]
     if compact:

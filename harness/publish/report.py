@@ -16,7 +16,10 @@ from harness.records.schema import Hardware, RunRecord
 SCORE_COLUMNS = ("model", "quant", "task", "setting", "metric", "filter", "avg", "n", "value", "stderr", "95% CI",
                  "wall", "hardware")
 CLAIM_COLUMNS = ("claim", "model", "setting", "claimed", "source", "quant", "measured", "95% CI", "n", "delta",
-                 "allowance", "verdict", "note")
+                 "allowance", "verdict", "strength", "note")
+# What decided each verdict, for the CSV: the old reading ("the claim lies inside the interval") stays
+# computable from the interval, and the new one is stated with its numbers.
+VERDICT_COLUMNS = ("margin", "margin source", "rule", "decide n")
 
 
 def _pct(x: float | None, nd: int = 1) -> str:
@@ -68,7 +71,9 @@ def claim_rows(comps: list[Comparison]) -> list[dict]:
             "source": cl.source_text(), "source (short)": cl.source_text(short=True), "article": cl.article or "",
             "quant": c.quant or "-", "measured": measured,
             "95% CI": ci, "n": n, "delta": delta, "allowance": "-" if c.allowance is None else f"{c.allowance:g}",
-            "verdict": c.verdict, "note": c.note,
+            "verdict": c.verdict, "strength": c.strength(), "note": c.note,
+            "margin": "-" if c.margin is None else f"{c.margin:g}", "margin source": c.margin_source,
+            "rule": c.rule, "decide n": "-" if c.decide_n is None else str(c.decide_n),
         })
     return rows
 

@@ -10,8 +10,8 @@ from harness.errors import HarnessError
 from harness.records.runs import Run
 from harness.tasks.settings import task_spec
 
-VERDICT_MARK = {"holds": "✅", "holds within quantization allowance": "☑️", "not reproduced": "❌",
-                "exceeded": "🔼", "not comparable": "⚪"}
+VERDICT_MARK = {"holds": "✅", "holds within quantization allowance": "☑️", "inconclusive": "❔",
+                "not reproduced": "❌", "exceeded": "🔼", "not comparable": "⚪"}
 NO_MEASUREMENT = "no measurement"
 
 
@@ -41,6 +41,7 @@ def judged_rows(comps: list[Comparison]) -> list[dict]:
         measured = "-" if c.measured is None else (f"{c.measured:.2f}B" if c.claim.kind == "params"
                                                    else f"{c.measured:.1f}")
         out.append({"verdict": c.verdict, "mark": VERDICT_MARK.get(c.verdict, ""), "claim": c.claim.id,
+                    "strength": c.strength(),
                     "model": c.claim.model, "claimed": c.claim.claim_text(), "setting": c.claim.setting_text(),
                     "quant": c.quant or "-", "measured": measured,
                     "ci": "-" if c.lo is None else f"[{c.lo:.1f}, {c.hi:.1f}]", "n": n, "note": c.note})
