@@ -141,10 +141,12 @@ def verify(model: str, quant: str | None) -> None:
               help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True),
               help="Hours the run may take: refused before it starts when `harness plan` estimates more.")
+@click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
+              "model (or the full test), instead of --limit (`harness plan MODEL` shows the sizes).")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, skip_bad_rows, download_only, kind, budget):
+          verbose, skip_bad_rows, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.backends.llamacpp.engine import EngineSettings
     from harness.run.bench import BenchOptions, ServerOptions
@@ -164,8 +166,31 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
                               rpc_servers=rpc_servers),
         server=ServerOptions(base_url, api_key_env, server_model, concurrency, request_timeout, retry_for)
         if on_server else None,
+        task_limits=_deciding_limits(model, quant, kind, parse_tasks(tasks), limit, full) if decide else (),
     )
     _bench(opts)
+
+
+def _deciding_limits(model: str, quant: str | None, kind: str | None, tasks: list[str], limit: int | None,
+                     full: bool) -> tuple[tuple[str, int | None], ...]:
+    """``--decide``: each task's subset that decides every claim of the model (refused with --limit/--full, and
+    for a model no claim is about)."""
+    from dataclasses import replace
+
+    from harness.analysis.decide import decide
+    from harness.models.catalogue import UNDECIDED, resolve
+
+    if limit is not None or full:
+        raise HarnessError("--decide sizes each task itself: it cannot be combined with --limit or --full",
+                           "drop --limit/--full, or drop --decide.")
+    entry = resolve(model, quant)
+    if kind:
+        entry = replace(entry, kind=kind)
+    if entry.kind == UNDECIDED:
+        raise HarnessError(f"--decide needs a catalogue model (claims are about catalogue models); {model} is not one",
+                           "run with --limit N or --full.")
+    limits = decide(entry, tasks)
+    return tuple(limits.items())
 
 
 def _bench(opts: BenchOptions) -> None:
@@ -194,8 +219,11 @@ def _bench(opts: BenchOptions) -> None:
     if not opts.download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
         from harness.run.plan import bench_plan
 
-        bench_plan(entry, list(opts.tasks), opts.limit, opts.full, opts.engine, opts.budget, opts.kind,
+        limits = [opts.limit_of(t) for t in opts.tasks]  # the largest subset: the plan line is an upper bound
+        bench_plan(entry, list(opts.tasks), max((n for n, f in limits if n is not None), default=None),
+                   any(f for _, f in limits), opts.engine, opts.budget, opts.kind,
                    lambda line: click.echo(line, err=True))
+        _echo_undecided(entry, opts)
     judged = False
     if (opts.kind is None and entry.kind == UNDECIDED and not opts.download_only
             and local_model_path(entry) is None):
@@ -220,6 +248,23 @@ def _bench(opts: BenchOptions) -> None:
         path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
     paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose))
     _echo_results(paths, opts.results_dir, entry.name)
+
+
+def _echo_undecided(entry, opts: BenchOptions) -> None:
+    """The plan line's companion: which claims of this model the planned subsets cannot decide."""
+    from dataclasses import replace
+
+    from harness.analysis.decide import for_entry, planned_limit, undecided_note
+    from harness.models.catalogue import UNDECIDED
+
+    if opts.kind:
+        entry = replace(entry, kind=opts.kind)
+    if entry.kind == UNDECIDED:
+        return  # a GGUF of no catalogue model: no claim is about it
+    limits = {t: planned_limit(entry, t, *opts.limit_of(t)) for t in opts.tasks}
+    note = undecided_note(for_entry(entry, list(opts.tasks), limits))
+    if note:
+        click.echo(note, err=True)
 
 
 def _decided_kind(entry, kind):
@@ -341,13 +386,49 @@ def publish(results_dir: str, check: bool) -> None:
 @click.option("--calibrate", is_flag=True, help="Instead: measure the calibration on this machine (the offline model) "
               "and write tasks/plan_calibration.yaml.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
+@click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
+              "model (or the full test), as `harness bench --decide` runs it.")
 def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, rates, check_runs, calibrate,
-         results_dir):
-    """What MODEL would cost here, per quant, before anything is downloaded: disk, memory, --gpu-layers, time."""
+         results_dir, decide):
+    """What MODEL would cost here, per quant, before anything is downloaded: disk, memory, --gpu-layers, time;
+    and what the planned subsets can decide about the claims made for it."""
     from harness.run.plan import plan_command
 
-    click.echo(plan_command(model, quant, parse_tasks(tasks), limit, full, budget, parallel, gpu_layers, kind, rates,
+    task_list = parse_tasks(tasks)
+    lines: list[str] = []
+    if model and not (check_runs or calibrate):
+        limits = dict(_deciding_limits(model, quant, kind, task_list, limit, full)) if decide else None
+        lines = _decision_lines(model, quant, kind, task_list, limit, full, limits)
+        if limits:  # one subset size for the time estimate: the largest (an upper bound)
+            full = any(v is None for v in limits.values())
+            limit = None if full else max(limits.values())
+    click.echo(plan_command(model, quant, task_list, limit, full, budget, parallel, gpu_layers, kind, rates,
                             check_runs, calibrate, Path(results_dir)))
+    if lines:
+        click.echo("\n" + "\n".join(lines))
+
+
+def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list[str], limit: int | None,
+                    full: bool, limits: dict[str, int | None] | None) -> list[str]:
+    """`harness plan`'s claims section: each claim's expected half-width and decide-size (none for a GGUF
+    that is no catalogue model)."""
+    from dataclasses import replace
+
+    from harness.analysis.decide import for_entry, planned_limits, render
+    from harness.models.catalogue import UNDECIDED, resolve
+
+    entry = resolve(model, quant)
+    entry = replace(entry, kind=kind) if kind else entry
+    if entry.kind == UNDECIDED:
+        return []
+    decided = limits is not None
+    if limits is None:
+        limits = planned_limits(entry, tasks, limit, full)
+    lines = render(for_entry(entry, tasks, limits))
+    if decided:
+        sizes = ", ".join(f"{t} {'full' if n is None else n}" for t, n in limits.items())
+        lines.insert(0, f"--decide: {sizes} (the time above is for the largest, an upper bound)")
+    return lines
 
 
 @cli.command()

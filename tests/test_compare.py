@@ -49,6 +49,10 @@ def runs_of(tmp_path, *recs):
         (50, 49, 51, 2, 0, HOLDS),  # narrow interval around the claim: decides
         (50, 48, 51, 2, 0, HOLDS),  # lower end exactly at claim - margin: still rules out a larger shortfall
         (50, 47.9, 51, 2, 0, INCONCLUSIVE),  # just wider: covers the claim and a 2.1-point shortfall
+        (50, 48, 52, 2, 0, HOLDS),  # half-width exactly the margin
+        (50, 49, 53.1, 2, 0, INCONCLUSIVE),  # half-width 2.05: coarser than the margin
+        (1.4, 0.0, 56.1, 2, 4, INCONCLUSIVE),  # 3 questions: no shortfall of 6 is possible, but ±28 tells nothing
+        (1.4, 0.2, 5.4, 2, 4, HOLDS),  # 100 questions: ±2.6 against a tolerance of 6
         (50, 40, 60, 2, 0, INCONCLUSIVE),  # the old "holds": the claim lies inside a ±10 interval
         (60, 40, 60, 2, 0, INCONCLUSIVE),  # on the edge: inside, but undecided
         (51, 49, 50.5, 2, 1.5, WITHIN_QUANT),  # short of the claim, within the allowance, and narrow

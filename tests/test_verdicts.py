@@ -53,8 +53,8 @@ def test_widening_never_turns_inconclusive_into_a_decision(target, lo, hi, wider
     after, _ = judge(target, lo - wider_lo, hi + wider_hi, m, a, strict=strict, can_exceed=value)
     if before == INCONCLUSIVE:
         assert after == INCONCLUSIVE
-    if after in (HOLDS, WITHIN_QUANT):  # a decisive holds at the wider interval holds at the narrower one
-        assert before in (HOLDS, WITHIN_QUANT, EXCEEDED)
+    if after in (HOLDS, WITHIN_QUANT):  # a decision at the wider interval is a decision at the narrower one
+        assert before in DECISIVE
 
 
 @given(measured=points, target=points, m=st.floats(0.1, 5), a=st.floats(0, 5), value=st.booleans())
@@ -153,3 +153,62 @@ def test_a_wider_interval_keeps_the_old_reading(tmp_path):
     runs = gsm8k_runs(tmp_path, 50, 100)
     (c,) = compare_claim(replace(claim(52.0)), runs)
     assert c.verdict == INCONCLUSIVE and c.lo <= 52.0 <= c.hi and "covers 52.0" in c.rule
+
+
+def _wilson_half(p, n):
+    """Closed-form Wilson half-width in points, written out independently of the harness."""
+    return 100 * Z95 * math.sqrt(p * (1 - p) / n + Z95 * Z95 / (4 * n * n)) / (1 + Z95 * Z95 / n)
+
+
+def test_every_catalogue_claim_has_a_planned_half_width_and_a_minimal_decide_size():
+    """For every claim of every catalogue model on its default subsets: the expected half-width (a Wilson
+    interval written out here for single-split tasks), and a decide-size that decides while one question
+    fewer does not (or none: not even the full test)."""
+    from harness.analysis import decide as dec
+    from harness.models.catalogue import model_names, resolve
+
+    seen = 0
+    for entry in (resolve(name) for name in model_names()):
+        tasks = sorted({c.task for c in load_claims() if c.model == entry.name and c.task})
+        if not tasks:
+            continue
+        for d in dec.for_entry(entry, tasks, dec.planned_limits(entry, tasks, None, False)):
+            if d.decision is None:
+                continue
+            seen += 1
+            target = (d.claim.claimed if d.claim.kind == "value" else d.claim.relation["reference"]["value"] - float(d.claim.relation.get("margin") or 0)) / 100
+            sizes = dec.split_sizes(d.claim.task, entry.kind)
+            if len(sizes) == 1:
+                assert math.isclose(d.decision.half_width, _wilson_half(target, d.decision.n), rel_tol=1e-9)
+            n = d.decision.decide_n
+            avg = d.claim.setting["average"]
+            if n is None:
+                assert power.half_width(target, sizes, None, avg) > d.decision.needed
+            else:
+                assert power.half_width(target, sizes, n, avg) <= d.decision.needed
+                assert n == 1 or power.half_width(target, sizes, n - 1, avg) > d.decision.needed
+    assert seen >= 40
+
+
+def test_plan_and_bench_say_what_a_run_can_decide(tmp_path):
+    """Through the installed entry point: the plan's per-claim lines, --decide's sizes, and the bench's note."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    harness = Path(sys.executable).parent / "harness"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARNESS_MEMORY_AVAILABLE": "24GiB", "HARNESS_GPU_FREE": "none",
+           "HARNESS_DISK_FREE": "500GiB"}
+    out = subprocess.run([str(harness), "plan", "llama3.1-8b-instruct", "--rates", "reference"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "llama3.1-8b-instruct.gsm8k.card (84.5, margin 2): ±7.1 at 100: not decidable on this benchmark" in out.stdout
+    assert "llama3.1-8b-instruct.mmlu.card (69.4, margin 2): ±3.8 at 570: decides from" in out.stdout
+    dec = subprocess.run([str(harness), "plan", "smollm2-135m", "-t", "gsm8k_5shot,mmlu_cloze", "--rates",
+                          "reference", "--decide"], capture_output=True, text=True, env=env, timeout=300)
+    assert dec.returncode == 0, dec.stderr
+    assert "--decide: gsm8k_5shot 59, mmlu_cloze 1847" in dec.stdout
+    bad = subprocess.run([str(harness), "bench", "--decide", "--limit", "3"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode == 2 and "--decide sizes each task itself" in bad.stderr and "Traceback" not in bad.stderr

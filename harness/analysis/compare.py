@@ -8,11 +8,12 @@ the relation's own margin, or 0 for a paired difference between two models).
 
 - exceeded: the whole interval lies above the claimed value (value claims);
 - not reproduced: the interval falls short of C - A (the claim is contradicted even with the allowance);
-- holds: the interval reaches C and its lower end lies at or above C - M - A, so it rules out a
-  shortfall larger than the margin (plus allowance): the run could have told the difference;
+- holds: the interval reaches C, its lower end lies at or above C - M - A (it rules out a shortfall larger
+  than the margin plus allowance) and its half-width is at most M + A (its resolution is fine enough to
+  have told the difference);
 - holds within quantization allowance: as "holds", but the interval reaches only C - A;
-- inconclusive: the interval covers both C (or C - A) and a shortfall larger than M + A: too few questions
-  to tell. The comparison says how many would decide (``harness/analysis/power.py``), or that even the
+- inconclusive: the interval covers both C (or C - A) and a shortfall larger than M + A, or is wider
+  than that: too few questions to tell. The comparison says how many would decide (``harness/analysis/power.py``), or that even the
   full test set cannot ("not decidable on this benchmark");
 - not comparable: no measurement, a setting that differs (shots, CoT, chat, metric), a reference figure
   that no source gives, or data that are not the data the claims were made on.
@@ -104,18 +105,28 @@ def judge(target: float, lo: float, hi: float, margin_pts: float, allowance_pts:
           can_exceed: bool = True) -> tuple[str, str]:
     """Verdict and the rule that decided it, for a measured 95% interval [lo, hi] against a claimed value
     or relation threshold ``target`` (points). ``strict``: the claim is "> target"; ``can_exceed``: a value
-    claim, where an interval wholly above the claim is "exceeded" (a relation is then simply "holds")."""
+    claim, where an interval wholly above the claim is "exceeded" (a relation is then simply "holds").
+
+    "holds" is decisive only when the interval rules out a shortfall larger than margin + allowance AND
+    its half-width is no larger than that: a measurement whose resolution is coarser than the margin
+    cannot tell the difference, even where a shortfall is impossible (a claim of 1.4% cannot be missed by
+    6 points, yet 3 questions measure it as [0, 56])."""
     floor = target - margin_pts - allowance_pts
+    tolerance = margin_pts + allowance_pts
+    half = (hi - lo) / 2
     if can_exceed and lo > target:
         return EXCEEDED, f"lo {lo:.1f} > claimed {target:.1f}"
     reaches = hi > target if strict else hi >= target
     reaches_allowed = allowance_pts > 0 and hi + allowance_pts >= target
     if not (reaches or reaches_allowed):
         return NOT_REPRODUCED, f"hi {hi:.1f} + allowance {allowance_pts:g} < {target:.1f}"
-    if lo >= floor:
+    if lo >= floor and half <= tolerance:
         verdict = HOLDS if reaches else WITHIN_QUANT
         return verdict, (f"lo {lo:.1f} >= {target:.1f} - margin {margin_pts:g} - allowance {allowance_pts:g} "
-                         f"= {floor:.1f}")
+                         f"= {floor:.1f}, half-width {half:.1f} <= {tolerance:g}")
+    if lo >= floor:
+        return INCONCLUSIVE, (f"half-width {half:.1f} > margin {margin_pts:g} + allowance {allowance_pts:g}: "
+                              f"[{lo:.1f}, {hi:.1f}] is coarser than the difference it would have to tell")
     return INCONCLUSIVE, (f"[{lo:.1f}, {hi:.1f}] covers {target:.1f} and a shortfall below {floor:.1f} "
                           f"(margin {margin_pts:g} + allowance {allowance_pts:g})")
 
@@ -198,12 +209,13 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
 
 def deciding_half_width(measured: float, target: float, margin_pts: float, allowance_pts: float,
                         can_exceed: bool = True) -> float:
-    """The half-width (points) at which a symmetric interval centred on ``measured`` would decide: its lower
-    end clears ``target - margin - allowance`` (holds), or its upper end falls short of ``target - allowance``
-    (not reproduced), or (value claims) its lower end clears the target (exceeded). Positive whenever the
-    margin is: the first two distances add up to the margin."""
+    """The half-width (points) at which a symmetric interval centred on ``measured`` would decide (see
+    :func:`judge`): clear of ``target - margin - allowance`` and no wider than margin + allowance (holds),
+    wholly short of ``target - allowance`` (not reproduced), or (value claims) wholly above the target
+    (exceeded). Always positive: the ways cover every measured value."""
     floor = target - margin_pts - allowance_pts
-    ways = [measured - floor, target - allowance_pts - measured] + ([measured - target] if can_exceed else [])
+    holds = min(measured - floor, margin_pts + allowance_pts)
+    ways = [holds, target - allowance_pts - measured] + ([measured - target] if can_exceed else [])
     return max(ways)
 
 

@@ -25,7 +25,8 @@ from harness.tasks.subsets import pick_stratified
 
 
 def needed_half_width(margin_pts: float, allowance_pts: float, power: float) -> float:
-    """Largest 95% half-width (points) at which a run decides with probability ``power``."""
+    """Largest 95% half-width (points) at which a run decides with probability ``power`` if the true score
+    is the claimed one (it is below margin + allowance, the verdict's resolution condition, too)."""
     return (margin_pts + allowance_pts) * Z95 / (Z95 + NormalDist().inv_cdf(power))
 
 

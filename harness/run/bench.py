@@ -53,11 +53,21 @@ class BenchOptions:
     budget: float | None = None  # hours the run may take (--budget): the plan line says what fits
     engine: EngineSettings = field(default_factory=EngineSettings)  # the in-process engine's settings
     server: ServerOptions | None = None  # set: run through a server instead of in process
+    # --decide: per task, the subset that decides every claim of the model (None: the full test); overrides
+    # limit/full for the tasks it names (harness/analysis/decide.py).
+    task_limits: tuple[tuple[str, int | None], ...] = ()
+
+    def limit_of(self, task: str) -> tuple[int | None, bool]:
+        """(limit, full) for one task."""
+        per = dict(self.task_limits)
+        if task in per:
+            return per[task], per[task] is None
+        return self.limit, self.full
 
     def plans(self, model: ModelEntry) -> list[TaskPlan]:
         """Every task planned for ``model`` (data read and checked, subsets drawn)."""
-        return [plan_task(t, model, limit=self.limit, full=self.full, seed=self.seed, data_dir=self.data_dir,
-                          skip_bad_rows=self.skip_bad_rows) for t in self.tasks]
+        return [plan_task(t, model, limit=self.limit_of(t)[0], full=self.limit_of(t)[1], seed=self.seed,
+                          data_dir=self.data_dir, skip_bad_rows=self.skip_bad_rows) for t in self.tasks]
 
 
 def run_bench(options: BenchOptions, backend: BenchBackend) -> list[Path]:
