@@ -66,3 +66,40 @@ def test_example_outputs_are_what_the_commands_print():
         cwd=ROOT,
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _shell_lines() -> list[tuple[str, str]]:
+    """(page, command line) for every line of every ```bash block in the README and docs/, continuations
+    joined and comments dropped."""
+    out = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" # ")[0].strip()
+                if line and not line.startswith("#"):
+                    out.append((page.name, line))
+    return out
+
+
+def test_commands_in_the_docs_name_real_targets_subcommands_and_options():
+    """Every `make TARGET` names a Makefile target, and every `.venv/bin/harness SUB --option` a subcommand and
+    an option its --help lists (what can be checked without running benchmarks)."""
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    helps: dict[str, str] = {}
+    bad = []
+    for page, line in _shell_lines():
+        for part in re.split(r"&&|;", line):
+            words = [w for w in part.split() if not re.match(r"^[A-Z_]+=", w)]
+            if words[:1] == ["make"]:
+                bad += [f"{page}: {line}" for w in words[1:2] if w not in targets]
+            elif words[:1] == [".venv/bin/harness"] and len(words) > 1:
+                sub = words[1]
+                if sub not in helps:
+                    res = subprocess.run(
+                        [str(BIN / "harness"), sub, "--help"], capture_output=True, text=True
+                    )
+                    helps[sub] = res.stdout if res.returncode == 0 else ""
+                options = [w.split("=")[0] for w in words[2:] if w.startswith("--")]
+                if not helps[sub] or any(o not in helps[sub] for o in options):
+                    bad.append(f"{page}: {line}")
+    assert helps and not bad, bad
