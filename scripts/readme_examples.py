@@ -15,14 +15,16 @@ An example is a fenced block right after a marker naming the command, closed by 
 The command (a `harness` subcommand, run through this checkout's installed entry point) runs on a pretended,
 fixed machine so that its output is the same everywhere: offline (HF_HUB_OFFLINE=1), an empty Hugging Face
 cache (nothing downloaded but the offline model, which ships in a Python package), 20 GiB of RAM available,
-no GPU, 200 GiB of free disk (the variables `harness plan` and the preflight read; see docs/usage.md). Only
-commands that read no measurement of this machine belong here: `harness plan` with `--rates reference`,
-not the default probe of this machine's load.
+no GPU, 200 GiB of free disk (the variables `harness plan` and the preflight read; see docs/usage.md), and
+the published records only (those `results/published.json` lists, as HARNESS_RESULTS_DIR): a user's own runs
+in `results/runs/` change neither the pages nor this check. Only commands that read no measurement of this
+machine belong here: `harness plan` with `--rates reference`, not the default probe of this machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -50,12 +52,24 @@ def pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def run(cmd: str, cache: Path) -> str:
+def published_results(dest: Path) -> Path:
+    """A results folder holding links to the published records (results/published.json) and nothing else."""
+    results = ROOT / "results"
+    runs = dest / "runs"
+    runs.mkdir(parents=True)
+    for name in json.loads((results / "published.json").read_text())["records"]:
+        for f in (name, name.removesuffix(".json") + ".lm_eval.json"):
+            if (results / "runs" / f).is_file():
+                (runs / f).symlink_to(results / "runs" / f)
+    return dest
+
+
+def run(cmd: str, cache: Path, results: Path) -> str:
     """What ``cmd`` prints on the pretended machine (stdout), with the cache path shown as a user's."""
     argv = shlex.split(cmd)
     if argv[0] != "harness":
         raise SystemExit(f"example command must be a harness command: {cmd!r}")
-    env = dict(os.environ, **PRETEND, HF_HUB_CACHE=str(cache))
+    env = dict(os.environ, **PRETEND, HF_HUB_CACHE=str(cache), HARNESS_RESULTS_DIR=str(results))
     res = subprocess.run([str(HARNESS), *argv[1:]], capture_output=True, text=True, env=env, cwd=ROOT)
     if res.returncode != 0:
         raise SystemExit(f"`{cmd}` failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
@@ -69,6 +83,8 @@ def main() -> int:
     a = ap.parse_args()
     stale = []
     with tempfile.TemporaryDirectory() as tmp:
+        cache, results = Path(tmp) / "hub", published_results(Path(tmp) / "results")
+        cache.mkdir()
         outputs: dict[str, str] = {}
         for page in pages():
             text = page.read_text()
@@ -76,7 +92,7 @@ def main() -> int:
             def fill(m: re.Match, page: Path = page) -> str:
                 cmd = m.group("cmd").strip()
                 if cmd not in outputs:
-                    outputs[cmd] = run(cmd, Path(tmp))
+                    outputs[cmd] = run(cmd, cache, results)
                 body = outputs[cmd]
                 if body != m.group("body"):
                     stale.append(f"{page.relative_to(ROOT)}: {cmd}")
