@@ -40,8 +40,8 @@ fi
 src="$(PYTHON="$py" scripts/llama_cpp_source.sh build/llama-cpp-src)"
 rm -rf "$out"
 mkdir -p "$out"
-echo "building llama-server from llama-cpp-python $version's llama.cpp ($key, -j$jobs; several minutes on" \
-     "2 cores, once; log: $out/build.log)" >&2
+echo "building llama-server from llama-cpp-python $version's llama.cpp ($key, -j$jobs; once per CPU;" \
+     "43 min on 2 cores shared with other jobs; log: $out/build.log)" >&2
 started=$SECONDS
 # As the pip build (https://github.com/abetlen/llama-cpp-python/blob/main/CMakeLists.txt): shared libraries,
 # Release, no curl; only the server target is compiled (with GGML_BACKEND_DL, ggml depends on each CPU
