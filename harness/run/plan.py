@@ -219,6 +219,26 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def catalogue_size(entry) -> tuple[int | None, str]:
+    """A quant's size without touching the network: the catalogue's exact bytes, else the estimate params x
+    bits per weight (tasks/plan_model.yaml; its source starts with "≈"), else (None, "unknown"). The one
+    size both `harness plan` and `harness models` show for a file that is not here (issue #29)."""
+    if entry.files.size:
+        return entry.files.size, "catalogue"
+    bpw = plan_model()["bpw"].get(entry.quant)
+    if bpw is not None and entry.params:
+        return int(entry.params * bpw / 8), "≈ params x bits per weight (tasks/plan_model.yaml)"
+    return None, "unknown"
+
+
+def size_text(size: int | None, source: str) -> str:
+    """A size as `harness plan` and `harness models` print it: "4.9 GB", "≈4.9 GB" for an estimate, "?"
+    when unknown."""
+    if size is None:
+        return "?"
+    return f"{'≈' if source.startswith('≈') else ''}{size / 1e9:.1f} GB"
+
+
 def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int | None, str, int, dict | None, str]:
     """Size (and where it came from), bytes to download, shape (and where from) of one quant. ``local``:
     a file already on this machine gives both (its size, its header)."""
@@ -250,11 +270,7 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
         except HarnessError:
             pass
     if size is None:
-        bpw = plan_model()["bpw"].get(entry.quant)
-        if bpw is not None and entry.params:
-            size, source = int(entry.params * bpw / 8), "≈ params x bits per weight (tasks/plan_model.yaml)"
-        else:
-            source = "unknown"
+        size, source = catalogue_size(entry)
     if shape is None:
         known = plan_model()["shapes"].get(int(entry.params or 0))
         if known:
@@ -448,8 +464,7 @@ def render(plan: Plan) -> str:
         if q.size is None:
             rows.append((q.quant, "size unknown", "", "", ""))
             continue
-        dl = "here" if q.download == 0 else (f"{'≈' if q.size_source.startswith('≈') else ''}{q.size / 1e9:.1f} GB"
-                                             f"{'' if q.disk_ok else ' (NO ROOM)'}")
+        dl = "here" if q.download == 0 else (size_text(q.size, q.size_source) + ("" if q.disk_ok else " (NO ROOM)"))
         if q.shape is None:
             rows.append((q.quant, dl, "shape unknown", "", ""))
             continue
