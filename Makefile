@@ -130,10 +130,10 @@ llama-tools: setup  ## build llama.cpp's llama-bench / llama-batched-bench into 
 	PYTHON=$(BIN)/python scripts/build_llama_tools.sh build/llama-tools
 
 # llama.cpp's llama-server from the same sources (scripts/build_llama_server.sh), for this CPU, cached in
-# build/llama-server/ (once per CPU: 43 min on 2 cores shared with other jobs); the server tests and scripts/bench_backends.py build
+# ~/.cache/llama-bench-harness/llama-server/ (once per CPU: 43 min on 2 cores shared with other jobs); the server tests and scripts/bench_backends.py build
 # it themselves when missing. PORTABLE=1: every x86 CPU level, chosen at run time (for other machines).
 llama-server: setup  ## build llama.cpp's llama-server from the pinned sources (prints its path)
-	PYTHON=$(BIN)/python $(if $(PORTABLE),PORTABLE=1) scripts/build_llama_server.sh build/llama-server
+	PYTHON=$(BIN)/python $(if $(PORTABLE),PORTABLE=1) scripts/build_llama_server.sh
 
 # The documentation (docs/, mkdocs.yml; Material theme). tests/test_docs.py runs the strict build.
 docs: setup  ## serve the documentation at http://127.0.0.1:8000 (live reload)

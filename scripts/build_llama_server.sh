@@ -15,9 +15,11 @@
 #   release setting: one libggml-cpu-<variant>.so per x86 level (x64 ... sapphirerapids), the best one this
 #   CPU supports picked at run time. For a binary to copy to other machines; ~12 CPU back-ends to compile,
 #   so it takes several times longer.
-# Usage: scripts/build_llama_server.sh [OUT_ROOT]   (default build/llama-server; JOBS=2 parallel jobs)
+# Usage: scripts/build_llama_server.sh [OUT_ROOT]   (JOBS=2 parallel jobs)
+# OUT_ROOT defaults to the user's cache, like pip's wheel cache: ${XDG_CACHE_HOME:-~/.cache}/llama-bench-harness/
+# llama-server, so a fresh clone on a machine that built it once (a CI runner, a second checkout) reuses it.
 set -euo pipefail
-root="${1:-build/llama-server}"
+root="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-bench-harness/llama-server}"
 py="${PYTHON:-.venv/bin/python}"
 jobs="${JOBS:-2}"
 version="$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"

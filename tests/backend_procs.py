@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build_llama_server() -> Path:
     """llama-server from the same llama.cpp commit as the engine, compiled for this CPU and cached in
-    build/llama-server/ (scripts/build_llama_server.sh: 43 minutes on 2 cores shared with other jobs the first time, then
+    ~/.cache/llama-bench-harness/llama-server/ (scripts/build_llama_server.sh: 43 minutes on 2 cores shared with other jobs the first time, then
     immediate). Never a prebuilt binary: one compiled for another CPU dies with SIGILL (issue #29). Progress
     goes to this process's stderr; a failed build raises with the script's message."""
     res = subprocess.run([str(ROOT / "scripts" / "build_llama_server.sh")], cwd=ROOT, stdout=subprocess.PIPE,
