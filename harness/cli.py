@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from harness.errors import HarnessError
+from harness.errors import ExitCode, HarnessError
 from harness.paths import DATA_DIR_ENV, RESULTS_DIR
 from harness.paths import data_dir as resolve_data_dir
 from harness.redact import redact_text
@@ -435,7 +435,7 @@ def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, str
     click.echo(markdown_table(rows, tuple(rows[0])))
     if failed(checks, strict):
         click.echo("regression check FAILED", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.CHECK_FAILED)
     click.echo("regression check passed")
 
 
@@ -460,35 +460,71 @@ def _terminate(signum, frame) -> None:
 
 
 def main() -> None:
-    """Entry point: HarnessError -> message + exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback.
+    """Entry point: every way out is one message and an exit status from :class:`ExitCode`.
 
-    Anything else is a bug of the harness: one line on stderr, the traceback in a file for the report
-    (``HARNESS_DEBUG=1`` shows it instead), exit 70 (EX_SOFTWARE)."""
+    HarnessError -> its message, exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback. Anything else is
+    a bug of the harness: one line on stderr, the traceback in a file for the report (``HARNESS_DEBUG=1``
+    shows it instead), exit 70 (EX_SOFTWARE).
+
+    First, the secrets the run knows are collected and stdout/stderr wrapped so that nothing printed shows
+    them (harness.redact), and a duplicate of the real terminal's fd 2 is kept: the final message reaches
+    it even when stderr was redirected to ``console.log`` and that disk is full (harness.run.console)."""
+    from harness.redact import collect_secrets, wrap_streams
+    from harness.run.console import keep_terminal
+
     signal.signal(signal.SIGTERM, _terminate)
+    collect_secrets(sys.argv[1:])
+    wrap_streams()
+    keep_terminal()
+    _finish(_run())
+
+
+def _run() -> int:
+    """Run the command line; the exit status (its final message already printed)."""
+    from harness.run.console import last_word
+
     try:
         cli.main(standalone_mode=False)
     except HarnessError as exc:  # the one place a user-facing error becomes a message and an exit status
-        click.echo(f"Error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        last_word(f"Error: {exc.format_message()}")
+        return exc.exit_code
     except click.ClickException as exc:  # click's own usage errors (bad option values, unknown commands)
-        exc.show()
-        sys.exit(exc.exit_code)
+        try:
+            exc.show()
+        except OSError:
+            last_word(f"Error: {exc.format_message()}")
+        return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        last_word("aborted")
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        last_word("interrupted")
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `harness scores | head`: the reader left; nothing to say
-        sys.exit(0)
+        return ExitCode.OK
+    except SystemExit as exc:  # `regress` exits 1 after its table; click's --help/--version exit 0
+        code = exc.code
+        return code if isinstance(code, int) else (ExitCode.OK if code is None else ExitCode.CHECK_FAILED)
     except Exception as exc:
         if os.environ.get("HARNESS_DEBUG"):
             raise
         log = _save_traceback()
-        click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}", err=True)
-        click.echo(f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}.",
-                   err=True)
-        sys.exit(70)
+        last_word(f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}\n"
+                  f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}.")
+        return ExitCode.INTERNAL_ERROR
+    return ExitCode.OK
+
+
+def _finish(code: int) -> None:
+    """Exit with ``code``. Python flushes stdout/stderr at exit and turns a failed flush into status 120,
+    which would hide the real status (a full disk, a closed pipe): flush here, and when that fails leave
+    without Python's exit flush (``os._exit``), the message already on the terminal."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        os._exit(int(code))
+    sys.exit(int(code))
 
 
 def _save_traceback() -> str | None:

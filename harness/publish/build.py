@@ -135,7 +135,7 @@ def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, 
     files = {p: _sha(t.encode()) for p, t in sorted(texts.items())}
     data = {p: _spec_sha(s) for p, s in sorted(plots.items())}
     return json.dumps({"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha,
-                       "records": records}, indent=1, sort_keys=True) + "\n"
+                       "records": records}, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def _record_hashes(results_dir: Path) -> dict[str, str]:
