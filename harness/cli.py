@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 # More threads than this machine has cores only slows llama.cpp down (they contend for the same cores).
 THREADS = click.IntRange(0, os.cpu_count() or 1)
+# Every number a user gives is bounded where it enters, so a huge value is one usage message (exit 2) before
+# anything loads, never an overflow inside a library. The seed goes to random, numpy (which accepts 0..2**32-1
+# only), torch and lm-eval: the range every one of them accepts.
+SEED = click.IntRange(0, 2**32 - 1)
+LIMIT = click.IntRange(1, 10_000_000)  # questions per task: far above any test split (MMLU: 14,042)
+GPU_LAYERS = click.IntRange(-1, 100_000)  # -1: all; llama.cpp takes an int32
+BUDGET = click.FloatRange(min=0, min_open=True, max=100_000)  # hours (over 11 years)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,13 +110,13 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Catalogue name or path to a .gguf file.")
 @click.option("--quant", help="Quant (default: the catalogue's).")
 @click.option("--tasks", "-t", default="gsm8k,mmlu", show_default=True, help="Comma-separated: gsm8k, mmlu, mmlu_loglik, mmlu_cot.")
-@click.option("--limit", type=click.IntRange(min=1), help="Seeded subset size per task (MMLU: stratified over subjects).")
+@click.option("--limit", type=LIMIT, help="Seeded subset size per task (MMLU: stratified over subjects).")
 @click.option("--full", is_flag=True, help="Run every test question (ignores --limit).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Subset seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Subset seed.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help=f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}); default: the Hub.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 @click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
-@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1,
+@click.option("--gpu-layers", type=GPU_LAYERS, default=-1,
               help="Layers to offload (-1: all when the build has a GPU backend).")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Generation sequences decoded together.")
@@ -139,7 +146,7 @@ def verify(model: str, quant: str | None) -> None:
               help="Fetch the model (saying whether it could run here with these settings) and stop.")
 @click.option("--kind", type=click.Choice(["base", "instruct"]),
               help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True),
+@click.option("--budget", type=BUDGET,
               help="Hours the run may take: refused before it starts when `harness plan` estimates more.")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
@@ -151,7 +158,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
 
     on_server = backend == "server" or bool(base_url)
     rpc_servers = ()
-    if rpc and not on_server:
+    if rpc is not None and not on_server:
         from harness.backends.llamacpp.rpc import parse_endpoints
 
         rpc_servers = parse_endpoints(rpc)
@@ -328,12 +335,12 @@ def publish(results_dir: str, check: bool) -> None:
 @click.argument("model", required=False)
 @click.option("--quant", help="Only this quant (default: every quant of the model).")
 @click.option("--tasks", "-t", default="gsm8k,mmlu", show_default=True, help="Comma-separated tasks, as for bench.")
-@click.option("--limit", type=click.IntRange(min=1), help="Questions per task (default: each task's default subset).")
+@click.option("--limit", type=LIMIT, help="Questions per task (default: each task's default subset).")
 @click.option("--full", is_flag=True, help="Every test question.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Hours the run may take: the recommended "
+@click.option("--budget", type=BUDGET, help="Hours the run may take: the recommended "
               "quant must finish within it.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="As for bench.")
-@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1, help="As for bench (0: judge the CPU only).")
+@click.option("--gpu-layers", type=GPU_LAYERS, default=-1, help="As for bench (0: judge the CPU only).")
 @click.option("--kind", type=click.Choice(["base", "instruct"]), help="As for bench.")
 @click.option("--rates", type=click.Choice(["here", "reference"]), default="here", show_default=True,
               help="here: probe this machine now (about a second); reference: the stored reference machine class.")
@@ -354,7 +361,7 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
 @click.argument("model", default="smollm2-135m")
 @click.option("--quant", help="Quant (default: the catalogue's).")
 @click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
-@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1,
+@click.option("--gpu-layers", type=GPU_LAYERS, default=-1,
               help="Layers to offload (-1: all when the build has a GPU backend).")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Sequences in the batched decode test.")
