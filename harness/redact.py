@@ -223,17 +223,26 @@ class RedactingStream(io.TextIOBase):
     Click accepts it as a text stream (it has ``encoding`` and ``errors`` and refuses bytes), so click does
     not reach past it to the binary buffer."""
 
-    def __init__(self, inner: TextIO):
+    def __init__(self, inner: TextIO, lenient: bool = False):
         self.inner = inner
+        self.lenient = lenient  # a log file: a write the disk refuses is dropped, not raised into the caller
 
     def write(self, s: str) -> int:  # type: ignore[override]
         if not isinstance(s, str):
             raise TypeError("a text stream")
-        self.inner.write(redact_text(s))
+        try:
+            self.inner.write(redact_text(s))
+        except OSError:
+            if not self.lenient:
+                raise
         return len(s)
 
     def flush(self) -> None:
-        self.inner.flush()
+        try:
+            self.inner.flush()
+        except OSError:
+            if not self.lenient:
+                raise
 
     def fileno(self) -> int:
         return self.inner.fileno()

@@ -57,7 +57,9 @@ Setting = bool | int | float | str | list[str] | None
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+    # allow_inf_nan=False: no typed number of a record is NaN or infinite (a timing either): the builder
+    # refuses it with a message instead of writing a file that is not strict JSON.
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class ModelFacts(_Part):

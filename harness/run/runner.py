@@ -285,6 +285,6 @@ def _record(plan, model, model_facts, backend, config_hash, stem, started, metri
             "samples_per_second": round(plan.n_samples / wall, 3) if wall else None,
         },
         resume=resume,
-        samples=log,
+        samples=_finite(log),  # a log-likelihood of -inf is kept as null: the record is strict JSON
         efficiency=efficiency,
     )
