@@ -26,6 +26,7 @@ from harness.publish.plots import COLOURS, claims_spec, quant_spec, render
 from harness.publish.report import (
     CLAIM_COLUMNS,
     SCORE_COLUMNS,
+    bounded_all,
     claim_rows,
     hardware_text,
     markdown_table,
@@ -106,6 +107,8 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
                hardware=hardware, plots=plot_list, records=records, headlines=heads, judged=judged_rows(comps),
                awaiting=awaiting(comps, reference_estimate), reference=reference_text(), models=models,
                summary_plots=summary_plots, other_plots=other_plots)
+    # Every string a record brings is bounded before it is published (a hash keeps long ones apart).
+    ctx, crow, srow, heads = bounded_all(ctx), bounded_all(crow), bounded_all(srow), bounded_all(heads)
     # HTML templates are escaped, the markdown one is not.
     env = Environment(loader=PackageLoader("harness.publish", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
