@@ -44,7 +44,8 @@ _SECRET_OPTION = re.compile(r"^--?[A-Za-z0-9_-]*(key|token|secret|password|passw
                             re.IGNORECASE)
 _NOT_SECRET = {"--api-key-env"}
 # A URL anywhere in a string (an argument such as --base-url=URL, or a message).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# The scheme is bounded (RFC 3986 schemes are short): an unbounded one made a 10 MB argument quadratic.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s'\"<>]+")
 
 
 def redact_url(url: str, mark: bool = True) -> str:
@@ -98,10 +99,26 @@ def redact_command(command: str | None) -> str | None:
     by an older version or by hand."""
     if command is None:
         return None
+    if len(command) > _SHLEX_MAX:  # shlex builds tokens a character at a time: quadratic on a 10 MB command
+        return _redact_options_text(command)
     try:
         return shlex.join(redact_argv(shlex.split(command)))
     except ValueError:  # unbalanced quotes: redact what looks like a URL, mask the rest of the options' values
-        return redact_text(command)
+        return _redact_options_text(command)
+
+
+_SHLEX_MAX = 100_000
+_OPTION_VALUE = re.compile(r"(?<![\w-])(--?[A-Za-z0-9_-]{0,64}(?:key|token|secret|password|passwd|auth|credential)"
+                           r"[A-Za-z0-9_-]{0,64})(=|\s+)(\S+)", re.IGNORECASE)
+
+
+def _redact_options_text(command: str) -> str:
+    """A command line that cannot be split as a shell would (unbalanced quotes, or too long): URLs redacted and
+    the value after a secret-looking option masked, by pattern, in linear time."""
+    def mask(m: re.Match) -> str:
+        return m.group(0) if m.group(1).lower() in _NOT_SECRET else f"{m.group(1)}{m.group(2)}{MASK}"
+
+    return _OPTION_VALUE.sub(mask, redact_text(command))
 
 
 # ------------------------------------------------------------------------------------ by value
@@ -180,7 +197,7 @@ def collect_secrets(argv: Sequence[str], environ: dict[str, str] | None = None) 
                 add_secret(env.get(var))
         elif name.startswith("-") and _SECRET_OPTION.match(name) and name not in _NOT_SECRET:
             add_secret(value if eq else nxt)
-        for m in re.finditer(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", arg):
+        for m in re.finditer(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://\S+", arg):
             add_url_secrets(m.group(0))
     add_secret(env.get("HF_TOKEN"))
     try:  # huggingface-hub's own rules (HF_TOKEN, HF_TOKEN_PATH, the token file under HF_HOME)
