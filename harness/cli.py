@@ -432,6 +432,9 @@ def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, str
 
     if not Path(baselines).is_dir():
         raise HarnessError(f"no baselines folder {baselines}", "create one with `make baseline`.")
+    from harness.records.runs import load_runs
+
+    _warn_unreadable(load_runs(Path(results_dir)))  # a bad record is named here, as by scores/compare/publish
     checks = do_regress(Path(baselines), Path(results_dir), alpha, max_drop)
     if not checks:
         raise HarnessError(f"no baseline records in {baselines}", "create them with `make baseline`.")

@@ -64,6 +64,12 @@ def test_bad_numbers_are_named_skipped_and_never_replace_a_good_record(tmp_path)
         assert res.returncode == 0, (args, res.stderr)
         assert "skipped 5 unreadable run record(s)" in res.stderr, res.stderr
         assert "zz-impossible.json: field metrics" in res.stderr or "zz-impossible.json" in res.stderr
+    base = tmp_path / "baselines"
+    base.mkdir()
+    base.joinpath(paths["good"].name).write_bytes(paths["good"].read_bytes())
+    reg = harness("regress", "--results-dir", str(tmp_path), "--baselines", str(base))
+    assert reg.returncode == 0 and "skipped 5 unreadable run record(s)" in reg.stderr, reg.stderr
+    assert "| 50.0     | 50.0 |" in reg.stdout or "50.0" in reg.stdout, reg.stdout
     scores = harness("scores", "--results-dir", str(tmp_path)).stdout
     assert "| 50.0 " in scores and "-300" not in scores and "nan" not in scores.lower()
     readme = (tmp_path / "README.md").read_text()
