@@ -264,8 +264,11 @@ def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
     srv = opts.server
     if not srv.base_url:
         raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
-    client = ServerClient(srv.base_url, api_key_from_env(srv.api_key_env), srv.model, srv.request_timeout,
-                          srv.retry_for)
+    key = api_key_from_env(srv.api_key_env)
+    if key is not None and not (key.isascii() and key.isprintable()):  # sent as an HTTP header: visible ASCII
+        raise HarnessError(f"the value of {srv.api_key_env} holds a character an HTTP header cannot carry "
+                           "(non-ASCII or a control character)", f"check {srv.api_key_env}: API keys are ASCII.")
+    client = ServerClient(srv.base_url, key, srv.model, srv.request_timeout, srv.retry_for)
     try:
         local = local_model_path(entry)  # only for its chat template, when the server does not report one
     except HarnessError:

@@ -197,3 +197,12 @@ def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_f
         assert not leaks(p.read_text(errors="replace"), secrets), p
     for text in outputs:
         assert not leaks(text, secrets), text[-2000:]
+
+
+def test_a_key_an_http_header_cannot_carry_is_one_message(tmp_path):
+    """Before: UnicodeEncodeError deep in the HTTP client, an internal error (exit 70)."""
+    res = _harness(["bench", "--backend", "server", "--base-url", "http://127.0.0.1:9/v1", "-t", "gsm8k",
+                    "--results-dir", str(tmp_path), "--api-key-env", "SECRET_KEY_VAR"],
+                   {"SECRET_KEY_VAR": "Sx9\u2603key-value"})
+    assert res.returncode == 2 and "holds a character an HTTP header cannot carry" in res.stderr, res.stderr
+    assert "key-value" not in res.stderr + res.stdout
