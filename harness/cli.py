@@ -35,6 +35,21 @@ BUDGET = click.FloatRange(min=0, min_open=True, max=100_000)  # hours (over 11 y
 @click.version_option(package_name="llama-bench-harness")
 def cli() -> None:
     """Re-measure Llama benchmark claims (GSM8K, MMLU) on quantized GGUF weights with llama.cpp."""
+    _check_env_numbers()
+
+
+# Numbers that libraries read from the environment when imported (huggingface-hub: int(); a bad value is a
+# ValueError at import, deep inside whichever command first needs the Hub). Checked first, one message each.
+ENV_SECONDS = ("HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT")
+
+
+def _check_env_numbers() -> None:
+    for name in ENV_SECONDS:
+        raw = os.environ.get(name, "").strip()
+        if raw and not (raw.isdigit() and 0 < int(raw) <= 86_400):
+            shown = raw if len(raw) <= 40 else raw[:20] + "..."
+            raise HarnessError(f"{name}={shown!r} is not a whole number of seconds (1 to 86400)",
+                               f"set {name} to e.g. 10, or unset it.")
 
 
 @cli.command()

@@ -108,6 +108,7 @@ def test_one_sample_stderr_is_null_not_nan():
     (["--rpc", ","], {}, "--rpc ',' names no worker"),
     (["--rpc", ""], {}, "names no worker"),
     ([], {"HARNESS_MEMORY_AVAILABLE": "9" * 400}, "HARNESS_MEMORY_AVAILABLE="),
+    ([], {"HF_HUB_DOWNLOAD_TIMEOUT": "abc"}, "HF_HUB_DOWNLOAD_TIMEOUT="),  # was: huggingface-hub's import failing
 ])
 def test_numbers_are_bounded_before_any_work(tmp_path, mirror, args, env, match):
     """Without the bounds: --seed 2**32 fails inside numpy after the model loaded, a 400-digit size is an
