@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from records import make_record, write_record
 
 from harness.errors import ExitCode, HarnessError
@@ -191,3 +193,35 @@ def test_unreachable_hub_fails_fast_with_one_line(tmp_path):
     assert any("Hub" in ln and "not reachable" in ln for ln in lines), res.stderr
     assert len([ln for ln in lines if "Error" in ln or "retry" in ln.lower() or "Retry" in ln]) <= 1, res.stderr
     assert took < 15, took
+
+
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),
+                    st.sampled_from([0.0, 1.0, 0.5, -0.0, 1e-300, 1 + 1e-12]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=NUMBERS, stderr=NUMBERS, lo=NUMBERS, hi=NUMBERS, n=st.integers(-5, 50))
+def test_any_numbers_in_a_newer_record_never_make_a_wrong_score(tmp_path_factory, value, stderr, lo, hi, n):
+    """Arbitrary numbers in a newer duplicate of a good record: loading never raises; either the record is
+    skipped (and the good one kept), or every number it brings is a valid score."""
+    import math
+
+    from harness.records.runs import load_runs
+
+    results = tmp_path_factory.mktemp("results")
+    good = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False] * 5},
+                       sizes={"gsm8k_cot_llama": 1319}, quant="Q4_1", n_params=1.345e8)
+    write_record(results, good)
+    bad = json.loads(json.dumps(good))
+    bad["created"], bad["run_id"] = "2026-12-01T10:00:00+00:00", "newer"
+    head = next(iter(bad["metrics"]))
+    bad["metrics"][head].update(value=value, stderr=stderr, ci95=[lo, hi], n=n)
+    (results / "runs" / "newer.json").write_text(json.dumps(bad))
+    loaded = load_runs(results)
+    (run,) = loaded.runs
+    m = run.rec.metrics[head]
+    assert math.isfinite(m.value) and 0 <= m.value <= 1 and m.n >= 1
+    assert m.ci95[0] - 1e-9 <= m.value <= m.ci95[1] + 1e-9 and all(0 <= x <= 1 for x in m.ci95)
+    assert m.stderr is None or (math.isfinite(m.stderr) and m.stderr >= 0)
+    if run.rec.run_id != "newer":
+        assert [p.name for p, _ in loaded.unreadable] == ["newer.json"]
