@@ -27,6 +27,7 @@ from harness.publish.report import (
     CLAIM_COLUMNS,
     SCORE_COLUMNS,
     VERDICT_COLUMNS,
+    bounded_all,
     claim_rows,
     hardware_text,
     markdown_table,
@@ -117,6 +118,8 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
                hardware=hardware, plots=plot_list, records=records, headlines=heads, judged=judged_rows(comps),
                awaiting=awaiting(comps, reference_estimate), reference=reference_text(), models=models,
                summary_plots=summary_plots, other_plots=other_plots)
+    # Every string a record brings is bounded before it is published (a hash keeps long ones apart).
+    ctx, crow, srow, heads = bounded_all(ctx), bounded_all(crow), bounded_all(srow), bounded_all(heads)
     # HTML templates are escaped, the markdown one is not.
     env = Environment(loader=PackageLoader("harness.publish", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
@@ -146,7 +149,7 @@ def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, 
     files = {p: _sha(t.encode()) for p, t in sorted(texts.items())}
     data = {p: _spec_sha(s) for p, s in sorted(plots.items())}
     return json.dumps({"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha,
-                       "records": records}, indent=1, sort_keys=True) + "\n"
+                       "records": records}, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def _record_hashes(results_dir: Path) -> dict[str, str]:

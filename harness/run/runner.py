@@ -74,6 +74,8 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
             if binary:
                 se = math.sqrt(sum(macro_var(s) for s in strata)) / k
                 ci = [est.lo, est.hi]
+            elif any(s is None for _, s, _ in task_means.values()):  # a one-question subject: undefined
+                se, ci = None, [0.0, 1.0]
             else:
                 se = math.sqrt(sum(s * s for _, s, _ in task_means.values())) / k
                 ci = [max(0.0, macro - 1.96 * se), min(1.0, macro + 1.96 * se)]
@@ -111,12 +113,25 @@ def prompt_of(args) -> str:
     return args if isinstance(args, str) else ""
 
 
-def _stderr(vals: list[float]) -> float:
+def _stderr(vals: list[float]) -> float | None:
+    """Standard error of the mean of ``vals``; None (JSON null) when undefined: fewer than two values."""
     n = len(vals)
     if n < 2:
-        return float("nan")
+        return None
     m = sum(vals) / n
     return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
+
+
+def _finite(obj):
+    """lm-eval's own results with its undefined numbers (a NaN stderr of one sample) as null: the file beside
+    a record is strict JSON too (harness.atomic)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _flat(x):
@@ -177,7 +192,7 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     record = _record(plan, model, backend.model_facts(), facts, config_hash, stem, started, metrics, per_task, log,
                      wall, backend.load_seconds, delta, resume, efficiency)
     lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
-    write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
+    write_json(out_dir / f"{stem}.lm_eval.json", _finite(json.loads(json.dumps(lm_eval_out, default=str))))
     path = out_dir / f"{stem}.json"
     write_json(path, record.as_json())
     journal.remove()  # the record now holds every result
@@ -270,6 +285,6 @@ def _record(plan, model, model_facts, backend, config_hash, stem, started, metri
             "samples_per_second": round(plan.n_samples / wall, 3) if wall else None,
         },
         resume=resume,
-        samples=log,
+        samples=_finite(log),  # a log-likelihood of -inf is kept as null: the record is strict JSON
         efficiency=efficiency,
     )

@@ -30,15 +30,30 @@ def parquet_file(repo: str, config: str, split: str, revision: str = "main", loc
                 "or unset it to download from the Hub.",
             )
         return path
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from harness import hub
+
+    mirror_hint = f"use a local mirror: --data-dir PATH or {DATA_DIR_ENV}=PATH"
+    if hub.offline():
+        why = "huggingface-hub is in offline mode (HF_HUB_OFFLINE)"
+    else:
+        why = hub.unreachable()
+        why = why and f"the Hub at {hub.endpoint()} is not reachable ({why})"
+    if why:  # one line now, not 28 s of retries: a file already in the Hub cache is used as it is
+        cached = try_to_load_from_cache(repo, name, revision=revision, repo_type="dataset")
+        if isinstance(cached, str):
+            return Path(cached)
+        raise HarnessError(f"{why}, and {repo}/{name} is not in its cache",
+                           f"connect to the network, or {mirror_hint}.")
     try:
-        return Path(hf_hub_download(repo, name, repo_type="dataset", revision=revision))
+        with hub.quiet_retries():
+            return Path(hf_hub_download(repo, name, repo_type="dataset", revision=revision))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise HarnessError(
             f"could not fetch {repo}/{name} from the Hugging Face Hub ({type(exc).__name__})",
-            f"check the network, or use a local mirror: --data-dir PATH or {DATA_DIR_ENV}=PATH.",
+            f"check the network, or {mirror_hint}.",
         ) from exc
 
 

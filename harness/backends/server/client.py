@@ -351,7 +351,7 @@ def _detail(r: requests.Response) -> str:
         msg = err.get("message") if isinstance(err, dict) else err
     except ValueError:
         msg = r.text
-    return redact_text(str(msg or r.reason or "").strip()[:200])
+    return redact_text(str(msg or r.reason or "").strip())[:200]  # masked whole, then cut: no half secret
 
 
 def _reason(exc: Exception) -> str:
