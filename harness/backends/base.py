@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from harness.tasks.settings import TaskPlan
 
 
+def request_name(req: object, what: str = "request", samples: dict[str, list[int]] | None = None) -> str:
+    """A request as messages name it: its task and data row, never its place in this run's subset.
+
+    lm-eval numbers the documents of a ``samples`` subset 0, 1, 2... in data order (``doc_id`` is the
+    position in the subset: lm_eval/api/task.py, ``enumerate(x for i, x in enumerate(self.eval_docs) if i in
+    samples)``), so the data row is the ``doc_id``-th smallest of the task's sample ids; without a subset
+    (``samples`` None, or the task absent from it) ``doc_id`` is the row itself.
+    """
+    task = getattr(req, "task_name", None) or "a task"
+    pos = getattr(req, "doc_id", None)
+    if not isinstance(pos, int):
+        return f"a {what} of {task}"
+    ids = (samples or {}).get(task)
+    row = sorted(ids)[pos] if ids and 0 <= pos < len(ids) else pos
+    return f"the {what} for {task} data row {row}"
+
+
 class Stats(Protocol):
     """A backend's running counters (token counts are what the progress bars and the record show)."""
 

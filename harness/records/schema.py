@@ -205,6 +205,9 @@ class Timing(_Part):
     gen_decodes: int | None = None
     gen_depth_sum: int | None = None
     samples_per_second: float | None = None
+    cpu_seconds: float | None = None  # this process's CPU time over the task, all threads, user + system
+    load_avg_start: float | None = None  # the machine's 1-minute load average when the task started
+    load_avg_end: float | None = None  # ... and when it ended
 
 
 class Resume(_Part):
@@ -223,6 +226,9 @@ class Efficiency(_Part):
     speed_probe: dict[str, Num]
     floor_seconds: float
     wall_over_floor: float | None
+    # CPU seconds well short of wall x threads (harness.run.runner.CONTENDED_CPU_SHARE): other work shared the
+    # cores, so these timings say little about this machine (plan --check-runs and calibration leave it out).
+    contended: bool | None = None
 
 
 class RunRecord(_Part):

@@ -12,6 +12,7 @@ return them (llama-server) are refused before anything runs, instead of scoring 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,8 +22,15 @@ from pathlib import Path
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from harness.backends.base import request_name
 from harness.backends.llamacpp.lm_model import render_chat
-from harness.backends.server.client import NoPromptLogprobs, ServerClient, ServerInfo
+from harness.backends.server.client import (
+    BadLogprobs,
+    NoPromptLogprobs,
+    ServerClient,
+    ServerInfo,
+    logprob_problem,
+)
 from harness.errors import HarnessError
 from harness.run.journal import Journal, request_key
 
@@ -82,6 +90,7 @@ class ServerLM(LM):
         self.stats = ServerStats()
         self._progress = progress
         self.journal = journal
+        self.samples: dict[str, list[int]] | None = None  # the plan's subset (request_name: data rows)
         self._local_gguf = local_gguf
         self._template: str | None = self.info.chat_template
         self._bos, self._eos = self.info.bos_token or "", self.info.eos_token or ""
@@ -93,9 +102,11 @@ class ServerLM(LM):
         # then see two. Dropping ours keeps the tokens identical to the in-process backend's.
         self.strip_bos = bool(self._bos) and bool(client.adds_bos(self.info.kind))
 
-    def attach(self, progress=None, journal: Journal | None = None) -> ServerLM:
-        """Set the progress bar factory and the run journal (what the runner owns), and return self."""
-        self._progress, self.journal = progress, journal
+    def attach(self, progress=None, journal: Journal | None = None,
+               samples: dict[str, list[int]] | None = None) -> ServerLM:
+        """Set the progress bar factory, the run journal (what the runner owns) and the plan's subset (messages
+        name requests by data row), and return self."""
+        self._progress, self.journal, self.samples = progress, journal, samples
         return self
 
     # -------------------------------------------------------------- chat template
@@ -150,18 +161,27 @@ class ServerLM(LM):
         if not self.client.supports_prompt_logprobs():
             raise NoPromptLogprobs(self.client.endpoint)
         pairs = [(self._wire(r.args[0]), r.args[1]) for r in requests]
+        names = [request_name(r, "log-likelihood request", self.samples) for r in requests]
         keys = [request_key("ll-text", c, x) for c, x in pairs]
 
         def run(i: int):
             context, cont = pairs[i]
-            toks, vals, offs, tops = self.client.prompt_logprobs(context + cont)
+            toks, vals, offs, tops = self.client.prompt_logprobs(context + cont, names[i])
             # The continuation is every token that starts at or after the end of the context.
             # (The echo ends with the one generated token the request had to ask for: not ours.)
             idx = [k for k, o in enumerate(offs) if len(context) <= o < len(context) + len(cont)]
             if not idx:
-                raise HarnessError(f"the server's tokens of {cont!r} could not be located in its echo",
+                raise HarnessError(f"the server's tokens of {cont!r} ({names[i]}) could not be located in its echo",
                                    "report this with the server's name and version.")
-            ll = sum(float(vals[k] or 0.0) for k in idx)
+            for k in idx:  # every scored token's log-prob checked where it enters (issue #26 item 2)
+                problem = logprob_problem(vals[k])
+                if problem:
+                    raise BadLogprobs(self.client.endpoint, names[i], f"logprobs.token_logprobs[{k}]",
+                                      f"(token {toks[k]!r}) {problem}")
+            ll = sum(float(vals[k]) for k in idx)
+            if not math.isfinite(ll):  # finite terms can still overflow (Hypothesis found -6e307 x 3)
+                raise BadLogprobs(self.client.endpoint, names[i], "logprobs.token_logprobs",
+                                  f"sums to {ll} over the continuation's tokens, not a finite number")
             greedy = all(not tops[k] or max(tops[k], key=tops[k].get) == toks[k] for k in idx)
             return [ll, greedy], len(toks), 0
 

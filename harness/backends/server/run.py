@@ -114,7 +114,7 @@ class ServerBackend:
         pass
 
     def make_lm(self, plan: TaskPlan, progress: Callable, journal: Journal) -> ServerLM:
-        return self.lms[plan.name].attach(progress=progress, journal=journal)
+        return self.lms[plan.name].attach(progress=progress, journal=journal, samples=plan.samples)
 
     def stats(self, plan: TaskPlan) -> ServerStats:
         return self.lms[plan.name].stats
