@@ -336,7 +336,7 @@ def test_config_hash_covers_the_data_bytes(tmp_path, mirror):
                         lambda rows: rows[1000].update(question=rows[1000]["question"] + " "))
     entry = resolve("smollm2-135m")
     a = plan_task("gsm8k", entry, limit=10, data_dir=mirror)
-    b = plan_task("gsm8k", entry, limit=10, data_dir=data)  # same ids, row 1000 not even sampled
+    b = plan_task("gsm8k", entry, limit=10, data_dir=data, allow_modified_data=True)  # same ids, row 1000 unsampled
     assert a.samples == b.samples and a.config_hash() != b.config_hash()
 
 

@@ -156,6 +156,9 @@ class TaskFacts(_Part):
     data_sha256: dict[str, dict[str, str]] | None = None
     sample_ids: dict[str, list[int]] | Literal["all"] | None = None
     skipped_rows: list[dict[str, JsonValue]] | None = None
+    # Data files unlike the claims' (tasks/data_pins.yaml), run with --allow-modified-data or --skip-bad-rows:
+    # such a run is never compared with a claim (harness/analysis/compare.py). Absent: the pinned data.
+    data_modified: list[dict[str, JsonValue]] | None = None
 
 
 class Metric(_Part):

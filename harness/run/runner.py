@@ -278,6 +278,7 @@ def task_facts(plan: TaskPlan, config_hash: str) -> dict:
         "data_sha256": plan.data_files,
         "sample_ids": plan.samples if plan.samples is not None else "all",
         "skipped_rows": plan.skipped_rows,
+        **({"data_modified": plan.data_modified} if plan.data_modified else {}),  # absent: the pinned data
     }
 
 

@@ -19,7 +19,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.paths import TASKS_DIR
-from harness.tasks.data import bad_rows, check_columns, parquet_file
+from harness.tasks.data import bad_rows, check_columns, data_drift, parquet_file
 from harness.tasks.subsets import pick, pick_stratified
 
 SETTINGS_FILE = TASKS_DIR / "tasks.yaml"
@@ -45,6 +45,7 @@ class TaskPlan:
     limit: int | None = None
     seed: int = 0
     skipped_rows: list[dict] = field(default_factory=list)  # bad test rows left out (--skip-bad-rows)
+    data_modified: list[dict] = field(default_factory=list)  # files unlike their pins (--allow-modified-data)
 
     @property
     def n_samples(self) -> int:
@@ -213,6 +214,7 @@ def plan_task(
     num_fewshot: int | None = None,
     max_gen_toks: int | None = None,
     skip_bad_rows: bool = False,
+    allow_modified_data: bool = False,
 ) -> TaskPlan:
     """Resolve a harness task for a model: lm-eval configs, data files, and the subset to score."""
     settings = load_settings()
@@ -231,6 +233,7 @@ def plan_task(
     ds = spec["dataset"]
     configs, sizes, hashes = [], {}, {}
     skipped: dict[str, list] = {}
+    modified: dict[str, dict] = {}
     for subject in strata:
         lm_name = spec["lm_eval_task"].format(subject=subject)
         cfg = lm_eval_config(lm_name)
@@ -249,6 +252,17 @@ def plan_task(
                 )
             if bad:
                 skipped[lm_name] = bad
+            # The data the claims were made on (tasks/data_pins.yaml): checked after the row checks, so a
+            # damaged row is named as such; rows skipped with --skip-bad-rows make the file modified data.
+            drift = data_drift(path, ds["repo"], ds["config"].format(subject=subject), split, ds["columns"])
+            if drift and not (allow_modified_data or (bad and skip_bad_rows)):
+                raise HarnessError(
+                    f"task {name}: {drift}: not the data the claims were made on (tasks/data_pins.yaml)",
+                    "restore the data file (re-download it, or fix --data-dir); --allow-modified-data runs it "
+                    "anyway, recorded as such and never compared with a claim.",
+                )
+            if drift:
+                modified.setdefault(drift.file, drift.as_record())
             if split_key == "test":
                 sizes[lm_name] = rows
             files[split] = str(path)
@@ -302,4 +316,5 @@ def plan_task(
         seed=seed,
         skipped_rows=[{"task": t, **b.as_record(), "file": Path(b.file).name} for t, rows in skipped.items()
                       for b in rows],
+        data_modified=list(modified.values()),
     )
