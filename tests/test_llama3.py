@@ -426,17 +426,24 @@ def test_bad_template_or_vocabulary_is_one_clear_message(case, template, drop, m
 
 
 @pytest.mark.slow
-def test_a_template_over_a_base_vocabulary_reads_as_base(vocab, llama3_dir, tmp_path):
-    """A chat template whose end of turn (<|eot_id|>) is not the model's end of sequence (<|end_of_text|>):
-    base, and the evidence says so (a name with "Instruct" in it changes nothing)."""
+def test_a_template_ending_turns_with_an_eog_token_reads_as_instruct(vocab, llama3_dir, tmp_path):
+    """A Llama 3 chat template whose end of turn (<|eot_id|>) is not the declared end of sequence
+    (<|end_of_text|>), as in early Llama 3 Instruct conversions: instruct, because llama.cpp itself ends
+    generation at <|eot_id|> (its EOG list); the evidence carries the note. (Before: decided base, scored 0.)"""
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+
     template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
-    m = build_scripted_model(vocab, tmp_path / "Llama-3.1-8B-Instruct-lookalike.F16.gguf", template,
-                             end="<|end_of_text|>")
+    m = build_scripted_model(vocab, tmp_path / "Llama-3-8B-Instruct-early.F16.gguf", template, end="<|end_of_text|>")
     kind, evidence = kind_from_gguf(m.path)
-    assert kind == "base"
-    assert evidence == ("GGUF: has a chat template, but its end-of-turn token <|eot_id|> is not the model's "
-                        "end-of-sequence token (<|end_of_text|>): a base model's setup")
-    assert resolve(str(m.path)).kind == "base"
+    assert kind == "instruct"
+    assert evidence.startswith("GGUF: chat template present; it ends a turn with <|eot_id|> (id 128009), which "
+                               "llama.cpp ends generation at, though the declared end of sequence is <|end_of_text|>")
+    assert resolve(str(m.path)).kind == "instruct"
+    e = LlamaEngine(m.path, EngineSettings(threads=1))
+    try:  # the list agrees with the llama.cpp the harness runs
+        assert e.is_eog(128009) and e.eos_id == 128001
+    finally:
+        e.close()
 
 
 # ------------------------------------------------------------------------------------------------ no llama.cpp needed

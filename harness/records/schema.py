@@ -106,7 +106,7 @@ class Backend(_Part):
     strip_bos: bool | None = None
     requests: int | None = None
     retries: int | None = None
-    chat_template_sha256: str | None = None
+    chat_template_sha256: str | None = None  # of the template right-stripped (chat_format.template_sha256)
 
 
 class Packages(_Part):

@@ -23,6 +23,7 @@ from harness.backends.llamacpp.backend import LlamaCppBackend
 from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.speed import floor_seconds
 from harness.models.catalogue import ModelEntry
+from harness.models.chat_format import template_sha256
 from harness.records.record import (
     command_line,
     file_slug,
@@ -206,8 +207,8 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
               "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
               "requests_replayed": delta.get("replayed_requests", 0)}
-    facts["chat_template_sha256"] = (
-        hashlib.sha256((getattr(lm, "_template", None) or "").encode()).hexdigest()[:16] if plan.chat else None)
+    # One hash for the same GGUF on every route: of the template right-stripped (chat_format.template_sha256).
+    facts["chat_template_sha256"] = template_sha256(getattr(lm, "_template", None) or "") if plan.chat else None
     record = _record(plan, model, backend.model_facts(), facts, config_hash, stem, started, metrics, per_task, log,
                      wall, backend.load_seconds, delta, resume, efficiency)
     lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
