@@ -262,7 +262,7 @@ def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
     client = ServerClient(srv.base_url, api_key_from_env(srv.api_key_env), srv.model, srv.request_timeout,
                           srv.retry_for)
     try:
-        local = local_model_path(entry)  # only for its chat template, when the server does not report one
+        local = local_model_path(entry)  # its chat template (when the server reports none) and token counts
     except HarnessError:
         local = None
     return ServerBackend(entry, opts.quant is not None, client, srv.concurrency, local)

@@ -43,6 +43,8 @@ class StubServer:
         #                                or "chunked" (a chunked stream without its last chunk)
         self.retry_after: str | None = None  # Retry-After header sent with injected 429/503 faults
         self.connections: set[int] = set()  # client ports seen: one per TCP connection
+        self.count_tokens = None  # usage.prompt_tokens of a prompt (default: its words)
+        self.adds_bos = False  # report one prompt token more, as a server that puts BOS before every prompt
         self.lock = threading.Lock()
         stub = self
 
@@ -140,7 +142,8 @@ class StubServer:
                 if not cut:
                     with stub.lock:
                         stub.prompts.append(prompt)
-                self._json(200, {"choices": [choice], "usage": {"prompt_tokens": len(prompt.split()),
+                n = stub.count_tokens(prompt) if stub.count_tokens else len(prompt.split())
+                self._json(200, {"choices": [choice], "usage": {"prompt_tokens": n + stub.adds_bos,
                                                                 "completion_tokens": 3}}, cut)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)

@@ -28,11 +28,14 @@ def _records(results):
             if not p.name.endswith(".lm_eval.json")]
 
 
-def test_a_server_record_keeps_cpu_seconds_and_load_averages(tmp_path, mirror):
+def test_a_server_record_keeps_cpu_seconds_and_load_averages(tmp_path, mirror, smollm2_path):
     """Through the real entry point and the stub server: the record says what the machine was doing."""
     from openai_stub import StubServer
 
+    from harness.backends.llamacpp.vocab import LocalVocab
+
     stub = StubServer()
+    stub.count_tokens = LocalVocab(smollm2_path).count  # SmolLM2 prompts start with BOS: checked on the first
     try:
         res = run_cli("bench", "--backend", "server", "--base-url", stub.url, "-t", "gsm8k", "--limit", "2",
                       "--data-dir", str(mirror), "--results-dir", str(tmp_path))

@@ -337,6 +337,30 @@ def test_kind_flag_overrides_the_gguf_and_is_recorded(models, mirror, tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_through_llama_cpp_python_server_decodes_one_bos(models, reference, mirror, tmp_path):
+    """llama-cpp-python's own server (`python -m llama_cpp.server`) adds BOS to every prompt itself; the harness
+    asks its /extras/tokenize, leaves the template's <|begin_of_text|> out, and the server's prompt token counts
+    equal the reference's (before: two BOS per prompt, +1 token per question, silently)."""
+    from backend_procs import llama_cpp_server
+
+    from harness.tasks.settings import lm_eval_config
+
+    m = models["3.2"]
+    with llama_cpp_server(m.path) as url:
+        res = _bench("--backend", "server", "--base-url", url, "--concurrency", "1", "--model", str(m.path),
+                     "--tasks", "gsm8k", "--limit", "2", results=tmp_path, mirror=mirror)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (rec,) = _records(tmp_path)
+    assert rec["backend"]["server"]["kind"] == "llama-cpp-python"
+    assert rec["backend"]["strip_bos"] is True and rec["backend"]["bos_check"] == "llama-cpp-python tokenizer endpoint"
+    (task, ids), = rec["task"]["sample_ids"].items()
+    rows, cfg = _rows(mirror, GSM8K_TEST), lm_eval_config(task)
+    want = [chat_ids(reference, m.template, gsm8k_messages(cfg, rows[i]), DATE_STRING) for i in ids]
+    assert rec["timing"]["prompt_tokens"] == sum(len(w) for w in want)
+    assert {s["response"] for s in rec["samples"]} == {m.response}
+
+
+@pytest.mark.slow
 def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, mirror, tmp_path):
     """The server route (llama-server from the dev dependency): the harness renders the template and strips
     its BOS text because llama-server adds BOS itself; the server's prompt token counts equal the reference's

@@ -104,6 +104,7 @@ class Backend(_Part):
     prompt_logprobs: bool | None = None
     chat_template_source: str | None = None
     strip_bos: bool | None = None
+    bos_check: str | None = None  # server runs: how strip_bos was decided (the server's tokenizer, or token counts)
     requests: int | None = None
     retries: int | None = None
     chat_template_sha256: str | None = None  # of the template right-stripped (chat_format.template_sha256)

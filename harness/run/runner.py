@@ -18,7 +18,7 @@ from pathlib import Path
 from harness import __version__
 from harness.analysis.estimate import Stratum, estimate, macro_var
 from harness.atomic import write_json
-from harness.backends.base import BenchBackend
+from harness.backends.base import BenchBackend, TooLong
 from harness.backends.llamacpp.backend import LlamaCppBackend
 from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.speed import floor_seconds
@@ -178,7 +178,20 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     t0 = time.perf_counter()
     try:
         with console.quiet():  # one bar per task; lm-eval's own bars and warnings go to the log (--verbose: shown)
-            res = evaluate(lm_eval, lm, plan)
+            try:
+                res, too_long = evaluate(lm_eval, lm, plan), None
+            except TooLong as exc:  # found before any decoding: --skip-bad-rows leaves those questions out
+                if not plan.skip_bad_rows:
+                    raise
+                res, too_long = None, exc.rows
+        if too_long:
+            plan = plan.without(too_long)
+            print(f"{plan.name}: left out {len({(r['task'], r['row']) for r in too_long})} question(s) too long "
+                  "for the model's context (--skip-bad-rows; listed in the record's task.skipped_rows)",
+                  file=sys.stderr)
+            lm.samples = plan.samples  # messages name data rows through the new subset
+            with console.quiet():
+                res = evaluate(lm_eval, lm, plan)
     except KeyboardInterrupt:  # the caller closes the journal on every way out
         print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
               " rerun the same command to resume.", file=sys.stderr)

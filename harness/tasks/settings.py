@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +46,26 @@ class TaskPlan:
     seed: int = 0
     skipped_rows: list[dict] = field(default_factory=list)  # bad test rows left out (--skip-bad-rows)
     data_modified: list[dict] = field(default_factory=list)  # files unlike their pins (--allow-modified-data)
+    skip_bad_rows: bool = False  # --skip-bad-rows: over-long questions found when the task runs are left out too
+
+    def without(self, rows: list[dict]) -> TaskPlan:
+        """This plan without the given test rows (``{"task", "row", ...}``: questions found unscorable when the
+        task ran, e.g. too long for the model's context), which join ``skipped_rows``."""
+        drop = {(r["task"], r["row"]) for r in rows}
+        base = self.samples if self.samples is not None else {t: list(range(n)) for t, n in self.sizes.items()}
+        samples = {t: [i for i in ids if (t, i) not in drop] for t, ids in base.items()}
+        samples = {t: ids for t, ids in samples.items() if ids}
+        if not samples:
+            raise HarnessError(f"task {self.name}: every sampled question is too long for the model",
+                               "use a model with a longer context, or fewer few-shot examples.")
+        seen, new = set(), []
+        for r in rows:
+            if (r["task"], r["row"]) not in seen:
+                seen.add((r["task"], r["row"]))
+                new.append(r)
+        return replace(self, samples=samples, configs=[c for c in self.configs if c["task"] in samples],
+                       data_files={k: v for k, v in self.data_files.items() if k in samples},
+                       skipped_rows=[*self.skipped_rows, *new])
 
     @property
     def n_samples(self) -> int:
@@ -317,4 +337,5 @@ def plan_task(
         skipped_rows=[{"task": t, **b.as_record(), "file": Path(b.file).name} for t, rows in skipped.items()
                       for b in rows],
         data_modified=list(modified.values()),
+        skip_bad_rows=skip_bad_rows,
     )

@@ -71,7 +71,7 @@ class ServerInfo:
     """What the server says about itself (recorded; nothing secret)."""
 
     endpoint: str
-    kind: str  # "llama-server", "vllm" or "openai-compatible"
+    kind: str  # "llama-server", "vllm", "llama-cpp-python" or "openai-compatible"
     model_id: str
     version: str | None = None
     model_file: str | None = None
@@ -241,14 +241,36 @@ class ServerClient:
         if version and "version" in version:  # vLLM
             info.kind = "vllm"
             info.version = str(version["version"])[:100]
+        elif self._extras_tokenize("a") is not None:  # llama-cpp-python's server (python -m llama_cpp.server)
+            info.kind = "llama-cpp-python"
+            if self.model.endswith(".gguf"):  # it serves the model under its path unless given an alias
+                info.model_file = os.path.basename(self.model)
         for m in listed:
             root = _text(m.get("root"))
             if m["id"] == self.model and root and root != self.model:
                 info.model_file = root
         return info
 
-    def adds_bos(self, kind: str) -> bool | None:
-        """Whether the server puts BOS before a text prompt itself (its /tokenize); None: unknown."""
+    def _extras_tokenize(self, text: str) -> list | None:
+        """llama-cpp-python's ``POST /extras/tokenize`` (the tokens its completions see: ``Llama.tokenize``
+        with ``special=True`` and the model's own BOS rule); None where the server has no such endpoint."""
+        try:
+            got = self.request("POST", f"{self.root}/extras/tokenize", json={"input": text, "model": self.model},
+                               optional=True)
+        except HarnessError:  # another server's answer to an unknown path (400, 422...): not this kind
+            return None
+        tokens = got.get("tokens") if isinstance(got, dict) else None
+        return tokens if isinstance(tokens, list) else None
+
+    def adds_bos(self, kind: str, bos_text: str = "") -> bool | None:
+        """Whether the server puts BOS before a text prompt itself (its /tokenize); None: unknown.
+
+        llama-cpp-python's /extras/tokenize has no switch for special tokens, so it is asked to tokenize the
+        BOS text itself followed by "a": ``[BOS, BOS, a]`` means it adds one (the double BOS of issue #26),
+        ``[BOS, a]`` that it does not."""
+        if kind == "llama-cpp-python":
+            tokens = self._extras_tokenize(bos_text + "a") if bos_text else None
+            return None if not tokens else len(tokens) >= 2 and tokens[0] == tokens[1]
         if kind == "llama-server":
             with_, without = ({"content": "a", "add_special": flag} for flag in (True, False))
         elif kind == "vllm":

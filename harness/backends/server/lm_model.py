@@ -13,6 +13,7 @@ return them (llama-server) are refused before anything runs, instead of scoring 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -91,7 +92,7 @@ class ServerLM(LM):
         self._progress = progress
         self.journal = journal
         self.samples: dict[str, list[int]] | None = None  # the plan's subset (request_name: data rows)
-        self._local_gguf = local_gguf
+        self._local_gguf = Path(local_gguf) if local_gguf is not None else None
         self._template: str | None = self.info.chat_template
         self._bos, self._eos = self.info.bos_token or "", self.info.eos_token or ""
         self.template_source = "server" if self._template else None
@@ -100,7 +101,10 @@ class ServerLM(LM):
             self.template_source = f"local GGUF {Path(local_gguf).name}" if self._template else None
         # A rendered Llama 3 chat prompt starts with <|begin_of_text|>; a server that adds BOS itself would
         # then see two. Dropping ours keeps the tokens identical to the in-process backend's.
-        self.strip_bos = bool(self._bos) and bool(client.adds_bos(self.info.kind))
+        adds = client.adds_bos(self.info.kind, self._bos) if self._bos else False
+        self.strip_bos = bool(adds)
+        self.bos_check = f"{self.info.kind} tokenizer endpoint" if self._bos and adds is not None else None
+        self._bos_pending = adds is None  # a server of unknown kind: settled on the first prompt (_settle_bos)
 
     def attach(self, progress=None, journal: Journal | None = None,
                samples: dict[str, list[int]] | None = None) -> ServerLM:
@@ -128,6 +132,48 @@ class ServerLM(LM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos)
 
+    def _settle_bos(self, prompt: str) -> None:
+        """For a server whose kind does not say whether it adds BOS (issue #26 item 7): before any result counts,
+        send the first prompt once (one token asked) and compare its ``usage.prompt_tokens`` with the local
+        GGUF's count of the same text. Equal: the server adds nothing. One more: it added BOS before the
+        template's own, so BOS text is left out of every prompt (and that is checked once more). Anything else,
+        or nothing to compare with, is a refusal: a double BOS would change every score, silently."""
+        if not self._bos_pending or not prompt.startswith(self._bos):
+            return
+        self._bos_pending = False
+        where = f"the server at {self.client.endpoint} ({self.info.kind})"
+        if self._local_gguf is None:
+            raise HarnessError(
+                f"{where} does not say whether it adds BOS itself, and the prompts start with BOS "
+                f"({self._bos}); without the model's GGUF here its token counts cannot be checked",
+                "pass --model PATH.gguf (the file the server runs) or download the model first, so the harness "
+                "can compare token counts; or serve it with llama-server, vLLM or llama-cpp-python's server.",
+            )
+        from harness.backends.llamacpp.vocab import LocalVocab
+
+        local = LocalVocab(self._local_gguf).count(prompt)
+        served = self.client.complete(prompt, 1, []).prompt_tokens
+        if served == local + 1:
+            self.strip_bos = True
+            again = self.client.complete(prompt[len(self._bos):], 1, []).prompt_tokens
+            if again != local:
+                raise HarnessError(
+                    f"{where} counts {served} prompt tokens where {self._local_gguf.name} counts {local} "
+                    f"(one BOS more), and {again} without the template's BOS: it does not tokenize like that file",
+                    "check that the server runs the model's own GGUF.",
+                )
+            print(f"note: {where} adds BOS itself (usage.prompt_tokens {served} = {local} + 1): the template's "
+                  f"{self._bos} is left out of every prompt, so each is decoded with one BOS", file=sys.stderr)
+        elif served != local:
+            what = ("reports no usage.prompt_tokens" if served == 0
+                    else f"counts {served} prompt tokens where {self._local_gguf.name} counts {local}")
+            raise HarnessError(
+                f"{where} {what} for the first prompt, so whether it adds a second BOS cannot be told",
+                "check that the server runs the model's own GGUF and reports usage; or serve it with llama-server, "
+                "vLLM or llama-cpp-python's server.",
+            )
+        self.bos_check = f"usage.prompt_tokens against {self._local_gguf.name}"
+
     def _wire(self, prompt: str) -> str:
         if self.strip_bos and prompt.startswith(self._bos):
             return prompt[len(self._bos):]
@@ -135,6 +181,8 @@ class ServerLM(LM):
 
     # -------------------------------------------------------------- requests
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        if requests:
+            self._settle_bos(requests[0].args[0])
         jobs = []
         for req in requests:
             context, gen_kwargs = req.args
@@ -160,6 +208,8 @@ class ServerLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not self.client.supports_prompt_logprobs():
             raise NoPromptLogprobs(self.client.endpoint)
+        if requests:
+            self._settle_bos(requests[0].args[0] + requests[0].args[1])
         pairs = [(self._wire(r.args[0]), r.args[1]) for r in requests]
         names = [request_name(r, "log-likelihood request", self.samples) for r in requests]
         keys = [request_key("ll-text", c, x) for c, x in pairs]
