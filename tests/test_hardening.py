@@ -357,6 +357,7 @@ def test_config_hash_covers_the_data_bytes(tmp_path, mirror):
     (["--concurrency", "0"], "--concurrency"),
     (["-m", "/tmp"], "a folder"),
     (["-m", "/nonexistent/model.bin"], "no such file"),
+    (["-m", "missing.gguf"], "'missing.gguf': the GGUF file was not found"),  # was "unknown model"
     (["--base-url", "ftp://host/v1"], "not an http(s) URL"),
     (["--base-url", "http://host:notaport/v1"], "not a valid URL"),
 ])
