@@ -50,6 +50,10 @@ class StubServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as uvicorn and llama-server answer: http.server writes headers and body separately,
+            # and with Nagle on, a kept-alive connection (one requests.Session per client thread) waits for
+            # the client's delayed ACK, ~40 ms per answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
