@@ -158,6 +158,8 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
 @click.option("--skip-bad-rows", is_flag=True,
               help="Leave out test rows whose data cannot be scored (counted in the record) instead of stopping.")
+@click.option("--allow-modified-data", is_flag=True,
+              help="Run on data unlike the claims' (tasks/data_pins.yaml): recorded, never compared with a claim.")
 @click.option("--download-only", is_flag=True,
               help="Fetch the model (saying whether it could run here with these settings) and stop.")
 @click.option("--kind", type=click.Choice(["base", "instruct"]),
@@ -169,7 +171,7 @@ def verify(model: str, quant: str | None) -> None:
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, skip_bad_rows, download_only, kind, budget, decide):
+          verbose, skip_bad_rows, allow_modified_data, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.backends.llamacpp.engine import EngineSettings
     from harness.run.bench import BenchOptions, ServerOptions
@@ -183,7 +185,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     opts = BenchOptions(
         model=model, quant=quant, kind=kind, tasks=tuple(parse_tasks(tasks)), limit=limit, full=full, seed=seed,
         data_dir=resolve_data_dir(data_dir), results_dir=Path(results_dir), skip_bad_rows=skip_bad_rows,
-        verbose=verbose, download_only=download_only, budget=budget,
+        allow_modified_data=allow_modified_data, verbose=verbose, download_only=download_only, budget=budget,
         engine=EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers),
@@ -331,7 +333,7 @@ def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
                            "(non-ASCII or a control character)", f"check {srv.api_key_env}: API keys are ASCII.")
     client = ServerClient(srv.base_url, key, srv.model, srv.request_timeout, srv.retry_for)
     try:
-        local = local_model_path(entry)  # only for its chat template, when the server does not report one
+        local = local_model_path(entry)  # its chat template (when the server reports none) and token counts
     except HarnessError:
         local = None
     return ServerBackend(entry, opts.quant is not None, client, srv.concurrency, local)

@@ -65,6 +65,54 @@ def llama_server(binary: Path, model: Path, slots: int = 1, threads: int = 2):
         proc.wait(30)
 
 
+# llama-cpp-python's own server, with llama.cpp's CPU "extra" buffers off as in the in-process engine and the
+# llama-server above (EngineSettings.cpu_repack): its server has no flag for them, and on an AMX CPU llama.cpp
+# 0.3.36 crashes in them (a general protection fault in libggml-cpu on the first decode, seen here).
+_LLAMA_CPP_SERVER = """
+import runpy, sys
+import llama_cpp.llama_cpp as lc
+_default = lc.llama_model_default_params
+def _params():
+    p = _default()
+    p.use_extra_bufts = False
+    return p
+lc.llama_model_default_params = _params
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+runpy.run_module("llama_cpp.server", run_name="__main__")
+"""
+
+
+@contextmanager
+def llama_cpp_server(model: Path, threads: int = 2):
+    """``python -m llama_cpp.server`` (llama-cpp-python's [server] extra) on a free loopback port; yields its /v1 URL."""
+    import tempfile
+
+    port = free_port()
+    log = tempfile.TemporaryFile()  # uvicorn logs every request: a pipe nobody reads would fill and block it
+    proc = subprocess.Popen([sys.executable, "-c", _LLAMA_CPP_SERVER, "--model", str(model), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_threads", str(threads), "--n_ctx", "4096", "--verbose", "false"],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited: {log.read().decode()[-1000:]}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("llama_cpp.server did not answer in 120 s")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
 @contextmanager
 def rpc_workers(n: int, threads: int = 1):
     """n `harness rpc-worker` processes on free loopback ports; yields "host:port,..."."""

@@ -147,6 +147,8 @@ def setting_mismatch(claim: Claim, run: Run) -> list[str]:
         out.append(f"metric {s.get('metric')!r} is not what this task measures")
     if s.get("average") not in ("micro", "macro"):
         out.append("averaging not stated by the source")
+    if t.data_modified:  # --allow-modified-data / --skip-bad-rows (harness/tasks/data.py): not the claim's data
+        out.append("run on modified data (task.data_modified), not the data the claims were made on")
     return out
 
 

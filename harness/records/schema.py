@@ -119,9 +119,10 @@ class Backend(_Part):
     prompt_logprobs: bool | None = None
     chat_template_source: str | None = None
     strip_bos: bool | None = None
+    bos_check: str | None = None  # server runs: how strip_bos was decided (the server's tokenizer, or token counts)
     requests: int | None = None
     retries: int | None = None
-    chat_template_sha256: str | None = None
+    chat_template_sha256: str | None = None  # of the template right-stripped (chat_format.template_sha256)
 
 
 class Packages(_Part):
@@ -171,6 +172,9 @@ class TaskFacts(_Part):
     data_sha256: dict[str, dict[str, str]] | None = None
     sample_ids: dict[str, list[int]] | Literal["all"] | None = None
     skipped_rows: list[dict[str, JsonValue]] | None = None
+    # Data files unlike the claims' (tasks/data_pins.yaml), run with --allow-modified-data or --skip-bad-rows:
+    # such a run is never compared with a claim (harness/analysis/compare.py). Absent: the pinned data.
+    data_modified: list[dict[str, JsonValue]] | None = None
 
 
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]  # a score: a proportion of questions
@@ -243,6 +247,9 @@ class Timing(_Part):
     gen_decodes: int | None = None
     gen_depth_sum: int | None = None
     samples_per_second: float | None = None
+    cpu_seconds: float | None = None  # this process's CPU time over the task, all threads, user + system
+    load_avg_start: float | None = None  # the machine's 1-minute load average when the task started
+    load_avg_end: float | None = None  # ... and when it ended
 
 
 class Resume(_Part):
@@ -261,6 +268,9 @@ class Efficiency(_Part):
     speed_probe: dict[str, Num]
     floor_seconds: float
     wall_over_floor: float | None
+    # CPU seconds well short of wall x threads (harness.run.runner.CONTENDED_CPU_SHARE): other work shared the
+    # cores, so these timings say little about this machine (plan --check-runs and calibration leave it out).
+    contended: bool | None = None
 
 
 class RunRecord(_Part):

@@ -78,7 +78,7 @@ class LlamaCppBackend:
     def make_lm(self, plan: TaskPlan, progress: Callable, journal: Journal) -> object:
         from harness.backends.llamacpp.lm_model import LlamaBenchLM
 
-        return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal)
+        return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal, samples=plan.samples)
 
     def stats(self, plan: TaskPlan):
         return self.engine.stats
