@@ -27,7 +27,7 @@ the few-shot prefix: ``--no-gen-streams``, faster where attention dominates, not
 prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a llama.cpp ``llama-server
 -np 4 -cb`` started here) and ``server-h`` (the harness's own server backend, 4 requests in flight, against
 the same server). The server routes use ``--llama-server PATH``, by default llama-server built from the llama.cpp
-sources of the pinned llama-cpp-python sdist for this CPU (scripts/build_llama_server.sh, cached in build/; built
+sources of the pinned llama-cpp-python sdist for this CPU (scripts/build_llama_server.sh, cached in ~/.cache/llama-bench-harness/; built
 here when missing), and run generation only: llama-server returns no prompt log-probs.
 """
 
