@@ -336,10 +336,12 @@ def publish(results_dir: str, check: bool) -> None:
 @click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1, help="As for bench (0: judge the CPU only).")
 @click.option("--kind", type=click.Choice(["base", "instruct"]), help="As for bench.")
 @click.option("--rates", type=click.Choice(["here", "reference"]), default="here", show_default=True,
-              help="here: probe this machine now (about a second); reference: the stored reference machine class.")
-@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time.")
-@click.option("--calibrate", is_flag=True, help="Instead: measure the calibration on this machine (the offline model) "
-              "and write tasks/plan_calibration.yaml.")
+              help="here: time llama.cpp now on a slice of the model (under a minute; cached slices); reference: the "
+              "stored reference machine class.")
+@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time "
+              "(contended runs left out; fitted or out of sample).")
+@click.option("--calibrate", is_flag=True, help="Instead: measure the numpy fallback's calibration on this machine (the "
+              "offline model) and write tasks/plan_calibration.yaml.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, rates, check_runs, calibrate,
          results_dir):
@@ -347,7 +349,7 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
     from harness.run.plan import plan_command
 
     click.echo(plan_command(model, quant, parse_tasks(tasks), limit, full, budget, parallel, gpu_layers, kind, rates,
-                            check_runs, calibrate, Path(results_dir)))
+                            check_runs, calibrate, Path(results_dir), log=lambda line: click.echo(line, err=True)))
 
 
 @cli.command()
