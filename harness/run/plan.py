@@ -62,8 +62,8 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
                        for p, s in d["shapes"].items()},
             "slice_types": {str(q): (str(v[0]), str(v[1])) for q, v in d["slice_types"].items()},
             "typical": {str(t): (float(v["tokens"]), str(v["source"])) for t, v in d["typical_generated"].items()},
-            "overhead": {str(k): (float(v["point"]), float(v["high"]), str(v["source"]))
-                         for k, v in d["overhead"].items()},
+            **{key: {str(k): (float(v["point"]), float(v["high"]), str(v["source"])) for k, v in d[key].items()}
+               for key in ("overhead", "fallback_overhead")},
             "extrapolation": (float(d["extrapolation"]["low"]), float(d["extrapolation"]["high"]),
                               str(d["extrapolation"]["source"])),
             "checked": (float(d["checked"]["low_params"]), float(d["checked"]["high_params"]),
@@ -79,13 +79,13 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
     lo, hi, _ = out["extrapolation"]
     c_lo, c_hi, _ = out["checked"]
     bad = [q for q, v in out["bpw"].items() if not 1 <= v <= 33] + \
-          [k for k, (p, h, _) in out["overhead"].items() if not 1 <= p <= h] + \
+          [k for o in ("overhead", "fallback_overhead") for k, (p, h, _) in out[o].items() if not 1 <= p <= h] + \
           [q for q, ts in out["slice_types"].items() if any(t not in BLOCKS for t in ts)] + \
           (["extrapolation"] if not 0 < lo <= 1 <= hi else []) + \
           (["checked"] if not 0 < c_lo <= c_hi else []) + \
           (["rate_spread"] if out["rate_spread"] < 1 else []) + \
           (["prompt_token_factor"] if not 0 < out["token_factor"][0] <= 1 <= out["token_factor"][1] else [])
-    if bad or set(out["overhead"]) != {"generate", "loglik"}:
+    if bad or not set(out["overhead"]) == set(out["fallback_overhead"]) == {"generate", "loglik"}:
         raise HarnessError(f"{path}: implausible figures for {', '.join(bad) or 'overhead (generate, loglik)'}",
                            "restore tasks/plan_model.yaml.")
     return out
@@ -363,7 +363,8 @@ def scaled_rates(r: rates.Rates, from_bytes: int, to_bytes: int, quant: str) -> 
         return {k: (v * f if k.startswith("decode_") and k.endswith("_per_s") else v) for k, v in d.items()}
 
     return rates.Rates(one(r.point), one(r.fast), one(r.slow),
-                       f"{quant}: the probed quant's rates, decode scaled by the weights' bytes ({1 / f:.2f}x)")
+                       f"{quant}: the probed quant's rates, decode scaled by the weights' bytes ({1 / f:.2f}x)",
+                       sliced=r.sliced)
 
 
 # ---------------------------------------------------------------------------- time
@@ -377,8 +378,9 @@ def estimate_seconds(costs: list[TaskCost], r: rates.Rates) -> tuple[tuple, list
     f_lo, f_hi = m["token_factor"]
     tot = [0.0, 0.0, 0.0]
     rows = []
+    overhead = m["overhead" if r.sliced else "fallback_overhead"]
     for c in costs:
-        point_ovh, high_ovh, _ = m["overhead"][c.output]
+        point_ovh, high_ovh, _ = overhead[c.output]
 
         def floor(speed: dict, prompt: float, gen: float, c=c) -> float:
             streams = bool(speed.get("decode_streams_tokens_per_s"))
@@ -396,14 +398,15 @@ def estimate_seconds(costs: list[TaskCost], r: rates.Rates) -> tuple[tuple, list
 
 def method_text(rates_method: str) -> str:
     m = plan_model()
+    ovh = m["overhead" if rates_method.startswith("llama.cpp") else "fallback_overhead"]
     return (
         "time = (prompt tokens / prompt rate + generated tokens / batched decode rate at the task's mean depth) x "
         "wall-over-floor overhead. Prompt tokens: after prefix sharing, as the engine counts them "
         f"(tasks/plan_tokens.yaml, SmolLM2 tokenizer; x{m['token_factor'][0]}..x{m['token_factor'][1]} for other "
         "tokenizers in the interval). Generated: a typical length per question (point), half of it (low), the full "
-        f"budget (high). Rates: {rates_method}. Overhead: {m['overhead']['generate'][0]} (generation), "
-        f"{m['overhead']['loglik'][0]} (log-likelihood), up to {m['overhead']['generate'][1]} and "
-        f"{m['overhead']['loglik'][1]}: {m['overhead']['loglik'][2]}. This machine's llama.cpp only: RPC workers "
+        f"budget (high). Rates: {rates_method}. Overhead: {ovh['generate'][0]} (generation), "
+        f"{ovh['loglik'][0]} (log-likelihood), up to {ovh['generate'][1]} and {ovh['loglik'][1]}: "
+        f"{ovh['generate'][2]}; {ovh['loglik'][2]}. This machine's llama.cpp only: RPC workers "
         "and servers are not covered; download and load times excluded."
     )
 
@@ -689,8 +692,7 @@ def check_runs(results_dir: Path, rate_source: str = "here", log=None) -> tuple[
         except (HarnessError, KeyError, TypeError, ValueError) as exc:
             out.append({"run": _run_name(rec), "skipped": str(getattr(exc, "message", exc))})
             continue
-        row["sample"] = "fitted" if any(str(rec.get("run_id", "")).startswith(f) or f in str(run.path)
-                                         for f in fitted) else "out of sample"
+        row["sample"] = "fitted" if Path(run.path).stem in fitted else "out of sample"
         row["load"] = "quiet" if (rec.get("efficiency") or {}).get("contended") is False else "load unknown"
         out.append(row)
     return out, contended

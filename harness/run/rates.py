@@ -304,6 +304,8 @@ def _calibrate_here(n_parallel: int, path: Path, cores: int | None, repeats: int
 
 
 # ---------------------------------------------------------------------------- the method: a slice of the target
+# Below this share of wall time x threads in CPU time, the probe ran on a busy machine and says so.
+BUSY_SHARE = 0.8
 CACHE_ENV = "HARNESS_PROBE_CACHE"  # where probe slices are cached (default: ~/.cache/llama-bench-harness/probe)
 # The speed probe's figures, each a rate in tokens/s: per token they are times, extrapolated per layer.
 RATE_KEYS = ("prompt_tokens_per_s", "decode_1_tokens_per_s", "decode_batched_tokens_per_s",
@@ -332,6 +334,7 @@ class Rates:
     slow: dict
     method: str
     probe_seconds: float | None = None  # the probe's own wall time (building the slices included)
+    sliced: bool = True  # llama.cpp timed on a slice; False: the numpy fallback (or stored reference figures)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +373,7 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
     lengths = lengths or probe_lengths(shape, n_layer)
     cache = Path(cache or probe_cache())
     samples: dict[int, list[dict]] = {}
+    info: dict = {}
     for depth in sorted(set(lengths.depths)):
         path = cache / f"slice-{shape.key}-L{depth}.gguf"
         if not path.is_file():
@@ -379,10 +383,14 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
                 build_probe_slice(shape, depth, path)
             except OSError as exc:
                 for p in (path, path.with_name(path.name + ".tmp")):
-                    p.unlink(missing_ok=True)
+                    try:
+                        p.unlink(missing_ok=True)  # nothing half-written under the final name
+                    except OSError:
+                        pass
                 raise HarnessError(f"the probe slice could not be written to {cache}: {exc.strerror or exc}",
                                    f"free disk space there, or set {CACHE_ENV} to another folder.") from None
-        samples[depth] = time_slice(path, settings, lengths)
+        samples[depth], got = time_slice(path, settings, lengths)
+        info = {**got, "cpu_share": min(info.get("cpu_share", 1.0), got["cpu_share"])}
     point, fast, slow = extrapolate(samples, n_layer, extrapolation)
     base = {"batched_sequences": settings.n_parallel, "prompt_len": lengths.prompt, "deep_len": lengths.deep}
     d1, d2 = lengths.depths
@@ -390,15 +398,20 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
     method = (f"llama.cpp timed now on slices of this model ({d1} and {d2} of {n_layer} layers: its hidden size "
               f"{shape.n_embd}, FFN {shape.n_ff}, {shape.n_head}/{shape.n_head_kv} heads, vocabulary {shape.n_vocab}, "
               f"{shape.layer_type} layers, {shape.output_type} output; random weights), "
-              f"{lengths.repeats} repeats, {settings.threads or 'all'} threads, --parallel {settings.n_parallel}"
-              f"{', GPU offload' if settings.gpu_layers != 0 else ''}; time per token = a + b x layers through "
-              f"the two slices, extrapolated to {n_layer}; the interval: the fastest and slowest repeat, "
-              f"x{extrapolation[0]:g}..x{extrapolation[1]:g} for the extrapolation's checked error ({seconds:.0f} s)")
+              f"{lengths.repeats} repeats, {info['threads']} threads, --parallel {settings.n_parallel}"
+              f"{', on the GPU' if info['gpu_offload'] else ', on the CPU'}; time per token = a + b x layers through "
+              f"the two slices, extrapolated to {n_layer}; the interval: the repeats' spread, "
+              f"x{extrapolation[0]:g}..x{extrapolation[1]:g} for the extrapolation's checked error ({seconds:.0f} s)"
+              + (f"; the machine was busy during the probe (it got {info['cpu_share']:.0%} of {info['threads']} "
+                 "threads' CPU time): these are a busy machine's rates" if not info["gpu_offload"]
+                 and info["cpu_share"] < BUSY_SHARE else ""))
     return Rates({**base, **point}, {**base, **fast}, {**base, **slow}, method, seconds)
 
 
-def time_slice(path: Path, settings, lengths: ProbeLengths) -> list[dict]:
-    """The engine's speed probe on one slice, ``lengths.repeats`` times (a list of its result dicts)."""
+def time_slice(path: Path, settings, lengths: ProbeLengths) -> tuple[list[dict], dict]:
+    """The engine's speed probe on one slice, ``lengths.repeats`` times (a list of its result dicts), and what the
+    engine ran with: ``threads``, ``gpu_offload``, and ``cpu_share``, the process's CPU time over wall time x
+    threads while it ran (well under 1 on CPU: other work had the cores, and the rates are a busy machine's)."""
     import dataclasses as dc
 
     from harness.backends.llamacpp.engine import LlamaEngine
@@ -408,8 +421,11 @@ def time_slice(path: Path, settings, lengths: ProbeLengths) -> list[dict]:
     except ImportError as exc:
         raise HarnessError(f"llama.cpp is not importable here ({exc})", "run `make setup`.") from None
     try:
-        return [engine.speed_probe(lengths.prompt, lengths.steps, 1, lengths.deep, streams=True)
-                for _ in range(lengths.repeats)]
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        out = [engine.speed_probe(lengths.prompt, lengths.steps, 1, lengths.deep, streams=True)
+               for _ in range(lengths.repeats)]
+        share = (time.process_time() - cpu0) / max((time.perf_counter() - wall0) * engine.threads, 1e-9)
+        return out, {"threads": engine.threads, "gpu_offload": bool(engine.gpu_offload), "cpu_share": share}
     finally:
         engine.close()
 
@@ -452,4 +468,4 @@ def fallback_rates(params: float, weights_bytes: int, n_layer: int, probe: Probe
               f"per layer + (sequences - 1) x 2 x params / ({cal.batch_eff:.2f} x FLOP/s); factors from "
               f"`{cal.command}` on {cal.machine}, {cal.date}, which need not hold on this CPU; the interval scales "
               f"the rates by /{spread:g}..x{spread:g}")
-    return Rates(point, fast, slow, method)
+    return Rates(point, fast, slow, method, sliced=False)
