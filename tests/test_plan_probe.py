@@ -124,10 +124,11 @@ def test_check_runs_leaves_contended_runs_out_and_marks_runs_it_was_not_fitted_o
     assert fitted in plan_model()["fitted_runs"] and unseen not in plan_model()["fitted_runs"]
     for stem in (fitted, unseen):
         shutil.copy(src / f"{stem}.json", runs / f"{stem}.json")
-    busy = json.loads((src / f"{unseen}.json").read_text())
+    cloze = "smollm2-135m-Q4_1-mmlu_cloze-fae4a51c1d79b5f1-20261122T121949Z"  # another run, marked contended
+    busy = json.loads((src / f"{cloze}.json").read_text())
     busy["efficiency"] = {"speed_probe": {"prompt_tokens_per_s": 1.0}, "floor_seconds": 1.0, "wall_over_floor": 9.0,
                           "contended": True}
-    (runs / "smollm2-135m-Q4_1-gsm8k-03992c2e0315f0be-20261123T000000Z.json").write_text(json.dumps(busy))
+    (runs / f"{cloze}.json").write_text(json.dumps(busy))
     out = _run(["plan", "--check-runs", "--rates", "reference", "--results-dir", str(tmp_path)], ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {ln.split()[2]: ln for ln in out.stdout.splitlines() if ln.startswith("smollm2-135m Q4_1")}
