@@ -389,6 +389,8 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
                         pass
                 raise HarnessError(f"the probe slice could not be written to {cache}: {exc.strerror or exc}",
                                    f"free disk space there, or set {CACHE_ENV} to another folder.") from None
+        if log:
+            log(f"plan: timing llama.cpp on the {depth}-layer slice ({lengths.repeats} repeats)")
         samples[depth], got = time_slice(path, settings, lengths)
         info = {**got, "cpu_share": min(info.get("cpu_share", 1.0), got["cpu_share"])}
     point, fast, slow = extrapolate(samples, n_layer, extrapolation)
