@@ -406,7 +406,7 @@ def method_text(rates_method: str) -> str:
         "tokenizers in the interval). Generated: a typical length per question (point), half of it (low), the full "
         f"budget (high). Rates: {rates_method}. Overhead: {ovh['generate'][0]} (generation), "
         f"{ovh['loglik'][0]} (log-likelihood), up to {ovh['generate'][1]} and {ovh['loglik'][1]}: "
-        f"{ovh['generate'][2]}; {ovh['loglik'][2]}. This machine's llama.cpp only: RPC workers "
+        f"{'; '.join(dict.fromkeys((ovh['generate'][2], ovh['loglik'][2])))}. This machine's llama.cpp only: RPC workers "
         "and servers are not covered; download and load times excluded."
     )
 
