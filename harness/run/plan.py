@@ -414,7 +414,7 @@ def method_text(rates_method: str) -> str:
 def checked_text(params: float) -> str:
     """The range of model sizes the estimate was checked on against real runs, and whether ``params`` is in it."""
     lo, hi, source = plan_model()["checked"]
-    text = f"checked against real runs on models of {lo / 1e9:.2f}B-{hi / 1e9:.2f}B parameters ({source})"
+    text = f"checked against real runs on models of {lo / 1e9:.2f}B-{hi / 1e9:.2f}B parameters only ({source})"
     if params and not lo * 0.95 <= params <= hi * 1.05:
         text += f"; this model ({params / 1e9:.2f}B) lies outside that range: its estimate is unchecked"
     return text
