@@ -409,10 +409,12 @@ def publish(results_dir: str, check: bool) -> None:
 @click.option("--gpu-layers", type=GPU_LAYERS, default=-1, help="As for bench (0: judge the CPU only).")
 @click.option("--kind", type=click.Choice(["base", "instruct"]), help="As for bench.")
 @click.option("--rates", type=click.Choice(["here", "reference"]), default="here", show_default=True,
-              help="here: probe this machine now (about a second); reference: the stored reference machine class.")
-@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time.")
-@click.option("--calibrate", is_flag=True, help="Instead: measure the calibration on this machine (the offline model) "
-              "and write tasks/plan_calibration.yaml.")
+              help="here: time llama.cpp now on a slice of the model (under a minute; cached slices); reference: the "
+              "stored reference machine class.")
+@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time "
+              "(contended runs left out; fitted or out of sample).")
+@click.option("--calibrate", is_flag=True, help="Instead: measure the numpy fallback's calibration on this machine (the "
+              "offline model) and write tasks/plan_calibration.yaml.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 @click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
               "model (or the full test), as `harness bench --decide` runs it.")
@@ -431,7 +433,7 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
             full = any(v is None for v in limits.values())
             limit = None if full else max(limits.values())
     click.echo(plan_command(model, quant, task_list, limit, full, budget, parallel, gpu_layers, kind, rates,
-                            check_runs, calibrate, Path(results_dir)))
+                            check_runs, calibrate, Path(results_dir), log=lambda line: click.echo(line, err=True)))
     if lines:
         click.echo("\n" + "\n".join(lines))
 
