@@ -93,8 +93,12 @@ def choice_logprobs(sample: Sample) -> list[float] | None:
         return None
     out = []
     for pair in r:
-        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (int, float))
-                and not isinstance(pair[0], bool)):
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], (int, float))
+            and not isinstance(pair[0], bool)
+        ):
             return None
         out.append(float(pair[0]))
     return out
@@ -102,6 +106,7 @@ def choice_logprobs(sample: Sample) -> list[float] | None:
 
 def kl_divergence(ref: list[float], other: list[float]) -> float:
     """KL(P || Q) in nats between the softmax distributions of two lists of choice log-probs."""
+
     def log_softmax(x: list[float]) -> list[float]:
         top = max(x)
         lse = top + math.log(sum(math.exp(v - top) for v in x))
@@ -162,9 +167,15 @@ def rung(ref: Run, other: Run) -> Rung | None:
             else:
                 where.append(first_divergence(ra, rb))
     return Rung(
-        quant=other.quant, sha256=other.rec.model.sha256 or "", run_id=other.rec.run_id, n=len(shared),
-        score=100 * sum(b[k].correct for k in shared) / len(shared), diff=diff, ref_only=ref_only,
-        this_only=this_only, mcnemar_p=mcnemar_two_sided(ref_only, this_only),
+        quant=other.quant,
+        sha256=other.rec.model.sha256 or "",
+        run_id=other.rec.run_id,
+        n=len(shared),
+        score=100 * sum(b[k].correct for k in shared) / len(shared),
+        diff=diff,
+        ref_only=ref_only,
+        this_only=this_only,
+        mcnemar_p=mcnemar_two_sided(ref_only, this_only),
         kl_mean=sum(kls) / len(kls) if loglik and kls else None,
         kl_p99=percentile(kls, 99) if loglik and kls else None,
         identical=None if loglik else same / len(shared),
@@ -219,8 +230,10 @@ class MeasuredLoss:
 
     def text(self) -> str:
         """One phrase for a verdict note."""
-        return (f"measured loss vs {self.reference}: {self.points:+.1f} points "
-                f"[{self.lo:+.1f}, {self.hi:+.1f}] on {self.n} shared questions")
+        return (
+            f"measured loss vs {self.reference}: {self.points:+.1f} points "
+            f"[{self.lo:+.1f}, {self.hi:+.1f}] on {self.n} shared questions"
+        )
 
 
 def measured_loss(runs: list[Run], model: str, task: str, quant: str) -> MeasuredLoss | None:
@@ -240,26 +253,58 @@ def measured_loss(runs: list[Run], model: str, task: str, quant: str) -> Measure
     return MeasuredLoss(quant, lad.reference, -100 * d.value, -100 * d.hi, -100 * d.lo, g.n)
 
 
-LADDER_COLUMNS = ("model", "task", "quant", "n", "score", "Δ vs ref", "95% CI", "ref only", "quant only",
-                  "McNemar p", "KL mean", "KL p99", "identical", "median divergence")
+LADDER_COLUMNS = (
+    "model",
+    "task",
+    "quant",
+    "n",
+    "score",
+    "Δ vs ref",
+    "95% CI",
+    "ref only",
+    "quant only",
+    "McNemar p",
+    "KL mean",
+    "KL p99",
+    "identical",
+    "median divergence",
+)
 
 
 def ladder_rows(lads: list[Ladder]) -> list[dict]:
     """Table rows (strings), the reference first in each ladder, for ``harness compare`` and the report."""
     rows = []
     for lad in lads:
-        rows.append({"model": lad.model, "task": lad.task, "quant": f"{lad.reference} (ref)",
-                     "n": str(max(g.n for g in lad.rungs)), "score": f"{lad.reference_score:.1f}",
-                     **{c: "-" for c in LADDER_COLUMNS[5:]}})
+        rows.append(
+            {
+                "model": lad.model,
+                "task": lad.task,
+                "quant": f"{lad.reference} (ref)",
+                "n": str(max(g.n for g in lad.rungs)),
+                "score": f"{lad.reference_score:.1f}",
+                **{c: "-" for c in LADDER_COLUMNS[5:]},
+            }
+        )
         for g in lad.rungs:
             d = g.diff
-            rows.append({
-                "model": lad.model, "task": lad.task, "quant": g.quant, "n": str(g.n), "score": f"{g.score:.1f}",
-                "Δ vs ref": f"{100 * d.value:+.1f}", "95% CI": f"[{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]",
-                "ref only": str(g.ref_only), "quant only": str(g.this_only), "McNemar p": f"{g.mcnemar_p:.3g}",
-                "KL mean": "-" if g.kl_mean is None else f"{g.kl_mean:.4f}",
-                "KL p99": "-" if g.kl_p99 is None else f"{g.kl_p99:.4f}",
-                "identical": "-" if g.identical is None else f"{100 * g.identical:.0f}%",
-                "median divergence": "-" if g.median_divergence is None else f"char {g.median_divergence:.0f}",
-            })
+            rows.append(
+                {
+                    "model": lad.model,
+                    "task": lad.task,
+                    "quant": g.quant,
+                    "n": str(g.n),
+                    "score": f"{g.score:.1f}",
+                    "Δ vs ref": f"{100 * d.value:+.1f}",
+                    "95% CI": f"[{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]",
+                    "ref only": str(g.ref_only),
+                    "quant only": str(g.this_only),
+                    "McNemar p": f"{g.mcnemar_p:.3g}",
+                    "KL mean": "-" if g.kl_mean is None else f"{g.kl_mean:.4f}",
+                    "KL p99": "-" if g.kl_p99 is None else f"{g.kl_p99:.4f}",
+                    "identical": "-" if g.identical is None else f"{100 * g.identical:.0f}%",
+                    "median divergence": "-"
+                    if g.median_divergence is None
+                    else f"char {g.median_divergence:.0f}",
+                }
+            )
     return rows

@@ -70,11 +70,19 @@ class Audit:
         if self.result == DIFFERS:
             return f"DIFFERS on re-execution: {self.first_difference}"
         if self.result == IDENTICAL:
-            return (f"identical: {self.k} re-run question(s) (seed {self.seed}) bit-identical to the record; "
-                    "the record agrees with itself")
-        lp = "" if self.max_logprob_diff is None else f", largest log-prob difference {self.max_logprob_diff:.3g}"
-        return (f"compared, not bit-checked ({'; '.join(self.other_class)}): {self.agreement:.0%} of {self.k} "
-                f"re-run question(s) identical{lp}; the record agrees with itself")
+            return (
+                f"identical: {self.k} re-run question(s) (seed {self.seed}) bit-identical to the record; "
+                "the record agrees with itself"
+            )
+        lp = (
+            ""
+            if self.max_logprob_diff is None
+            else f", largest log-prob difference {self.max_logprob_diff:.3g}"
+        )
+        return (
+            f"compared, not bit-checked ({'; '.join(self.other_class)}): {self.agreement:.0%} of {self.k} "
+            f"re-run question(s) identical{lp}; the record agrees with itself"
+        )
 
 
 # ------------------------------------------------------------------------------------ self-consistency
@@ -135,7 +143,9 @@ def self_check(rec: RunRecord, plan, tasks: dict) -> list[str]:
                 continue
             try:
                 extracted, m = _rescore(task, doc, s.response, ensembles[filt])
-            except Exception as exc:  # a response of the wrong shape (edited by hand) is a finding, not a crash
+            except (
+                Exception
+            ) as exc:  # a response of the wrong shape (edited by hand) is a finding, not a crash
                 problems.append(f"{where}: its response cannot be scored ({type(exc).__name__}: {exc})")
                 break
             if metric not in m:
@@ -144,17 +154,22 @@ def self_check(rec: RunRecord, plan, tasks: dict) -> list[str]:
             values.setdefault(f"{metric},{filt}", {}).setdefault(s.task, []).append(v)
             if (metric, filt) == (head_metric, head_filter):
                 if extracted != s.extracted:
-                    problems.append(f"{where}: extracted {s.extracted!r} in the record, its response gives "
-                                    f"{extracted!r}")
+                    problems.append(
+                        f"{where}: extracted {s.extracted!r} in the record, its response gives {extracted!r}"
+                    )
                 if bool(v) != s.correct:
-                    problems.append(f"{where}: recorded {'correct' if s.correct else 'wrong'}, its response is "
-                                    f"{'correct' if v else 'wrong'}")
+                    problems.append(
+                        f"{where}: recorded {'correct' if s.correct else 'wrong'}, its response is "
+                        f"{'correct' if v else 'wrong'}"
+                    )
     names = [c["task"] for c in plan.configs]
     expected = {(t, i) for t in names if t in tasks for i in _sorted_ids(rec, t, len(tasks[t].eval_docs))}
     if seen != expected:
         missing, extra = sorted(expected - seen), sorted(seen - expected)
-        problems.append(f"the samples are not the recorded subset: {len(missing)} missing, {len(extra)} extra"
-                        + (f" (first missing: {missing[0][0]} doc {missing[0][1]})" if missing else ""))
+        problems.append(
+            f"the samples are not the recorded subset: {len(missing)} missing, {len(extra)} extra"
+            + (f" (first missing: {missing[0][0]} doc {missing[0][1]})" if missing else "")
+        )
     problems += _metric_problems(rec, values)
     return problems
 
@@ -190,8 +205,10 @@ def _metric_problems(rec: RunRecord, values: dict[str, dict[str, list[float]]]) 
             if not vs:
                 out.append(f"{task} {key}: no samples")
             elif not _close(m.value, sum(vs) / len(vs)) or m.n != len(vs):
-                out.append(f"{task} {key}: {m.value!r} (n={m.n}) recorded, the samples give "
-                           f"{sum(vs) / len(vs)!r} (n={len(vs)})")
+                out.append(
+                    f"{task} {key}: {m.value!r} (n={m.n}) recorded, the samples give "
+                    f"{sum(vs) / len(vs)!r} (n={len(vs)})"
+                )
     return out
 
 
@@ -215,8 +232,10 @@ def other_class(rec: RunRecord, system_info: str) -> list[str]:
     if rec.hardware.cpu != here["cpu"]:
         out.append(f"CPU {rec.hardware.cpu!r} recorded, {here['cpu']!r} here")
     if (rec.hardware.gpu or None) != (here["gpu"] or None) or bool(rec.backend.gpu_offload):
-        out.append(f"GPU {rec.hardware.gpu or 'none'} recorded (offload {bool(rec.backend.gpu_offload)}), "
-                   f"{here['gpu'] or 'none'} here")
+        out.append(
+            f"GPU {rec.hardware.gpu or 'none'} recorded (offload {bool(rec.backend.gpu_offload)}), "
+            f"{here['gpu'] or 'none'} here"
+        )
     have = package_versions().get("llama-cpp-python")
     want = rec.packages.llama_cpp_python if rec.packages else None
     if want != have:
@@ -265,8 +284,9 @@ def _audit_lm(engine, wanted: set[tuple[str, int]], positions: dict[str, list[in
     return AuditLM(engine=engine)
 
 
-def _compare_samples(rec: RunRecord, rerun: list[dict], chosen: list[tuple[str, int]]) -> tuple[
-        str | None, float, float | None]:
+def _compare_samples(
+    rec: RunRecord, rerun: list[dict], chosen: list[tuple[str, int]]
+) -> tuple[str | None, float, float | None]:
     """(first difference in words or None, share identical, largest log-prob difference)."""
     got = {(s["task"], s["doc_id"]): s for s in rerun}
     first, same, worst = None, 0, None
@@ -280,7 +300,9 @@ def _compare_samples(rec: RunRecord, rerun: list[dict], chosen: list[tuple[str, 
             first = first or f"{where}: not re-run"
             continue
         if r["prompt_sha256"] != s.prompt_sha256:
-            first = first or f"{where}: prompt sha256 {s.prompt_sha256} recorded, {r['prompt_sha256']} rebuilt"
+            first = (
+                first or f"{where}: prompt sha256 {s.prompt_sha256} recorded, {r['prompt_sha256']} rebuilt"
+            )
             continue
         resp = _plain(r["response"])
         if isinstance(resp, list) and isinstance(s.response, list) and len(resp) == len(s.response):
@@ -298,10 +320,14 @@ def _compare_samples(rec: RunRecord, rerun: list[dict], chosen: list[tuple[str, 
 def _how(recorded: object, rerun: object) -> str:
     """How a re-run response differs from the recorded one, in words."""
     if isinstance(recorded, str) and isinstance(rerun, str):
-        i = next((i for i in range(min(len(recorded), len(rerun))) if recorded[i] != rerun[i]),
-                 min(len(recorded), len(rerun)))
-        return (f"response differs from character {i}: recorded {recorded[i:i + 40]!r}, "
-                f"re-run {rerun[i:i + 40]!r}")
+        i = next(
+            (i for i in range(min(len(recorded), len(rerun))) if recorded[i] != rerun[i]),
+            min(len(recorded), len(rerun)),
+        )
+        return (
+            f"response differs from character {i}: recorded {recorded[i : i + 40]!r}, "
+            f"re-run {rerun[i : i + 40]!r}"
+        )
     if isinstance(recorded, list) and isinstance(rerun, list):
         for j, (a, b) in enumerate(zip(recorded, rerun)):
             if a != b:
@@ -319,21 +345,32 @@ def _model_entry(rec: RunRecord, model_path: Path | None):
     m = rec.model
     if m.family in ("local", "hub"):
         if model_path is None:
-            raise HarnessError(f"{rec.model.name} was run from a file ({m.file}) the catalogue does not know",
-                               "give the file with --model PATH.")
+            raise HarnessError(
+                f"{rec.model.name} was run from a file ({m.file}) the catalogue does not know",
+                "give the file with --model PATH.",
+            )
         entry = resolve(str(model_path), m.quant)
     else:
         entry = resolve(m.name, m.quant)
     entry = replace(entry, kind=m.kind)
     path = model_path or local_model_path(entry)
     if path is None:
-        raise HarnessError(f"the weights of {m.name} {m.quant} are not on this machine",
-                           f"`harness download {m.name} --quant {m.quant}`, or give the file with --model PATH.")
+        raise HarnessError(
+            f"the weights of {m.name} {m.quant} are not on this machine",
+            f"`harness download {m.name} --quant {m.quant}`, or give the file with --model PATH.",
+        )
     return entry, Path(path)
 
 
-def audit(record_path: Path, k: int = 10, seed: int = 0, model_path: Path | None = None,
-          data_dir: Path | None = None, threads: int = 0, rerun: bool = True) -> Audit:
+def audit(
+    record_path: Path,
+    k: int = 10,
+    seed: int = 0,
+    model_path: Path | None = None,
+    data_dir: Path | None = None,
+    threads: int = 0,
+    rerun: bool = True,
+) -> Audit:
     """Audit one record (see the module docstring); ``rerun`` False stops after the self-consistency check."""
     from harness.hashing import file_sha256
     from harness.tasks.settings import plan_task, task_manager
@@ -342,23 +379,39 @@ def audit(record_path: Path, k: int = 10, seed: int = 0, model_path: Path | None
     rec = read_record(record_path)
     out = Audit(record=Path(record_path).name, result=IDENTICAL, seed=seed)
     if rec.model.sha256 is None:
-        raise HarnessError(f"{out.record} is a server run: there are no weights' bytes to re-run",
-                           "audit it with the server that made it (not supported yet).")
+        raise HarnessError(
+            f"{out.record} is a server run: there are no weights' bytes to re-run",
+            "audit it with the server that made it (not supported yet).",
+        )
     entry, path = _model_entry(rec, model_path)
     t = rec.task
     limit = None if t.full else t.limit
-    plan = plan_task(t.name, entry, limit=limit, full=t.full, seed=t.seed or 0, data_dir=data_dir,
-                     num_fewshot=t.num_fewshot)
+    from harness.run import console
+
+    with console.quiet():  # datasets' and lm-eval's own progress lines go to the log
+        plan = plan_task(
+            t.name,
+            entry,
+            limit=limit,
+            full=t.full,
+            seed=t.seed or 0,
+            data_dir=data_dir,
+            num_fewshot=t.num_fewshot,
+        )
+        tasks = task_manager().load(plan.configs)["tasks"]
     recorded_ids = None if t.sample_ids == "all" else t.sample_ids
     if plan.samples != recorded_ids or plan.data_files != t.data_sha256:
         raise HarnessError(
             f"{out.record}: its questions cannot be rebuilt here: the "
-            + ("sample ids" if plan.samples != recorded_ids else "data files' sha256") + " differ from the record's",
-            "audit with the data the record names (task.data_sha256), e.g. --data-dir pointing at that mirror.")
+            + ("sample ids" if plan.samples != recorded_ids else "data files' sha256")
+            + " differ from the record's",
+            "audit with the data the record names (task.data_sha256), e.g. --data-dir pointing at that mirror.",
+        )
     config_changed = plan.config_hash() != t.config_hash
-    tasks = task_manager().load(plan.configs)["tasks"]
-    tasks = {name if isinstance(name, str) else getattr(name, "task_name", str(name)): tk
-             for name, tk in tasks.items()}
+    tasks = {
+        name if isinstance(name, str) else getattr(name, "task_name", str(name)): tk
+        for name, tk in tasks.items()
+    }
     out.problems = self_check(rec, plan, tasks)
     if out.problems:
         out.result = INCONSISTENT
@@ -367,8 +420,12 @@ def audit(record_path: Path, k: int = 10, seed: int = 0, model_path: Path | None
         return out
     sha = file_sha256(path)
     if sha != rec.model.sha256:
-        out.result, out.first_difference = DIFFERS, (
-            f"the weights are not the record's: {path.name} has sha256 {sha}, the record names {rec.model.sha256}")
+        out.result, out.first_difference = (
+            DIFFERS,
+            (
+                f"the weights are not the record's: {path.name} has sha256 {sha}, the record names {rec.model.sha256}"
+            ),
+        )
         out.wall_seconds = round(time.perf_counter() - t0, 3)
         return out
     chosen = choose(rec, k, seed)
@@ -389,7 +446,9 @@ def audit(record_path: Path, k: int = 10, seed: int = 0, model_path: Path | None
     return out
 
 
-def _rerun(rec: RunRecord, plan, path: Path, wanted: set[tuple[str, int]], threads: int, out: Audit) -> list[dict]:
+def _rerun(
+    rec: RunRecord, plan, path: Path, wanted: set[tuple[str, int]], threads: int, out: Audit
+) -> list[dict]:
     """Run the plan on the record's weights and settings, computing only the ``wanted`` questions; their
     per-sample log (harness.run.runner.summarise)."""
     import lm_eval
@@ -424,8 +483,13 @@ def write_audit(results_dir: Path, a: Audit, record_path: Path) -> Path:
         "record": a.record,
         "record_sha256": file_sha256(Path(record_path), fresh=True),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "where": {"cpu": here["cpu"], "cores": here["cores"], "gpu": here["gpu"], "host": here.get("host"),
-                  "llama-cpp-python": package_versions().get("llama-cpp-python")},
+        "where": {
+            "cpu": here["cpu"],
+            "cores": here["cores"],
+            "gpu": here["gpu"],
+            "host": here.get("host"),
+            "llama-cpp-python": package_versions().get("llama-cpp-python"),
+        },
         "harness_commit": harness_commit(),
         "k": a.k,
         "seed": a.seed,
@@ -455,8 +519,13 @@ def latest_audits(results_dir: Path) -> dict[str, dict]:
             a = json.loads(p.read_text())
             rec = Path(results_dir) / "runs" / a["record"]
             current = rec.is_file() and _sha(rec) == a["record_sha256"]
-            out[a["record"]] = {"when": a["when"], "where": _where(a["where"]), "k": a["k"], "seed": a["seed"],
-                                "result": a["result"] if current else f"{a['result']} (record changed since)"}
+            out[a["record"]] = {
+                "when": a["when"],
+                "where": _where(a["where"]),
+                "k": a["k"],
+                "seed": a["seed"],
+                "result": a["result"] if current else f"{a['result']} (record changed since)",
+            }
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out
