@@ -96,7 +96,7 @@ def test_edited_score_and_answer_fail_self_check(bench, tmp_path):
 
     def change_answer(rec):
         s = rec["samples"][0]
-        s["response"] = s["response"] + " The final answer is 123456."
+        s["response"] = s["response"] + " The final answer is 123456"
 
     path = _edited(recs["gsm8k"], tmp_path / "b", change_answer)
     out = _run("audit", str(path), "--no-rerun", env=env)
