@@ -133,3 +133,24 @@ def test_self_check_without_a_model(tmp_path, mirror):
     doc = rec["samples"][3]["doc_id"]
     assert any(p.startswith(f"gsm8k doc {doc}: recorded") for p in problems), problems
     shutil.rmtree(tmp_path / "runs")
+
+
+def test_latest_audit_is_published(tmp_path):
+    """`make publish` lists each record's latest audit (when, where, K, seed, result) in the manifest and the
+    report; an audit of bytes the record no longer has says so, and a new audit makes the publication stale."""
+    from records import make_record, write_record
+
+    from harness.publish.build import publish, stale
+    from harness.run.audit import Audit, write_audit
+
+    rec = write_record(tmp_path, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}))
+    publish(tmp_path)
+    assert "not audited" in (tmp_path / "README.md").read_text()
+    write_audit(tmp_path, Audit(record=rec.name, result=IDENTICAL, k=2, seed=7), rec)
+    assert stale(tmp_path) == ["README.md", "report.html"]
+    publish(tmp_path)
+    facts = json.loads((tmp_path / "published.json").read_text())["audits"][rec.name]
+    assert facts["result"] == IDENTICAL and facts["k"] == 2 and facts["seed"] == 7 and facts["when"] and facts["where"]
+    assert f"audit {IDENTICAL} (K=2, seed 7" in (tmp_path / "README.md").read_text()
+    rec.write_text(rec.read_text().replace('"n": 2', '"n": 2 ', 1))  # the record's bytes change after its audit
+    assert latest_audits(tmp_path)[rec.name]["result"] == f"{IDENTICAL} (record changed since)"

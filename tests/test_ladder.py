@@ -141,3 +141,19 @@ def test_real_smollm2_ladder(tmp_path, mirror):
             assert g.identical == pytest.approx(same / len(a))
         row = next(r for r in ladder.ladder_rows([lad]) if r["quant"] == "Q4_0")
         assert f"| {row['McNemar p']} |" in out.stdout.replace("  ", " ") or row["McNemar p"] in out.stdout
+
+
+def test_ladder_is_published(tmp_path):
+    """`make publish` shows the ladder in results/README.md and report.html (and only where one exists)."""
+    from harness.publish.build import publish
+
+    _write(tmp_path, "F16", 300, [True, True, False], [[-1.0, -2.0], [-0.5, -0.6], [-3.0, -0.1]])
+    publish(tmp_path)
+    assert "## Quant ladder" not in (tmp_path / "README.md").read_text()
+    _write(tmp_path, "Q4_0", 100, [True, False, False], [[-1.0, -2.5], [-0.7, -0.6], [-2.0, -0.1]])
+    publish(tmp_path)
+    readme, html = (tmp_path / "README.md").read_text(), (tmp_path / "report.html").read_text()
+    (lad,) = ladder.ladders(load_runs(tmp_path).runs)
+    row = next(r for r in ladder.ladder_rows([lad]) if r["quant"] == "Q4_0")
+    assert "## Quant ladder" in readme and 'id="ladder"' in html
+    assert f"| {row['Δ vs ref']} " in readme and f"| {row['KL mean']} " in readme
