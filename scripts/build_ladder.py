@@ -4,9 +4,10 @@ The offline SmolLM2 GGUF (Q4_1 matrices, Q8_0 token embeddings) is dequantized t
 (``gguf.quants.dequantize``), and the F16 values are quantized again to Q8_0 and Q4_0
 (``gguf.quants.quantize``: numpy ports of ggml's reference quantizers); 1-D tensors (norms) stay F32. Every
 metadata key (tokenizer, chat template, shape) is copied, so the four files differ only in their matrices.
-So the "full precision" rung is the Q4_1 model's own values held exactly, and the ladder measures what
-re-quantizing those values costs: F16 and Q4_1 give the same weights (bit for bit, as F16 holds every
-Q4_1 value exactly? not always: a Q4_1 value is d*q+m in float32, F16 rounds it), Q8_0 and Q4_0 move them.
+The F16 rung is the Q4_1 model's values rounded to F16 (a Q4_1 value is d*q + m computed in float32: F16
+moves 55,885,620 of the 134,515,008 values, by at most 0.00195); Q8_0 and Q4_0 are made from those F16
+values, as llama-quantize makes quants from an F16 file. So the ladder measures what re-quantizing this
+model's weights costs, not what quantizing the original BF16 checkpoint would cost.
 
 Then each file is benched through the installed ``harness`` entry point (a user's own GGUF: ``--model PATH``)
 on the same seeded subsets, into one results folder; ``harness compare --results-dir DIR`` prints the ladder.
