@@ -241,11 +241,19 @@ def other_class(rec: RunRecord, system_info: str) -> list[str]:
     if want != have:
         out.append(f"llama-cpp-python {want} recorded, {have} here")
     if (rec.backend.llama_cpp_system_info or "") != system_info:
-        out.append("llama.cpp build features differ")
+        was, now = _features(rec.backend.llama_cpp_system_info or ""), _features(system_info)
+        delta = [f"+{f}" for f in sorted(now - was)] + [f"-{f}" for f in sorted(was - now)]
+        out.append(f"llama.cpp CPU features differ ({' '.join(delta) or 'same features, other text'} here)")
     scheme = rec.backend.settings.get("scheme")
     if scheme != SCHEME:
         out.append(f"batching scheme {scheme} recorded, {SCHEME} here")
     return out
+
+
+def _features(system_info: str) -> set[str]:
+    """The features llama.cpp reports as on ("AVX2 = 1 | AMX_INT8 = 1 | ...")."""
+    return {part.split("=")[0].strip().split(":")[-1].strip() for part in system_info.split("|")
+            if part.strip().endswith("= 1")}
 
 
 def _engine_settings(rec: RunRecord, threads: int):
