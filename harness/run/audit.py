@@ -40,6 +40,7 @@ from harness.records.schema import RunRecord
 
 AUDITS = "audits"  # beside runs/ in a results folder
 IDENTICAL, DIFFERS, INCONSISTENT, COMPARED = "identical", "differs", "inconsistent", "compared"
+CONSISTENT = "consistent, not re-run"  # --no-rerun: step 1 only
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Audit:
 
     @property
     def ok(self) -> bool:
-        return self.result in (IDENTICAL, COMPARED)
+        return self.result in (IDENTICAL, COMPARED, CONSISTENT)
 
     def summary(self) -> str:
         """One line for the console and the report."""
@@ -69,6 +70,9 @@ class Audit:
             return f"INCONSISTENT: {self.problems[0]}{more}"
         if self.result == DIFFERS:
             return f"DIFFERS on re-execution: {self.first_difference}"
+        if self.result == CONSISTENT:
+            return ("consistent, not re-run: every sample's extraction and correctness and every metric follow "
+                    "from the recorded responses")
         if self.result == IDENTICAL:
             return (
                 f"identical: {self.k} re-run question(s) (seed {self.seed}) bit-identical to the record; "
@@ -424,6 +428,7 @@ def audit(
     if out.problems:
         out.result = INCONSISTENT
     if not rerun:
+        out.result = out.result if out.problems else CONSISTENT
         out.wall_seconds = round(time.perf_counter() - t0, 3)
         return out
     sha = file_sha256(path)
