@@ -32,10 +32,24 @@ def bench(tmp_path_factory, mirror):
     results = tmp_path_factory.mktemp("audit") / "results"
     env = dict(os.environ, HARNESS_DATA_DIR=str(mirror))
     for task, limit in (("mmlu_loglik", "4"), ("gsm8k", "2")):
-        out = _run("bench", "--tasks", task, "--limit", limit, "--threads", "1", "--results-dir", str(results),
-                   env=env)
+        out = _run(
+            "bench",
+            "--tasks",
+            task,
+            "--limit",
+            limit,
+            "--threads",
+            "1",
+            "--results-dir",
+            str(results),
+            env=env,
+        )
         assert out.returncode == 0, out.stderr
-    recs = {p.name.split("-")[3]: p for p in (results / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json")}
+    recs = {
+        p.name.split("-")[3]: p
+        for p in (results / "runs").glob("*.json")
+        if not p.name.endswith(".lm_eval.json")
+    }
     return results, recs, env
 
 
@@ -150,7 +164,15 @@ def test_latest_audit_is_published(tmp_path):
     assert stale(tmp_path) == ["README.md", "report.html"]
     publish(tmp_path)
     facts = json.loads((tmp_path / "published.json").read_text())["audits"][rec.name]
-    assert facts["result"] == IDENTICAL and facts["k"] == 2 and facts["seed"] == 7 and facts["when"] and facts["where"]
+    assert (
+        facts["result"] == IDENTICAL
+        and facts["k"] == 2
+        and facts["seed"] == 7
+        and facts["when"]
+        and facts["where"]
+    )
     assert f"audit {IDENTICAL} (K=2, seed 7" in (tmp_path / "README.md").read_text()
-    rec.write_text(rec.read_text().replace('"n": 2', '"n": 2 ', 1))  # the record's bytes change after its audit
+    rec.write_text(
+        rec.read_text().replace('"n": 2', '"n": 2 ', 1)
+    )  # the record's bytes change after its audit
     assert latest_audits(tmp_path)[rec.name]["result"] == f"{IDENTICAL} (record changed since)"

@@ -24,10 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 HARNESS = Path(sys.executable).parent / "harness"
 
 
-def _write(tmp: Path, quant: str, size: int, correct: list[bool], logprobs: list[list[float]] | None = None,
-           config_hash: str = "cfg0", name: str = "m", family: str | None = None) -> Path:
-    rec = make_record(name, "mmlu_loglik", {"mmlu_x": correct}, quant=quant, sha256=quant * 8,
-                      config_hash=config_hash)
+def _write(
+    tmp: Path,
+    quant: str,
+    size: int,
+    correct: list[bool],
+    logprobs: list[list[float]] | None = None,
+    config_hash: str = "cfg0",
+    name: str = "m",
+    family: str | None = None,
+) -> Path:
+    rec = make_record(
+        name, "mmlu_loglik", {"mmlu_x": correct}, quant=quant, sha256=quant * 8, config_hash=config_hash
+    )
     rec["model"]["size_bytes"] = size
     if family:
         rec["model"]["family"] = family
@@ -51,10 +60,22 @@ def _direct_mcnemar(b: int, c: int) -> float:
 def test_ladder_figures_from_records(tmp_path):
     ref_c = [True, True, True, False, False, True]
     q_c = [True, False, False, False, True, False]
-    ref_lp = [[-1.0, -2.0, -3.0, -0.5], [-0.1, -3.0, -2.0, -4.0], [-1.2, -1.3, -1.4, -1.5],
-              [-2.0, -1.0, -2.0, -2.0], [-0.7, -0.8, -0.9, -1.0], [-5.0, -0.2, -3.0, -1.0]]
-    q_lp = [[-1.1, -2.0, -2.5, -0.6], [-0.9, -0.8, -2.0, -4.0], [-1.5, -1.1, -1.4, -1.5],
-            [-2.0, -1.0, -2.1, -2.0], [-0.2, -0.8, -0.9, -1.0], [-1.0, -0.9, -3.0, -1.0]]
+    ref_lp = [
+        [-1.0, -2.0, -3.0, -0.5],
+        [-0.1, -3.0, -2.0, -4.0],
+        [-1.2, -1.3, -1.4, -1.5],
+        [-2.0, -1.0, -2.0, -2.0],
+        [-0.7, -0.8, -0.9, -1.0],
+        [-5.0, -0.2, -3.0, -1.0],
+    ]
+    q_lp = [
+        [-1.1, -2.0, -2.5, -0.6],
+        [-0.9, -0.8, -2.0, -4.0],
+        [-1.5, -1.1, -1.4, -1.5],
+        [-2.0, -1.0, -2.1, -2.0],
+        [-0.2, -0.8, -0.9, -1.0],
+        [-1.0, -0.9, -3.0, -1.0],
+    ]
     _write(tmp_path, "F16", 300, ref_c, ref_lp)
     _write(tmp_path, "Q4_0", 100, q_c, q_lp)
     lads = ladder.ladders(load_runs(tmp_path).runs)
@@ -69,7 +90,10 @@ def test_ladder_figures_from_records(tmp_path):
     assert g.kl_p99 == pytest.approx(np.percentile(kls, 99), rel=1e-9)
     assert 100 * g.diff.value == pytest.approx(100 * (this_only - ref_only) / len(ref_c))
     loss = ladder.measured_loss(load_runs(tmp_path).runs, "m", "mmlu_loglik", "Q4_0")
-    assert loss.points == pytest.approx(100 * (ref_only - this_only) / len(ref_c)) and loss.lo < loss.points < loss.hi
+    assert (
+        loss.points == pytest.approx(100 * (ref_only - this_only) / len(ref_c))
+        and loss.lo < loss.points < loss.hi
+    )
     assert "measured loss vs F16" in loss.text()
 
 
@@ -108,11 +132,28 @@ def test_real_smollm2_ladder(tmp_path, mirror):
     env = dict(os.environ, HARNESS_DATA_DIR=str(mirror))
     for q in ("Q8_0", "Q4_0"):
         for task, limit in (("mmlu_loglik", "3"), ("gsm8k", "2")):
-            subprocess.run([str(HARNESS), "bench", "--model", str(paths[q]), "--tasks", task, "--limit", limit,
-                            "--threads", "1", "--results-dir", str(results)], check=True, env=env,
-                           capture_output=True)
-    out = subprocess.run([str(HARNESS), "compare", "--results-dir", str(results)], capture_output=True, text=True,
-                         env=env)
+            subprocess.run(
+                [
+                    str(HARNESS),
+                    "bench",
+                    "--model",
+                    str(paths[q]),
+                    "--tasks",
+                    task,
+                    "--limit",
+                    limit,
+                    "--threads",
+                    "1",
+                    "--results-dir",
+                    str(results),
+                ],
+                check=True,
+                env=env,
+                capture_output=True,
+            )
+    out = subprocess.run(
+        [str(HARNESS), "compare", "--results-dir", str(results)], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert "quant ladder" in out.stdout
     recs = {}

@@ -71,8 +71,10 @@ class Audit:
         if self.result == DIFFERS:
             return f"DIFFERS on re-execution: {self.first_difference}"
         if self.result == CONSISTENT:
-            return ("consistent, not re-run: every sample's extraction and correctness and every metric follow "
-                    "from the recorded responses")
+            return (
+                "consistent, not re-run: every sample's extraction and correctness and every metric follow "
+                "from the recorded responses"
+            )
         if self.result == IDENTICAL:
             return (
                 f"identical: {self.k} re-run question(s) (seed {self.seed}) bit-identical to the record; "
@@ -256,8 +258,11 @@ def other_class(rec: RunRecord, system_info: str) -> list[str]:
 
 def _features(system_info: str) -> set[str]:
     """The features llama.cpp reports as on ("AVX2 = 1 | AMX_INT8 = 1 | ...")."""
-    return {part.split("=")[0].strip().split(":")[-1].strip() for part in system_info.split("|")
-            if part.strip().endswith("= 1")}
+    return {
+        part.split("=")[0].strip().split(":")[-1].strip()
+        for part in system_info.split("|")
+        if part.strip().endswith("= 1")
+    }
 
 
 def _engine_settings(rec: RunRecord, threads: int):
