@@ -4,8 +4,8 @@ Two quants of one model answered the same questions in the same setting (``harne
 the weights left out: same task configuration, data and sample ids, same engine settings and device class).
 The highest-precision quant (the largest file) is the reference; each other quant is put beside it:
 
-- the paired score difference with its 95% interval (``harness.analysis.estimate.paired_difference``,
-  micro-averaged over the full test like the headline score);
+- the paired score difference with its 95% interval (``harness.analysis.estimate.paired_difference``) over
+  the shared questions, each question weighted the same;
 - the questions only the reference got right and only the quant got right, with the exact two-sided
   McNemar p (the binomial test on the discordant questions, as ``harness.analysis.regress`` does it);
 - log-likelihood tasks: the KL divergence KL(reference || quant) of the answer-choice distributions,
@@ -147,11 +147,11 @@ def rung(ref: Run, other: Run) -> Rung | None:
     shared = sorted(set(a) & set(b))
     if not shared:
         return None
-    pairs: dict[str, list[tuple[bool, bool]]] = {}
-    for k in shared:
-        pairs.setdefault(k[0], []).append((b[k].correct, a[k].correct))
-    sizes = other.rec.task.subtask_sizes or {}
-    diff = paired_difference(pairs, sizes, "micro")
+    # Every shared question weighs the same: the ladder is about these questions. Reweighting a stratified
+    # subset to the full test (as the headline score does) gave MMLU subsets of one question per subject a
+    # ±45-point interval on 20 questions (the variance's add-half smoothing, per one-question stratum).
+    pairs = {"shared": [(b[k].correct, a[k].correct) for k in shared]}
+    diff = paired_difference(pairs, {}, "micro")
     this_only, ref_only = diff.a_only, diff.b_only
     kls, same, where = [], 0, []
     loglik = all(choice_logprobs(a[k]) is not None for k in shared)
