@@ -142,6 +142,8 @@ def self_check(rec: RunRecord, plan, tasks: dict) -> list[str]:
         target = task.doc_to_target(doc)
         if _plain(target) != s.target:
             problems.append(f"{where}: target {s.target!r} in the record, the data says {target!r}")
+        # lm-eval keeps a task's filter pipelines only as ``_filters`` (ConfigurableTask builds them from the
+        # config's filter_list; ``apply_filters`` runs them): the very code that extracted the recorded answers.
         ensembles = {f.name: f for f in task._filters} if hasattr(task, "_filters") else {}
         for metric, filt in plan.metrics:
             if filt not in ensembles:
