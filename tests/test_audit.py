@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.audit import IDENTICAL, latest_audits
+from harness.records.audits import latest_audits
+from harness.run.audit import IDENTICAL
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = Path(sys.executable).parent / "harness"

@@ -33,9 +33,9 @@ from harness.publish.report import (
     score_rows,
 )
 from harness.publish.summary import awaiting, headline_rows, judged_rows, reference_estimate, reference_text
+from harness.records.audits import latest_audits
 from harness.records.runs import load_runs, record_paths
 from harness.redact import redact_command
-from harness.run.audit import latest_audits
 from harness.tasks.settings import task_spec
 
 MANIFEST = "published.json"

@@ -35,10 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.records.audits import AUDITS
 from harness.records.record import hardware, harness_commit, package_versions, read_record, wilson_interval
 from harness.records.schema import RunRecord
 
-AUDITS = "audits"  # beside runs/ in a results folder
 IDENTICAL, DIFFERS, INCONSISTENT, COMPARED = "identical", "differs", "inconsistent", "compared"
 CONSISTENT = "consistent, not re-run"  # --no-rerun: step 1 only
 
@@ -527,36 +527,3 @@ def write_audit(results_dir: Path, a: Audit, record_path: Path) -> Path:
     path = Path(results_dir) / AUDITS / (Path(a.record).stem + ".json")
     write_json(path, info)
     return path
-
-
-def latest_audits(results_dir: Path) -> dict[str, dict]:
-    """Record file name -> its latest audit's facts (when, where, k, seed, result, whether it audited the
-    record's present bytes), for the manifest and the report. Unreadable audit files are left out."""
-    out: dict[str, dict] = {}
-    folder = Path(results_dir) / AUDITS
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            a = json.loads(p.read_text())
-            rec = Path(results_dir) / "runs" / a["record"]
-            current = rec.is_file() and _sha(rec) == a["record_sha256"]
-            out[a["record"]] = {
-                "when": a["when"],
-                "where": _where(a["where"]),
-                "k": a["k"],
-                "seed": a["seed"],
-                "result": a["result"] if current else f"{a['result']} (record changed since)",
-            }
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return out
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _where(w: dict) -> str:
-    gpu = f", {w['gpu']}" if w.get("gpu") else ""
-    return f"{w.get('cpu')} ({w.get('cores')} cores{gpu}), llama-cpp-python {w.get('llama-cpp-python')}"
