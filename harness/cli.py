@@ -322,7 +322,7 @@ def compare(model: str | None, results_dir: str) -> None:
 @click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores; never changes a result).")
 @click.option("--no-rerun", is_flag=True, help="Only check that the record agrees with itself (runs nothing).")
 @click.option("--results-dir", type=click.Path(file_okay=False),
-              help="Where audits/ is written (default: the folder above the record's runs/).")
+              help="Where audits/ is written (default: the folder holding the record's runs/).")
 def audit(record, k, seed, model_path, data_dir, threads, no_rerun, results_dir) -> None:
     """Check a run record: it agrees with itself, and K of its questions re-run give its bytes (exit 1 if not)."""
     from harness.run.audit import audit as do_audit
@@ -332,7 +332,9 @@ def audit(record, k, seed, model_path, data_dir, threads, no_rerun, results_dir)
     path = Path(record)
     if not path.is_file():
         raise HarnessError(f"no such record: {record}", "give a file under results/runs/.")
-    out_dir = Path(results_dir) if results_dir else path.resolve().parent.parent
+    # results/runs/X.json -> results/audits/X.json; a record elsewhere gets audits/ beside it.
+    here = path.resolve().parent
+    out_dir = Path(results_dir) if results_dir else (here.parent if here.name == "runs" else here)
     configure(False, out_dir / ".journal" / "console.log")
     os.environ.setdefault("TQDM_DISABLE", "1")
     a = do_audit(path, k=k, seed=seed, model_path=Path(model_path) if model_path else None,
