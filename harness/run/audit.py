@@ -86,7 +86,7 @@ class Audit:
             else f", largest log-prob difference {self.max_logprob_diff:.3g}"
         )
         return (
-            f"compared, not bit-checked ({'; '.join(self.other_class)}): {self.agreement:.0%} of {self.k} "
+            f"compared, bit-identity not required ({'; '.join(self.other_class)}): {self.agreement:.0%} of {self.k} "
             f"re-run question(s) identical{lp}; the record agrees with itself"
         )
 
