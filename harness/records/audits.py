@@ -21,12 +21,17 @@ def latest_audits(results_dir: Path) -> dict[str, dict]:
             a = json.loads(p.read_text())
             rec = Path(results_dir) / "runs" / a["record"]
             current = rec.is_file() and _sha(rec) == a["record_sha256"]
+            result = a["result"]
+            if (
+                result == "compared" and a.get("agreement") is not None
+            ):  # another device class, build or scheme
+                result += f": {a['agreement']:.0%} of {a['k']} re-run identical"
             out[a["record"]] = {
                 "when": a["when"],
                 "where": _where(a["where"]),
                 "k": a["k"],
                 "seed": a["seed"],
-                "result": a["result"] if current else f"{a['result']} (record changed since)",
+                "result": result if current else f"{result} (record changed since)",
             }
         except (OSError, ValueError, KeyError, TypeError):
             continue
