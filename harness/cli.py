@@ -357,6 +357,19 @@ def _echo_claims(results_dir: Path, model: str | None) -> None:
     if comps:
         click.echo(f"\nclaims{f' about {model}' if model else ''}:")
         click.echo(claims_table(comps))
+    _echo_ladders(loaded.runs, model)
+
+
+def _echo_ladders(runs, model: str | None) -> None:
+    """Quants of one model on the same questions and setting, beside the highest-precision one (issue #25)."""
+    from harness.analysis.ladder import LADDER_COLUMNS, ladder_rows, ladders
+    from harness.publish.report import markdown_table
+
+    lads = ladders(runs, model)
+    if lads:
+        click.echo("\nquant ladder (paired on the same questions; Δ and its 95% CI: quant minus the reference, "
+                   "points; McNemar p: exact, two-sided; KL: reference || quant over the answer choices, nats):")
+        click.echo(markdown_table(ladder_rows(lads), LADDER_COLUMNS))
 
 
 @cli.command()
@@ -369,6 +382,43 @@ def compare(model: str | None, results_dir: str) -> None:
     if model:
         model = resolve(model).name  # unknown names fail with suggestions
     _echo_claims(Path(results_dir), model)
+
+
+@cli.command()
+@click.argument("record", type=click.Path(dir_okay=False))
+@click.option("--sample", "-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Questions to re-run (seeded random; all of them when K >= the record's n).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the sample.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True),
+              help="The weights' file (default: the catalogue's, found on this machine); its sha256 is checked.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help=f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}).")
+@click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores; never changes a result).")
+@click.option("--no-rerun", is_flag=True, help="Only check that the record agrees with itself (runs nothing).")
+@click.option("--results-dir", type=click.Path(file_okay=False),
+              help="Where audits/ is written (default: the folder holding the record's runs/).")
+def audit(record, k, seed, model_path, data_dir, threads, no_rerun, results_dir) -> None:
+    """Check a run record: it agrees with itself, and K of its questions re-run give its bytes (exit 1 if not)."""
+    from harness.run.audit import audit as do_audit
+    from harness.run.audit import write_audit
+    from harness.run.console import configure
+
+    path = Path(record)
+    if not path.is_file():
+        raise HarnessError(f"no such record: {record}", "give a file under results/runs/.")
+    # results/runs/X.json -> results/audits/X.json; a record elsewhere gets audits/ beside it.
+    here = path.resolve().parent
+    out_dir = Path(results_dir) if results_dir else (here.parent if here.name == "runs" else here)
+    configure(False, out_dir / ".journal" / "console.log")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    a = do_audit(path, k=k, seed=seed, model_path=Path(model_path) if model_path else None,
+                 data_dir=resolve_data_dir(data_dir), threads=threads, rerun=not no_rerun)
+    written = write_audit(out_dir, a, path)
+    click.echo(f"{a.record}: {a.summary()}")
+    for p in a.problems[1:5]:
+        click.echo(f"  also: {p}")
+    click.echo(f"audit written to {written}")
+    if not a.ok:
+        sys.exit(1)
 
 
 @cli.command()
