@@ -183,9 +183,16 @@ def rung(ref: Run, other: Run) -> Rung | None:
     )
 
 
+# llama.cpp's quant types from most to fewest bits per weight (the published plots order quants the same way).
+QUANT_ORDER = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_XS",
+               "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "IQ3_XXS", "Q2_K", "IQ2_M"]
+
+
 def _precision(run: Run) -> tuple:
-    """Higher first: the larger file holds more bits per weight of the same model."""
-    return (run.rec.model.size_bytes or 0, run.quant)
+    """Higher first: the larger file holds more bits per weight of the same model; where a size is not
+    recorded, the quant type's place in :data:`QUANT_ORDER` decides."""
+    rank = {q: i for i, q in enumerate(QUANT_ORDER)}
+    return (run.rec.model.size_bytes or 0, -rank.get(run.quant.upper(), len(rank)), run.quant)
 
 
 def ladders(runs: list[Run], model: str | None = None) -> list[Ladder]:

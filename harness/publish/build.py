@@ -119,13 +119,15 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
                 "created": r.rec.created, "command": redact_command(r.rec.command),
                 "audit": _audit_text(audits.get(r.path.name))} for r in runs]
     lrows = ladder_rows(ladders(runs))
-    ctx = dict(ladder_columns=LADDER_COLUMNS, ladder_rows=lrows,
-               ladder_table=markdown_table(lrows, LADDER_COLUMNS) if lrows else "", n_runs=len(runs), n_dupes=dupes, n_claims=len(claims), verdict_counts=verdict_counts,
+    ctx = dict(ladder_columns=LADDER_COLUMNS, ladder_rows=lrows, n_runs=len(runs), n_dupes=dupes,
+               n_claims=len(claims), verdict_counts=verdict_counts,
                hardware=hardware, plots=plot_list, records=records, headlines=heads, judged=judged_rows(comps),
                awaiting=awaiting(comps, reference_estimate), reference=reference_text(), models=models,
                summary_plots=summary_plots, other_plots=other_plots)
     # Every string a record brings is bounded before it is published (a hash keeps long ones apart).
     ctx, crow, srow, heads = bounded_all(ctx), bounded_all(crow), bounded_all(srow), bounded_all(heads)
+    # Tables are rendered from the bounded rows (a whole table is long by nature, and is not cut).
+    ctx["ladder_table"] = markdown_table(ctx["ladder_rows"], LADDER_COLUMNS) if ctx["ladder_rows"] else ""
     # HTML templates are escaped, the markdown one is not.
     env = Environment(loader=PackageLoader("harness.publish", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
