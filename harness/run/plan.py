@@ -515,8 +515,11 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
                        if _fits_here(size, qp.kv, shape["n_layer"], n, "gpu", devs, what, avail)]
                 qp.gpu_layers = fit[0] if fit else 0
         quants.append(qp)
-    timed = [q for q in quants if q.shape and q.size and q.params]
-    method = "none: the size or shape is unknown"
+    # Only a quant that can run here is timed: a slice of a model that fits neither RAM nor a GPU would cost
+    # a probe (minutes and gigabytes for a 70B slice) before the refusal it cannot change.
+    timed = [q for q in quants if q.shape and q.size and q.params and (q.fits_ram or q.gpu_layers)]
+    method = ("none: the size or shape is unknown" if not any(q.shape and q.size for q in quants)
+              else "none: no quant fits this machine")
     if timed:
         probed = next((q for q in timed if q.quant == entry.quant), timed[0])
         r = _rates(entries[probed.quant], probed, settings, probe, machine is None, log)
