@@ -128,7 +128,7 @@ def test_exit_codes_are_one_table():
     assert HarnessError("x").exit_code == ExitCode.USER_ERROR
 
 
-def test_disk_full_while_stderr_is_redirected_still_says_so(tmpfs, mirror):
+def test_disk_full_while_stderr_is_redirected_still_says_so(tmpfs, mirror, smollm2_path):
     """The results folder is on a real tmpfs with one free page: the journal's header takes it, then
     console.log (where stderr goes while the task runs) and the journal both meet ENOSPC. Without the fix the
     process exits 120 and prints nothing: the message went to console.log on the full disk, fd 2 stayed
@@ -138,6 +138,9 @@ def test_disk_full_while_stderr_is_redirected_still_says_so(tmpfs, mirror):
     disk = tmpfs("64k")
     (disk / "filler").write_bytes(b"x" * (60 * 1024))  # something else took the rest of the disk
     stub = openai_stub.StubServer()
+    from harness.backends.llamacpp.vocab import LocalVocab
+
+    stub.count_tokens = LocalVocab(smollm2_path).count  # true counts: the first prompt's BOS check passes
     real = openai_stub.answer
     openai_stub.answer = lambda prompt: "y" * 6000 + real(prompt)  # an answer larger than the free space
     try:

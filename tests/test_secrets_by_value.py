@@ -155,7 +155,7 @@ ASCII_KEY = st.text(alphabet=st.sampled_from("'\"<>&%@#/?:;=+|\\") | st.characte
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(user=secrets_(), password=secrets_(), query=secrets_(), key=ASCII_KEY, hf=secrets_())
 @example(user="Sx9al'ice", password="Sx9p<w\"d#/@%", query="Sx9t&o<k", key="Sx9k'\"<>&", hf="Sx9hf\u2603")
-def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_factory, mirror):
+def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_factory, mirror, smollm2_path):
     import openai_stub
 
     results = tmp_path_factory.mktemp("results")
@@ -164,6 +164,9 @@ def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_f
     outputs: list[str] = []
     stub = openai_stub.StubServer()
     stub.api_key = key
+    from harness.backends.llamacpp.vocab import LocalVocab
+
+    stub.count_tokens = LocalVocab(smollm2_path).count  # true counts: the first prompt's BOS check passes
     real_answer = openai_stub.answer
     # The completions echo every secret: a model (or a proxy) can repeat what it was sent.
     openai_stub.answer = lambda prompt: f" {user} {password} {query} {key} {hf} {real_answer(prompt)}"
