@@ -241,6 +241,11 @@ def _bench(opts: BenchOptions) -> None:
         from harness.backends.llamacpp.rpc import require_rpc
 
         require_rpc()
+    if opts.data_dir is None and entry.kind != UNDECIDED and not opts.download_only:
+        from harness import hub
+
+        if hub.offline() or hub.unreachable():  # no Hub: data not in its cache fails now, before the plan's probe
+            opts.plans(entry)
     if not opts.download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
         from harness.run.plan import bench_plan
 

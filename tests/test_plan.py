@@ -57,7 +57,12 @@ def test_every_catalogue_entry_sizes_fit_and_recommendation(machine):
                 assert (q.size, q.size_source) == (want, "catalogue"), (name, q.quant)
             else:
                 assert q.size == int(entry.params * bpw[q.quant] / 8) and q.size_source.startswith("≈"), (name, q.quant)
-            assert q.shape is not None and q.seconds is not None and q.seconds[0] < q.seconds[1] < q.seconds[2]
+            assert q.shape is not None
+            # Only a quant that can run here is timed (a slice of one that fits nowhere would be probed for nothing).
+            if q.fits_ram or q.gpu_layers:
+                assert q.seconds is not None and q.seconds[0] < q.seconds[1] < q.seconds[2], (name, q.quant)
+            else:
+                assert q.seconds is None, (name, q.quant)
             # The fit is the preflight's own verdict, with the same KV cache it would size.
             try:
                 fit_or_refuse(q.size, q.shape, task_costs(entry, TASKS), EngineSettings(), name, placed=("cpu", []),
@@ -195,6 +200,9 @@ def test_estimate_beside_a_real_run(tmp_path, mirror):
     assert check.returncode == 0, check.stderr
     print(check.stdout)
     rec = json.loads(next(p for p in (tmp_path / "runs").glob("*.json") if ".lm_eval." not in p.name).read_text())
+    if rec["efficiency"]["contended"]:  # a busy machine's run is left out of the check, and the check says so
+        assert "1 contended run(s) left out" in check.stdout
+        return
     row = next(ln for ln in check.stdout.splitlines() if ln.startswith("smollm2-135m Q4_1 mmlu_cloze[16]"))
     assert f" {rec['timing']['prompt_tokens']} / {rec['timing']['prompt_tokens']} " in f" {' '.join(row.split())} "
     assert "est/actual" in check.stdout
