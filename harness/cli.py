@@ -200,18 +200,14 @@ def _deciding_limits(model: str, quant: str | None, kind: str | None, tasks: lis
                      full: bool) -> tuple[tuple[str, int | None], ...]:
     """``--decide``: each task's subset that decides every claim of the model (refused with --limit/--full, and
     for a model no claim is about)."""
-    from dataclasses import replace
-
     from harness.analysis.decide import decide
-    from harness.models.catalogue import UNDECIDED, resolve
+    from harness.models.catalogue import resolve
 
     if limit is not None or full:
         raise HarnessError("--decide sizes each task itself: it cannot be combined with --limit or --full",
                            "drop --limit/--full, or drop --decide.")
-    entry = resolve(model, quant)
-    if kind:
-        entry = replace(entry, kind=kind)
-    if entry.kind == UNDECIDED:
+    entry = _claims_entry(resolve(model, quant), kind)
+    if entry is None:
         raise HarnessError(f"--decide needs a catalogue model (claims are about catalogue models); {model} is not one",
                            "run with --limit N or --full.")
     limits = decide(entry, tasks)
@@ -282,19 +278,26 @@ def _bench(opts: BenchOptions) -> None:
 
 def _echo_undecided(entry, opts: BenchOptions) -> None:
     """The plan line's companion: which claims of this model the planned subsets cannot decide."""
-    from dataclasses import replace
-
     from harness.analysis.decide import for_entry, planned_limit, undecided_note
-    from harness.models.catalogue import UNDECIDED
 
-    if opts.kind:
-        entry = replace(entry, kind=opts.kind)
-    if entry.kind == UNDECIDED:
-        return  # a GGUF of no catalogue model: no claim is about it
+    entry = _claims_entry(entry, opts.kind)
+    if entry is None:
+        return
     limits = {t: planned_limit(entry, t, *opts.limit_of(t)) for t in opts.tasks}
     note = undecided_note(for_entry(entry, list(opts.tasks), limits))
     if note:
         click.echo(note, err=True)
+
+
+def _claims_entry(entry: ModelEntry, kind: str | None) -> ModelEntry | None:
+    """The entry the claims sections judge: ``--kind`` applied; None for a GGUF whose kind is still undecided
+    (no catalogue model, so no claim is about it)."""
+    from dataclasses import replace
+
+    from harness.models.catalogue import UNDECIDED
+
+    entry = replace(entry, kind=kind) if kind else entry
+    return None if entry.kind == UNDECIDED else entry
 
 
 def _decided_kind(entry, kind):
@@ -497,14 +500,11 @@ def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list
                     full: bool, limits: dict[str, int | None] | None) -> list[str]:
     """`harness plan`'s claims section: each claim's expected half-width and decide-size (none for a GGUF
     that is no catalogue model)."""
-    from dataclasses import replace
-
     from harness.analysis.decide import for_entry, planned_limits, render
-    from harness.models.catalogue import UNDECIDED, resolve
+    from harness.models.catalogue import resolve
 
-    entry = resolve(model, quant)
-    entry = replace(entry, kind=kind) if kind else entry
-    if entry.kind == UNDECIDED:
+    entry = _claims_entry(resolve(model, quant), kind)
+    if entry is None:
         return []
     decided = limits is not None
     if limits is None:
