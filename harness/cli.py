@@ -121,6 +121,13 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--gen-streams/--no-gen-streams", default=True, show_default=True,
               help="Generation slots in separate KV streams (answers as one-at-a-time) or one unified cache.")
 @click.option("--rpc", "rpc", help="llama.cpp RPC workers host:port,... holding the offloaded layers (RPC build).")
+@click.option("--engines", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Engine processes, each with its own copy of the model: one per GPU, or on a CPU sharing the "
+                   "cores (--threads split between them). Every result equals one engine's.")
+@click.option("--max-restarts", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Engine deaths in a row, with no request finished in between, before the run stops (resumable).")
+@click.option("--engine-process/--no-engine-process", default=True, show_default=True,
+              help="Run llama.cpp in its own process (a crash costs a restart, not the run) or in this one.")
 @click.option("--backend", type=click.Choice(["inprocess", "server"]), default="inprocess", show_default=True,
               help="inprocess: llama.cpp in this process; server: an OpenAI-compatible server (--base-url).")
 @click.option("--base-url", help="Server URL for --backend server, e.g. http://127.0.0.1:8080/v1.")
@@ -144,7 +151,7 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
               "model (or the full test), instead of --limit (`harness plan MODEL` shows the sizes).")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
-          flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
+          flash_attn, max_branches, gen_streams, rpc, engines, max_restarts, engine_process, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
           verbose, skip_bad_rows, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
@@ -160,7 +167,8 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
     opts = BenchOptions(
         model=model, quant=quant, kind=kind, tasks=tuple(parse_tasks(tasks)), limit=limit, full=full, seed=seed,
         data_dir=resolve_data_dir(data_dir), results_dir=Path(results_dir), skip_bad_rows=skip_bad_rows,
-        verbose=verbose, download_only=download_only, budget=budget,
+        verbose=verbose, download_only=download_only, budget=budget, engines=engines, max_restarts=max_restarts,
+        engine_process=engine_process,
         engine=EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers),
@@ -246,7 +254,8 @@ def _bench(opts: BenchOptions) -> None:
             return
     elif entry.repo:
         path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
-    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose))
+    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose, engines=opts.engines,
+                                            engine_process=opts.engine_process, max_restarts=opts.max_restarts))
     _echo_results(paths, opts.results_dir, entry.name)
 
 

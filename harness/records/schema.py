@@ -207,6 +207,21 @@ class Timing(_Part):
     samples_per_second: float | None = None
 
 
+class EngineRestart(_Part):
+    """One death of an engine process during the run (harness/backends/llamacpp/engine_proc.py)."""
+
+    engine: int  # which engine process (0-based; --engines N)
+    cause: str  # "signal 9 (SIGKILL)", "exit code 1"
+    requests_kept: int  # finished requests (journaled) when it died
+
+
+class EngineRestarts(_Part):
+    """The engine processes' deaths and restarts during this task (issue #28)."""
+
+    count: int
+    causes: list[EngineRestart]
+
+
 class Resume(_Part):
     """How much of the run came from an interrupted run's journal."""
 
@@ -215,6 +230,7 @@ class Resume(_Part):
     requests_computed: int
     torn_lines_skipped: int
     requests_replayed: int | None = None  # not in the oldest version 1 records
+    engine_restarts: EngineRestarts | None = None  # engine-process runs only
 
 
 class Efficiency(_Part):

@@ -171,6 +171,9 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
               "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
               "requests_replayed": delta.get("replayed_requests", 0)}
+    # The engine processes' deaths during this task (harness/backends/llamacpp/engine_proc.py); backends without
+    # an engine process (a server, the in-process engine) have none to report.
+    resume |= getattr(backend, "resume_facts", lambda p: {})(plan)
     facts = backend.backend_facts(plan)
     facts["chat_template_sha256"] = (
         hashlib.sha256((getattr(lm, "_template", None) or "").encode()).hexdigest()[:16] if plan.chat else None)
