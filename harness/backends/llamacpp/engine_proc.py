@@ -282,6 +282,10 @@ class EngineProcess:
         """The speed probe, taken by engine 0 (with more engines, one engine's share of the cores)."""
         return self._call_kw("speed_probe", args, kwargs)
 
+    def worker_modules(self) -> list[str]:
+        """The modules engine 0's process has imported (the import-isolation check: no torch, pyarrow, lm-eval)."""
+        return self._call("loaded_modules")
+
     def setup_seconds(self) -> float | None:
         """As LlamaEngine.setup_seconds: this (the parent) process's start to the task's first decode."""
         if self.first_decode_unix is None:

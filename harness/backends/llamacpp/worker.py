@@ -25,10 +25,15 @@ import traceback
 from multiprocessing.connection import Connection
 
 # Fault injection for tests (tests/test_engine_process.py): "load" aborts the engine process before it loads
-# the model, as a file that crashes llama.cpp's loader would.
+# the model, as a file that crashes llama.cpp's loader would; "request" aborts it on every batch of requests.
 FAULT_ENV = "HARNESS_ENGINE_FAULT"
 # The calls the parent may make besides requests (the engine's tokenizer and probe; nothing else).
 CALLS = ("tokenize", "detokenize", "token_text", "meta", "speed_probe")
+
+
+def loaded_modules() -> list[str]:
+    """Every module this process has imported (the import-isolation check)."""
+    return sorted(sys.modules)
 
 
 def _die_with_parent(ppid: int) -> None:
@@ -97,6 +102,9 @@ def serve(conn_in: Connection, conn_out: Connection) -> int:
         try:
             if kind == "call":
                 _, name, args, kwargs = msg
+                if name == "loaded_modules":
+                    conn_out.send(("ok", loaded_modules()))
+                    continue
                 if name not in CALLS:
                     raise ValueError(f"unknown engine call {name}")
                 conn_out.send(("ok", getattr(engine, name)(*args, **kwargs)))
@@ -112,6 +120,8 @@ def serve(conn_in: Connection, conn_out: Connection) -> int:
                     buffer.clear()
 
             engine.first_decode_unix = None
+            if os.environ.get(FAULT_ENV) == "request":
+                os.abort()
             if kind == "ll":
                 _, requests, skip = msg
                 engine.loglikelihood(requests, progress=progress, skip=skip, on_result=on_result)
