@@ -450,7 +450,8 @@ def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list
               help="Sequences in the batched decode test.")
 def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
     """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.engine_proc import EngineProcess
     from harness.backends.llamacpp.speed import probe
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path
@@ -459,7 +460,8 @@ def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel
     path = local_model_path(entry)
     if path is None:
         raise HarnessError(f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`.")
-    engine = LlamaEngine(path, EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel))
+    # In an engine process, as a bench runs it (no torch or pyarrow beside llama.cpp).
+    engine = EngineProcess(path, EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel))
     try:
         res = probe(engine)
     finally:
