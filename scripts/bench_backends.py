@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -198,10 +197,9 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
         out |= {"prompt_tokens": st.prompt_tokens, "generated_tokens": st.generated_tokens,
                 "gen_decodes": st.gen_decodes, "gen_depth_sum": st.gen_depth_sum, "decode_calls": st.decode_calls,
                 "decode_seconds": st.decode_seconds, "setup_s": engine.setup_seconds()}
+        if route not in IN_PROCESS:  # the engine processes hold the model: their peak memory counts too
+            out["rss_mb"] += engine.peak_rss_mb()
         engine.close()
-        # Engine processes: their memory counts too (the largest child's peak, once it has been waited for).
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-        out["rss_mb"] += round(children * ENGINES.get(route, 1) if route not in IN_PROCESS else 0, 1)
     return out
 
 

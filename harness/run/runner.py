@@ -159,7 +159,8 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     # Start-up (#18 item 6): process start to this task's first llama_decode, as the engine reports it.
     delta["setup_seconds"] = lm.setup_seconds() if hasattr(lm, "setup_seconds") else None
-    delta["peak_rss_mb"] = peak_rss_mb()
+    # Engine processes (harness/backends/llamacpp/engine_proc.py) hold the model: their peak counts too.
+    delta["peak_rss_mb"] = round(peak_rss_mb() + getattr(backend, "engine_rss_mb", lambda: 0.0)(), 1)
     metrics, per_task, log = summarise(plan, res["samples"])
     stem = run_stem(model.name, model.quant, plan.name, config_hash, started.strftime("%Y%m%dT%H%M%SZ"))
     out_dir = results_dir / "runs"

@@ -93,6 +93,10 @@ class LlamaCppBackend:
         self._restarts_before = len(getattr(self.engine, "restarts", []))
         return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal)
 
+    def engine_rss_mb(self) -> float:
+        """Peak memory of the engine processes (0 in process: this process's own peak already holds it)."""
+        return self.engine.peak_rss_mb() if isinstance(self.engine, EngineProcess) else 0.0
+
     def resume_facts(self, plan: TaskPlan) -> dict:
         """The record's ``resume.engine_restarts``: the engine processes' deaths during ``plan``'s task."""
         if not isinstance(self.engine, EngineProcess):

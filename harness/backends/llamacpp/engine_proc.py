@@ -123,6 +123,7 @@ class EngineProcess:
         self.first_decode_unix: float | None = None
         self.trace = None  # the in-process engine's diagnostics; not carried across the pipe
         self._dead_stats: dict = {}
+        self._peak_kb = [0.0] * self.n_engines  # each engine's peak resident memory (across its restarts)
         self._cache: dict = {}
         total = self.settings.threads or os.cpu_count() or 1
         # On a CPU the engines share the cores; on GPUs engine i gets GPU i (llama.cpp's main_gpu).
@@ -227,6 +228,8 @@ class EngineProcess:
                 setattr(self.stats, f.name, total[f.name])
 
     def _take(self, w: _Worker, stats: dict, first: float | None) -> None:
+        kb = stats.pop("peak_rss_kb", 0)
+        self._peak_kb[w.index] = max(self._peak_kb[w.index], kb / (1024 if sys.platform == "darwin" else 1))
         w.stats = stats
         self._update_stats()
         if self.first_decode_unix is None and first is not None:
@@ -281,6 +284,10 @@ class EngineProcess:
     def speed_probe(self, *args, **kwargs) -> dict:
         """The speed probe, taken by engine 0 (with more engines, one engine's share of the cores)."""
         return self._call_kw("speed_probe", args, kwargs)
+
+    def peak_rss_mb(self) -> float:
+        """The engine processes' peak resident memory, MiB, added up (each engine's largest, as last reported)."""
+        return round(sum(self._peak_kb) / 1024, 1)
 
     def worker_modules(self) -> list[str]:
         """The modules engine 0's process has imported (the import-isolation check: no torch, pyarrow, lm-eval)."""

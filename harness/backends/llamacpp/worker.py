@@ -70,6 +70,13 @@ def facts(engine) -> dict:
     }
 
 
+def _stats(engine) -> dict:
+    """The engine's counters, and this process's peak resident memory (KiB on Linux: ``ru_maxrss``)."""
+    import resource
+
+    return engine.stats.as_record() | {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
 def serve(conn_in: Connection, conn_out: Connection) -> int:
     """Load the model the first message names, then answer requests until ``close`` or the pipe ends."""
     from harness.backends.llamacpp.engine import LlamaEngine
@@ -116,7 +123,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> int:
 
             def progress(_n: int, buffer=buffer) -> None:  # after each scored item / finished request
                 if buffer:
-                    conn_out.send(("res", list(buffer), engine.stats.as_record(), engine.first_decode_unix))
+                    conn_out.send(("res", list(buffer), _stats(engine), engine.first_decode_unix))
                     buffer.clear()
 
             engine.first_decode_unix = None
@@ -131,7 +138,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> int:
             else:
                 raise ValueError(f"unknown engine message {kind}")
             progress(0)
-            conn_out.send(("done", engine.stats.as_record(), engine.first_decode_unix))
+            conn_out.send(("done", _stats(engine), engine.first_decode_unix))
         except Exception as exc:
             send_error(exc)
 
