@@ -88,6 +88,32 @@ def test_worker_imports_only_the_engine(smollm2_path):
     assert psutil.pid_exists(ep.pids[0]) is False or psutil.Process(ep.pids[0]).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.slow
+def test_the_bench_process_never_loads_llama_cpp(mirror):
+    """The parent's side of a bench (preflight, start, speed probe, prompt format, model facts) runs without
+    llama.cpp in its own address space: only the engine process loads it (a CUDA build beside torch crashed)."""
+    code = f"""
+import sys
+import lm_eval
+from harness.backends.llamacpp.backend import LlamaCppBackend
+from harness.backends.llamacpp.engine import EngineSettings
+from harness.models.catalogue import resolve
+from harness.models.locate import local_model_path
+from harness.tasks.settings import plan_task
+entry = resolve("smollm2-135m")
+plan = plan_task("mmlu_loglik", entry, limit=1, data_dir={str(mirror)!r})
+backend = LlamaCppBackend(entry, local_model_path(entry), EngineSettings(threads=1))
+backend.check([plan])
+backend.start()
+facts = backend.backend_facts(plan) | backend.model_facts()
+backend.close()
+print(facts["n_params"] > 0, facts["prompt_format"]["chat_template"] is not None, "llama_cpp" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["True", "True", "False"], done.stdout
+
+
 # ---------------------------------------------------------------------------------------------- load failure
 def test_death_at_load_is_a_load_failure_not_retried(tmp_path, mirror):
     env = dict(os.environ, HARNESS_ENGINE_FAULT="load")
@@ -114,7 +140,7 @@ def test_deaths_in_a_row_stop_the_run_with_a_resumable_message(tmp_path, mirror)
 
 # ---------------------------------------------------------------------------------------------- recovery
 GEN = ("--parallel", "2", "--gen-unit", "2")
-CASES = {"gsm8k": ("gsm8k", 4, GEN), "mmlu": ("mmlu_loglik", 4, ())}
+CASES = {"gsm8k": ("gsm8k", 3, GEN), "mmlu": ("mmlu_loglik", 3, ())}
 
 
 @pytest.fixture(scope="module")
