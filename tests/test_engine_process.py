@@ -101,7 +101,8 @@ from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path
 from harness.tasks.settings import plan_task
 entry = resolve("smollm2-135m")
-plan = plan_task("mmlu_loglik", entry, limit=1, data_dir={str(mirror)!r})
+from pathlib import Path
+plan = plan_task("mmlu_loglik", entry, limit=1, data_dir=Path({str(mirror)!r}))
 backend = LlamaCppBackend(entry, local_model_path(entry), EngineSettings(threads=1))
 backend.check([plan])
 backend.start()
