@@ -27,8 +27,8 @@ PY=.venv/bin/python
 H=.venv/bin/harness
 DATA_DIR=${DATA_DIR:-../shared/data/hub}
 if [[ $CPU == 1 ]]; then
-  MMLU_N=${MMLU_N:-8}; GSM_N=${GSM_N:-2}; AGREE_MMLU_N=${AGREE_MMLU_N:-4}; AGREE_GSM_N=${AGREE_GSM_N:-2}
-  PARALLELS=${PARALLELS:-"2 4"}; KILL_AFTER=${KILL_AFTER:-3}; FULL_ARGS=${FULL_ARGS:-"--limit 12"}
+  MMLU_N=${MMLU_N:-4}; GSM_N=${GSM_N:-2}; AGREE_MMLU_N=${AGREE_MMLU_N:-2}; AGREE_GSM_N=${AGREE_GSM_N:-1}
+  PARALLELS=${PARALLELS:-"1 2"}; KILL_AFTER=${KILL_AFTER:-2}; FULL_ARGS=${FULL_ARGS:-"--limit 6"}
   SHAPE=${SHAPE:-smollm2}; THREADS=${THREADS:-2}
 else
   MMLU_N=${MMLU_N:-570}; GSM_N=${GSM_N:-100}; AGREE_MMLU_N=${AGREE_MMLU_N:-20}; AGREE_GSM_N=${AGREE_GSM_N:-4}
@@ -103,7 +103,7 @@ else
   KIND=(--kind base)  # random weights: no chat template worth judging
 fi
 step speed-smollm2 90 "$H" speed smollm2-135m --threads "$THREADS"
-step "speed-$SHAPE" 90 "$H" speed "$SHAPED" --threads "$THREADS"
+[[ $SHAPE == smollm2 ]] || step "speed-$SHAPE" 90 "$H" speed "$SHAPED" --threads "$THREADS"
 
 # 4. the 1B shape at two --parallel values, then the same subset on GPU and CPU
 for P in $PARALLELS; do
