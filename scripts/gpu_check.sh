@@ -13,7 +13,8 @@
 #
 # --cpu: the dry run on a machine without a GPU: no CUDA build, SmolLM2 in place of the 1B shape, small sizes,
 # "GPU" runs on the CPU too (agreement is then trivially expected: the check of the script, not of a GPU).
-# Sizes can be overridden: MMLU_N GSM_N AGREE_MMLU_N AGREE_GSM_N PARALLELS KILL_AFTER FULL_ARGS SHAPE DATA_DIR.
+# Sizes can be overridden: MMLU_N GSM_N AGREE_MMLU_N AGREE_GSM_N PARALLELS KILL_AFTER FULL_ARGS SHAPE DATA_DIR, and
+# SCALE multiplies every step's time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,11 +30,11 @@ DATA_DIR=${DATA_DIR:-../shared/data/hub}
 if [[ $CPU == 1 ]]; then
   MMLU_N=${MMLU_N:-4}; GSM_N=${GSM_N:-2}; AGREE_MMLU_N=${AGREE_MMLU_N:-2}; AGREE_GSM_N=${AGREE_GSM_N:-1}
   PARALLELS=${PARALLELS:-"1 2"}; KILL_AFTER=${KILL_AFTER:-2}; FULL_ARGS=${FULL_ARGS:-"--limit 6"}
-  SHAPE=${SHAPE:-smollm2}; THREADS=${THREADS:-2}
+  SHAPE=${SHAPE:-smollm2}; THREADS=${THREADS:-2}; SCALE=${SCALE:-8}  # 2 shared cores: longer time limits
 else
   MMLU_N=${MMLU_N:-570}; GSM_N=${GSM_N:-100}; AGREE_MMLU_N=${AGREE_MMLU_N:-20}; AGREE_GSM_N=${AGREE_GSM_N:-4}
   PARALLELS=${PARALLELS:-"8 32"}; KILL_AFTER=${KILL_AFTER:-2000}; FULL_ARGS=${FULL_ARGS:-"--full"}
-  SHAPE=${SHAPE:-1b}; THREADS=${THREADS:-0}
+  SHAPE=${SHAPE:-1b}; THREADS=${THREADS:-0}; SCALE=${SCALE:-1}
 fi
 COMMON=(--data-dir "$DATA_DIR" --threads "$THREADS")
 
@@ -52,7 +53,7 @@ COMMON=(--data-dir "$DATA_DIR" --threads "$THREADS")
 step() {
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  timeout "$((limit * SCALE))" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   local last
   last=$(grep -v '^\s*$' "$OUT/$name.log" | tail -n 1 | tr '|' '/' | cut -c1-200)
