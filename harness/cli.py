@@ -129,7 +129,7 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--engine-process/--no-engine-process", default=True, show_default=True,
               help="Run llama.cpp in its own process (a crash costs a restart, not the run) or in this one.")
 @click.option("--backend", type=click.Choice(["inprocess", "server"]), default="inprocess", show_default=True,
-              help="inprocess: llama.cpp in this process; server: an OpenAI-compatible server (--base-url).")
+              help="inprocess: llama.cpp on this machine (in engine processes); server: an OpenAI-compatible server (--base-url).")
 @click.option("--base-url", help="Server URL for --backend server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--api-key-env", help="Name of the environment variable holding the server's API key.")
 @click.option("--server-model", help="Served model id (default: the first one the server lists).")
