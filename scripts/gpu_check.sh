@@ -31,10 +31,11 @@ if [[ $CPU == 1 ]]; then
   MMLU_N=${MMLU_N:-4}; GSM_N=${GSM_N:-2}; AGREE_MMLU_N=${AGREE_MMLU_N:-2}; AGREE_GSM_N=${AGREE_GSM_N:-1}
   PARALLELS=${PARALLELS:-"1 2"}; KILL_AFTER=${KILL_AFTER:-2}; FULL_ARGS=${FULL_ARGS:-"--limit 6"}
   SHAPE=${SHAPE:-smollm2}; THREADS=${THREADS:-2}; SCALE=${SCALE:-8}  # 2 shared cores: longer time limits
+  GEN=${GEN:-0}  # the dry run skips generation (GSM8K: minutes a question on 2 shared cores); GEN=1 runs it
 else
   MMLU_N=${MMLU_N:-570}; GSM_N=${GSM_N:-100}; AGREE_MMLU_N=${AGREE_MMLU_N:-20}; AGREE_GSM_N=${AGREE_GSM_N:-4}
   PARALLELS=${PARALLELS:-"8 32"}; KILL_AFTER=${KILL_AFTER:-2000}; FULL_ARGS=${FULL_ARGS:-"--full"}
-  SHAPE=${SHAPE:-1b}; THREADS=${THREADS:-0}; SCALE=${SCALE:-1}
+  SHAPE=${SHAPE:-1b}; THREADS=${THREADS:-0}; SCALE=${SCALE:-1}; GEN=${GEN:-1}
 fi
 COMMON=(--data-dir "$DATA_DIR" --threads "$THREADS")
 
@@ -110,11 +111,12 @@ step speed-smollm2 90 "$H" speed smollm2-135m --threads "$THREADS"
 for P in $PARALLELS; do
   step "mmlu$MMLU_N-p$P" 240 "$H" bench -m "$SHAPED" "${KIND[@]}" -t mmlu_loglik --limit "$MMLU_N" --parallel "$P" \
     "${COMMON[@]}" --results-dir "$OUT/p$P"
-  step "gsm8k$GSM_N-p$P" 240 "$H" bench -m "$SHAPED" "${KIND[@]}" -t gsm8k --limit "$GSM_N" --parallel "$P" \
+  [[ $GEN == 1 ]] && step "gsm8k$GSM_N-p$P" 240 "$H" bench -m "$SHAPED" "${KIND[@]}" -t gsm8k --limit "$GSM_N" --parallel "$P" \
     "${COMMON[@]}" --results-dir "$OUT/p$P"
 done
 for T in "mmlu_loglik $AGREE_MMLU_N" "gsm8k $AGREE_GSM_N"; do
   set -- $T
+  [[ $1 == gsm8k && $GEN != 1 ]] && continue
   step "agree-$1-gpu" 120 "$H" bench -m "$SHAPED" "${KIND[@]}" -t "$1" --limit "$2" --parallel 8 "${COMMON[@]}" \
     --results-dir "$OUT/agree-gpu"
   step "agree-$1-cpu" 240 "$H" bench -m "$SHAPED" "${KIND[@]}" -t "$1" --limit "$2" --parallel 8 --gpu-layers 0 \
