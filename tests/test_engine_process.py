@@ -223,3 +223,37 @@ def test_two_engines_give_one_engines_samples(tmp_path, mirror, reference, case)
     for k in SAME:
         assert rec[k] == ref[k], k
     assert rec["backend"]["engines"] == 2 and rec["backend"]["threads"] == 2  # 2 engines x 1 thread
+
+
+@pytest.mark.slow
+def test_two_engines_generate_and_score_as_one_engine_at_the_engine_level(smollm2_path, engine):
+    """The same check without a bench, small enough for any machine: 4 prompts sharing a few-shot-like prefix,
+    2 slots, units of 2 (so each engine gets one whole unit), and log-likelihood over 2 prefix groups; the
+    in-process engine (2 threads) is the reference for 2 engine processes of 1 thread each."""
+    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.engine_proc import EngineProcess
+
+    shared = "Answer each question with one number. Q: What is two plus two? A: 4. Q: What is three times three? A: 9."
+    prompts = [engine.tokenize(f"{shared} Q: What is {a} plus {b}? A:") for a, b in ((1, 5), (7, 2), (3, 3), (8, 8))]
+    other = engine.tokenize("A completely different context about the weather in Paris, which is often mild, and")
+    ll = [(prompts[0], engine.tokenize(" 6", add_bos=False)), (prompts[1], engine.tokenize(" nine", add_bos=False)),
+          (other, engine.tokenize(" rainy", add_bos=False)), (other, engine.tokenize(" sunny today", add_bos=False))]
+    settings = EngineSettings(threads=2, n_parallel=2, gen_unit=2)
+    # Each engine really gets work: one generation unit, one prefix group each.
+    assert all(spread(generation_units_of(prompts, [12] * 4, settings.min_shared_prefix, 2), 2))
+    assert all(spread(loglikelihood_units(ll, settings.min_shared_prefix), 2))
+    one = engine.__class__(smollm2_path, settings)
+    try:
+        want_gen = one.generate(prompts, [["Q:"]] * 4, [12] * 4)
+        want_ll = one.loglikelihood(ll)
+    finally:
+        one.close()
+    two = EngineProcess(smollm2_path, settings, engines=2)
+    try:
+        got_gen = two.generate(prompts, [["Q:"]] * 4, [12] * 4)
+        got_ll = two.loglikelihood(ll)
+        assert two.threads == 2 and len(set(two.pids)) == 2
+    finally:
+        two.close()
+    assert got_gen == want_gen
+    assert got_ll == want_ll  # bit for bit: the floats compare exactly
