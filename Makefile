@@ -12,7 +12,7 @@ DATA_DIR  ?= $(if $(wildcard ../shared/data/hub),../shared/data/hub,)
 
 BENCH_ARGS := --model $(MODEL) --tasks $(TASKS) $(if $(LIMIT),--limit $(LIMIT)) $(if $(QUANT),--quant $(QUANT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(BUDGET),--budget $(BUDGET))
 
-.PHONY: plan llama-tools setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock bench-models
+.PHONY: plan llama-tools llama-server docs docs-build ci ci-test smoke-report setup setup-rpc setup-cuda bench download test test-fast lint models compare schema publish smoke regress baseline lock bench-models
 
 # Every machine installs the same versions: constraints.txt pins the whole environment (`make lock`).
 LOCK      := constraints.txt
@@ -86,6 +86,18 @@ smoke: setup  ## small fixed bench on the offline model into $(SMOKE_DIR)
 regress: smoke  ## smoke bench, then fail if a score fell below results/baselines by more than noise
 	$(BIN)/harness regress --results-dir $(SMOKE_DIR)
 
+smoke-report: setup  ## report.html, tables and plots of the smoke bench's records, in $(SMOKE_DIR)
+	$(BIN)/harness publish --results-dir $(SMOKE_DIR)
+
+# What CI runs, in one place: .ci/run (this project's CI on a clean clone) and .github/workflows/regress.yml
+# (yours, on GitHub) both call `make ci-test` then `make regress`; tests/test_ci.py checks that they do.
+ci-test:  ## the README's two commands in sequence, as on a fresh clone (a small bench, then the test suite)
+	$(MAKE) bench LIMIT=2
+	$(MAKE) test
+
+ci: ci-test  ## everything CI runs: ci-test, then the regression check
+	$(MAKE) regress
+
 baseline: smoke  ## refresh results/baselines from a new smoke bench (review the diff before committing)
 	rm -f results/baselines/*.json
 	mkdir -p results/baselines
@@ -116,3 +128,16 @@ lint: setup
 # 2 cores the first time). scripts/llama_cpp_floor.py prints their rates beside `harness speed`.
 llama-tools: setup  ## build llama.cpp's llama-bench / llama-batched-bench into build/llama-tools/cmake/bin
 	PYTHON=$(BIN)/python scripts/build_llama_tools.sh build/llama-tools
+
+# llama.cpp's llama-server from the same sources (scripts/build_llama_server.sh), for this CPU, cached in
+# ~/.cache/llama-bench-harness/llama-server/ (once per CPU: 43 min on 2 cores shared with other jobs); the server tests and scripts/bench_backends.py build
+# it themselves when missing. PORTABLE=1: every x86 CPU level, chosen at run time (for other machines).
+llama-server: setup  ## build llama.cpp's llama-server from the pinned sources (prints its path)
+	PYTHON=$(BIN)/python $(if $(PORTABLE),PORTABLE=1) scripts/build_llama_server.sh
+
+# The documentation (docs/, mkdocs.yml; Material theme). tests/test_docs.py runs the strict build.
+docs: setup  ## serve the documentation at http://127.0.0.1:8000 (live reload)
+	$(BIN)/mkdocs serve
+
+docs-build: setup  ## build the documentation into build/site, failing on any warning (broken link, missing page)
+	$(BIN)/mkdocs build --strict --site-dir build/site

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from harness.errors import HarnessError
+from harness.errors import ExitCode, HarnessError
 from harness.paths import DATA_DIR_ENV, RESULTS_DIR
 from harness.paths import data_dir as resolve_data_dir
 from harness.redact import redact_text
@@ -22,12 +22,34 @@ if TYPE_CHECKING:
 
 # More threads than this machine has cores only slows llama.cpp down (they contend for the same cores).
 THREADS = click.IntRange(0, os.cpu_count() or 1)
+# Every number a user gives is bounded where it enters, so a huge value is one usage message (exit 2) before
+# anything loads, never an overflow inside a library. The seed goes to random, numpy (which accepts 0..2**32-1
+# only), torch and lm-eval: the range every one of them accepts.
+SEED = click.IntRange(0, 2**32 - 1)
+LIMIT = click.IntRange(1, 10_000_000)  # questions per task: far above any test split (MMLU: 14,042)
+GPU_LAYERS = click.IntRange(-1, 100_000)  # -1: all; llama.cpp takes an int32
+BUDGET = click.FloatRange(min=0, min_open=True, max=100_000)  # hours (over 11 years)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llama-bench-harness")
 def cli() -> None:
     """Re-measure Llama benchmark claims (GSM8K, MMLU) on quantized GGUF weights with llama.cpp."""
+    _check_env_numbers()
+
+
+# Numbers that libraries read from the environment when imported (huggingface-hub: int(); a bad value is a
+# ValueError at import, deep inside whichever command first needs the Hub). Checked first, one message each.
+ENV_SECONDS = ("HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT")
+
+
+def _check_env_numbers() -> None:
+    for name in ENV_SECONDS:
+        raw = os.environ.get(name, "").strip()
+        if raw and not (raw.isdigit() and 0 < int(raw) <= 86_400):
+            shown = raw if len(raw) <= 40 else raw[:20] + "..."
+            raise HarnessError(f"{name}={shown!r} is not a whole number of seconds (1 to 86400)",
+                               f"set {name} to e.g. 10, or unset it.")
 
 
 @cli.command()
@@ -36,6 +58,7 @@ def models(quant: str | None) -> None:
     """List the model catalogue: name, params, quant, size, kind, downloaded or not."""
     from harness.models.catalogue import load_catalogue, resolve
     from harness.models.locate import local_model_path
+    from harness.run.plan import catalogue_size, size_text
 
     data = load_catalogue()
     rows = [("model", "params", "quant", "size", "kind", "source", "downloaded")]
@@ -48,7 +71,7 @@ def models(quant: str | None) -> None:
             here = local_model_path(e) is not None
         except HarnessError:
             here = False
-        size = f"{e.files.size / 1e9:.2f} GB" if e.files.size else "?"
+        size = size_text(*catalogue_size(e))  # the size `harness plan` shows: the catalogue's, else ≈ estimate
         src = e.repo or f"pip:{e.package}"
         if not e.confirmed:
             src += " (unconfirmed)"
@@ -103,13 +126,13 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Catalogue name or path to a .gguf file.")
 @click.option("--quant", help="Quant (default: the catalogue's).")
 @click.option("--tasks", "-t", default="gsm8k,mmlu", show_default=True, help="Comma-separated: gsm8k, mmlu, mmlu_loglik, mmlu_cot.")
-@click.option("--limit", type=click.IntRange(min=1), help="Seeded subset size per task (MMLU: stratified over subjects).")
+@click.option("--limit", type=LIMIT, help="Seeded subset size per task (MMLU: stratified over subjects).")
 @click.option("--full", is_flag=True, help="Run every test question (ignores --limit).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Subset seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Subset seed.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help=f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}); default: the Hub.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 @click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
-@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1,
+@click.option("--gpu-layers", type=GPU_LAYERS, default=-1,
               help="Layers to offload (-1: all when the build has a GPU backend).")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Generation sequences decoded together.")
@@ -142,33 +165,35 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log.")
 @click.option("--skip-bad-rows", is_flag=True,
               help="Leave out test rows whose data cannot be scored (counted in the record) instead of stopping.")
+@click.option("--allow-modified-data", is_flag=True,
+              help="Run on data unlike the claims' (tasks/data_pins.yaml): recorded, never compared with a claim.")
 @click.option("--download-only", is_flag=True,
               help="Fetch the model (saying whether it could run here with these settings) and stop.")
 @click.option("--kind", type=click.Choice(["base", "instruct"]),
               help="Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else the GGUF's.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True),
+@click.option("--budget", type=BUDGET,
               help="Hours the run may take: refused before it starts when `harness plan` estimates more.")
 @click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
               "model (or the full test), instead of --limit (`harness plan MODEL` shows the sizes).")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
           flash_attn, max_branches, gen_streams, rpc, engines, max_restarts, engine_process, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
-          verbose, skip_bad_rows, download_only, kind, budget, decide):
+          verbose, skip_bad_rows, allow_modified_data, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
     from harness.backends.llamacpp.engine import EngineSettings
     from harness.run.bench import BenchOptions, ServerOptions
 
     on_server = backend == "server" or bool(base_url)
     rpc_servers = ()
-    if rpc and not on_server:
+    if rpc is not None and not on_server:
         from harness.backends.llamacpp.rpc import parse_endpoints
 
         rpc_servers = parse_endpoints(rpc)
     opts = BenchOptions(
         model=model, quant=quant, kind=kind, tasks=tuple(parse_tasks(tasks)), limit=limit, full=full, seed=seed,
         data_dir=resolve_data_dir(data_dir), results_dir=Path(results_dir), skip_bad_rows=skip_bad_rows,
-        verbose=verbose, download_only=download_only, budget=budget, engines=engines, max_restarts=max_restarts,
-        engine_process=engine_process,
+        allow_modified_data=allow_modified_data, verbose=verbose, download_only=download_only, budget=budget,
+        engines=engines, max_restarts=max_restarts, engine_process=engine_process,
         engine=EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers),
@@ -311,10 +336,13 @@ def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
     srv = opts.server
     if not srv.base_url:
         raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
-    client = ServerClient(srv.base_url, api_key_from_env(srv.api_key_env), srv.model, srv.request_timeout,
-                          srv.retry_for)
+    key = api_key_from_env(srv.api_key_env)
+    if key is not None and not (key.isascii() and key.isprintable()):  # sent as an HTTP header: visible ASCII
+        raise HarnessError(f"the value of {srv.api_key_env} holds a character an HTTP header cannot carry "
+                           "(non-ASCII or a control character)", f"check {srv.api_key_env}: API keys are ASCII.")
+    client = ServerClient(srv.base_url, key, srv.model, srv.request_timeout, srv.retry_for)
     try:
-        local = local_model_path(entry)  # only for its chat template, when the server does not report one
+        local = local_model_path(entry)  # its chat template (when the server reports none) and token counts
     except HarnessError:
         local = None
     return ServerBackend(entry, opts.quant is not None, client, srv.concurrency, local)
@@ -338,6 +366,19 @@ def _echo_claims(results_dir: Path, model: str | None) -> None:
     if comps:
         click.echo(f"\nclaims{f' about {model}' if model else ''}:")
         click.echo(claims_table(comps))
+    _echo_ladders(loaded.runs, model)
+
+
+def _echo_ladders(runs, model: str | None) -> None:
+    """Quants of one model on the same questions and setting, beside the highest-precision one (issue #25)."""
+    from harness.analysis.ladder import LADDER_COLUMNS, ladder_rows, ladders
+    from harness.publish.report import markdown_table
+
+    lads = ladders(runs, model)
+    if lads:
+        click.echo("\nquant ladder (paired on the same questions; Δ and its 95% CI: quant minus the reference, "
+                   "points; McNemar p: exact, two-sided; KL: reference || quant over the answer choices, nats):")
+        click.echo(markdown_table(ladder_rows(lads), LADDER_COLUMNS))
 
 
 @cli.command()
@@ -350,6 +391,43 @@ def compare(model: str | None, results_dir: str) -> None:
     if model:
         model = resolve(model).name  # unknown names fail with suggestions
     _echo_claims(Path(results_dir), model)
+
+
+@cli.command()
+@click.argument("record", type=click.Path(dir_okay=False))
+@click.option("--sample", "-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Questions to re-run (seeded random; all of them when K >= the record's n).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the sample.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True),
+              help="The weights' file (default: the catalogue's, found on this machine); its sha256 is checked.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help=f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}).")
+@click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores; never changes a result).")
+@click.option("--no-rerun", is_flag=True, help="Only check that the record agrees with itself (runs nothing).")
+@click.option("--results-dir", type=click.Path(file_okay=False),
+              help="Where audits/ is written (default: the folder holding the record's runs/).")
+def audit(record, k, seed, model_path, data_dir, threads, no_rerun, results_dir) -> None:
+    """Check a run record: it agrees with itself, and K of its questions re-run give its bytes (exit 1 if not)."""
+    from harness.run.audit import audit as do_audit
+    from harness.run.audit import write_audit
+    from harness.run.console import configure
+
+    path = Path(record)
+    if not path.is_file():
+        raise HarnessError(f"no such record: {record}", "give a file under results/runs/.")
+    # results/runs/X.json -> results/audits/X.json; a record elsewhere gets audits/ beside it.
+    here = path.resolve().parent
+    out_dir = Path(results_dir) if results_dir else (here.parent if here.name == "runs" else here)
+    configure(False, out_dir / ".journal" / "console.log")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    a = do_audit(path, k=k, seed=seed, model_path=Path(model_path) if model_path else None,
+                 data_dir=resolve_data_dir(data_dir), threads=threads, rerun=not no_rerun)
+    written = write_audit(out_dir, a, path)
+    click.echo(f"{a.record}: {a.summary()}")
+    for p in a.problems[1:5]:
+        click.echo(f"  also: {p}")
+    click.echo(f"audit written to {written}")
+    if not a.ok:
+        sys.exit(1)
 
 
 @cli.command()
@@ -382,18 +460,20 @@ def publish(results_dir: str, check: bool) -> None:
 @click.argument("model", required=False)
 @click.option("--quant", help="Only this quant (default: every quant of the model).")
 @click.option("--tasks", "-t", default="gsm8k,mmlu", show_default=True, help="Comma-separated tasks, as for bench.")
-@click.option("--limit", type=click.IntRange(min=1), help="Questions per task (default: each task's default subset).")
+@click.option("--limit", type=LIMIT, help="Questions per task (default: each task's default subset).")
 @click.option("--full", is_flag=True, help="Every test question.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Hours the run may take: the recommended "
+@click.option("--budget", type=BUDGET, help="Hours the run may take: the recommended "
               "quant must finish within it.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="As for bench.")
-@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1, help="As for bench (0: judge the CPU only).")
+@click.option("--gpu-layers", type=GPU_LAYERS, default=-1, help="As for bench (0: judge the CPU only).")
 @click.option("--kind", type=click.Choice(["base", "instruct"]), help="As for bench.")
 @click.option("--rates", type=click.Choice(["here", "reference"]), default="here", show_default=True,
-              help="here: probe this machine now (about a second); reference: the stored reference machine class.")
-@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time.")
-@click.option("--calibrate", is_flag=True, help="Instead: measure the calibration on this machine (the offline model) "
-              "and write tasks/plan_calibration.yaml.")
+              help="here: time llama.cpp now on a slice of the model (under a minute; cached slices); reference: the "
+              "stored reference machine class.")
+@click.option("--check-runs", is_flag=True, help="Instead: each run in --results-dir, estimated beside its real wall time "
+              "(contended runs left out; fitted or out of sample).")
+@click.option("--calibrate", is_flag=True, help="Instead: measure the numpy fallback's calibration on this machine (the "
+              "offline model) and write tasks/plan_calibration.yaml.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS_DIR), show_default=True)
 @click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
               "model (or the full test), as `harness bench --decide` runs it.")
@@ -412,7 +492,7 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
             full = any(v is None for v in limits.values())
             limit = None if full else max(limits.values())
     click.echo(plan_command(model, quant, task_list, limit, full, budget, parallel, gpu_layers, kind, rates,
-                            check_runs, calibrate, Path(results_dir)))
+                            check_runs, calibrate, Path(results_dir), log=lambda line: click.echo(line, err=True)))
     if lines:
         click.echo("\n" + "\n".join(lines))
 
@@ -444,7 +524,7 @@ def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list
 @click.argument("model", default="smollm2-135m")
 @click.option("--quant", help="Quant (default: the catalogue's).")
 @click.option("--threads", type=THREADS, default=0, help="CPU threads (0: all cores).")
-@click.option("--gpu-layers", type=click.IntRange(min=-1), default=-1,
+@click.option("--gpu-layers", type=GPU_LAYERS, default=-1,
               help="Layers to offload (-1: all when the build has a GPU backend).")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Sequences in the batched decode test.")
@@ -517,6 +597,9 @@ def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, str
 
     if not Path(baselines).is_dir():
         raise HarnessError(f"no baselines folder {baselines}", "create one with `make baseline`.")
+    from harness.records.runs import load_runs
+
+    _warn_unreadable(load_runs(Path(results_dir)))  # a bad record is named here, as by scores/compare/publish
     checks = do_regress(Path(baselines), Path(results_dir), alpha, max_drop)
     if not checks:
         raise HarnessError(f"no baseline records in {baselines}", "create them with `make baseline`.")
@@ -527,7 +610,7 @@ def regress(results_dir: str, baselines: str, alpha: float, max_drop: float, str
     click.echo(markdown_table(rows, tuple(rows[0])))
     if failed(checks, strict):
         click.echo("regression check FAILED", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.CHECK_FAILED)
     click.echo("regression check passed")
 
 
@@ -552,35 +635,71 @@ def _terminate(signum, frame) -> None:
 
 
 def main() -> None:
-    """Entry point: HarnessError -> message + exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback.
+    """Entry point: every way out is one message and an exit status from :class:`ExitCode`.
 
-    Anything else is a bug of the harness: one line on stderr, the traceback in a file for the report
-    (``HARNESS_DEBUG=1`` shows it instead), exit 70 (EX_SOFTWARE)."""
+    HarnessError -> its message, exit 2; Ctrl-C or SIGTERM -> exit 130 without a traceback. Anything else is
+    a bug of the harness: one line on stderr, the traceback in a file for the report (``HARNESS_DEBUG=1``
+    shows it instead), exit 70 (EX_SOFTWARE).
+
+    First, the secrets the run knows are collected and stdout/stderr wrapped so that nothing printed shows
+    them (harness.redact), and a duplicate of the real terminal's fd 2 is kept: the final message reaches
+    it even when stderr was redirected to ``console.log`` and that disk is full (harness.run.console)."""
+    from harness.redact import collect_secrets, wrap_streams
+    from harness.run.console import keep_terminal
+
     signal.signal(signal.SIGTERM, _terminate)
+    collect_secrets(sys.argv[1:])
+    wrap_streams()
+    keep_terminal()
+    _finish(_run())
+
+
+def _run() -> int:
+    """Run the command line; the exit status (its final message already printed)."""
+    from harness.run.console import last_word
+
     try:
         cli.main(standalone_mode=False)
     except HarnessError as exc:  # the one place a user-facing error becomes a message and an exit status
-        click.echo(f"Error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        last_word(f"Error: {exc.format_message()}")
+        return exc.exit_code
     except click.ClickException as exc:  # click's own usage errors (bad option values, unknown commands)
-        exc.show()
-        sys.exit(exc.exit_code)
+        try:
+            exc.show()
+        except OSError:
+            last_word(f"Error: {exc.format_message()}")
+        return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        last_word("aborted")
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        last_word("interrupted")
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `harness scores | head`: the reader left; nothing to say
-        sys.exit(0)
+        return ExitCode.OK
+    except SystemExit as exc:  # `regress` exits 1 after its table; click's --help/--version exit 0
+        code = exc.code
+        return code if isinstance(code, int) else (ExitCode.OK if code is None else ExitCode.CHECK_FAILED)
     except Exception as exc:
         if os.environ.get("HARNESS_DEBUG"):
             raise
         log = _save_traceback()
-        click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}", err=True)
-        click.echo(f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}.",
-                   err=True)
-        sys.exit(70)
+        last_word(f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}\n"
+                  f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}.")
+        return ExitCode.INTERNAL_ERROR
+    return ExitCode.OK
+
+
+def _finish(code: int) -> None:
+    """Exit with ``code``. Python flushes stdout/stderr at exit and turns a failed flush into status 120,
+    which would hide the real status (a full disk, a closed pipe): flush here, and when that fails leave
+    without Python's exit flush (``os._exit``), the message already on the terminal."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        os._exit(int(code))
+    sys.exit(int(code))
 
 
 def _save_traceback() -> str | None:

@@ -6,11 +6,25 @@ entry point (``harness.cli.main``) is the one place that turns it into a message
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit status of the ``harness`` command, in one table (``harness.cli.main`` uses these and no
+    other; README documents the same table). 2, 70 and 130 follow sysexits/shell habit: click's usage
+    errors are 2, EX_SOFTWARE is 70, 128 + SIGINT is 130."""
+
+    OK = 0  # done
+    CHECK_FAILED = 1  # a check ran and said no: `regress` found a regression (click's other errors too)
+    USER_ERROR = 2  # bad input, a refused run, a full disk: one message naming it and what to do
+    INTERNAL_ERROR = 70  # a bug of the harness: one line, the traceback saved to a file for the report
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: the journals keep what finished; the same command resumes
+
 
 class HarnessError(Exception):
     """An error the user can act on: ``message`` says what was wrong, ``hint`` what to do about it."""
 
-    exit_code = 2
+    exit_code = ExitCode.USER_ERROR
 
     def __init__(self, message: str, hint: str = ""):
         self.message = message

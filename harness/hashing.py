@@ -75,7 +75,7 @@ def file_sha256(path: Path, fresh: bool = False, progress: bool | None = None) -
         cache = _load()
         cache[key] = digest
         try:
-            atomic_write_text(_cache_file(), json.dumps(cache, indent=0))
+            atomic_write_text(_cache_file(), json.dumps(cache, indent=0, allow_nan=False))
         except OSError:
             pass  # the cache is an optimisation only
     return digest
@@ -92,6 +92,6 @@ def forget(path: Path) -> None:
     cache = _load()
     if cache.pop(key, None) is not None:
         try:
-            atomic_write_text(_cache_file(), json.dumps(cache, indent=0))
+            atomic_write_text(_cache_file(), json.dumps(cache, indent=0, allow_nan=False))
         except OSError:
             pass

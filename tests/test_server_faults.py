@@ -9,6 +9,7 @@ from backend_procs import free_port
 from lm_eval.api.instance import Instance
 from openai_stub import StubServer, answer, word_tokens
 
+from harness.backends.llamacpp.vocab import LocalVocab
 from harness.backends.server.client import NoPromptLogprobs, ServerClient, ServerUnavailable, public_url
 from harness.backends.server.lm_model import ServerLM
 from harness.run.journal import Journal
@@ -110,12 +111,13 @@ def test_loglikelihood_refused_when_server_ignores_echo(stub):
     assert all("The answer is A" != p for p in stub.prompts[1:])  # only the probe was sent
 
 
-def test_cli_run_through_a_keyed_server_never_records_the_key(stub, tmp_path, mirror):
+def test_cli_run_through_a_keyed_server_never_records_the_key(stub, tmp_path, mirror, smollm2_path):
     """End to end through `harness bench --backend server` (chat template from the local GGUF, since the
     server reports none): a missing key is a message; with it the run completes and the key is nowhere."""
     from test_bench_e2e import run_cli
 
     stub.api_key = "sk-test-secret-123"
+    stub.count_tokens = LocalVocab(smollm2_path).count  # true counts: the first prompt's BOS check passes
     args = ("bench", "--backend", "server", "--base-url", stub.url.replace("http://", "http://user:pw@"),
             "--api-key-env", "STUB_KEY", "-t", "gsm8k", "--limit", "3", "--data-dir", str(mirror),
             "--results-dir", str(tmp_path))
@@ -128,4 +130,6 @@ def test_cli_run_through_a_keyed_server_never_records_the_key(stub, tmp_path, mi
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*[0-9]Z.json")]
     assert rec["backend"]["server"]["endpoint"] == stub.url and rec["backend"]["server"]["kind"] == "vllm"
     assert rec["backend"]["chat_template_source"].startswith("local GGUF")
-    assert len(stub.prompts) == 3 and all(p.startswith("<|im_start|>system") for p in stub.prompts)
+    # 3 questions and the first prompt once more: the BOS check of a server that does not say (ServerLM._settle_bos)
+    assert len(stub.prompts) == 4 and all(p.startswith("<|im_start|>system") for p in stub.prompts)
+    assert rec["backend"]["strip_bos"] is False and rec["backend"]["bos_check"].startswith("usage.prompt_tokens")

@@ -212,3 +212,18 @@ def test_plan_and_bench_say_what_a_run_can_decide(tmp_path):
     bad = subprocess.run([str(harness), "bench", "--decide", "--limit", "3"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert bad.returncode == 2 and "--decide sizes each task itself" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_measured_quant_loss_is_cited_beside_the_allowance(tmp_path):
+    """Two quants of one model on the same questions: the lower quant's verdict note cites the loss the
+    ladder measured (issue #25 item 3), beside the sourced allowance."""
+    answers_f16 = [True] * 1187 + [False] * 132
+    answers_q4 = [True] * 1150 + [False] * 169
+    for quant, answers in (("F16", answers_f16), ("Q4_K_M", answers_q4)):
+        write_record(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": answers},
+                                           sizes={"gsm8k_cot_llama": 1319}, quant=quant,
+                                           sha256=f"{quant.lower():0<64}"[:64]))
+    runs = load_runs(tmp_path).runs
+    rows = {r.quant: r for r in compare_claim(claim(88.0), runs)}
+    assert "measured loss vs F16: +2.8 points" in rows["Q4_K_M"].note and "(allowance 0.5)" in rows["Q4_K_M"].note
+    assert "measured loss" not in rows["F16"].note

@@ -37,6 +37,7 @@ from harness.analysis.claims import (
     reference_mismatch,
 )
 from harness.analysis.estimate import Stratum, estimate, paired_difference
+from harness.analysis.ladder import measured_loss
 from harness.records.runs import Run, best_run
 from harness.tasks.settings import task_spec
 
@@ -147,6 +148,8 @@ def setting_mismatch(claim: Claim, run: Run) -> list[str]:
         out.append(f"metric {s.get('metric')!r} is not what this task measures")
     if s.get("average") not in ("micro", "macro"):
         out.append("averaging not stated by the source")
+    if t.data_modified:  # --allow-modified-data / --skip-bad-rows (harness/tasks/data.py): not the claim's data
+        out.append("run on modified data (task.data_modified), not the data the claims were made on")
     return out
 
 
@@ -327,7 +330,11 @@ def _compare_claim(claim: Claim, runs: list[Run]) -> list[Comparison]:
                 continue
             rows.append(_compare_models(claim, run, run_b))
         else:
-            rows.append(_compare_measured(claim, run))
+            row = _compare_measured(claim, run)
+            loss = measured_loss(runs, claim.model, claim.task, q)
+            if loss is not None and row.verdict != NOT_COMPARABLE:  # the evidence beside the sourced allowance
+                row.note = "; ".join(x for x in (row.note, f"{loss.text()} (allowance {row.allowance:g})") if x)
+            rows.append(row)
     return rows
 
 

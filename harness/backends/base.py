@@ -14,10 +14,43 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from harness.errors import HarnessError
+
 if TYPE_CHECKING:
     from harness.models.catalogue import ModelEntry
     from harness.run.journal import Journal
     from harness.tasks.settings import TaskPlan
+
+
+def data_row(req: object, samples: dict[str, list[int]] | None = None) -> int | None:
+    """The data row of an lm-eval request: its place in the test split, never its place in this run's subset.
+
+    lm-eval numbers the documents of a ``samples`` subset 0, 1, 2... in data order (``doc_id`` is the
+    position in the subset: lm_eval/api/task.py, ``enumerate(x for i, x in enumerate(self.eval_docs) if i in
+    samples)``), so the data row is the ``doc_id``-th smallest of the task's sample ids; without a subset
+    (``samples`` None, or the task absent from it) ``doc_id`` is the row itself.
+    """
+    pos = getattr(req, "doc_id", None)
+    if not isinstance(pos, int):
+        return None
+    ids = (samples or {}).get(getattr(req, "task_name", None))
+    return sorted(ids)[pos] if ids and 0 <= pos < len(ids) else pos
+
+
+def request_name(req: object, what: str = "request", samples: dict[str, list[int]] | None = None) -> str:
+    """A request as messages name it: its task and data row (:func:`data_row`)."""
+    task = getattr(req, "task_name", None) or "a task"
+    row = data_row(req, samples)
+    return f"the {what} for {task} data row {row}" if row is not None else f"a {what} of {task}"
+
+
+class TooLong(HarnessError):
+    """Questions that cannot fit the model's context, found before any decoding. ``rows``: one entry per
+    question (task, data row, tokens needed, context), for ``--skip-bad-rows`` to leave out and record."""
+
+    def __init__(self, message: str, hint: str, rows: list[dict]):
+        super().__init__(message, hint)
+        self.rows = rows
 
 
 class Stats(Protocol):

@@ -194,7 +194,7 @@ def resolve(name: str, quant: str | None = None, data: dict | None = None) -> Mo
     """Catalogue name (or alias, or a local ``.gguf`` path) and quant -> ModelEntry."""
     if name.startswith("hf:"):
         return _hub_entry(name[3:], quant)
-    if name.endswith(".gguf") and ("/" in name or Path(name).exists()):
+    if name.endswith(".gguf"):  # a file name, found or not: never looked up as a catalogue name
         return _local_entry(Path(name), quant)
     if "/" in name:
         what = "a folder" if Path(name).is_dir() else "not a .gguf file" if Path(name).exists() else "no such file"
@@ -254,7 +254,10 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
     from harness.models.chat_format import kind_from_gguf
 
     if not path.is_file():
-        raise HarnessError(f"no such GGUF file: {path}", "check the path.")
+        what = "is not a file" if path.exists() else "was not found"
+        raise HarnessError(f"--model {str(path)!r}: the GGUF file {what}",
+                           "check the path (relative paths start from the current directory), or give a catalogue "
+                           "name (see `harness models`).")
     try:
         kind, evidence = kind_from_gguf(path)
     except HarnessError as exc:  # a broken template: decide_kind raises it unless --kind settles the kind

@@ -18,6 +18,7 @@ with two deliberate differences, both recorded in every run record:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import date
 from functools import lru_cache
@@ -158,14 +159,35 @@ def remote_tokenizer_facts(fetch, name: str) -> dict:
 # ---------------------------------------------------------------------------------------------- kind evidence
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp's llama_token_type values for special tokens
 
+# Token texts llama.cpp ends generation at whatever the GGUF declares (its end-of-generation set): the list in
+# llama_vocab::impl::load, src/llama-vocab.cpp of the llama.cpp that llama-cpp-python 0.3.36 vendors ("maintain
+# a list of tokens that cause end-of-generation ... determined based on the token text"). A template that ends
+# a turn with one of these stops where it should in llama.cpp even when the GGUF's eos is another token: early
+# Llama 3 Instruct conversions declare eos <|end_of_text|> and end turns with <|eot_id|>.
+LLAMA_CPP_EOG_TEXTS = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
+})
+
+
+def template_sha256(template: str | None) -> str | None:
+    """The chat template's hash as records give it (16 hex digits of sha256), of the template with trailing
+    whitespace removed: llama-server's /props returns the template right-stripped, so hashing the text as
+    each route reads it gave the same GGUF two hashes (issue #26). None without a template."""
+    if not template:
+        return None
+    return hashlib.sha256(template.rstrip().encode()).hexdigest()[:16]
+
 
 def kind_from_gguf(path: Path) -> tuple[str, str]:
     """Base or instruct from a GGUF's own metadata, with the evidence in words.
 
     Instruct: the GGUF has a chat template, and the token that template writes after an assistant message
-    is the model's declared end-of-sequence (or end-of-turn) token: it was set up to answer in turns and stop.
-    Base, with the evidence saying why: no template; or a template whose end-of-turn token is not the model's
-    end of sequence (a base vocabulary that ends sequences with <|end_of_text|> under a chat template).
+    is the model's declared end-of-sequence (or end-of-turn) token, or one llama.cpp ends generation at
+    whatever is declared (:data:`LLAMA_CPP_EOG_TEXTS`; the evidence then carries a note): it was set up to
+    answer in turns and stop. Base: no template. A template whose end of turn is none of these is conflicting
+    evidence: a :class:`HarnessError` asking for ``--kind``, never a guess of base.
     A template that cannot render, or whose end-of-turn marker is not a special token of the vocabulary at all,
     is a :class:`HarnessError`: the file is inconsistent, and no kind is read from it.
     """
@@ -203,5 +225,15 @@ def kind_from_facts(facts: dict, name: str) -> tuple[str, str]:
     if role:
         return "instruct", (f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), the "
                             f"model's {role} token")
-    return "base", (f"GGUF: has a chat template, but its end-of-turn token {hit} is not the model's end-of-sequence "
-                    f"token ({eos or 'none'}): a base model's setup")
+    if hit in LLAMA_CPP_EOG_TEXTS:
+        return "instruct", (f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), which "
+                            f"llama.cpp ends generation at, though the declared end of sequence is {eos or 'none'} "
+                            "(note: an early Llama 3 Instruct conversion looks like this; --kind base overrides)")
+    # A template says "chat model", its end of turn says nothing llama.cpp would stop at: the evidence conflicts,
+    # and deciding either way could score the model in the wrong format (issue #26).
+    raise HarnessError(
+        f"cannot tell whether {name} is a base or an instruct model: it has a chat template, but the template "
+        f"ends a turn with {hit}, which is neither its end-of-sequence token ({eos or 'none'}) nor a token "
+        "llama.cpp ends generation at",
+        "pass --kind instruct (the chat template) or --kind base (plain few-shot).",
+    )

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from harness.analysis.claims import load_claims
 from harness.analysis.compare import compare_all
+from harness.analysis.ladder import LADDER_COLUMNS, ladder_rows, ladders
 from harness.atomic import atomic_write_bytes, atomic_write_text
 from harness.errors import HarnessError
 from harness.publish.plots import COLOURS, claims_spec, quant_spec, render
@@ -27,12 +28,14 @@ from harness.publish.report import (
     CLAIM_COLUMNS,
     SCORE_COLUMNS,
     VERDICT_COLUMNS,
+    bounded_all,
     claim_rows,
     hardware_text,
     markdown_table,
     score_rows,
 )
 from harness.publish.summary import awaiting, headline_rows, judged_rows, reference_estimate, reference_text
+from harness.records.audits import latest_audits
 from harness.records.runs import load_runs, record_paths
 from harness.redact import redact_command
 from harness.tasks.settings import task_spec
@@ -111,12 +114,20 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
                        "quants": sorted({r.quant for r in runs if r.model == model}),
                        "plot": quant_plot if quant_plot in plots else None})
     other_plots = [p for p in plot_list if p not in summary_plots and not p["path"].startswith("plots/quant-")]
+    audits = latest_audits(results_dir)
     records = [{"file": r.path.name, "model": r.model, "quant": r.quant, "task": r.task, "n": r.n,
-                "created": r.rec.created, "command": redact_command(r.rec.command)} for r in runs]
-    ctx = dict(n_runs=len(runs), n_dupes=dupes, n_claims=len(claims), verdict_counts=verdict_counts,
+                "created": r.rec.created, "command": redact_command(r.rec.command),
+                "audit": _audit_text(audits.get(r.path.name))} for r in runs]
+    lrows = ladder_rows(ladders(runs))
+    ctx = dict(ladder_columns=LADDER_COLUMNS, ladder_rows=lrows, n_runs=len(runs), n_dupes=dupes,
+               n_claims=len(claims), verdict_counts=verdict_counts,
                hardware=hardware, plots=plot_list, records=records, headlines=heads, judged=judged_rows(comps),
                awaiting=awaiting(comps, reference_estimate), reference=reference_text(), models=models,
                summary_plots=summary_plots, other_plots=other_plots)
+    # Every string a record brings is bounded before it is published (a hash keeps long ones apart).
+    ctx, crow, srow, heads = bounded_all(ctx), bounded_all(crow), bounded_all(srow), bounded_all(heads)
+    # Tables are rendered from the bounded rows (a whole table is long by nature, and is not cut).
+    ctx["ladder_table"] = markdown_table(ctx["ladder_rows"], LADDER_COLUMNS) if ctx["ladder_rows"] else ""
     # HTML templates are escaped, the markdown one is not.
     env = Environment(loader=PackageLoader("harness.publish", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
@@ -137,16 +148,26 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
     return texts, plots
 
 
+def _audit_text(a: dict | None) -> str:
+    """A record's latest audit in a few words (``harness audit``), or that it has none."""
+    if a is None:
+        return "not audited"
+    return f"audit {a['result']} (K={a['k']}, seed {a['seed']}, {a['when']}, {a['where']})"
+
+
 def _spec_sha(spec: dict) -> str:
     """Hash of the data a plot shows (what makes a PNG current, whatever matplotlib version drew it)."""
     return _sha(json.dumps(spec, sort_keys=True).encode())
 
 
-def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, str], records: dict[str, str]) -> str:
+def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, str], records: dict[str, str],
+              audits: dict[str, dict] | None = None) -> str:
     files = {p: _sha(t.encode()) for p, t in sorted(texts.items())}
     data = {p: _spec_sha(s) for p, s in sorted(plots.items())}
-    return json.dumps({"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha,
-                       "records": records}, indent=1, sort_keys=True) + "\n"
+    out = {"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha, "records": records}
+    if audits:  # each listed record's latest `harness audit` (when, where, K, seed, result)
+        out["audits"] = {name: a for name, a in sorted(audits.items()) if name in records}
+    return json.dumps(out, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def _record_hashes(results_dir: Path) -> dict[str, str]:
@@ -178,7 +199,7 @@ def publish(results_dir: Path) -> list[Path]:
             if f"plots/{old.name}" not in plots:
                 old.unlink()
                 written.append(old)
-        atomic_write_text(results_dir / MANIFEST, _manifest(texts, plots, png_sha, records))
+        atomic_write_text(results_dir / MANIFEST, _manifest(texts, plots, png_sha, records, latest_audits(results_dir)))
     except OSError as exc:
         raise HarnessError(f"cannot write published files in {results_dir}: {exc}",
                            "check free space and permissions of the results folder.") from exc

@@ -9,14 +9,14 @@ from __future__ import annotations
 import io
 
 from harness.analysis.compare import Comparison
+from harness.analysis.ladder import QUANT_ORDER
 from harness.records.runs import Run
 
 # Verdict colours (colour-blind safe Okabe-Ito palette).
 # Orange for "inconclusive": an interval too wide to tell the claim from a shortfall of the margin.
 COLOURS = {"holds": "#009E73", "holds within quantization allowance": "#56B4E9", "inconclusive": "#E69F00",
            "not reproduced": "#D55E00", "exceeded": "#CC79A7", "not comparable": "#999999"}
-QUANT_ORDER = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_XS",
-               "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "IQ3_XXS", "Q2_K", "IQ2_M"]
+
 
 
 def claims_spec(task: str, comps: list[Comparison], any_task: bool = False) -> dict:

@@ -22,6 +22,31 @@ CLAIM_COLUMNS = ("claim", "model", "setting", "claimed", "source", "quant", "mea
 VERDICT_COLUMNS = ("margin", "margin source", "rule", "decide n")
 
 
+MAX_CELL = 400  # characters of one published string: well above any real one (the longest claim note: ~240)
+
+
+def bounded(text: str, limit: int = MAX_CELL) -> str:
+    """``text`` cut to about ``limit`` characters for a table or a page, with a hash of the whole, so that a
+    10 MB field of a record cannot make a 110 MB README and two long values that differ stay apart."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    digest = hashlib.sha256(text.encode(errors="replace")).hexdigest()[:12]
+    return f"{text[: limit - 40]}...({len(text)} chars, sha256 {digest})"
+
+
+def bounded_all(obj):
+    """Every string in a structure of dicts, lists and tuples passed through :func:`bounded`."""
+    if isinstance(obj, str):
+        return bounded(obj)
+    if isinstance(obj, dict):
+        return {k: bounded_all(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(bounded_all(v) for v in obj)
+    return obj
+
+
 def _pct(x: float | None, nd: int = 1) -> str:
     return "-" if x is None or x != x else f"{x:.{nd}f}"
 
@@ -80,7 +105,8 @@ def claim_rows(comps: list[Comparison]) -> list[dict]:
 
 def markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
     """A padded markdown table (readable as plain text too)."""
-    cells = [list(columns)] + [[str(r.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in columns] for r in rows]
+    cells = [list(columns)] + [[bounded(str(r.get(c, ""))).replace("|", "\\|").replace("\n", " ") for c in columns]
+                               for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -9,7 +9,8 @@ other logits than CPU ones).
 
 It is used by the resume journal (a journal is reused only by the same measurement), by
 ``load_runs`` (a repeated or copied run counts once) and by ``regress`` (a baseline is only compared
-with the same measurement, and the settings that differ are named).
+with the same measurement, and the settings that differ are named); without the weights it is the "same
+setting" of the quant ladder (``harness.analysis.ladder``: two quants on the same questions).
 """
 
 from __future__ import annotations

@@ -21,18 +21,31 @@ Choices:
   not know (a server run has no ``size_bytes``) is left out, as before, rather than written as null.
 - **Version 1** records (everything published before this module) are upgraded in memory when read
   (:func:`upgrade_v1`); committed files are never rewritten.
-- ``NaN`` is a valid float here: a one-sample subtask's stderr is undefined, and Python's ``json``
-  writes it as ``NaN`` (not strict JSON; a reader outside Python may need a lenient parser).
+- **Numbers are checked where they enter** (:class:`Metric`, :class:`SubtaskMetric`): a value is finite and
+  in [0, 1], its 95% interval lies in [0, 1] and holds it (lo <= value <= hi), a stderr is finite and >= 0,
+  ``n`` >= 1. A record breaking one is refused by the builder (never written) and named and skipped by every
+  reader (compare, publish, scores, regress), so it cannot replace a good duplicate either. An undefined
+  stderr (one sample) is ``null``; records written before this rule spelled it ``NaN`` (not strict JSON),
+  and it is read as ``null``. Records are written as strict JSON (``allow_nan=False``, harness.atomic).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import HarnessError
 
@@ -44,7 +57,9 @@ Setting = bool | int | float | str | list[str] | None
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+    # allow_inf_nan=False: no typed number of a record is NaN or infinite (a timing either): the builder
+    # refuses it with a message instead of writing a file that is not strict JSON.
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class ModelFacts(_Part):
@@ -104,9 +119,10 @@ class Backend(_Part):
     prompt_logprobs: bool | None = None
     chat_template_source: str | None = None
     strip_bos: bool | None = None
+    bos_check: str | None = None  # server runs: how strip_bos was decided (the server's tokenizer, or token counts)
     requests: int | None = None
     retries: int | None = None
-    chat_template_sha256: str | None = None
+    chat_template_sha256: str | None = None  # of the template right-stripped (chat_format.template_sha256)
 
 
 class Packages(_Part):
@@ -156,23 +172,49 @@ class TaskFacts(_Part):
     data_sha256: dict[str, dict[str, str]] | None = None
     sample_ids: dict[str, list[int]] | Literal["all"] | None = None
     skipped_rows: list[dict[str, JsonValue]] | None = None
+    # Data files unlike the claims' (tasks/data_pins.yaml), run with --allow-modified-data or --skip-bad-rows:
+    # such a run is never compared with a claim (harness/analysis/compare.py). Absent: the pinned data.
+    data_modified: list[dict[str, JsonValue]] | None = None
 
 
-class Metric(_Part):
-    """A headline score: micro (over questions) or macro (over subjects) average, with a 95% interval."""
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]  # a score: a proportion of questions
+StdErr = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
-    average: Literal["micro", "macro"]
-    value: float
-    stderr: float | None  # NaN when undefined (one sample)
-    ci95: Annotated[list[float], Field(min_length=2, max_length=2)]
-    n: int
-    n_subtasks: int | None = None  # macro averages
+
+def _nan_is_undefined(v: object) -> object:
+    """A stderr of ``NaN`` (how records before schema checks spelled "undefined": one sample) is ``None``."""
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 class SubtaskMetric(_Part):
-    value: float
-    stderr: float | None
-    n: int
+    """One subtask's score (an MMLU subject): its mean over ``n`` questions and the stderr of that mean."""
+
+    value: Fraction
+    stderr: StdErr | None  # null when undefined (one sample)
+    n: Annotated[int, Field(ge=1)]
+
+    _stderr = field_validator("stderr", mode="before")(_nan_is_undefined)
+
+
+class Metric(_Part):
+    """A headline score: micro (over questions) or macro (over subjects) average, with a 95% interval.
+    (Fields in the order records have always had them: a record is written in field order.)"""
+
+    average: Literal["micro", "macro"]
+    value: Fraction
+    stderr: StdErr | None  # null when undefined (one sample)
+    ci95: Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+    n: Annotated[int, Field(ge=1)]
+    n_subtasks: Annotated[int, Field(ge=1)] | None = None  # macro averages
+
+    _stderr = field_validator("stderr", mode="before")(_nan_is_undefined)
+
+    @model_validator(mode="after")
+    def _interval_holds_value(self) -> Metric:
+        lo, hi = self.ci95
+        if not lo - 1e-9 <= self.value <= hi + 1e-9:  # 1e-9: float rounding of an interval's computed ends
+            raise ValueError(f"the 95% interval [{lo:g}, {hi:g}] does not hold the value {self.value:g}")
+        return self
 
 
 class Sample(_Part):
@@ -205,6 +247,9 @@ class Timing(_Part):
     gen_decodes: int | None = None
     gen_depth_sum: int | None = None
     samples_per_second: float | None = None
+    cpu_seconds: float | None = None  # this process's CPU time over the task, all threads, user + system
+    load_avg_start: float | None = None  # the machine's 1-minute load average when the task started
+    load_avg_end: float | None = None  # ... and when it ended
 
 
 class EngineRestart(_Part):
@@ -239,6 +284,9 @@ class Efficiency(_Part):
     speed_probe: dict[str, Num]
     floor_seconds: float
     wall_over_floor: float | None
+    # CPU seconds well short of wall x threads (harness.run.runner.CONTENDED_CPU_SHARE): other work shared the
+    # cores, so these timings say little about this machine (plan --check-runs and calibration leave it out).
+    contended: bool | None = None
 
 
 class RunRecord(_Part):

@@ -48,6 +48,7 @@ class BenchOptions:
     data_dir: Path | None = None  # resolved: --data-dir, else $HARNESS_DATA_DIR, else the Hub
     results_dir: Path = RESULTS_DIR
     skip_bad_rows: bool = False
+    allow_modified_data: bool = False  # data unlike tasks/data_pins.yaml runs, recorded, never compared
     verbose: bool = False
     download_only: bool = False
     budget: float | None = None  # hours the run may take (--budget): the plan line says what fits
@@ -70,7 +71,8 @@ class BenchOptions:
     def plans(self, model: ModelEntry) -> list[TaskPlan]:
         """Every task planned for ``model`` (data read and checked, subsets drawn)."""
         return [plan_task(t, model, limit=self.limit_of(t)[0], full=self.limit_of(t)[1], seed=self.seed,
-                          data_dir=self.data_dir, skip_bad_rows=self.skip_bad_rows) for t in self.tasks]
+                          data_dir=self.data_dir, skip_bad_rows=self.skip_bad_rows,
+                          allow_modified_data=self.allow_modified_data) for t in self.tasks]
 
 
 def run_bench(options: BenchOptions, backend: BenchBackend) -> list[Path]:

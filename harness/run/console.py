@@ -18,7 +18,46 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-_STATE: dict = {"verbose": False, "log": None, "stream": None}
+from harness.redact import RedactingStream, redact_text
+
+_STATE: dict = {"verbose": False, "log": None, "stream": None, "terminal_fd": None}
+
+
+def keep_terminal() -> None:
+    """Keep a duplicate of the process's own fd 2 (the real terminal), for :func:`last_word`: while a task
+    runs, fd 2 points at ``console.log``, and when that file's disk is full a message written there is lost."""
+    if _STATE["terminal_fd"] is None:
+        try:
+            _STATE["terminal_fd"] = os.dup(2)
+        except OSError:  # no fd 2 at all: nothing to keep
+            pass
+
+
+def _same_file(fd_a: int, fd_b: int) -> bool:
+    try:
+        a, b = os.fstat(fd_a), os.fstat(fd_b)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def last_word(text: str) -> None:
+    """Print the command's final message where the user sees it: stderr, unless stderr no longer is the
+    terminal the process started with or writing to it fails (a full disk under ``console.log``); then the
+    kept duplicate of the original fd 2. Never raises."""
+    kept = _STATE["terminal_fd"]
+    if kept is None or _same_file(2, kept):
+        try:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+            return
+        except (OSError, ValueError):  # ValueError: stderr closed
+            pass
+    if kept is not None:
+        try:
+            os.write(kept, (redact_text(text) + "\n").encode(errors="replace"))
+        except OSError:
+            pass
 
 
 def configure(verbose: bool, log_path: Path | None = None) -> None:
@@ -48,21 +87,26 @@ def quiet() -> Iterator[None]:
         return
     sys.stderr.flush()
     saved_fd = os.dup(2)
-    terminal = os.fdopen(os.dup(saved_fd), "w", buffering=1)
+    terminal = RedactingStream(os.fdopen(os.dup(saved_fd), "w", buffering=1))
     saved_stderr = sys.stderr
     os.dup2(log.fileno(), 2)
-    sys.stderr = log
+    # console.log is filtered like the terminal (harness.redact), and best-effort: a library's notice that a
+    # full disk refuses is dropped rather than raised into the library (the journal names the full disk).
+    sys.stderr = RedactingStream(log, lenient=True)
     _STATE["stream"] = terminal
     try:
         yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved_fd, 2)
-        os.close(saved_fd)
+        # Each step on its own: a full disk under the log must not keep fd 2 pointing at it (the final
+        # message would be lost with it), nor replace the error that ended the task.
+        for step in (sys.stderr.flush, lambda: os.dup2(saved_fd, 2), lambda: os.close(saved_fd)):
+            with contextlib.suppress(OSError, ValueError):
+                step()
         sys.stderr = saved_stderr
         _STATE["stream"] = None
-        terminal.close()
-        log.close()
+        for f in (terminal, log):
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
 
 
 def task_progress(task: str, questions: int, stats) -> Callable[[str, int], Callable[[int], None]]:

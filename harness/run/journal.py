@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.records.identity import key as identity_hash  # noqa: F401 - the journal's name for it
+from harness.redact import redact_value
 
 VERSION = 1
 
@@ -112,7 +113,8 @@ class Journal:
             self._write("\n")  # a torn last line stays a line of its own; new lines start clean
         if not header_seen:
             ident = json.loads(json.dumps(self.identity, default=str))
-            self._write(json.dumps({"journal": VERSION, "identity": ident, "crc": _crc("journal", ident)}) + "\n")
+            self._write(json.dumps({"journal": VERSION, "identity": ident, "crc": _crc("journal", ident)},
+                                   allow_nan=False) + "\n")
             self._sync(force=True)
 
     def _set_aside(self) -> None:
@@ -154,7 +156,13 @@ class Journal:
 
     def add(self, key: str, value: Any) -> None:
         """Record one finished request (flushed now, fsynced within the interval)."""
-        line = json.dumps({"k": key, "v": value, "crc": _crc(key, value)}, separators=(",", ":")) + "\n"
+        value = redact_value(value)  # a completion that echoes a secret is kept masked (harness.redact)
+        try:
+            line = json.dumps({"k": key, "v": value, "crc": _crc(key, value)}, separators=(",", ":"),
+                              allow_nan=False) + "\n"
+        except ValueError as exc:  # NaN or infinity: never written as a score's input (strict JSON)
+            raise HarnessError(f"request {key} gave a value that is not a number ({exc})",
+                               "report this with the model and the task; finished requests are kept.") from exc
         self._write(line)
         self.entries[key] = value
         self.added += 1

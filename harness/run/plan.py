@@ -7,10 +7,11 @@ the planned tasks, from :func:`harness.run.preflight.planned_ctx`) against RAM a
 - **tokens**: prompt tokens after prefix sharing, as the engine counts them, measured per task and subset
   size (tasks/plan_tokens.yaml); generated tokens per question: a typical length as the point, the
   generation budget as the upper end (tasks/plan_model.yaml);
-- **rates**: this machine's matmul and memory probes scaled to the model (harness/run/rates.py), with the
-  efficiency factors of the calibration against ``harness speed`` on the offline model;
-- **time**: the token floor of :func:`harness.backends.llamacpp.speed.floor_seconds` times the measured
-  wall-over-floor overhead of the committed runs.
+- **rates**: llama.cpp itself, timed now on a slice of the model (a few layers at its real shape and quant,
+  random weights) and extrapolated per layer to its depth (harness/run/rates.py ``measure_slice``); numpy
+  probes only as a named fallback when no slice can be built;
+- **time**: the token floor of :func:`harness.backends.llamacpp.speed.floor_seconds` (generation: in KV streams,
+  at the task's mean depth) times the measured wall-over-floor overhead of real runs.
 
 Nothing here reads weights; a model's shape comes from its GGUF header when the file is here or the Hub
 answers (a 1 MiB range read), else from the published config (plan_model.yaml).
@@ -53,23 +54,38 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
     """tasks/plan_model.yaml, checked."""
     try:
         d = yaml.safe_load(Path(path).read_text())
+        shape_keys = ("n_layer", "n_kv_heads", "head_dim")
+        slice_keys = ("n_embd", "n_ff", "n_head", "n_vocab")
         out = {
             "bpw": {str(q): float(v) for q, v in d["bits_per_weight"].items()},
-            "shapes": {int(p): {k: int(s[k]) for k in ("n_layer", "n_kv_heads", "head_dim")}
+            "shapes": {int(p): {k: int(s[k]) for k in shape_keys + slice_keys if k in s or k in shape_keys}
                        for p, s in d["shapes"].items()},
+            "slice_types": {str(q): (str(v[0]), str(v[1])) for q, v in d["slice_types"].items()},
             "typical": {str(t): (float(v["tokens"]), str(v["source"])) for t, v in d["typical_generated"].items()},
-            "overhead": {str(k): (float(v["point"]), float(v["high"]), str(v["source"]))
-                         for k, v in d["overhead"].items()},
+            **{key: {str(k): (float(v["point"]), float(v["high"]), str(v["source"])) for k, v in d[key].items()}
+               for key in ("overhead", "fallback_overhead")},
+            "extrapolation": (float(d["extrapolation"]["low"]), float(d["extrapolation"]["high"]),
+                              str(d["extrapolation"]["source"])),
+            "checked": (float(d["checked"]["low_params"]), float(d["checked"]["high_params"]),
+                        str(d["checked"]["source"])),
+            "fitted_runs": [str(x) for x in d.get("fitted_runs") or []],
             "rate_spread": float(d["rate_spread"]),
             "token_factor": (float(d["prompt_token_factor"]["low"]), float(d["prompt_token_factor"]["high"])),
         }
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise HarnessError(f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml.")
+    from harness.models.shaped import BLOCKS
+
+    lo, hi, _ = out["extrapolation"]
+    c_lo, c_hi, _ = out["checked"]
     bad = [q for q, v in out["bpw"].items() if not 1 <= v <= 33] + \
-          [k for k, (p, h, _) in out["overhead"].items() if not 1 <= p <= h] + \
+          [k for o in ("overhead", "fallback_overhead") for k, (p, h, _) in out[o].items() if not 1 <= p <= h] + \
+          [q for q, ts in out["slice_types"].items() if any(t not in BLOCKS for t in ts)] + \
+          (["extrapolation"] if not 0 < lo <= 1 <= hi else []) + \
+          (["checked"] if not 0 < c_lo <= c_hi else []) + \
           (["rate_spread"] if out["rate_spread"] < 1 else []) + \
           (["prompt_token_factor"] if not 0 < out["token_factor"][0] <= 1 <= out["token_factor"][1] else [])
-    if bad or set(out["overhead"]) != {"generate", "loglik"}:
+    if bad or not set(out["overhead"]) == set(out["fallback_overhead"]) == {"generate", "loglik"}:
         raise HarnessError(f"{path}: implausible figures for {', '.join(bad) or 'overhead (generate, loglik)'}",
                            "restore tasks/plan_model.yaml.")
     return out
@@ -113,6 +129,7 @@ class TaskCost:
     gen_point: float  # generated tokens per question (typical)
     gen_budget: int
     configs: tuple = ()
+    depth: float = 0.0  # mean context position of a generated token: the decode rate depends on it
 
 
 def task_costs(entry, tasks: list[str], limit: int | None = None, full: bool = False) -> list[TaskCost]:
@@ -142,9 +159,18 @@ def task_costs(entry, tasks: list[str], limit: int | None = None, full: bool = F
             budget = int(entry.gsm8k_max_gen_toks if mgt == "model" else mgt or t["budget"])
             configs = ({"output_type": "generate_until", "generation_kwargs": {"max_gen_toks": budget}},)
         typical = model["typical"].get(name, (0.0, ""))[0] if t["output"] == "generate" else 0.0
-        out.append(TaskCost(name, chat, n, t["output"], _interpolate(t["points"], n), min(typical, budget),
-                            budget, configs))
+        gen = min(typical, budget)
+        out.append(TaskCost(name, chat, n, t["output"], _interpolate(t["points"], n), gen, budget, configs,
+                            _question_tokens(t["points"]) + gen / 2))
     return out
+
+
+def _question_tokens(points: list[tuple[int, int]]) -> float:
+    """One question's whole prompt (its shared prefix + its own suffix), from the two smallest measured subset
+    sizes: each question adds its suffix, the prefix is paid once."""
+    (n1, t1), (n2, t2) = points[1], points[2]
+    suffix = (t2 - t1) / (n2 - n1)
+    return max(0.0, t1 - n1 * suffix) + suffix
 
 
 def _interpolate(points: list[tuple[int, int]], n: int) -> int:
@@ -205,7 +231,7 @@ class QuantPlan:
     n_ctx: int = 0
     fits_ram: bool = False
     gpu_layers: int | None = None  # the most layers that fit on the GPUs (None: no GPU)
-    rates: dict | None = None
+    rates: rates.Rates | None = None
     seconds: tuple[float, float, float] | None = None  # low, point, high
     per_task: list[dict] = dataclasses.field(default_factory=list)
 
@@ -217,6 +243,26 @@ class QuantPlan:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def catalogue_size(entry) -> tuple[int | None, str]:
+    """A quant's size without touching the network: the catalogue's exact bytes, else the estimate params x
+    bits per weight (tasks/plan_model.yaml; its source starts with "≈"), else (None, "unknown"). The one
+    size both `harness plan` and `harness models` show for a file that is not here (issue #29)."""
+    if entry.files.size:
+        return entry.files.size, "catalogue"
+    bpw = plan_model()["bpw"].get(entry.quant)
+    if bpw is not None and entry.params:
+        return int(entry.params * bpw / 8), "≈ params x bits per weight (tasks/plan_model.yaml)"
+    return None, "unknown"
+
+
+def size_text(size: int | None, source: str) -> str:
+    """A size as `harness plan` and `harness models` print it: "4.9 GB", "≈4.9 GB" for an estimate, "?"
+    when unknown."""
+    if size is None:
+        return "?"
+    return f"{'≈' if source.startswith('≈') else ''}{size / 1e9:.1f} GB"
 
 
 def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int | None, str, int, dict | None, str]:
@@ -250,11 +296,7 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
         except HarnessError:
             pass
     if size is None:
-        bpw = plan_model()["bpw"].get(entry.quant)
-        if bpw is not None and entry.params:
-            size, source = int(entry.params * bpw / 8), "≈ params x bits per weight (tasks/plan_model.yaml)"
-        else:
-            source = "unknown"
+        size, source = catalogue_size(entry)
     if shape is None:
         known = plan_model()["shapes"].get(int(entry.params or 0))
         if known:
@@ -262,25 +304,107 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
     return size, source, size or 0, shape, shape_source or "unknown"
 
 
+# ---------------------------------------------------------------------------- rates
+def slice_target(entry, quant: str, params: float, shape: dict | None,
+                 local: bool = True) -> tuple[object, int] | str:
+    """What the probe slice copies from one quant of the model (harness.models.shaped.SliceShape) and its layer
+    count; or why no slice can be made (a string). A file here: its own header and tensor types (the gguf
+    package's reader); else the published shape of the catalogue's parameter count (tasks/plan_model.yaml
+    ``shapes``) and the quant's main and output types (``slice_types``)."""
+    from harness.models.shaped import BLOCKS, SliceShape
+
+    path = _local_file(entry) if local else None
+    if path is not None:
+        try:
+            return _file_slice_target(path)
+        except (HarnessError, OSError, ValueError, KeyError, IndexError) as exc:
+            return f"its header gives no slice ({getattr(exc, 'message', exc)})"
+    m = plan_model()
+    known = m["shapes"].get(int(params or 0))
+    types = m["slice_types"].get(quant)
+    if not known or "n_embd" not in known or not types:
+        return f"no published shape for {entry.name} {quant} (tasks/plan_model.yaml shapes, slice_types)"
+    if any(t not in BLOCKS for t in types):
+        return f"no probe slice for {types}"
+    return (SliceShape(known["n_embd"], known["n_ff"], known["n_head"], known["n_kv_heads"], known["n_vocab"],
+                       types[0], types[1], known["head_dim"]), known["n_layer"])
+
+
+def _local_file(entry) -> Path | None:
+    from harness.models.locate import cached_model_path, local_model_path
+
+    try:
+        path = local_model_path(entry)
+    except HarnessError:
+        path = None
+    if path is None and entry.repo and entry.files.files:
+        path = cached_model_path(entry)
+    return Path(path) if path else None
+
+
+def _file_slice_target(path: Path):
+    """A GGUF here: its architecture's sizes and the types of a layer's FFN and of the output matrix."""
+    import gguf
+
+    from harness.models.shaped import SliceShape
+
+    reader = gguf.GGUFReader(str(path))
+
+    def num(key: str, default: int | None = None) -> int:
+        f = reader.fields.get(key)
+        if f is None:
+            if default is None:
+                raise KeyError(key)
+            return default
+        return int(f.contents())
+
+    arch = reader.fields["general.architecture"].contents()
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    n_head = num(f"{arch}.attention.head_count")
+    n_embd = num(f"{arch}.embedding_length")
+    vocab = num(f"{arch}.vocab_size", 0) or len(reader.fields["tokenizer.ggml.tokens"].data)
+    layer = types.get("blk.0.ffn_up.weight") or types["blk.0.attn_q.weight"]
+    output = types.get("output.weight") or types["token_embd.weight"]
+    return (SliceShape(n_embd, num(f"{arch}.feed_forward_length"), n_head, num(f"{arch}.attention.head_count_kv", n_head),
+                       vocab, layer, output, num(f"{arch}.attention.key_length", n_embd // n_head)),
+            num(f"{arch}.block_count"))
+
+
+def scaled_rates(r: rates.Rates, from_bytes: int, to_bytes: int, quant: str) -> rates.Rates:
+    """Another quant's rates from a probed one: decode reads every weight once per step, so its time per token
+    scales with the weights' bytes; prompt processing is compute and stays as probed."""
+    f = from_bytes / to_bytes
+
+    def one(d: dict) -> dict:
+        return {k: (v * f if k.startswith("decode_") and k.endswith("_per_s") else v) for k, v in d.items()}
+
+    return rates.Rates(one(r.point), one(r.fast), one(r.slow),
+                       f"{quant}: the probed quant's rates, decode scaled by the weights' bytes ({1 / f:.2f}x)",
+                       sliced=r.sliced)
+
+
 # ---------------------------------------------------------------------------- time
-def estimate_seconds(costs: list[TaskCost], token_rates: dict, spread: bool = True) -> tuple[tuple, list[dict]]:
-    """(low, point, high) seconds and the per-task breakdown, for ``costs`` at ``token_rates``."""
+def estimate_seconds(costs: list[TaskCost], r: rates.Rates) -> tuple[tuple, list[dict]]:
+    """(low, point, high) seconds and the per-task breakdown, for ``costs`` at the rates ``r``: prompt tokens at
+    the prompt rate, generated tokens at the batched decode rate (in KV streams where probed: generation's layout)
+    at the task's mean depth, times the measured overhead (its point; 1.0 and its high value for the ends)."""
     from harness.backends.llamacpp.speed import floor_seconds
 
     m = plan_model()
     f_lo, f_hi = m["token_factor"]
-    s = m["rate_spread"] if spread else 1.0
-    fast = dict(token_rates, prompt_tokens_per_s=token_rates["prompt_tokens_per_s"] * s,
-                decode_batched_tokens_per_s=token_rates["decode_batched_tokens_per_s"] * s)
-    slow = dict(token_rates, prompt_tokens_per_s=token_rates["prompt_tokens_per_s"] / s,
-                decode_batched_tokens_per_s=token_rates["decode_batched_tokens_per_s"] / s)
     tot = [0.0, 0.0, 0.0]
     rows = []
+    overhead = m["overhead" if r.sliced else "fallback_overhead"]
     for c in costs:
-        point_ovh, high_ovh, _ = m["overhead"][c.output]
-        lo = floor_seconds(fast, c.prompt_tokens * f_lo, c.n * c.gen_point / 2)
-        pt = floor_seconds(token_rates, c.prompt_tokens, c.n * c.gen_point) * point_ovh
-        hi = floor_seconds(slow, c.prompt_tokens * f_hi, c.n * c.gen_budget) * high_ovh
+        point_ovh, high_ovh, _ = overhead[c.output]
+
+        def floor(speed: dict, prompt: float, gen: float, c=c) -> float:
+            streams = bool(speed.get("decode_streams_tokens_per_s"))
+            return floor_seconds(speed, prompt, gen, c.depth if gen else None, streams=streams)
+
+        lo = floor(r.fast, c.prompt_tokens * f_lo, c.n * c.gen_point / 2)
+        pt = floor(r.point, c.prompt_tokens, c.n * c.gen_point) * point_ovh
+        hi = floor(r.slow, c.prompt_tokens * f_hi, c.n * c.gen_budget) * high_ovh
         rows.append({"task": c.name, "n": c.n, "prompt_tokens": c.prompt_tokens,
                      "generated_point": round(c.n * c.gen_point), "generated_max": c.n * c.gen_budget,
                      "seconds": (lo, pt, hi)})
@@ -288,20 +412,28 @@ def estimate_seconds(costs: list[TaskCost], token_rates: dict, spread: bool = Tr
     return tuple(tot), rows
 
 
-def method_text(probe: rates.Probe) -> str:
-    m, cal = plan_model(), rates.calibration()
+def method_text(rates_method: str) -> str:
+    m = plan_model()
+    ovh = m["overhead" if rates_method.startswith("llama.cpp") else "fallback_overhead"]
     return (
-        "time = (prompt tokens / prompt rate + generated tokens / batched decode rate) x wall-over-floor overhead. "
-        "Prompt tokens: after prefix sharing, as the engine counts them (tasks/plan_tokens.yaml, SmolLM2 "
-        f"tokenizer; x{m['token_factor'][0]}..x{m['token_factor'][1]} for other tokenizers in the interval). "
-        "Generated: a typical length per question (point), half of it (low), the full budget (high). "
-        f"Rates: {probe.describe()}; prompt = {cal.prompt_eff:.2f} x FLOP/s / (2 x params), decode step = "
-        f"weights / bandwidth + {cal.decode_overhead_per_layer * 1e3:.2f} ms per layer (at the calibration's FLOP/s) + "
-        f"(sequences - 1) x 2 x params / ({cal.batch_eff:.2f} x FLOP/s); factors from `{cal.command}` "
-        f"on {cal.machine}, {cal.date}; the interval scales the rates by /{m['rate_spread']}..x{m['rate_spread']}. "
-        f"Overhead: {m['overhead']['generate'][0]} (generation), {m['overhead']['loglik'][0]} (log-likelihood), "
-        "from the committed runs. CPU rates only (a GPU is faster); download and load times excluded."
+        "time = (prompt tokens / prompt rate + generated tokens / batched decode rate at the task's mean depth) x "
+        "wall-over-floor overhead. Prompt tokens: after prefix sharing, as the engine counts them "
+        f"(tasks/plan_tokens.yaml, SmolLM2 tokenizer; x{m['token_factor'][0]}..x{m['token_factor'][1]} for other "
+        "tokenizers in the interval). Generated: a typical length per question (point), half of it (low), the full "
+        f"budget (high). Rates: {rates_method}. Overhead: {ovh['generate'][0]} (generation), "
+        f"{ovh['loglik'][0]} (log-likelihood), up to {ovh['generate'][1]} and {ovh['loglik'][1]}: "
+        f"{'; '.join(dict.fromkeys((ovh['generate'][2], ovh['loglik'][2])))}. This machine's llama.cpp only: RPC workers "
+        "and servers are not covered; download and load times excluded."
     )
+
+
+def checked_text(params: float) -> str:
+    """The range of model sizes the estimate was checked on against real runs, and whether ``params`` is in it."""
+    lo, hi, source = plan_model()["checked"]
+    text = f"checked against real runs on models of {lo / 1e9:.2f}B-{hi / 1e9:.2f}B parameters only ({source})"
+    if params and not lo * 0.95 <= params <= hi * 1.05:
+        text += f"; this model ({params / 1e9:.2f}B) lies outside that range: its estimate is unchecked"
+    return text
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -317,7 +449,7 @@ class Plan:
     disk_free: int
     disk_path: Path
     gpus: list[dict]
-    probe: rates.Probe
+    rates_method: str  # how the rates were had (the probed quant's), for the method line
     budget_hours: float | None
     recommended: str | None
     why: str
@@ -334,20 +466,21 @@ def _quant_names(entry) -> list[str]:
 
 def make_plan(model: str, quant: str | None = None, tasks: list[str] | None = None, limit: int | None = None,
               full: bool = False, budget_hours: float | None = None, settings=None,
-              probe: rates.Probe | None = None, kind: str | None = None, network: bool = True) -> Plan:
+              probe: rates.Probe | None = None, kind: str | None = None, network: bool = True, log=None) -> Plan:
     """The plan of ``model`` (a catalogue name, a .gguf path or hf:...; every quant, or ``quant``)."""
     from harness.models.catalogue import resolve
 
     return plan_entry(resolve(model, quant), quant is not None, tasks, limit, full, budget_hours, settings, probe,
-                      kind, network)
+                      kind, network, log=log)
 
 
 def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: int | None = None,
                full: bool = False, budget_hours: float | None = None, settings=None,
                probe: rates.Probe | None = None, kind: str | None = None, network: bool = True,
-               machine: dict | None = None) -> Plan:
+               machine: dict | None = None, log=None) -> Plan:
     """Fit and time per quant of ``entry``'s model (only ``entry.quant`` with ``one_quant``) and the
     recommendation. ``network``: may ask the Hub for sizes and headers it lacks (never weights).
+    ``probe``: stored numpy-probe figures (the reference machine class) instead of timing llama.cpp here.
     ``machine``: another machine's figures instead of this one's (``available``, ``gpus``, ``disk_free``
     bytes); then nothing of this machine is looked at, files already here included (a deterministic plan)."""
     from harness.backends.llamacpp.engine import EngineSettings
@@ -364,9 +497,10 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
         avail, devs, free = machine["available"], list(machine["gpus"]), machine["disk_free"]
     else:
         avail, devs, free = available_memory(), gpus() if settings.gpu_layers != 0 else [], disk_free()
-    quants = []
+    quants, entries = [], {}
     for q in ([entry.quant] if one_quant else _quant_names(entry)):
         e = entry if q == entry.quant else dataclasses.replace(resolve(entry.name, q), kind=entry.kind)
+        entries[q] = e
         size, source, download, shape, shape_source = _quant_facts(e, network, local=machine is None)
         params = e.params or (size * 8 / plan_model()["bpw"].get(q, 5.0) if size else 0)
         need = download * (2 if e.files.split == "parts" else 1)  # byte parts are joined beside the cache
@@ -381,16 +515,41 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
                        if _fits_here(size, qp.kv, shape["n_layer"], n, "gpu", devs, what, avail)]
                 qp.gpu_layers = fit[0] if fit else 0
         quants.append(qp)
-    if probe is None:
-        known = [q.size for q in quants if q.size]
-        probe = rates.probe_now(min(known) if known else rates.BW_CAP)
-    for qp in quants:
-        if qp.shape and qp.size and qp.params:
-            qp.rates = rates.token_rates(qp.params, qp.size, qp.shape["n_layer"], probe, settings.n_parallel)
+    # Only a quant that can run here is timed: a slice of a model that fits neither RAM nor a GPU would cost
+    # a probe (minutes and gigabytes for a 70B slice) before the refusal it cannot change.
+    timed = [q for q in quants if q.shape and q.size and q.params and (q.fits_ram or q.gpu_layers)]
+    method = ("none: the size or shape is unknown" if not any(q.shape and q.size for q in quants)
+              else "none: no quant fits this machine")
+    if timed:
+        probed = next((q for q in timed if q.quant == entry.quant), timed[0])
+        r = _rates(entries[probed.quant], probed, settings, probe, machine is None, log)
+        method = r.method
+        for qp in timed:
+            qp.rates = r if qp is probed else scaled_rates(r, probed.size, qp.size, qp.quant)
             qp.seconds, qp.per_task = estimate_seconds(costs, qp.rates)
     rec, why = recommend(quants, budget_hours)
     return Plan(entry.name, entry.kind, quants[0].params if quants else 0, costs, settings.n_parallel, quants,
-                avail, free, download_dir(), devs, probe, budget_hours, rec, why)
+                avail, free, download_dir(), devs, method, budget_hours, rec, why)
+
+
+def _rates(entry, q: QuantPlan, settings, probe: rates.Probe | None, local: bool, log) -> rates.Rates:
+    """The rates of one quant: stored numpy figures when ``probe`` is given (the reference machine class), else
+    llama.cpp timed here on a slice of it, else (no slice possible) the numpy probes here, named a fallback."""
+    m = plan_model()
+    if probe is not None:
+        r = rates.fallback_rates(q.params, q.size, q.shape["n_layer"], probe, settings.n_parallel, m["rate_spread"],
+                                 "stored figures of the reference machine class")
+        return dataclasses.replace(r, method=r.method.replace("FALLBACK (", "(", 1))
+    target = slice_target(entry, q.quant, q.params, q.shape, local)
+    why = target if isinstance(target, str) else ""
+    if not why:
+        shape, n_layer = target
+        try:
+            return rates.measure_slice(shape, n_layer, settings, m["extrapolation"][:2], log=log)
+        except HarnessError as exc:
+            why = f"the slice could not be timed: {exc.message}"
+    return rates.fallback_rates(q.params, q.size, q.shape["n_layer"], rates.probe_now(min(q.size, rates.BW_CAP)),
+                                settings.n_parallel, m["rate_spread"], why)
 
 
 def recommend(quants: list[QuantPlan], budget_hours: float | None) -> tuple[str | None, str]:
@@ -429,27 +588,47 @@ def interval_text(t: tuple | None) -> str:
     return "-" if not t else f"{_dur(t[1])} ({_dur(t[0])} – {_dur(t[2])})"
 
 
+def rates_text(q: QuantPlan) -> str:
+    """One quant's rates at its full depth (point and interval), as the estimate uses them."""
+    r = q.rates
+    if r is None:
+        return f"{q.quant}: no rates"
+    dec = "decode_streams_tokens_per_s" if r.point.get("decode_streams_tokens_per_s") else "decode_batched_tokens_per_s"
+
+    def rate(key: str) -> str:
+        return f"{r.point[key]:.1f} ({r.slow[key]:.1f}–{r.fast[key]:.1f})"
+
+    return (f"{q.quant}: prompt {rate('prompt_tokens_per_s')} tok/s, batched decode {rate(dec)} tok/s "
+            f"({r.point.get('batched_sequences')} sequences{', in KV streams' if 'streams' in dec else ''})")
+
+
 def render(plan: Plan) -> str:
-    """The full plan as text."""
+    """The full plan as text: a head (the tasks, this machine), the table of quants, then the notes
+    (recommendation, sources, the rates, the checked range, the method). Each part is a list of lines, so more
+    can be appended between them (e.g. per-claim lines after the table)."""
+    return "\n".join(render_head(plan) + [""] + render_table(plan) + [""] + render_notes(plan))
+
+
+def render_head(plan: Plan) -> list[str]:
     tasks = ", ".join(f"{c.name} ({c.n} questions{f', budget {c.gen_budget} tokens' if c.gen_budget else ''})"
                       for c in plan.tasks)
     gpu = ("no GPU" if not plan.gpus else
            ", ".join(f"{g['device']} {g['free_bytes'] / GIB:.1f} GiB free" for g in plan.gpus))
-    lines = [
+    return [
         f"plan: {plan.model} ({plan.kind}, {f'{plan.params / 1e9:.2f}B' if plan.params else 'unknown'} params): "
         f"{tasks}; --parallel {plan.n_parallel}",
         f"this machine: {plan.available / GIB:.1f} GiB RAM available, {gpu}, "
         f"{plan.disk_free / GIB:.1f} GiB free in {plan.disk_path}",
-        f"rates: {plan.probe.describe()}",
-        "",
     ]
+
+
+def render_table(plan: Plan) -> list[str]:
     rows = [("quant", "download", "memory: weights + KV cache", "runs in", "wall time: estimate (interval)")]
     for q in plan.quants:
         if q.size is None:
             rows.append((q.quant, "size unknown", "", "", ""))
             continue
-        dl = "here" if q.download == 0 else (f"{'≈' if q.size_source.startswith('≈') else ''}{q.size / 1e9:.1f} GB"
-                                             f"{'' if q.disk_ok else ' (NO ROOM)'}")
+        dl = "here" if q.download == 0 else (size_text(q.size, q.size_source) + ("" if q.disk_ok else " (NO ROOM)"))
         if q.shape is None:
             rows.append((q.quant, dl, "shape unknown", "", ""))
             continue
@@ -457,16 +636,23 @@ def render(plan: Plan) -> str:
         where = "RAM" if q.fits_ram else (f"--gpu-layers {q.gpu_layers}" if q.gpu_layers else "does not fit")
         rows.append((q.quant, dl, mem, where, interval_text(q.seconds)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.append("")
-    lines.append(f"recommended: {plan.recommended or 'none'} ({plan.why})")
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def render_notes(plan: Plan) -> list[str]:
+    def fill(text: str) -> str:
+        return textwrap.fill(text, width=110, subsequent_indent="  ")
+
+    lines = [f"recommended: {plan.recommended or 'none'} ({plan.why})"]
     sources = sorted({q.size_source for q in plan.quants if q.size} | {q.shape_source for q in plan.quants})
     n_ctx = max((q.n_ctx for q in plan.quants), default=0)
-    lines.append(textwrap.fill(f"sizes and shapes: {'; '.join(sources)}; KV cache for {n_ctx} cells (what the engine "
-                               "allocates for these tasks: harness/run/preflight.py); free disk counts a byte-split "
-                               "quant twice (joined)", width=110, subsequent_indent="  "))
-    lines.append(textwrap.fill(f"method: {method_text(plan.probe)}", width=110, subsequent_indent="  "))
-    return "\n".join(lines)
+    lines.append(fill(f"sizes and shapes: {'; '.join(sources)}; KV cache for {n_ctx} cells (what the engine "
+                      "allocates for these tasks: harness/run/preflight.py); free disk counts a byte-split "
+                      "quant twice (joined)"))
+    lines += [fill(f"rates: {rates_text(q)}") for q in plan.quants if q.rates]
+    lines.append(fill(f"{checked_text(plan.params)}"))
+    lines.append(fill(f"method: {method_text(plan.rates_method)}"))
+    return lines
 
 
 def one_line(plan: Plan, quant: str) -> str:
@@ -475,7 +661,8 @@ def one_line(plan: Plan, quant: str) -> str:
     tasks = "+".join(f"{c.name}[{c.n}]" for c in plan.tasks)
     mem = (f"{(q.size + q.kv) / GIB:.1f} GiB of {plan.available / GIB:.1f} GiB RAM" if q.size and q.shape
            else "memory unknown")
-    return (f"plan: {plan.model} {quant} {tasks}: ~{interval_text(q.seconds)} on this machine, needs {mem}"
+    how = "llama.cpp timed on a slice" if q.rates and q.rates.method.startswith("llama.cpp") else "numpy fallback"
+    return (f"plan: {plan.model} {quant} {tasks}: ~{interval_text(q.seconds)} on this machine ({how}), needs {mem}"
             f" (`harness plan {plan.model}` for the method)")
 
 
@@ -502,21 +689,31 @@ def bench_plan(entry, tasks: list[str], limit: int | None, full: bool, settings,
 
 
 # ---------------------------------------------------------------------------- against real runs
-def check_runs(results_dir: Path) -> list[dict]:
-    """The estimate of each committed run's own plan (its model, task, subset size and --parallel) beside its
-    measured wall time and prompt tokens. Rates: the reference machine class's (tasks/plan_calibration.yaml):
-    the runs' machine is not here to probe, and the committed runs were taken on that class."""
+def check_runs(results_dir: Path, rate_source: str = "here", log=None) -> tuple[list[dict], int]:
+    """The estimate of each run's own plan (its model, task, subset size and engine settings) beside its measured
+    wall time and tokens, and how many runs were left out as contended (``efficiency.contended``: the machine was
+    busy with other work, so its wall time says nothing of the machine). Each row says whether the run is one the
+    plan's figures were fitted on (tasks/plan_model.yaml ``fitted_runs``) or out of sample. Rates: ``here``, llama.cpp
+    timed now on a slice of each run's model (runs taken on this machine); ``reference``, the stored reference
+    machine class's (the committed runs' machine)."""
     from harness.records.runs import load_runs
 
-    cal = rates.calibration()
-    out = []
+    out, contended, cache = [], 0, {}
+    fitted = set(plan_model()["fitted_runs"])
     for run in load_runs(Path(results_dir)).runs:
         rec = run.rec.as_json()  # the record as written (harness.records.schema)
+        if ((rec.get("efficiency") or {}).get("contended")) is True:
+            contended += 1
+            continue
         try:
-            out.append(_check_one(rec, cal))
+            row = _check_one(rec, rate_source, cache, log)
         except (HarnessError, KeyError, TypeError, ValueError) as exc:
             out.append({"run": _run_name(rec), "skipped": str(getattr(exc, "message", exc))})
-    return out
+            continue
+        row["sample"] = "fitted" if Path(run.path).stem in fitted else "out of sample"
+        row["load"] = "quiet" if (rec.get("efficiency") or {}).get("contended") is False else "load unknown"
+        out.append(row)
+    return out, contended
 
 
 def _run_name(rec: dict) -> str:
@@ -524,7 +721,8 @@ def _run_name(rec: dict) -> str:
     return f"{m.get('name')} {m.get('quant')} {t.get('name')}[{t.get('n')}]"
 
 
-def _check_one(rec: dict, cal: rates.Calibration) -> dict:
+def _check_one(rec: dict, rate_source: str, cache: dict, log) -> dict:
+    from harness.backends.llamacpp.engine import EngineSettings
     from harness.models.catalogue import resolve
 
     m, t, timing = rec["model"], rec["task"], rec["timing"]
@@ -533,48 +731,60 @@ def _check_one(rec: dict, cal: rates.Calibration) -> dict:
     if bool(t.get("chat")) != cost.chat:
         raise HarnessError(f"the run's prompt format (chat={t.get('chat')}) is not the plan's", "")
     weights = int(m.get("size_bytes") or 0)
-    params = float(m.get("n_params") or m.get("catalogue_params") or entry.params)
-    shape = plan_model()["shapes"].get(int(entry.params or 0))
+    params = float(m.get("n_params") or m.get("catalogue_params") or entry.params or 0)
+    size, _, _, shape, _ = _quant_facts(entry, network=False, local=rate_source == "here")
     if not weights or not shape:
         raise HarnessError("the run names no weight size, or its model's shape is unknown", "")
-    probe = rates.reference_probe()
-    n_par = int(((rec.get("backend") or {}).get("settings") or {}).get("n_parallel", 8))
-    tr = rates.token_rates(params, weights, shape["n_layer"], probe, n_par, cal)
-    (lo, pt, hi), _ = estimate_seconds([cost], tr)
+    fields = {f.name for f in dataclasses.fields(EngineSettings)}
+    recorded = {k: v for k, v in (((rec.get("backend") or {}).get("settings")) or {}).items() if k in fields}
+    recorded["rpc_servers"] = tuple(recorded.get("rpc_servers") or ())
+    settings = EngineSettings(**recorded)
+    key = (m["name"], m.get("quant"), settings.n_parallel, settings.threads, rate_source)
+    if key not in cache:
+        q = QuantPlan(m.get("quant") or entry.quant, weights, "record", 0, 0, shape, "", params=params)
+        probe = rates.reference_probe() if rate_source == "reference" else None
+        cache[key] = _rates(entry, q, settings, probe, rate_source == "here", log)
+    (lo, pt, hi), _ = estimate_seconds([cost], cache[key])
     wall = float(timing["wall_seconds"])
     return {"run": _run_name(rec), "created": rec.get("created"), "prompt_est": cost.prompt_tokens,
             "prompt_actual": int(timing.get("prompt_tokens") or 0), "gen_est": round(cost.n * cost.gen_point),
             "gen_actual": int(timing.get("generated_tokens") or 0), "seconds": (lo, pt, hi), "wall": wall,
-            "ratio": pt / wall if wall else math.nan, "within": lo <= wall <= hi}
+            "ratio": pt / wall if wall else math.nan, "within": lo <= wall <= hi,
+            "rates": cache[key].method.split(":")[0]}
 
 
-def render_check(rows: list[dict]) -> str:
-    lines = [f"{'run':<40} {'prompt tok est/actual':>22} {'gen tok est/actual':>19} "
+def render_check(rows: list[dict], contended: int = 0) -> str:
+    lines = [f"{'run':<40} {'sample':<13} {'prompt tok est/actual':>22} {'gen tok est/actual':>19} "
              f"{'wall est (interval)':>26} {'actual':>8} {'est/actual':>10}"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"{r['run']:<40} skipped: {r['skipped']}")
             continue
-        lines.append(f"{r['run']:<40} {r['prompt_est']:>10} / {r['prompt_actual']:<9} {r['gen_est']:>8} / "
-                     f"{r['gen_actual']:<8} {interval_text(r['seconds']):>26} {_dur(r['wall']):>8} "
-                     f"{r['ratio']:>9.2f}{'' if r['within'] else ' (outside the interval)'}")
+        lines.append(f"{r['run']:<40} {r['sample']:<13} {r['prompt_est']:>10} / {r['prompt_actual']:<9} "
+                     f"{r['gen_est']:>8} / {r['gen_actual']:<8} {interval_text(r['seconds']):>26} "
+                     f"{_dur(r['wall']):>8} {r['ratio']:>9.2f}{'' if r['within'] else ' (outside the interval)'}")
+    lines.append(f"{contended} contended run(s) left out (efficiency.contended: the machine was busy with other "
+                 "work); runs without that mark are kept" if contended else
+                 "no contended run left out (runs recorded before efficiency.contended existed are kept)")
     return "\n".join(lines)
 
 
 def plan_command(model: str | None, quant: str | None, tasks: list[str], limit: int | None, full: bool,
                  budget: float | None, parallel: int, gpu_layers: int, kind: str | None, rate_source: str,
-                 check: bool, calibrate: bool, results_dir: Path) -> str:
-    """`harness plan`: the text to print (the CLI's options, see harness/cli.py)."""
+                 check: bool, calibrate: bool, results_dir: Path, log=None) -> str:
+    """`harness plan`: the text to print (the CLI's options, see harness/cli.py). ``log``: progress lines
+    (building a probe slice)."""
     from harness.backends.llamacpp.engine import EngineSettings
 
     if calibrate:
         out = rates.calibrate(n_parallel=parallel)
-        return f"wrote {rates.CALIBRATION_FILE}:\n" + yaml.safe_dump(out, sort_keys=False)
+        return (f"wrote {rates.CALIBRATION_FILE} (the numpy fallback's factors and the reference machine class; "
+                "`harness plan` times llama.cpp itself otherwise):\n" + yaml.safe_dump(out, sort_keys=False))
     if check:
-        return render_check(check_runs(results_dir))
+        return render_check(*check_runs(results_dir, rate_source, log))
     if not model:
         raise HarnessError("harness plan needs a MODEL (a catalogue name, a .gguf path or hf:...)",
                            "e.g. `harness plan llama3.1-8b-instruct`; `harness models` lists the catalogue.")
     settings = EngineSettings(n_parallel=parallel, gpu_layers=gpu_layers)
     probe = rates.reference_probe() if rate_source == "reference" else None
-    return render(make_plan(model, quant, tasks, limit, full, budget, settings, probe, kind))
+    return render(make_plan(model, quant, tasks, limit, full, budget, settings, probe, kind, log=log))

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from harness.paths import TASKS_DIR
 
 GIB = 2**30
 MEMORY_AVAILABLE_ENV = "HARNESS_MEMORY_AVAILABLE"
+MAX_SIZE = 2**60  # bytes (1 EiB): a size from the environment above this is a mistake
 PROMPT_TOKENS_FILE = TASKS_DIR / "prompt_tokens.yaml"
 
 
@@ -131,10 +133,19 @@ def parse_size(raw: str, env: str) -> int:
     or none, decimal with a bare ``B``); a value that is not a size is one message naming ``env``."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", raw.strip(), re.IGNORECASE)
     if not m:
-        raise HarnessError(f"{env}={raw!r} is not a size", "write bytes or e.g. 20GiB, 512MiB.")
+        raise HarnessError(f"{env}={_short(raw)!r} is not a size", "write bytes or e.g. 20GiB, 512MiB.")
     unit = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2).upper()]
     base = 1024 if m.group(3).lower().startswith("i") or not m.group(3) else 1000
-    return int(float(m.group(1)) * base**unit)
+    size = Decimal(m.group(1)) * base**unit  # exact: a 400-digit value is a number too large, not an overflow
+    if size > MAX_SIZE:
+        raise HarnessError(f"{env}={_short(raw)!r} is larger than any machine ({MAX_SIZE // 2**50} PiB at most)",
+                           "write the size in bytes or e.g. 20GiB, 512MiB.")
+    return int(size)
+
+
+def _short(raw: str) -> str:
+    """A user's value as a message quotes it: at most 40 characters."""
+    return raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} characters)"
 
 
 # ---------------------------------------------------------------------------- KV cache from the plan

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import resource
 import sys
 import time
@@ -17,11 +18,12 @@ from pathlib import Path
 from harness import __version__
 from harness.analysis.estimate import Stratum, estimate, macro_var
 from harness.atomic import write_json
-from harness.backends.base import BenchBackend
+from harness.backends.base import BenchBackend, TooLong
 from harness.backends.llamacpp.backend import LlamaCppBackend
 from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.speed import floor_seconds
 from harness.models.catalogue import ModelEntry
+from harness.models.chat_format import template_sha256
 from harness.records.record import (
     command_line,
     file_slug,
@@ -74,6 +76,8 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
             if binary:
                 se = math.sqrt(sum(macro_var(s) for s in strata)) / k
                 ci = [est.lo, est.hi]
+            elif any(s is None for _, s, _ in task_means.values()):  # a one-question subject: undefined
+                se, ci = None, [0.0, 1.0]
             else:
                 se = math.sqrt(sum(s * s for _, s, _ in task_means.values())) / k
                 ci = [max(0.0, macro - 1.96 * se), min(1.0, macro + 1.96 * se)]
@@ -111,12 +115,25 @@ def prompt_of(args) -> str:
     return args if isinstance(args, str) else ""
 
 
-def _stderr(vals: list[float]) -> float:
+def _stderr(vals: list[float]) -> float | None:
+    """Standard error of the mean of ``vals``; None (JSON null) when undefined: fewer than two values."""
     n = len(vals)
     if n < 2:
-        return float("nan")
+        return None
     m = sum(vals) / n
     return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
+
+
+def _finite(obj):
+    """lm-eval's own results with its undefined numbers (a NaN stderr of one sample) as null: the file beside
+    a record is strict JSON too (harness.atomic)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _flat(x):
@@ -135,6 +152,32 @@ def peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+# A run is marked contended when its CPU seconds fall below this share of wall time x threads. Why: an
+# undisturbed in-process run keeps its `threads` llama.cpp workers busy through each decode (ggml's workers
+# spin at their barriers rather than sleep), and decoding fills most of a task's wall time on a quiet machine
+# (wall_over_floor 1.03-1.10 in the README's Speed table), so its CPU seconds come close to wall x threads.
+# When other processes want the same cores, Linux's fair scheduler gives this one about its share: with one
+# equal competitor per core, half. Below half, the figures were taken on a machine busy with something else
+# (issue #26: a `make bench` recorded wall_over_floor 14.5 that way), and timings from it calibrate nothing.
+CONTENDED_CPU_SHARE = 0.5
+
+
+def contended(cpu_seconds: float, wall_seconds: float, threads: int | None) -> bool:
+    """Whether the process got well short of the CPU time its threads could use over the wall time
+    (see :data:`CONTENDED_CPU_SHARE`); False when the thread count is unknown or no time passed."""
+    if not threads or threads < 1 or wall_seconds <= 0:
+        return False
+    return cpu_seconds < CONTENDED_CPU_SHARE * wall_seconds * threads
+
+
+def load_avg_1min() -> float | None:
+    """The 1-minute load average (``os.getloadavg``), or None where the platform has none (Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_dir: Path, journal: Journal) -> Path:
     """Evaluate one planned task on a started backend and write its record (plus lm-eval's own results
     JSON beside it)."""
@@ -146,42 +189,63 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     config_hash = journal.identity["task_config_hash"]  # computed once by the caller for the journal
     lm = backend.make_lm(plan, progress=console.task_progress(plan.name, plan.n_samples, counters), journal=journal)
     started = datetime.now(UTC)
+    engine_cpu = getattr(backend, "engine_cpu_seconds", lambda: 0.0)  # llama.cpp's threads in engine processes
+    load_start, cpu0 = load_avg_1min(), time.process_time() + engine_cpu()
     t0 = time.perf_counter()
     try:
         with console.quiet():  # one bar per task; lm-eval's own bars and warnings go to the log (--verbose: shown)
-            res = evaluate(lm_eval, lm, plan)
+            try:
+                res, too_long = evaluate(lm_eval, lm, plan), None
+            except TooLong as exc:  # found before any decoding: --skip-bad-rows leaves those questions out
+                if not plan.skip_bad_rows:
+                    raise
+                res, too_long = None, exc.rows
+        if too_long:
+            plan = plan.without(too_long)
+            print(f"{plan.name}: left out {len({(r['task'], r['row']) for r in too_long})} question(s) too long "
+                  "for the model's context (--skip-bad-rows; listed in the record's task.skipped_rows)",
+                  file=sys.stderr)
+            lm.samples = plan.samples  # messages name data rows through the new subset
+            with console.quiet():
+                res = evaluate(lm_eval, lm, plan)
     except KeyboardInterrupt:  # the caller closes the journal on every way out
         print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
               " rerun the same command to resume.", file=sys.stderr)
         raise
     wall = time.perf_counter() - t0
+    cpu = time.process_time() + engine_cpu() - cpu0
     stats = counters.as_record()
     delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     # Start-up (#18 item 6): process start to this task's first llama_decode, as the engine reports it.
     delta["setup_seconds"] = lm.setup_seconds() if hasattr(lm, "setup_seconds") else None
     # Engine processes (harness/backends/llamacpp/engine_proc.py) hold the model: their peak counts too.
     delta["peak_rss_mb"] = round(peak_rss_mb() + getattr(backend, "engine_rss_mb", lambda: 0.0)(), 1)
+    # The conditions the figures were taken in (#26 item 8): the CPU seconds over the task (every thread's, user +
+    # system, of this process and of its engine processes) and the 1-minute load average at its start and end.
+    delta["cpu_seconds"] = round(cpu, 3)
+    delta["load_avg_start"], delta["load_avg_end"] = load_start, load_avg_1min()
     metrics, per_task, log = summarise(plan, res["samples"])
     stem = run_stem(model.name, model.quant, plan.name, config_hash, started.strftime("%Y%m%dT%H%M%SZ"))
     out_dir = results_dir / "runs"
     efficiency = None
+    facts = backend.backend_facts(plan)
     if backend.speed:
         floor = floor_seconds(backend.speed, delta["prompt_tokens"], delta["generated_tokens"])
         efficiency = {"speed_probe": backend.speed, "floor_seconds": round(floor, 3),
-                      "wall_over_floor": round(wall / floor, 3) if floor else None}
+                      "wall_over_floor": round(wall / floor, 3) if floor else None,
+                      "contended": contended(cpu, wall, facts.get("threads"))}
     resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
               "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
               "requests_replayed": delta.get("replayed_requests", 0)}
     # The engine processes' deaths during this task (harness/backends/llamacpp/engine_proc.py); backends without
     # an engine process (a server, the in-process engine) have none to report.
     resume |= getattr(backend, "resume_facts", lambda p: {})(plan)
-    facts = backend.backend_facts(plan)
-    facts["chat_template_sha256"] = (
-        hashlib.sha256((getattr(lm, "_template", None) or "").encode()).hexdigest()[:16] if plan.chat else None)
+    # One hash for the same GGUF on every route: of the template right-stripped (chat_format.template_sha256).
+    facts["chat_template_sha256"] = template_sha256(getattr(lm, "_template", None) or "") if plan.chat else None
     record = _record(plan, model, backend.model_facts(), facts, config_hash, stem, started, metrics, per_task, log,
                      wall, backend.load_seconds, delta, resume, efficiency)
     lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
-    write_json(out_dir / f"{stem}.lm_eval.json", json.loads(json.dumps(lm_eval_out, default=str)))
+    write_json(out_dir / f"{stem}.lm_eval.json", _finite(json.loads(json.dumps(lm_eval_out, default=str))))
     path = out_dir / f"{stem}.json"
     write_json(path, record.as_json())
     journal.remove()  # the record now holds every result
@@ -248,6 +312,7 @@ def task_facts(plan: TaskPlan, config_hash: str) -> dict:
         "data_sha256": plan.data_files,
         "sample_ids": plan.samples if plan.samples is not None else "all",
         "skipped_rows": plan.skipped_rows,
+        **({"data_modified": plan.data_modified} if plan.data_modified else {}),  # absent: the pinned data
     }
 
 
@@ -274,6 +339,6 @@ def _record(plan, model, model_facts, backend, config_hash, stem, started, metri
             "samples_per_second": round(plan.n_samples / wall, 3) if wall else None,
         },
         resume=resume,
-        samples=log,
+        samples=_finite(log),  # a log-likelihood of -inf is kept as null: the record is strict JSON
         efficiency=efficiency,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.paths import TASKS_DIR
-from harness.tasks.data import bad_rows, check_columns, parquet_file
+from harness.tasks.data import bad_rows, check_columns, data_drift, parquet_file
 from harness.tasks.subsets import pick, pick_stratified
 
 SETTINGS_FILE = TASKS_DIR / "tasks.yaml"
@@ -45,6 +45,27 @@ class TaskPlan:
     limit: int | None = None
     seed: int = 0
     skipped_rows: list[dict] = field(default_factory=list)  # bad test rows left out (--skip-bad-rows)
+    data_modified: list[dict] = field(default_factory=list)  # files unlike their pins (--allow-modified-data)
+    skip_bad_rows: bool = False  # --skip-bad-rows: over-long questions found when the task runs are left out too
+
+    def without(self, rows: list[dict]) -> TaskPlan:
+        """This plan without the given test rows (``{"task", "row", ...}``: questions found unscorable when the
+        task ran, e.g. too long for the model's context), which join ``skipped_rows``."""
+        drop = {(r["task"], r["row"]) for r in rows}
+        base = self.samples if self.samples is not None else {t: list(range(n)) for t, n in self.sizes.items()}
+        samples = {t: [i for i in ids if (t, i) not in drop] for t, ids in base.items()}
+        samples = {t: ids for t, ids in samples.items() if ids}
+        if not samples:
+            raise HarnessError(f"task {self.name}: every sampled question is too long for the model",
+                               "use a model with a longer context, or fewer few-shot examples.")
+        seen, new = set(), []
+        for r in rows:
+            if (r["task"], r["row"]) not in seen:
+                seen.add((r["task"], r["row"]))
+                new.append(r)
+        return replace(self, samples=samples, configs=[c for c in self.configs if c["task"] in samples],
+                       data_files={k: v for k, v in self.data_files.items() if k in samples},
+                       skipped_rows=[*self.skipped_rows, *new])
 
     @property
     def n_samples(self) -> int:
@@ -213,6 +234,7 @@ def plan_task(
     num_fewshot: int | None = None,
     max_gen_toks: int | None = None,
     skip_bad_rows: bool = False,
+    allow_modified_data: bool = False,
 ) -> TaskPlan:
     """Resolve a harness task for a model: lm-eval configs, data files, and the subset to score."""
     settings = load_settings()
@@ -231,6 +253,7 @@ def plan_task(
     ds = spec["dataset"]
     configs, sizes, hashes = [], {}, {}
     skipped: dict[str, list] = {}
+    modified: dict[str, dict] = {}
     for subject in strata:
         lm_name = spec["lm_eval_task"].format(subject=subject)
         cfg = lm_eval_config(lm_name)
@@ -249,6 +272,17 @@ def plan_task(
                 )
             if bad:
                 skipped[lm_name] = bad
+            # The data the claims were made on (tasks/data_pins.yaml): checked after the row checks, so a
+            # damaged row is named as such; rows skipped with --skip-bad-rows make the file modified data.
+            drift = data_drift(path, ds["repo"], ds["config"].format(subject=subject), split, ds["columns"])
+            if drift and not (allow_modified_data or (bad and skip_bad_rows)):
+                raise HarnessError(
+                    f"task {name}: {drift}: not the data the claims were made on (tasks/data_pins.yaml)",
+                    "restore the data file (re-download it, or fix --data-dir); --allow-modified-data runs it "
+                    "anyway, recorded as such and never compared with a claim.",
+                )
+            if drift:
+                modified.setdefault(drift.file, drift.as_record())
             if split_key == "test":
                 sizes[lm_name] = rows
             files[split] = str(path)
@@ -302,4 +336,6 @@ def plan_task(
         seed=seed,
         skipped_rows=[{"task": t, **b.as_record(), "file": Path(b.file).name} for t, rows in skipped.items()
                       for b in rows],
+        data_modified=list(modified.values()),
+        skip_bad_rows=skip_bad_rows,
     )

@@ -91,11 +91,16 @@ class LlamaCppBackend:
         from harness.backends.llamacpp.lm_model import LlamaBenchLM
 
         self._restarts_before = len(getattr(self.engine, "restarts", []))
-        return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal)
+        return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal, samples=plan.samples)
 
     def engine_rss_mb(self) -> float:
         """Peak memory of the engine processes (0 in process: this process's own peak already holds it)."""
         return self.engine.peak_rss_mb() if isinstance(self.engine, EngineProcess) else 0.0
+
+    def engine_cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the live engine processes have used (0 in process: this process's own
+        CPU time already holds llama.cpp's threads)."""
+        return self.engine.cpu_seconds() if isinstance(self.engine, EngineProcess) else 0.0
 
     def resume_facts(self, plan: TaskPlan) -> dict:
         """The record's ``resume.engine_restarts``: the engine processes' deaths during ``plan``'s task."""

@@ -469,7 +469,7 @@ class LlamaEngine:
         return max(0.0, self.first_decode_unix - psutil.Process().create_time())
 
     def speed_probe(self, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
-                    deep: int | None = None, streams: bool = False) -> dict:
+                    deep: int | None = None, streams: bool = False, clock: Callable[[], float] = time.perf_counter) -> dict:
         """This machine's rates on this model, like llama.cpp's llama-bench: prompt tokens/s (one
         ``prompt_tokens`` prefill), decode tokens/s of one sequence and of ``n_parallel`` sequences (one token
         each per call, branched from the prompt), best of ``repeats``. ``deep``: the batched decode again at
@@ -479,6 +479,7 @@ class LlamaEngine:
         layout generation runs in (``gen_streams``, which keeps batched output equal to one-at-a-time): each
         sequence's attention reads its own cells, where the shared-prefix decode above reads the prompt's once.
         Token counters and the first-decode mark are left as they were; the KV cache is cleared afterwards.
+        ``clock``: what times it (the plan's calibration passes the process's CPU time).
         """
         lc = self.lc
         saved = self.stats
@@ -498,10 +499,10 @@ class LlamaEngine:
             for s in range(1, n_par + 1):
                 # Separate streams (the layout generation runs in): sequence 0's whole stream is copied.
                 lc.llama_memory_seq_cp(mem, 0, s, *((0, at) if self._unified else (-1, -1)))
-            t0 = time.perf_counter()
+            t0 = clock()
             for i in range(decode_steps):
                 self._decode([(toks[i], at + i, s, True) for s in range(1, n_par + 1)])
-            rate = n_par * decode_steps / (time.perf_counter() - t0)
+            rate = n_par * decode_steps / (clock() - t0)
             for s in range(1, n_par + 1):
                 lc.llama_memory_seq_rm(mem, s, -1, -1)
             return rate
@@ -509,14 +510,14 @@ class LlamaEngine:
         try:
             for _ in range(repeats):
                 lc.llama_memory_clear(mem, True)
-                t0 = time.perf_counter()
+                t0 = clock()
                 self._prefill(toks[:prompt_tokens], seq=0)
-                best["prompt"] = max(best["prompt"], prompt_tokens / (time.perf_counter() - t0))
+                best["prompt"] = max(best["prompt"], prompt_tokens / (clock() - t0))
                 lc.llama_memory_seq_cp(mem, 0, 1, 0, prompt_tokens)  # one sequence: one token per call
-                t0 = time.perf_counter()
+                t0 = clock()
                 for i in range(decode_steps):
                     self._decode([(toks[i], prompt_tokens + i, 1, True)])
-                best["decode_1"] = max(best["decode_1"], decode_steps / (time.perf_counter() - t0))
+                best["decode_1"] = max(best["decode_1"], decode_steps / (clock() - t0))
                 lc.llama_memory_seq_rm(mem, 1, -1, -1)
                 best["decode_n"] = max(best["decode_n"], batched(prompt_tokens))
             deep_rate = None

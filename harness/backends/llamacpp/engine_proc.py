@@ -285,6 +285,22 @@ class EngineProcess:
         """The speed probe, taken by engine 0 (with more engines, one engine's share of the cores)."""
         return self._call_kw("speed_probe", args, kwargs)
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system, every thread) of the live engine processes, for the record's
+        ``timing.cpu_seconds`` (an engine that died took its count with it: the run is then marked by its
+        ``resume.engine_restarts`` anyway)."""
+        import psutil
+
+        total = 0.0
+        for w in self._workers:
+            if w is not None and w.proc.poll() is None:
+                try:
+                    t = psutil.Process(w.proc.pid).cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+        return total
+
     def peak_rss_mb(self) -> float:
         """The engine processes' peak resident memory, MiB, added up (each engine's largest, as last reported)."""
         return round(sum(self._peak_kb) / 1024, 1)

@@ -19,6 +19,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from harness.backends.base import TooLong, data_row, request_name
 from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine, token_array
 from harness.errors import HarnessError
 from harness.models.chat_format import CHAT_DATE, DATE_STRING, marker_of, render_chat, turn_end_text
@@ -106,6 +107,7 @@ class LlamaBenchLM(TemplateLM):
         max_gen_toks: int = 256,
         progress: Callable[[str, int], Callable[[int], None]] | None = None,
         journal: Journal | None = None,
+        samples: dict[str, list[int]] | None = None,
         **settings,
     ):
         super().__init__()
@@ -123,6 +125,7 @@ class LlamaBenchLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self._progress = progress
         self.journal = journal  # finished requests of an interrupted run, and where new ones are saved
+        self.samples = samples  # the plan's subset: messages name a request by its data row (request_name)
         self._template = engine.meta("tokenizer.chat_template")
         self._bos = engine.token_text(engine.bos_id) if engine.bos_id >= 0 else ""
         self._eos = engine.token_text(engine.eos_id) if engine.eos_id >= 0 else ""
@@ -187,20 +190,27 @@ class LlamaBenchLM(TemplateLM):
         return self._progress(what, total) if self._progress else None
 
     def _too_long(self, lengths: list[int], requests: list, what: str) -> None:
-        """Name the first request that cannot fit the model's context (task and document), before any decoding:
-        one over-long question must not stop a task at an unnamed point."""
+        """Name the requests that cannot fit the model's context (task and data row), before any decoding: one
+        over-long question must not stop a task at an unnamed point. All of them are listed in the error, so
+        ``--skip-bad-rows`` can leave them out (harness/run/runner.py) and record them."""
         limit = self.engine.n_ctx_train
-        for n, req in zip(lengths, requests):
-            if n > limit:
-                where = f"{getattr(req, 'task_name', None) or 'a task'} document {getattr(req, 'doc_id', '?')}"
-                raise HarnessError(
-                    f"{where}: its {what} needs {n} tokens; {Path(self.engine.model_path).name} has a context of {limit}",
-                    "use fewer few-shot examples (num_fewshot in tasks/tasks.yaml), a smaller --limit subset "
-                    "without it, or a model with a longer context.",
-                )
+        over = [(n, req) for n, req in zip(lengths, requests) if n > limit]
+        if not over:
+            return
+        n, req = over[0]
+        more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+        rows = [{"task": getattr(r, "task_name", None), "row": data_row(r, self.samples), "field": "question",
+                 "problem": f"its {what} needs {k} tokens; the model's context is {limit}"} for k, r in over]
+        raise TooLong(
+            f"{request_name(req, 'question', self.samples)}: its {what} needs {n} tokens; "
+            f"{Path(self.engine.model_path).name} has a context of {limit}{more}",
+            "--skip-bad-rows leaves such questions out (recorded in the record's task.skipped_rows); or use fewer "
+            "few-shot examples (num_fewshot in tasks/tasks.yaml), or a model with a longer context.",
+            [r for r in rows if r["task"] is not None and r["row"] is not None],
+        )
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        self._ll_instances = list(requests)  # so a request that cannot fit is named by task and document
+        self._ll_instances = list(requests)  # so a request that cannot fit is named by task and data row
         try:
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         finally:

@@ -52,6 +52,9 @@ def parse_endpoints(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
         if not m or not 0 < int(m.group(2)) < 65536:
             raise HarnessError(f"RPC worker {item!r} is not host:port", "write workers as --rpc 10.0.0.2:50052,10.0.0.3:50052.")
         out.append(item)
+    if not out:  # `--rpc ','` or `--rpc ''`: asked for workers and named none; running locally would hide it
+        raise HarnessError(f"--rpc {spec!r} names no worker" if isinstance(spec, str) else "--rpc names no worker",
+                           "write workers as --rpc 10.0.0.2:50052,10.0.0.3:50052, or leave --rpc out to run here.")
     return tuple(out)
 
 

@@ -7,6 +7,8 @@ decode rate. Wall time over floor says how close the run came to what the hardwa
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from harness.backends.llamacpp.engine import LlamaEngine
@@ -16,10 +18,10 @@ if TYPE_CHECKING:
 
 
 def probe(engine: LlamaEngine | EngineProcess, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
-          deep: int | None = None) -> dict:
+          deep: int | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
     """The engine's speed probe (:meth:`LlamaEngine.speed_probe`): prompt, single and batched decode rates in
-    tokens/s, best of ``repeats``; ``deep`` adds the batched decode at that context depth."""
-    return engine.speed_probe(prompt_tokens, decode_steps, repeats, deep)
+    tokens/s, best of ``repeats``; ``deep`` adds the batched decode at that context depth; ``clock`` times it."""
+    return engine.speed_probe(prompt_tokens, decode_steps, repeats, deep, clock=clock)
 
 
 def floor_seconds(speed: dict, prompt_tokens: int, generated_tokens: int, mean_depth: float | None = None,

@@ -71,7 +71,7 @@ class ServerInfo:
     """What the server says about itself (recorded; nothing secret)."""
 
     endpoint: str
-    kind: str  # "llama-server", "vllm" or "openai-compatible"
+    kind: str  # "llama-server", "vllm", "llama-cpp-python" or "openai-compatible"
     model_id: str
     version: str | None = None
     model_file: str | None = None
@@ -95,7 +95,7 @@ class Completion:
 
 @dataclass
 class ServerClient:
-    """Completions against one server; thread-safe (one ``requests`` session per thread is not needed)."""
+    """Completions against one server; thread-safe (each thread keeps its own ``requests.Session``)."""
 
     base_url: str
     api_key: str | None = None
@@ -112,6 +112,7 @@ class ServerClient:
         self.root, self.api = _api_root(url)
         self.endpoint = public_url(self.api)
         self._lock = threading.Lock()  # `retries` is counted from the worker threads
+        self._local = threading.local()  # one requests.Session per worker thread (see _session)
 
     def __repr__(self) -> str:  # the dataclass repr would show the key and the raw URL
         return f"ServerClient({self.endpoint!r}, model={self.model!r})"
@@ -124,24 +125,47 @@ class ServerClient:
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def _session(self) -> requests.Session:
+        """This worker thread's own connection pool (#27): ``requests.request`` opened a new connection,
+        and a new TCP handshake, for every request; a ``Session`` is not documented as thread-safe, so
+        each thread of the request pool keeps one (https://github.com/psf/requests/issues/2766)."""
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+        return s
+
     def request(self, method: str, url: str, json: dict | None = None, optional: bool = False) -> dict | None:
         """One call with retries on transient faults. ``optional``: 404/405 (endpoint absent) give None.
+
+        Transient: no connection, a reset, no answer in time, an answer cut off mid-body (a truncated
+        ``Content-Length`` body or chunked stream: the server or a proxy dropped the connection), and the
+        statuses in ``_TRANSIENT_STATUS``. A ``Retry-After`` the server sends with 429/503 is honoured
+        (RFC 9110 §10.2.3): the next attempt waits at least that long, and when that is past the retry
+        window the run stops at once, saying so.
 
         Bounds: one attempt waits at most ``timeout`` seconds (--request-timeout); once an attempt has
         failed, retries go on for at most ``retry_seconds`` more (--retry-for), each attempt's wait cut
         to what is left of that window, so a server that accepts connections and never answers stops
-        the run after about ``timeout + retry_seconds`` seconds.
+        the run after about ``timeout + retry_seconds`` seconds. The final message states the real
+        times: how long was spent in all, and how long the last attempt waited.
         """
+        started = time.monotonic()
         deadline: float | None = None
         delay, last, attempts = 0.5, "", 0
         read_timeout = self.timeout
         while True:
             attempts += 1
+            asked_wait = 0.0  # the server's Retry-After, seconds
+            t_attempt = time.monotonic()
             try:
-                r = requests.request(method, url, json=json, params=self._params or None, auth=self._auth,
-                                     headers=self._headers(), timeout=(min(10.0, read_timeout), read_timeout))
+                r = self._session().request(method, url, json=json, params=self._params or None, auth=self._auth,
+                                            headers=self._headers(), timeout=(min(10.0, read_timeout), read_timeout))
             except requests.exceptions.Timeout:
-                last = f"no answer within {read_timeout:.0f} s"
+                last = f"no answer within {time.monotonic() - t_attempt:.0f} s"
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+                # urllib3 raises ProtocolError(IncompleteRead) for a body shorter than its Content-Length and
+                # for a chunked stream that ends without its last chunk; requests wraps both like this.
+                last = f"the answer was cut off mid-body ({_reason(exc)}): the connection dropped"
             except requests.exceptions.ConnectionError as exc:
                 last = f"connection failed ({_reason(exc)})"
             except requests.exceptions.RequestException as exc:  # invalid URL parts, too many redirects...
@@ -166,18 +190,24 @@ class ServerClient:
                     raise HarnessError(f"{public_url(url)} rejected the request ({r.status_code}: {_detail(r)})",
                                        "check --base-url and that the server serves /v1/completions for this model.")
                 last = f"HTTP {r.status_code} ({_detail(r)})"
+                asked_wait = retry_after_seconds(r.headers.get("Retry-After"))
+                if asked_wait:
+                    last += f", Retry-After {asked_wait:.0f} s"
             self._count_retry()
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.retry_seconds
-            if now + delay >= deadline:
+            wait_s = max(delay, asked_wait)
+            if now + wait_s >= deadline:
+                beyond = (f"; the server asked to wait {asked_wait:.0f} s, past the retry window"
+                          if asked_wait and now + delay < deadline else "")
                 raise ServerUnavailable(
-                    f"the server at {self.endpoint} kept failing: {last}; {attempts} attempt(s), retried for "
-                    f"{self.retry_seconds:.0f} s after the first fault (--retry-for; one attempt waits at most "
-                    f"--request-timeout {self.timeout:.0f} s)",
+                    f"the server at {self.endpoint} kept failing for {now - started:.0f} s over {attempts} "
+                    f"attempt(s): last, {last}{beyond} (retries go on for --retry-for {self.retry_seconds:.0f} s "
+                    f"after the first fault; one attempt waits at most --request-timeout {self.timeout:.0f} s)",
                     "finished requests are kept; start (or fix) the server and rerun the same command to resume.",
                 )
-            time.sleep(delay)
+            time.sleep(wait_s)
             delay = min(delay * 2, 15.0)
             read_timeout = max(1.0, min(self.timeout, deadline - time.monotonic()))
 
@@ -211,14 +241,36 @@ class ServerClient:
         if version and "version" in version:  # vLLM
             info.kind = "vllm"
             info.version = str(version["version"])[:100]
+        elif self._extras_tokenize("a") is not None:  # llama-cpp-python's server (python -m llama_cpp.server)
+            info.kind = "llama-cpp-python"
+            if self.model.endswith(".gguf"):  # it serves the model under its path unless given an alias
+                info.model_file = os.path.basename(self.model)
         for m in listed:
             root = _text(m.get("root"))
             if m["id"] == self.model and root and root != self.model:
                 info.model_file = root
         return info
 
-    def adds_bos(self, kind: str) -> bool | None:
-        """Whether the server puts BOS before a text prompt itself (its /tokenize); None: unknown."""
+    def _extras_tokenize(self, text: str) -> list | None:
+        """llama-cpp-python's ``POST /extras/tokenize`` (the tokens its completions see: ``Llama.tokenize``
+        with ``special=True`` and the model's own BOS rule); None where the server has no such endpoint."""
+        try:
+            got = self.request("POST", f"{self.root}/extras/tokenize", json={"input": text, "model": self.model},
+                               optional=True)
+        except HarnessError:  # another server's answer to an unknown path (400, 422...): not this kind
+            return None
+        tokens = got.get("tokens") if isinstance(got, dict) else None
+        return tokens if isinstance(tokens, list) else None
+
+    def adds_bos(self, kind: str, bos_text: str = "") -> bool | None:
+        """Whether the server puts BOS before a text prompt itself (its /tokenize); None: unknown.
+
+        llama-cpp-python's /extras/tokenize has no switch for special tokens, so it is asked to tokenize the
+        BOS text itself followed by "a": ``[BOS, BOS, a]`` means it adds one (the double BOS of issue #26),
+        ``[BOS, a]`` that it does not."""
+        if kind == "llama-cpp-python":
+            tokens = self._extras_tokenize(bos_text + "a") if bos_text else None
+            return None if not tokens else len(tokens) >= 2 and tokens[0] == tokens[1]
         if kind == "llama-server":
             with_, without = ({"content": "a", "add_special": flag} for flag in (True, False))
         elif kind == "vllm":
@@ -254,23 +306,34 @@ class ServerClient:
                           _int_field(usage, "completion_tokens", self.endpoint),
                           finish if isinstance(finish, str) else None)
 
-    def prompt_logprobs(self, prompt: str) -> tuple[list[str], list[float | None], list[int], list[dict | None]]:
+    def prompt_logprobs(self, prompt: str, request: str | None = None
+                        ) -> tuple[list[str], list[object], list[int], list[dict | None]]:
         """Tokens, log-probs, character offsets and top-1 alternatives of the prompt itself (``echo``).
 
         Raises when the server does not echo the prompt with its log-probs (llama-server ignores ``echo``):
-        scoring it anyway would put every answer at chance.
+        scoring it anyway would put every answer at chance. ``request`` names the request being scored
+        (task and data row): a malformed answer to it is then one message naming that request and the
+        field. The log-prob values are returned as the server sent them; :func:`logprob_problem` judges
+        the ones a caller scores (the first token of a prompt has none, legitimately).
         """
         body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "echo": True,
                 "logprobs": 1}
         data = self.request("POST", f"{self.api}/completions", json=body)
         lp = _first_choice(data, self.endpoint).get("logprobs") or {}
         if not isinstance(lp, dict):
+            if request:
+                raise BadLogprobs(self.endpoint, request, "logprobs", "is not an object")
             raise NoPromptLogprobs(self.endpoint)
         toks, vals, offs = lp.get("tokens"), lp.get("token_logprobs"), lp.get("text_offset")
         top = lp.get("top_logprobs") or [None] * len(toks or [])
         # An echoing server returns the legacy format with the prompt's tokens first (offset 0); llama-server
         # answers in its own format for the generated token only.
-        if not _legacy_logprobs(toks, vals, offs, top) or offs[0] != 0 or sum(o < len(prompt) for o in offs) < 2:
+        problem = _legacy_problem(toks, vals, offs, top)
+        if problem is None and (offs[0] != 0 or sum(o < len(prompt) for o in offs) < 2):
+            problem = ("logprobs.text_offset", "does not cover the prompt (no echo)")
+        if problem:
+            if request:
+                raise BadLogprobs(self.endpoint, request, *problem)
             raise NoPromptLogprobs(self.endpoint)
         return list(toks), list(vals), list(offs), list(top)
 
@@ -330,18 +393,59 @@ def _text(v: object) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
-def _legacy_logprobs(toks: object, vals: object, offs: object, top: object) -> bool:
-    """Whether an ``echo`` answer has the legacy completions shape: equal-length lists of token strings,
-    log-probs (number or null), integer character offsets, and top alternatives (object or null)."""
-    if not (isinstance(toks, list) and isinstance(vals, list) and isinstance(offs, list) and isinstance(top, list)):
-        return False
+def _legacy_problem(toks: object, vals: object, offs: object, top: object) -> tuple[str, str] | None:
+    """Which field of an ``echo`` answer breaks the legacy completions shape (equal-length lists of token
+    strings, log-probs, integer character offsets, and top alternatives: object or null), and how; None
+    when it has that shape. The log-prob *values* are judged by :func:`logprob_problem` where scored."""
+    fields = {"tokens": toks, "token_logprobs": vals, "text_offset": offs, "top_logprobs": top}
+    for name, v in fields.items():
+        if not isinstance(v, list):
+            return f"logprobs.{name}", "is missing" if v is None else "is not a list"
     n = len(toks)
-    return (n > 0 and len(vals) == n and len(offs) == n and len(top) == n
-            and all(isinstance(t, str) for t in toks)
-            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in vals)
-            and all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
-            and all(t is None or (isinstance(t, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                              for x in t.values())) for t in top))
+    if n == 0:
+        return "logprobs.tokens", "is empty"
+    for name, v in fields.items():
+        if len(v) != n:
+            return f"logprobs.{name}", f"has {len(v)} entries for {n} tokens (not one per token)"
+    if not all(isinstance(t, str) for t in toks):
+        return "logprobs.tokens", "holds something other than token strings"
+    if not all(isinstance(o, int) and not isinstance(o, bool) for o in offs):
+        return "logprobs.text_offset", "holds something other than integer offsets"
+    if not all(t is None or (isinstance(t, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in t.values())) for t in top):
+        return "logprobs.top_logprobs", "holds something other than token -> log-prob objects"
+    return None
+
+
+def logprob_problem(v: object) -> str | None:
+    """Why one token's log-prob cannot be scored, or None when it can: a log-probability is a finite
+    number <= 0. Anything else (null, NaN, an infinity, a positive number, a string) must stop the
+    request, never be read as 0.0: a null read as 0.0 made every choice of a question tie (25%)."""
+    if v is None:
+        return "is null"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"is {_show(v)}, not a number"
+    if not math.isfinite(v):
+        return f"is {v!r}, not a finite number"
+    if v > 0:
+        return f"is {v!r}, above 0 (a log-probability is at most 0)"
+    return None
+
+
+class BadLogprobs(HarnessError):
+    """A log-likelihood answer that cannot be scored: named by its request (task, data row) and field."""
+
+    def __init__(self, endpoint: str, request: str, field_name: str, problem: str):
+        super().__init__(
+            f"{endpoint}/completions answered {request} with unusable log-probs: `{field_name}` {problem}",
+            "nothing of this request was scored; check the server (its version, its model), then rerun the "
+            "same command to resume.",
+        )
+
+
+def _show(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _detail(r: requests.Response) -> str:
@@ -351,12 +455,34 @@ def _detail(r: requests.Response) -> str:
         msg = err.get("message") if isinstance(err, dict) else err
     except ValueError:
         msg = r.text
-    return redact_text(str(msg or r.reason or "").strip()[:200])
+    return redact_text(str(msg or r.reason or "").strip())[:200]  # masked whole, then cut: no half secret
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """A ``Retry-After`` header as seconds from now (RFC 9110 §10.2.3: delay-seconds or an HTTP date);
+    0 when absent or unreadable. Capped at a day: a larger figure is a server fault, not a plan."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value[:7]), 86400))
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    if when is None or when.tzinfo is None:
+        return 0.0
+    from datetime import UTC, datetime
+
+    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), 86400.0))
 
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
-    for key in ("Connection refused", "Connection reset", "Name or service not known", "Remote end closed"):
+    for key in ("Connection refused", "Connection reset", "Name or service not known", "Remote end closed",
+                "IncompleteRead", "InvalidChunkLength", "Response ended prematurely"):
         if key in text:
             return key.lower()
     return type(exc).__name__

@@ -12,6 +12,8 @@ return them (llama-server) are refused before anything runs, instead of scoring 
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,8 +23,15 @@ from pathlib import Path
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from harness.backends.base import request_name
 from harness.backends.llamacpp.lm_model import render_chat
-from harness.backends.server.client import NoPromptLogprobs, ServerClient, ServerInfo
+from harness.backends.server.client import (
+    BadLogprobs,
+    NoPromptLogprobs,
+    ServerClient,
+    ServerInfo,
+    logprob_problem,
+)
 from harness.errors import HarnessError
 from harness.run.journal import Journal, request_key
 
@@ -82,7 +91,8 @@ class ServerLM(LM):
         self.stats = ServerStats()
         self._progress = progress
         self.journal = journal
-        self._local_gguf = local_gguf
+        self.samples: dict[str, list[int]] | None = None  # the plan's subset (request_name: data rows)
+        self._local_gguf = Path(local_gguf) if local_gguf is not None else None
         self._template: str | None = self.info.chat_template
         self._bos, self._eos = self.info.bos_token or "", self.info.eos_token or ""
         self.template_source = "server" if self._template else None
@@ -91,11 +101,16 @@ class ServerLM(LM):
             self.template_source = f"local GGUF {Path(local_gguf).name}" if self._template else None
         # A rendered Llama 3 chat prompt starts with <|begin_of_text|>; a server that adds BOS itself would
         # then see two. Dropping ours keeps the tokens identical to the in-process backend's.
-        self.strip_bos = bool(self._bos) and bool(client.adds_bos(self.info.kind))
+        adds = client.adds_bos(self.info.kind, self._bos) if self._bos else False
+        self.strip_bos = bool(adds)
+        self.bos_check = f"{self.info.kind} tokenizer endpoint" if self._bos and adds is not None else None
+        self._bos_pending = adds is None  # a server of unknown kind: settled on the first prompt (_settle_bos)
 
-    def attach(self, progress=None, journal: Journal | None = None) -> ServerLM:
-        """Set the progress bar factory and the run journal (what the runner owns), and return self."""
-        self._progress, self.journal = progress, journal
+    def attach(self, progress=None, journal: Journal | None = None,
+               samples: dict[str, list[int]] | None = None) -> ServerLM:
+        """Set the progress bar factory, the run journal (what the runner owns) and the plan's subset (messages
+        name requests by data row), and return self."""
+        self._progress, self.journal, self.samples = progress, journal, samples
         return self
 
     # -------------------------------------------------------------- chat template
@@ -117,6 +132,48 @@ class ServerLM(LM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos)
 
+    def _settle_bos(self, prompt: str) -> None:
+        """For a server whose kind does not say whether it adds BOS (issue #26 item 7): before any result counts,
+        send the first prompt once (one token asked) and compare its ``usage.prompt_tokens`` with the local
+        GGUF's count of the same text. Equal: the server adds nothing. One more: it added BOS before the
+        template's own, so BOS text is left out of every prompt (and that is checked once more). Anything else,
+        or nothing to compare with, is a refusal: a double BOS would change every score, silently."""
+        if not self._bos_pending or not prompt.startswith(self._bos):
+            return
+        self._bos_pending = False
+        where = f"the server at {self.client.endpoint} ({self.info.kind})"
+        if self._local_gguf is None:
+            raise HarnessError(
+                f"{where} does not say whether it adds BOS itself, and the prompts start with BOS "
+                f"({self._bos}); without the model's GGUF here its token counts cannot be checked",
+                "pass --model PATH.gguf (the file the server runs) or download the model first, so the harness "
+                "can compare token counts; or serve it with llama-server, vLLM or llama-cpp-python's server.",
+            )
+        from harness.backends.llamacpp.vocab import LocalVocab
+
+        local = LocalVocab(self._local_gguf).count(prompt)
+        served = self.client.complete(prompt, 1, []).prompt_tokens
+        if served == local + 1:
+            self.strip_bos = True
+            again = self.client.complete(prompt[len(self._bos):], 1, []).prompt_tokens
+            if again != local:
+                raise HarnessError(
+                    f"{where} counts {served} prompt tokens where {self._local_gguf.name} counts {local} "
+                    f"(one BOS more), and {again} without the template's BOS: it does not tokenize like that file",
+                    "check that the server runs the model's own GGUF.",
+                )
+            print(f"note: {where} adds BOS itself (usage.prompt_tokens {served} = {local} + 1): the template's "
+                  f"{self._bos} is left out of every prompt, so each is decoded with one BOS", file=sys.stderr)
+        elif served != local:
+            what = ("reports no usage.prompt_tokens" if served == 0
+                    else f"counts {served} prompt tokens where {self._local_gguf.name} counts {local}")
+            raise HarnessError(
+                f"{where} {what} for the first prompt, so whether it adds a second BOS cannot be told",
+                "check that the server runs the model's own GGUF and reports usage; or serve it with llama-server, "
+                "vLLM or llama-cpp-python's server.",
+            )
+        self.bos_check = f"usage.prompt_tokens against {self._local_gguf.name}"
+
     def _wire(self, prompt: str) -> str:
         if self.strip_bos and prompt.startswith(self._bos):
             return prompt[len(self._bos):]
@@ -124,6 +181,8 @@ class ServerLM(LM):
 
     # -------------------------------------------------------------- requests
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        if requests:
+            self._settle_bos(requests[0].args[0])
         jobs = []
         for req in requests:
             context, gen_kwargs = req.args
@@ -149,19 +208,30 @@ class ServerLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not self.client.supports_prompt_logprobs():
             raise NoPromptLogprobs(self.client.endpoint)
+        if requests:
+            self._settle_bos(requests[0].args[0] + requests[0].args[1])
         pairs = [(self._wire(r.args[0]), r.args[1]) for r in requests]
+        names = [request_name(r, "log-likelihood request", self.samples) for r in requests]
         keys = [request_key("ll-text", c, x) for c, x in pairs]
 
         def run(i: int):
             context, cont = pairs[i]
-            toks, vals, offs, tops = self.client.prompt_logprobs(context + cont)
+            toks, vals, offs, tops = self.client.prompt_logprobs(context + cont, names[i])
             # The continuation is every token that starts at or after the end of the context.
             # (The echo ends with the one generated token the request had to ask for: not ours.)
             idx = [k for k, o in enumerate(offs) if len(context) <= o < len(context) + len(cont)]
             if not idx:
-                raise HarnessError(f"the server's tokens of {cont!r} could not be located in its echo",
+                raise HarnessError(f"the server's tokens of {cont!r} ({names[i]}) could not be located in its echo",
                                    "report this with the server's name and version.")
-            ll = sum(float(vals[k] or 0.0) for k in idx)
+            for k in idx:  # every scored token's log-prob checked where it enters (issue #26 item 2)
+                problem = logprob_problem(vals[k])
+                if problem:
+                    raise BadLogprobs(self.client.endpoint, names[i], f"logprobs.token_logprobs[{k}]",
+                                      f"(token {toks[k]!r}) {problem}")
+            ll = sum(float(vals[k]) for k in idx)
+            if not math.isfinite(ll):  # finite terms can still overflow (Hypothesis found -6e307 x 3)
+                raise BadLogprobs(self.client.endpoint, names[i], "logprobs.token_logprobs",
+                                  f"sums to {ll} over the continuation's tokens, not a finite number")
             greedy = all(not tops[k] or max(tops[k], key=tops[k].get) == toks[k] for k in idx)
             return [ll, greedy], len(toks), 0
 

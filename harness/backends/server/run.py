@@ -114,7 +114,7 @@ class ServerBackend:
         pass
 
     def make_lm(self, plan: TaskPlan, progress: Callable, journal: Journal) -> ServerLM:
-        return self.lms[plan.name].attach(progress=progress, journal=journal)
+        return self.lms[plan.name].attach(progress=progress, journal=journal, samples=plan.samples)
 
     def stats(self, plan: TaskPlan) -> ServerStats:
         return self.lms[plan.name].stats
@@ -123,5 +123,7 @@ class ServerBackend:
         return {"file": self.info.model_file, "sha256": None, "served_model_id": self.info.model_id}
 
     def backend_facts(self, plan: TaskPlan) -> dict:
-        stats = self.lms[plan.name].stats
-        return self.facts | {"requests": stats.requests, "retries": stats.retries}
+        lm = self.lms[plan.name]
+        # strip_bos as the task ran: a server of unknown kind is settled on its first prompt (ServerLM._settle_bos)
+        return self.facts | {"requests": lm.stats.requests, "retries": lm.stats.retries, "strip_bos": lm.strip_bos,
+                             "bos_check": lm.bos_check}
