@@ -144,8 +144,15 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--gen-streams/--no-gen-streams", default=True, show_default=True,
               help="Generation slots in separate KV streams (answers as one-at-a-time) or one unified cache.")
 @click.option("--rpc", "rpc", help="llama.cpp RPC workers host:port,... holding the offloaded layers (RPC build).")
+@click.option("--engines", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Engine processes, each with its own copy of the model: one per GPU, or on a CPU sharing the "
+                   "cores (--threads split between them). Every result equals one engine's.")
+@click.option("--max-restarts", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Engine deaths in a row, with no request finished in between, before the run stops (resumable).")
+@click.option("--engine-process/--no-engine-process", default=True, show_default=True,
+              help="Run llama.cpp in its own process (a crash costs a restart, not the run) or in this one.")
 @click.option("--backend", type=click.Choice(["inprocess", "server"]), default="inprocess", show_default=True,
-              help="inprocess: llama.cpp in this process; server: an OpenAI-compatible server (--base-url).")
+              help="inprocess: llama.cpp on this machine (in engine processes); server: an OpenAI-compatible server (--base-url).")
 @click.option("--base-url", help="Server URL for --backend server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--api-key-env", help="Name of the environment variable holding the server's API key.")
 @click.option("--server-model", help="Served model id (default: the first one the server lists).")
@@ -169,7 +176,7 @@ def verify(model: str, quant: str | None) -> None:
 @click.option("--decide", is_flag=True, help="Size each task to the smallest subset that decides every claim of the "
               "model (or the full test), instead of --limit (`harness plan MODEL` shows the sizes).")
 def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads, gpu_layers, parallel, gen_unit,
-          flash_attn, max_branches, gen_streams, rpc, backend, base_url, api_key_env, server_model, concurrency,
+          flash_attn, max_branches, gen_streams, rpc, engines, max_restarts, engine_process, backend, base_url, api_key_env, server_model, concurrency,
           request_timeout, retry_for,
           verbose, skip_bad_rows, allow_modified_data, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
@@ -186,6 +193,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
         model=model, quant=quant, kind=kind, tasks=tuple(parse_tasks(tasks)), limit=limit, full=full, seed=seed,
         data_dir=resolve_data_dir(data_dir), results_dir=Path(results_dir), skip_bad_rows=skip_bad_rows,
         allow_modified_data=allow_modified_data, verbose=verbose, download_only=download_only, budget=budget,
+        engines=engines, max_restarts=max_restarts, engine_process=engine_process,
         engine=EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel, gen_unit=gen_unit,
                               flash_attn=flash_attn, max_branches=max_branches, gen_streams=gen_streams,
                               rpc_servers=rpc_servers),
@@ -272,7 +280,8 @@ def _bench(opts: BenchOptions) -> None:
             return
     elif entry.repo:
         path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
-    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose))
+    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose, engines=opts.engines,
+                                            engine_process=opts.engine_process, max_restarts=opts.max_restarts))
     _echo_results(paths, opts.results_dir, entry.name)
 
 
@@ -526,7 +535,8 @@ def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list
               help="Sequences in the batched decode test.")
 def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
     """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.engine_proc import EngineProcess
     from harness.backends.llamacpp.speed import probe
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path
@@ -535,7 +545,8 @@ def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel
     path = local_model_path(entry)
     if path is None:
         raise HarnessError(f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`.")
-    engine = LlamaEngine(path, EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel))
+    # In an engine process, as a bench runs it (no torch or pyarrow beside llama.cpp).
+    engine = EngineProcess(path, EngineSettings(threads=threads, gpu_layers=gpu_layers, n_parallel=parallel))
     try:
         res = probe(engine)
     finally:

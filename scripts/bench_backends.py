@@ -20,7 +20,10 @@ GSM8K, at the run's mean context depth). ``x floor`` is the evaluation's wall ti
 the layout the engine generates in so that batched output equals one-at-a-time; the plain floor's shared-prefix
 layout reads the few-shot prompt once for all sequences, a stream layout once per sequence.
 
-Routes: ``ours`` (the harness engine, default settings), ``ours1`` (the same engine one request at a time: one
+Routes: ``ours`` (the harness engine, default settings, in its engine process as ``harness bench`` runs it:
+harness/backends/llamacpp/engine_proc.py), ``inproc`` (the same engine in the evaluating process, as before
+issue #28: the engine process's cost is ``inproc`` against ``ours``), ``ours2e`` (two engine processes of one
+thread each, against ``ours``'s one engine of two threads: ``--engines 2``), ``ours1`` (the same engine one request at a time: one
 generation slot; the exact one-at-a-time reference for per-sample identity), ``oursb4`` (four log-likelihood
 branches per decode batch, one KV stream each), ``oursu`` (generation slots in one unified KV cache sharing
 the few-shot prefix: ``--no-gen-streams``, faster where attention dominates, not identical to one-at-a-time), ``minimal`` (scripts/minimal_backend.py: high-level ``Llama``,
@@ -73,8 +76,10 @@ def _plans(model: str, data_dir: Path | None, a) -> tuple:
 
 
 # Engine routes: settings on top of the defaults (harness/backends/llamacpp/engine.py EngineSettings).
-ENGINE_ROUTES = {"ours": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4},
+ENGINE_ROUTES = {"ours": {}, "inproc": {}, "ours2e": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4},
                  "oursu": {"gen_streams": False}}
+IN_PROCESS = {"inproc"}  # llama.cpp in the evaluating process; every other engine route runs engine processes
+ENGINES = {"ours2e": 2}  # engine processes (the THREADS split between them); others: 1
 
 
 def _built_server() -> str:
@@ -131,8 +136,14 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
     if route in ENGINE_ROUTES:
         from harness.backends.llamacpp.lm_model import LlamaBenchLM
 
-        engine = LlamaEngine(path, EngineSettings(threads=THREADS, **ENGINE_ROUTES[route]))
-        engine.trace = {} if task == "gsm8k" else None
+        settings = EngineSettings(threads=THREADS, **ENGINE_ROUTES[route])
+        if route in IN_PROCESS:
+            engine = LlamaEngine(path, settings)
+            engine.trace = {} if task == "gsm8k" else None
+        else:
+            from harness.backends.llamacpp.engine_proc import EngineProcess
+
+            engine = EngineProcess(path, settings, engines=ENGINES.get(route, 1))
         lm = LlamaBenchLM(engine=engine, max_gen_toks=a.gen_tokens)
     elif route == "minimal":
         from minimal_backend import MinimalLlamaLM
@@ -186,6 +197,9 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
         out |= {"prompt_tokens": st.prompt_tokens, "generated_tokens": st.generated_tokens,
                 "gen_decodes": st.gen_decodes, "gen_depth_sum": st.gen_depth_sum, "decode_calls": st.decode_calls,
                 "decode_seconds": st.decode_seconds, "setup_s": engine.setup_seconds()}
+        if route not in IN_PROCESS:  # the engine processes hold the model: their peak memory counts too
+            out["rss_mb"] += engine.peak_rss_mb()
+        engine.close()
     return out
 
 
@@ -193,7 +207,7 @@ def _explain_differences(ours: dict, one: dict) -> None:
     """For each output that differs from one-at-a-time greedy: the first differing token, and both runs'
     logit margins there between their greedy token and the runner-up (how near a tie it was)."""
     diff = [k for k in one["responses"] if ours["responses"].get(k) != one["responses"][k]]
-    if not diff:
+    if not diff or "trace" not in ours or "trace" not in one:  # traces: in-process routes only
         return
     print(f"outputs differing from one-at-a-time greedy: {len(diff)} of {len(one['responses'])}")
     for k in diff:
@@ -236,7 +250,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2", help="smollm2, 1b, 3b, 8b, a catalogue name or a GGUF path")
     ap.add_argument("--quant", default="Q4_0", help="quant of a Llama 3 shape: Q4_0 or Q8_0")
-    ap.add_argument("--routes", default="ours,ours1,minimal")
+    ap.add_argument("--routes", default="ours,inproc,ours1,minimal")
     ap.add_argument("--tasks", default="mmlu,gsm8k")
     ap.add_argument("--gsm8k", type=int, help="GSM8K questions (default: per model, see SUBSETS)")
     ap.add_argument("--mmlu-subjects", type=int, help="MMLU subjects, in the catalogue's order (max 57)")

@@ -252,6 +252,21 @@ class Timing(_Part):
     load_avg_end: float | None = None  # ... and when it ended
 
 
+class EngineRestart(_Part):
+    """One death of an engine process during the run (harness/backends/llamacpp/engine_proc.py)."""
+
+    engine: int  # which engine process (0-based; --engines N)
+    cause: str  # "signal 9 (SIGKILL)", "exit code 1"
+    requests_kept: int  # finished requests (journaled) when it died
+
+
+class EngineRestarts(_Part):
+    """The engine processes' deaths and restarts during this task (issue #28)."""
+
+    count: int
+    causes: list[EngineRestart]
+
+
 class Resume(_Part):
     """How much of the run came from an interrupted run's journal."""
 
@@ -260,6 +275,7 @@ class Resume(_Part):
     requests_computed: int
     torn_lines_skipped: int
     requests_replayed: int | None = None  # not in the oldest version 1 records
+    engine_restarts: EngineRestarts | None = None  # engine-process runs only
 
 
 class Efficiency(_Part):

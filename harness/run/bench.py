@@ -52,7 +52,10 @@ class BenchOptions:
     verbose: bool = False
     download_only: bool = False
     budget: float | None = None  # hours the run may take (--budget): the plan line says what fits
-    engine: EngineSettings = field(default_factory=EngineSettings)  # the in-process engine's settings
+    engine: EngineSettings = field(default_factory=EngineSettings)  # the llama.cpp engine's settings
+    engines: int = 1  # --engines: engine processes, each with its own model copy (one per GPU)
+    engine_process: bool = True  # --no-engine-process: llama.cpp in the harness's own process
+    max_restarts: int = 3  # --max-restarts: engine deaths in a row (no request finished) before stopping
     server: ServerOptions | None = None  # set: run through a server instead of in process
     # --decide: per task, the subset that decides every claim of the model (None: the full test); overrides
     # limit/full for the tasks it names (harness/analysis/decide.py).

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.backends.llamacpp.engine import round_ctx  # the engine's own sizing: what it really allocates
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 
@@ -177,12 +178,6 @@ def prompt_bounds(path: Path = PROMPT_TOKENS_FILE) -> PromptBounds:
     return out
 
 
-def round_ctx(n_needed: int) -> int:
-    """A context's size in cells as the engine creates it (LlamaEngine._ensure_ctx calls this): a multiple
-    of 1024, at least 1024. One definition, so the preflight sizes exactly what the engine allocates."""
-    return max(1024, -(-n_needed // 1024) * 1024)
-
-
 def _gen_budget(plan) -> int:
     """A generation task's token budget per request: the task's ``max_gen_toks`` (the lm-eval backend's
     default, 256, when the config names none: harness/backends/llamacpp/lm_model.py)."""
@@ -259,13 +254,15 @@ def _fits(*args, **kw) -> bool:
 def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *,
                   quant: str | None = None, quant_sizes: dict[str, int | None] | None = None,
                   placed: tuple[str, list[dict]] | None = None,
-                  available: int | None = None, longest: dict[str, int] | None = None) -> dict:
+                  available: int | None = None, longest: dict[str, int] | None = None, copies: int = 1) -> dict:
     """Refuse (HarnessError) when ``weights`` bytes plus the planned KV cache cannot be held here.
 
     ``shape``: n_layer, n_kv_heads, head_dim (a GGUF header). ``quant_sizes``: the model's quants (name ->
     bytes, None when unknown; ``quant`` is the one judged), to name the largest other one that fits. The refusal gives the figures, the
     largest quant and the ``--gpu-layers`` value that fit with the same settings (or says none does).
     Returns the figures (weights, KV bytes, cells, per-task sizing) when it fits.
+    ``copies``: engine processes (``--engines``), each with its own model and KV cache: on a CPU all of them
+    in RAM, on GPUs one per GPU (each GPU must hold a whole copy).
     """
     ctx = planned_ctx(plans, settings, longest)
     kv = kv_cache_bytes(shape["n_layer"], shape["n_kv_heads"], shape["head_dim"], ctx["cells"])
@@ -273,6 +270,15 @@ def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *
     if available is None:
         available = available_memory()
     n_layer = shape["n_layer"]
+    if copies > 1 and kind == "gpu":
+        if copies > len(devices):
+            raise HarnessError(f"--engines {copies} puts one engine on each GPU, and this machine has {len(devices)}",
+                               f"use --engines {len(devices)} or fewer.")
+        for d in devices[:copies]:  # one whole copy per GPU
+            check_fit(weights, kv, n_layer, settings.gpu_layers, kind, [d], what, available)
+        return {"weights_bytes": weights * copies, "kv_bytes": kv * copies, "n_ctx": ctx["cells"],
+                "tasks": ctx["tasks"], "placement": kind, "available_bytes": available, "copies": copies}
+    weights, kv = weights * copies, kv * copies
     figures = {"weights_bytes": weights, "kv_bytes": kv, "n_ctx": ctx["cells"], "tasks": ctx["tasks"],
                "placement": kind, "available_bytes": available}
     try:
@@ -312,7 +318,7 @@ def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *
 
 
 def preflight_file(model, model_path: Path, plans: list, settings,
-                   quant_sizes: dict | None = None) -> tuple[dict, bool]:
+                   quant_sizes: dict | None = None, copies: int = 1) -> tuple[dict, bool]:
     """The preflight after download, on the real file: its GGUF header (the final word on the shape) and
     the bytes of all its shards, through :func:`fit_or_refuse`. ``quant_sizes`` (the model's other quants
     and their sizes, from the catalogue) lets a refusal name a smaller quant that fits. Returns the header
@@ -324,7 +330,7 @@ def preflight_file(model, model_path: Path, plans: list, settings,
     weights = sum(p.stat().st_size for p in Path(model_path).parent.glob(shards))
     placed = placement(settings)
     fit_or_refuse(weights, info, plans, settings, f"{model.name} {model.quant}", placed=placed,
-                  quant=model.quant, quant_sizes=quant_sizes)
+                  quant=model.quant, quant_sizes=quant_sizes, copies=copies)
     return info, settings.gpu_layers != 0 and placed[0] != "cpu"
 
 

@@ -189,7 +189,8 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     config_hash = journal.identity["task_config_hash"]  # computed once by the caller for the journal
     lm = backend.make_lm(plan, progress=console.task_progress(plan.name, plan.n_samples, counters), journal=journal)
     started = datetime.now(UTC)
-    load_start, cpu0 = load_avg_1min(), time.process_time()
+    engine_cpu = getattr(backend, "engine_cpu_seconds", lambda: 0.0)  # llama.cpp's threads in engine processes
+    load_start, cpu0 = load_avg_1min(), time.process_time() + engine_cpu()
     t0 = time.perf_counter()
     try:
         with console.quiet():  # one bar per task; lm-eval's own bars and warnings go to the log (--verbose: shown)
@@ -212,14 +213,15 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
               " rerun the same command to resume.", file=sys.stderr)
         raise
     wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
+    cpu = time.process_time() + engine_cpu() - cpu0
     stats = counters.as_record()
     delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
     # Start-up (#18 item 6): process start to this task's first llama_decode, as the engine reports it.
     delta["setup_seconds"] = lm.setup_seconds() if hasattr(lm, "setup_seconds") else None
-    delta["peak_rss_mb"] = peak_rss_mb()
-    # The conditions the figures were taken in (#26 item 8): this process's CPU seconds over the task (every
-    # thread's, user + system) and the 1-minute load average at its start and end.
+    # Engine processes (harness/backends/llamacpp/engine_proc.py) hold the model: their peak counts too.
+    delta["peak_rss_mb"] = round(peak_rss_mb() + getattr(backend, "engine_rss_mb", lambda: 0.0)(), 1)
+    # The conditions the figures were taken in (#26 item 8): the CPU seconds over the task (every thread's, user +
+    # system, of this process and of its engine processes) and the 1-minute load average at its start and end.
     delta["cpu_seconds"] = round(cpu, 3)
     delta["load_avg_start"], delta["load_avg_end"] = load_start, load_avg_1min()
     metrics, per_task, log = summarise(plan, res["samples"])
@@ -235,6 +237,9 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
               "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
               "requests_replayed": delta.get("replayed_requests", 0)}
+    # The engine processes' deaths during this task (harness/backends/llamacpp/engine_proc.py); backends without
+    # an engine process (a server, the in-process engine) have none to report.
+    resume |= getattr(backend, "resume_facts", lambda p: {})(plan)
     # One hash for the same GGUF on every route: of the template right-stripped (chat_format.template_sha256).
     facts["chat_template_sha256"] = template_sha256(getattr(lm, "_template", None) or "") if plan.chat else None
     record = _record(plan, model, backend.model_facts(), facts, config_hash, stem, started, metrics, per_task, log,

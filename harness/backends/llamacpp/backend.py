@@ -1,4 +1,5 @@
-"""The in-process llama.cpp engine as a bench backend (harness/backends/base.py)."""
+"""The llama.cpp engine as a bench backend (harness/backends/base.py): in engine processes (default, issue #28:
+harness/backends/llamacpp/engine_proc.py) or in this process (``--no-engine-process``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.backends.llamacpp.engine_proc import MAX_RESTARTS, EngineProcess
 from harness.models.catalogue import ModelEntry
 from harness.run.journal import Journal
 from harness.tasks.settings import TaskPlan
@@ -15,15 +17,21 @@ NAME = "llama-bench (in-process llama.cpp, low-level API)"
 
 
 class LlamaCppBackend:
-    """A local GGUF file run by :class:`LlamaEngine` in this process.
+    """A local GGUF file run by :class:`LlamaEngine`, in ``engines`` engine processes or (``engine_process``
+    False) in this process.
 
     :meth:`check` runs the memory preflight on the real file (weights + the planned KV cache: exactly
-    what the engine will allocate); the identity names the weights by the sha256 of their bytes.
+    what the engine will allocate, once per engine); the identity names the weights by the sha256 of their
+    bytes. The engine count is not part of the identity: every result equals one engine's
+    (harness/backends/llamacpp/assign.py), so a run resumes with another ``--engines``.
     """
 
-    def __init__(self, model: ModelEntry, model_path: Path, settings: EngineSettings, verbose: bool = False):
+    def __init__(self, model: ModelEntry, model_path: Path, settings: EngineSettings, verbose: bool = False,
+                 engines: int = 1, engine_process: bool = True, max_restarts: int = MAX_RESTARTS):
         self.model, self.model_path, self.settings, self.verbose = model, Path(model_path), settings, verbose
-        self.engine: LlamaEngine | None = None
+        self.engines, self.engine_process, self.max_restarts = engines, engine_process, max_restarts
+        self.engine: LlamaEngine | EngineProcess | None = None
+        self._restarts_before = 0  # engine restarts before the current task
         self.load_seconds = 0.0
         self.speed: dict | None = None
         self._sha: str | None = None
@@ -47,7 +55,7 @@ class LlamaCppBackend:
 
         # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
         _, self._gpu = preflight_file(self.model, self.model_path, plans, self.settings,
-                                      quant_sizes(self.model, remote=False))
+                                      quant_sizes(self.model, remote=False), copies=self.engines)
 
     def sha256(self) -> str:
         """The sha256 of the weights' bytes (hashed once; remembered by harness.hashing)."""
@@ -66,7 +74,11 @@ class LlamaCppBackend:
         from harness.backends.llamacpp.speed import probe
 
         t0 = time.perf_counter()
-        self.engine = LlamaEngine(self.model_path, self.settings, verbose=self.verbose)
+        if self.engine_process:
+            self.engine = EngineProcess(self.model_path, self.settings, verbose=self.verbose, engines=self.engines,
+                                        max_restarts=self.max_restarts, notify=_console_line)
+        else:
+            self.engine = LlamaEngine(self.model_path, self.settings, verbose=self.verbose)
         self.load_seconds = time.perf_counter() - t0
         self.speed = probe(self.engine)  # this machine's rates, for each record's floor and efficiency
 
@@ -78,7 +90,25 @@ class LlamaCppBackend:
     def make_lm(self, plan: TaskPlan, progress: Callable, journal: Journal) -> object:
         from harness.backends.llamacpp.lm_model import LlamaBenchLM
 
+        self._restarts_before = len(getattr(self.engine, "restarts", []))
         return LlamaBenchLM(engine=self.engine, progress=progress, journal=journal, samples=plan.samples)
+
+    def engine_rss_mb(self) -> float:
+        """Peak memory of the engine processes (0 in process: this process's own peak already holds it)."""
+        return self.engine.peak_rss_mb() if isinstance(self.engine, EngineProcess) else 0.0
+
+    def engine_cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the live engine processes have used (0 in process: this process's own
+        CPU time already holds llama.cpp's threads)."""
+        return self.engine.cpu_seconds() if isinstance(self.engine, EngineProcess) else 0.0
+
+    def resume_facts(self, plan: TaskPlan) -> dict:
+        """The record's ``resume.engine_restarts``: the engine processes' deaths during ``plan``'s task."""
+        if not isinstance(self.engine, EngineProcess):
+            return {}
+        causes = [{k: r[k] for k in ("engine", "cause", "requests_kept")}
+                  for r in self.engine.restarts[self._restarts_before :]]
+        return {"engine_restarts": {"count": len(causes), "causes": causes}}
 
     def stats(self, plan: TaskPlan):
         return self.engine.stats
@@ -105,10 +135,12 @@ class LlamaCppBackend:
             "threads": engine.threads,
             "gpu_offload": engine.gpu_offload,
             "n_ctx": engine.stats.n_ctx,
-            "llama_cpp_system_info": _system_info(engine),
+            "llama_cpp_system_info": engine.system_info(),
             # BOS rule, stop tokens, chat template source/sha256 and its fixed date (harness/backends/llamacpp/lm_model.py)
             "prompt_format": prompt_format(engine),
         }
+        if self.engines > 1:
+            out["engines"] = self.engines
         if engine.settings.rpc_servers:
             out["rpc_workers"] = engine.rpc_devices
         if engine.gpu_offload and engine.gpus:
@@ -117,8 +149,10 @@ class LlamaCppBackend:
         return out
 
 
-def _system_info(engine: LlamaEngine) -> str:
-    try:
-        return engine.lc.llama_print_system_info().decode().strip()
-    except Exception:
-        return ""
+def _console_line(line: str) -> None:
+    """An engine restart, printed on the terminal above the task's progress bar."""
+    from tqdm import tqdm
+
+    from harness.run.console import stream
+
+    tqdm.write(line, file=stream())

@@ -6,6 +6,10 @@ llama-cpp-python binds llama.h only; ggml's device API is reached with ctypes on
 from __future__ import annotations
 
 import ctypes
+import importlib.util
+import json
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,7 +48,36 @@ def local_gpus() -> list[dict]:
     """This machine's GPUs (and iGPUs) as llama.cpp sees them, with free and total memory in bytes.
 
     RPC workers are GPU-type devices too once registered; they are left out here (see harness.backends.llamacpp.rpc).
+    Where llama.cpp is not loaded yet (the harness's own process: the preflight, the plan), the answer comes from
+    a fresh interpreter, so that this process never loads llama.cpp's GPU backend beside torch and pyarrow
+    (issue #28: the engine runs in its own process); a build with no GPU backend library answers at once.
     """
+    if "llama_cpp" not in sys.modules:
+        return _gpus_from_child()
+    return _gpus_here()
+
+
+# ggml's backend libraries that are not GPUs: the CPU backend, the base library, RPC (harness.backends.llamacpp.rpc).
+_NOT_GPU_LIBS = ("libggml.", "libggml-base.", "libggml-cpu", "libggml-rpc.", "libllama.", "libmtmd.")
+
+
+@lru_cache(maxsize=1)
+def _gpus_from_child() -> list[dict]:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return []
+    lib_dir = Path(spec.origin).parent / "lib"
+    if sys.platform.startswith("linux") and lib_dir.is_dir() and all(
+            p.name.startswith(_NOT_GPU_LIBS) for p in lib_dir.iterdir() if ".so" in p.name):
+        return []  # a CPU build (and RPC): no GPU backend to ask
+    done = subprocess.run([sys.executable, "-m", "harness.backends.llamacpp.devices"], capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"listing llama.cpp's GPUs failed: {done.stderr[-1000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _gpus_here() -> list[dict]:
     import llama_cpp
 
     llama_cpp.llama_backend_init()
@@ -63,3 +96,7 @@ def local_gpus() -> list[dict]:
                     "free_bytes": free.value, "total_bytes": total.value})
     return out
 
+
+
+if __name__ == "__main__":  # local_gpus() for a process that keeps llama.cpp out (see there)
+    print(json.dumps(_gpus_here()))

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.run.preflight import round_ctx
 
 # Bumped whenever the batching scheme changes: results are only bit-comparable within one scheme.
 # v2: generation runs in fixed units of ``gen_unit`` requests (continuous batching inside a unit), so the
@@ -100,6 +99,13 @@ class _Item:
     consumers: list[tuple[int, list[int]]] = field(default_factory=list)  # (request index, continuation)
 
 
+def round_ctx(n_needed: int) -> int:
+    """A context's size in cells as the engine creates it (``LlamaEngine._ensure_ctx``): a multiple of 1024, at
+    least 1024. One definition: the preflight (harness/run/preflight.py) sizes exactly what the engine allocates.
+    Here, not in the preflight, so the engine process imports no more than the engine (issue #28)."""
+    return max(1024, -(-n_needed // 1024) * 1024)
+
+
 def common_prefix_len(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     """Length of the common prefix of two token sequences (lists or int32 arrays), at most ``limit``."""
     n = min(len(a), len(b), limit)
@@ -157,6 +163,54 @@ def cluster_by_prefix(seqs: list[list[int]], min_shared: int, reserve: list[int]
     return clusters
 
 
+def loglikelihood_items(requests: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[_Item]:
+    """The branches log-likelihood ``requests`` are scored from, in decode order (pure: no llama.cpp).
+
+    Requests sharing a context share one branch when their continuation is one token; a multi-token
+    continuation gets a branch of its own (context + all but its last token). Sorted as lists of ints sort.
+    The engine and the engine-process assignment (harness/backends/llamacpp/assign.py) both plan from this.
+    """
+    # Contexts are held once each, as int32 arrays (token_array): a full MMLU run hands over 56,168 requests
+    # whose 14,042 contexts average ~600 tokens; as lists and tuples of ints they took ~500 MB more.
+    by_ctx: dict[bytes, tuple[np.ndarray, list[int]]] = {}
+    for i, (ctx, cont) in enumerate(requests):
+        if len(ctx) == 0 or len(cont) == 0:
+            raise HarnessError("a log-likelihood request has an empty context or continuation", "fix the task.")
+        arr = token_array(ctx)
+        by_ctx.setdefault(arr.tobytes(), (arr, []))[1].append(i)
+    items: list[_Item] = []
+    for arr, idxs in by_ctx.values():
+        single = [i for i in idxs if len(requests[i][1]) == 1]
+        if single:
+            items.append(_Item(arr, 1, [(i, [int(t) for t in requests[i][1]]) for i in single]))
+        for i in idxs:
+            cont = [int(t) for t in requests[i][1]]
+            if len(cont) > 1:
+                items.append(_Item(np.concatenate([arr, token_array(cont[:-1])]), len(cont), [(i, cont)]))
+    del by_ctx
+    items.sort(key=lambda it: (order_key(it.tokens), it.n_out))  # the order lists of ints sort in
+    return items
+
+
+def loglikelihood_clusters(items: list[_Item], min_shared: int) -> list[tuple[int, list[int]]]:
+    """The shared-prefix groups of :func:`loglikelihood_items` (prefix length, item indices)."""
+    return cluster_by_prefix([it.tokens for it in items], min_shared, [it.n_out for it in items])
+
+
+def generation_plan(prompts: Sequence[Sequence[int]], min_shared: int):
+    """Generation's fixed order: (request index per sorted position, sorted prompts, shared-prefix groups of
+    sorted positions). Pure; the engine and the engine-process assignment plan from it."""
+    order = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
+    seqs = [list(prompts[i]) for i in order]
+    return order, seqs, cluster_by_prefix(seqs, min_shared, [1] * len(seqs))
+
+
+def generation_units(queue: list, unit: int) -> list[list]:
+    """A prefix group's requests in fixed scheduling units of ``unit`` (``EngineSettings.gen_unit``): the batches
+    a request meets depend only on its unit's members."""
+    return [queue[i : i + unit] for i in range(0, len(queue), unit)]
+
+
 _LOG_INFO, _LOG_ERROR, _LOG_CONT = 2, 4, 5  # enum ggml_log_level (ggml.h)
 # llama.cpp's report of a new context's KV cache (src/llama-kv-cache.cpp, llama_kv_cache's constructor):
 # "llama_kv_cache: size =  405.00 MiB (  2048 cells,  30 layers,  9/9 seqs), K (f16): ..." where the cells
@@ -170,7 +224,10 @@ class LlamaEngine:
 
     _interrupted = False  # set by the unraisable hook when Ctrl-C hit inside the log callback
 
-    def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, verbose: bool = False):
+    def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, verbose: bool = False,
+                 device: int | None = None):
+        """``device``: the one GPU this engine's layers go to (``--engines N`` on N GPUs: engine i on GPU i,
+        llama.cpp's ``split_mode`` none with ``main_gpu``); None: llama.cpp spreads them over every GPU."""
         import llama_cpp as lc  # heavy: imported only when a model is really loaded
 
         self.lc = lc
@@ -198,6 +255,9 @@ class LlamaEngine:
         # kernels, hence the logits, depend on which CPU features the machine has. Recorded as a setting.
         mparams.use_extra_bufts = self.settings.cpu_repack
         self.gpu_offload = bool(gpu_layers) and can_offload
+        if device is not None and self.gpu_offload and not self.rpc_devices:
+            mparams.split_mode = lc.LLAMA_SPLIT_MODE_NONE  # the whole model on main_gpu (llama.h)
+            mparams.main_gpu = device
         model = lc.llama_model_load_from_file(self.model_path.encode(), mparams)
         if not model:
             raise HarnessError(
@@ -214,6 +274,7 @@ class LlamaEngine:
         self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
         self.bos_id = lc.llama_vocab_bos(self.vocab)
         self.eos_id = lc.llama_vocab_eos(self.vocab)
+        self.eot_id = lc.llama_vocab_eot(self.vocab)
         self.threads = self.settings.threads or os.cpu_count() or 1
         self._ctx = None
         self._ctx_size = 0
@@ -240,6 +301,17 @@ class LlamaEngine:
             buf = ctypes.create_string_buffer(n + 1)
             self.lc.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace")
+
+    def system_info(self) -> str:
+        """llama.cpp's build and CPU feature line (``llama_print_system_info``), for the record."""
+        try:
+            return self.lc.llama_print_system_info().decode().strip()
+        except Exception:
+            return ""
+
+    def eog_ids(self) -> list[int]:
+        """Every end-of-generation token of the vocabulary."""
+        return [i for i in range(self.n_vocab) if self.is_eog(i)]
 
     def token_text(self, token: int) -> str:
         return self._piece(token, special=True).decode("utf-8", errors="replace")
@@ -492,34 +564,14 @@ class LlamaEngine:
         """
         if not requests:
             return []
-        # Contexts are held once each, as int32 arrays (token_array): a full MMLU run hands over 56,168 requests
-        # whose 14,042 contexts average ~600 tokens; as lists and tuples of ints they took ~500 MB more.
-        by_ctx: dict[bytes, tuple[np.ndarray, list[int]]] = {}
-        for i, (ctx, cont) in enumerate(requests):
-            if len(ctx) == 0 or len(cont) == 0:
-                raise HarnessError("a log-likelihood request has an empty context or continuation", "fix the task.")
-            arr = token_array(ctx)
-            by_ctx.setdefault(arr.tobytes(), (arr, []))[1].append(i)
-        items: list[_Item] = []
-        for arr, idxs in by_ctx.values():
-            single = [i for i in idxs if len(requests[i][1]) == 1]
-            if single:
-                items.append(_Item(arr, 1, [(i, [int(t) for t in requests[i][1]]) for i in single]))
-            for i in idxs:
-                cont = [int(t) for t in requests[i][1]]
-                if len(cont) > 1:
-                    items.append(_Item(np.concatenate([arr, token_array(cont[:-1])]), len(cont), [(i, cont)]))
-        del by_ctx
-        items.sort(key=lambda it: (order_key(it.tokens), it.n_out))  # the order lists of ints sort in
+        items = loglikelihood_items(requests)
         longest = max(len(it.tokens) for it in items)
         self._check_fits(longest, "log-likelihood request")
         # Several branches per batch get a KV stream each (in one unified cache their log-probs shifted).
         self._ensure_ctx(longest + self.settings.n_batch, self.settings.max_branches + 1,
                          unified=self.settings.max_branches == 1)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        clusters = cluster_by_prefix(
-            [it.tokens for it in items], self.settings.min_shared_prefix, [it.n_out for it in items]
-        )
+        clusters = loglikelihood_clusters(items, self.settings.min_shared_prefix)
         if skip and progress:
             progress(len(skip))
         for plen, members in clusters:
@@ -605,11 +657,9 @@ class LlamaEngine:
         """
         if not prompts:
             return []
-        order = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
-        seqs = [list(prompts[i]) for i in order]
+        order, seqs, clusters = generation_plan(prompts, self.settings.min_shared_prefix)
         longest = max(len(s) + max_new_tokens[i] for s, i in zip(seqs, order))
         self._check_fits(longest, "prompt plus its generation budget")
-        clusters = cluster_by_prefix(seqs, self.settings.min_shared_prefix, [1] * len(seqs))
         n_par = self.settings.n_parallel
         need = max(
             plen + n_par * max(len(seqs[m]) - plen + max_new_tokens[order[m]] for m in members)
@@ -627,7 +677,7 @@ class LlamaEngine:
         unit = max(1, self.settings.gen_unit)
         for plen, members in clusters:
             queue = [(order[m], seqs[m]) for m in members]
-            units = [queue[i : i + unit] for i in range(0, len(queue), unit)]
+            units = generation_units(queue, unit)
             # A unit with any unfinished request runs whole (finished ones replayed, their journaled
             # result kept), so every request meets the same batch mates as in an uninterrupted run.
             units = [u for u in units if any(req not in skip for req, _ in u)]

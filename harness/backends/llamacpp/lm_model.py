@@ -47,8 +47,8 @@ def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = Fa
         "bos": tok(engine.bos_id) | {"add_bos_token": engine.add_bos} if engine.bos_id >= 0 else None,
         "bos_rule": "one BOS: the harness adds it when the model wants one and the prompt text does not already "
                     "start with it (a Llama 3 chat template writes it itself)",
-        "stop": {"eos": tok(engine.eos_id), "eot": tok(engine.lc.llama_vocab_eot(engine.vocab)),
-                 "end_of_generation": [tok(i) for i in range(engine.n_vocab) if engine.is_eog(i)]},
+        "stop": {"eos": tok(engine.eos_id), "eot": tok(engine.eot_id),
+                 "end_of_generation": [tok(i) for i in engine.eog_ids()]},
         "chat_template": None,
     }
     if not template:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from harness.backends.llamacpp.engine import LlamaEngine
 
+if TYPE_CHECKING:
+    from harness.backends.llamacpp.engine_proc import EngineProcess
 
-def probe(engine: LlamaEngine, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
+
+def probe(engine: LlamaEngine | EngineProcess, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
           deep: int | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
     """The engine's speed probe (:meth:`LlamaEngine.speed_probe`): prompt, single and batched decode rates in
     tokens/s, best of ``repeats``; ``deep`` adds the batched decode at that context depth; ``clock`` times it."""
