@@ -193,7 +193,8 @@ def test_hanging_server_stops_within_timeout_plus_retry_window():
 
     from openai_stub import StubServer
 
-    from harness.backends.server.client import ServerClient, ServerUnavailable
+    from harness.backends.server.client import ServerClient
+    from harness.backends.server.transport import ServerUnavailable
 
     stub = StubServer()
     stub.stall_next, stub.stall_seconds = 100, 30.0  # accepts the connection, never answers in time
@@ -265,7 +266,8 @@ ANSWERS = st.one_of(
 @given(answer=ANSWERS)
 @SETTINGS
 def test_any_server_answer_is_a_result_or_one_message(canned, answer):
-    from harness.backends.server.client import Completion, ServerClient
+    from harness.backends.server.client import ServerClient
+    from harness.backends.server.replies import Completion
 
     canned.body = json.dumps(answer).encode()
     client = ServerClient(canned.url, model="m", timeout=5, retry_seconds=0)
