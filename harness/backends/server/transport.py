@@ -21,7 +21,6 @@ from harness.redact import redact_text, redact_url
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-
 class ServerUnavailable(HarnessError):
     """The server stayed unreachable (or kept failing) for the whole retry window."""
 
@@ -53,7 +52,7 @@ def split_base_url(base_url: str) -> tuple[str, dict[str, str], tuple[str, str] 
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")), params, auth
 
 
-def api_root(url: str) -> tuple[str, str]:
+def _api_root(url: str) -> tuple[str, str]:
     """(server root, OpenAI API root): ``http://h:8080`` and ``http://h:8080/v1`` from either form."""
     url = url.rstrip("/")
     url = url.removesuffix("/chat/completions").removesuffix("/completions")
@@ -74,7 +73,7 @@ class Transport:
         self.api_key = api_key
         # user:password in the URL is HTTP basic auth, which would replace the bearer key: the key wins.
         self.auth = None if api_key else auth
-        self.root, self.api = api_root(url)
+        self.root, self.api = _api_root(url)
         self.endpoint = public_url(self.api)
         self.timeout = timeout  # seconds for one attempt (--request-timeout)
         self.retry_seconds = retry_seconds  # how long transient faults are retried (--retry-for)
