@@ -114,11 +114,12 @@ bench-models: setup  ## build Llama 3.2 1B / 3B, 3.1 8B shaped GGUFs (SHAPES=1b,
 models: setup
 	$(BIN)/harness models
 
+# --durations=15: every run lists its 15 slowest tests, so a test that grows slow is seen.
 test: setup  ## the full test suite (includes end-to-end runs of smollm2-135m through llama.cpp)
-	HARNESS_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest -q
+	HARNESS_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup  ## tests without the real model
-	HARNESS_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest -q -m "not slow"
+	HARNESS_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest -q --durations=15 -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check harness tests scripts

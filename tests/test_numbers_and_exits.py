@@ -84,7 +84,7 @@ def test_bad_numbers_are_named_skipped_and_never_replace_a_good_record(tmp_path)
     ({"ci95": [0.6, 0.7]}, "interval"), ({"n": 0}, "n"),
 ])
 def test_a_bad_metric_can_never_be_written(change, field):
-    from harness.records.schema import build_record
+    from harness.records.build import build_record
 
     rec = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}, quant="Q4_1")
     head = next(iter(rec["metrics"]))

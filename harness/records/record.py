@@ -23,7 +23,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.paths import ROOT
-from harness.records.schema import SCHEMA_VERSION, RecordProblem, RunRecord, parse_record  # noqa: F401  (re-exported)
+from harness.records.parse import RecordProblem, parse_record
+from harness.records.schema import RunRecord
 from harness.redact import redact_argv
 
 _PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "pandas", "pyarrow", "gguf",
@@ -154,15 +155,6 @@ class UnreadableRecord(HarnessError):
         self.reason = reason
         super().__init__(f"cannot use run record {path}: {reason}",
                          "delete or restore the file, or move it out of the runs folder.")
-
-
-def record_problem(rec: object) -> str | None:
-    """Why a parsed JSON value is not a usable run record (None when it is): harness.records.schema."""
-    try:
-        parse_record(rec)
-    except RecordProblem as exc:
-        return str(exc)
-    return None
 
 
 def read_record(path: Path) -> RunRecord:

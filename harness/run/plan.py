@@ -74,7 +74,7 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
         }
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise HarnessError(f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml.")
-    from harness.models.shaped import BLOCKS
+    from harness.models.probe_slice import BLOCKS
 
     lo, hi, _ = out["extrapolation"]
     c_lo, c_hi, _ = out["checked"]
@@ -307,11 +307,11 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
 # ---------------------------------------------------------------------------- rates
 def slice_target(entry, quant: str, params: float, shape: dict | None,
                  local: bool = True) -> tuple[object, int] | str:
-    """What the probe slice copies from one quant of the model (harness.models.shaped.SliceShape) and its layer
+    """What the probe slice copies from one quant of the model (harness.models.probe_slice.SliceShape) and its layer
     count; or why no slice can be made (a string). A file here: its own header and tensor types (the gguf
     package's reader); else the published shape of the catalogue's parameter count (tasks/plan_model.yaml
     ``shapes``) and the quant's main and output types (``slice_types``)."""
-    from harness.models.shaped import BLOCKS, SliceShape
+    from harness.models.probe_slice import BLOCKS, SliceShape
 
     path = _local_file(entry) if local else None
     if path is not None:
@@ -346,7 +346,7 @@ def _file_slice_target(path: Path):
     """A GGUF here: its architecture's sizes and the types of a layer's FFN and of the output matrix."""
     import gguf
 
-    from harness.models.shaped import SliceShape
+    from harness.models.probe_slice import SliceShape
 
     reader = gguf.GGUFReader(str(path))
 

@@ -24,6 +24,7 @@ from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.speed import floor_seconds
 from harness.models.catalogue import ModelEntry
 from harness.models.chat_format import template_sha256
+from harness.records.build import build_record
 from harness.records.record import (
     command_line,
     file_slug,
@@ -33,7 +34,7 @@ from harness.records.record import (
     run_stem,
     wilson_interval,
 )
-from harness.records.schema import RunRecord, build_record
+from harness.records.schema import RunRecord
 from harness.run import console
 from harness.run.journal import Journal, identity_hash
 from harness.tasks.settings import TaskPlan, task_manager

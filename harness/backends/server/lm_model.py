@@ -25,13 +25,8 @@ from lm_eval.api.registry import register_model
 
 from harness.backends.base import request_name
 from harness.backends.llamacpp.lm_model import render_chat
-from harness.backends.server.client import (
-    BadLogprobs,
-    NoPromptLogprobs,
-    ServerClient,
-    ServerInfo,
-    logprob_problem,
-)
+from harness.backends.server.client import ServerClient, ServerInfo
+from harness.backends.server.replies import BadLogprobs, NoPromptLogprobs, logprob_problem
 from harness.errors import HarnessError
 from harness.run.journal import Journal, request_key
 
