@@ -12,7 +12,7 @@ from openai_stub import StubServer, answer, word_tokens
 from harness.backends.llamacpp.vocab import LocalVocab
 from harness.backends.server.client import NoPromptLogprobs, ServerClient, ServerUnavailable, public_url
 from harness.backends.server.lm_model import ServerLM
-from harness.run.journal import Journal
+from harness.records.journal import Journal
 
 
 def gen_requests(n: int) -> list[Instance]:

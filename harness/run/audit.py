@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.analysis.estimate import wilson_interval
 from harness.errors import HarnessError
 from harness.records.audits import AUDITS
-from harness.records.record import hardware, harness_commit, package_versions, read_record, wilson_interval
+from harness.records.record import hardware, harness_commit, package_versions, read_record
 from harness.records.schema import RunRecord
 
 IDENTICAL, DIFFERS, INCONSISTENT, COMPARED = "identical", "differs", "inconsistent", "compared"

@@ -16,7 +16,7 @@ from harness.backends.server.lm_model import SCHEME, ServerLM, ServerStats
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry, quant_from_name, resolve
 from harness.records.identity import measurement, server_weights
-from harness.run.journal import Journal
+from harness.records.journal import Journal
 from harness.tasks.settings import TaskPlan
 
 LOGLIK_TYPES = {"loglikelihood", "multiple_choice", "loglikelihood_rolling"}
