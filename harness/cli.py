@@ -231,6 +231,8 @@ def _bench(opts: BenchOptions) -> None:
     from harness.models.download import download_model, refuse_before_download
     from harness.models.locate import local_model_path
     from harness.run.bench import run_bench
+    from harness.run.console import above_bars
+    from harness.run.preflight import preflight_file
 
     entry = resolve(opts.model, opts.quant)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
@@ -281,7 +283,8 @@ def _bench(opts: BenchOptions) -> None:
     elif entry.repo:
         path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
     paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose, engines=opts.engines,
-                                            engine_process=opts.engine_process, max_restarts=opts.max_restarts))
+                                            engine_process=opts.engine_process, max_restarts=opts.max_restarts,
+                                            fit=preflight_file, notify=above_bars))
     _echo_results(paths, opts.results_dir, entry.name)
 
 
@@ -357,7 +360,7 @@ def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
 
 
 def _echo_results(paths: list[Path], results_dir: Path, model: str) -> None:
-    from harness.run.console import final_summary
+    from harness.publish.bench_summary import final_summary
 
     click.echo(final_summary(paths, results_dir, model))
 

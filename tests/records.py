@@ -7,9 +7,9 @@ import hashlib
 import math
 from pathlib import Path
 
+from harness.analysis.estimate import wilson_interval
 from harness.atomic import write_json
 from harness.records.build import build_record
-from harness.records.record import wilson_interval
 from harness.records.schema import Backend, Hardware, ModelFacts, TaskFacts, Timing
 from harness.tasks.settings import task_spec
 

@@ -434,7 +434,7 @@ def tiny_disk(tmpfs):
 
 
 def test_disk_full_while_journaling_keeps_every_acknowledged_result(tiny_disk):
-    from harness.run.journal import Journal
+    from harness.records.journal import Journal
 
     filler = tiny_disk / "other-files"
     filler.write_bytes(b"x" * 8192)  # something else took half the disk

@@ -97,9 +97,9 @@ def test_a_bad_metric_can_never_be_written(change, field):
 
 
 def test_one_sample_stderr_is_null_not_nan():
-    from harness.run.runner import _stderr
+    from harness.analysis.estimate import mean_stderr
 
-    assert _stderr([1.0]) is None and _stderr([1.0, 0.0]) == pytest.approx(0.5)
+    assert mean_stderr([1.0]) is None and mean_stderr([1.0, 0.0]) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("args,env,match", [

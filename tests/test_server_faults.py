@@ -14,7 +14,7 @@ from harness.backends.server.client import ServerClient
 from harness.backends.server.lm_model import ServerLM
 from harness.backends.server.replies import NoPromptLogprobs
 from harness.backends.server.transport import ServerUnavailable, public_url
-from harness.run.journal import Journal
+from harness.records.journal import Journal
 
 
 def gen_requests(n: int) -> list[Instance]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 
-from harness.records.record import wilson_interval
+from harness.analysis.estimate import wilson_interval
 from harness.records.schema import RunRecord
 
 

@@ -28,7 +28,7 @@ from harness.backends.llamacpp.lm_model import render_chat
 from harness.backends.server.client import ServerClient, ServerInfo
 from harness.backends.server.replies import BadLogprobs, NoPromptLogprobs, logprob_problem
 from harness.errors import HarnessError
-from harness.run.journal import Journal, request_key
+from harness.records.journal import Journal, request_key
 
 # Recorded as the backend's scheme: with several requests in flight a server batches them as they come,
 # so (unlike the in-process backend) batch mates, hence the last bits of a logit, are not fixed.
