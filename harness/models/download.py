@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness import hub
 from harness.errors import HarnessError
 from harness.hashing import file_sha256, forget
 from harness.models.catalogue import ModelEntry
@@ -166,7 +167,7 @@ def download_model(entry: ModelEntry) -> Path:
             f"the Hub lists {total} bytes for {entry.name} {entry.quant}, the catalogue {entry.files.size}",
             "the upload changed or the catalogue is wrong: check the repo, then fix tasks/models.yaml.",
         )
-    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub")
+    cache = hub.cache_dir()  # where hf_hub_download writes
     need = total * (2 if entry.files.split == "parts" else 1)
     check_disk(cache, need, f"{entry.name} {entry.quant}")
     paths = []
@@ -317,11 +318,11 @@ def join_parts(parts: list[Path], dest: Path) -> Path:
 def range_fetch(entry: ModelEntry, filename: str, log: list[tuple[int, int]] | None = None):
     """``fetch(start, end)`` over HTTP range requests on the Hub's resolve URL (redirects followed,
     token sent only to the Hub: httpx drops it on a redirect to another host)."""
-    from huggingface_hub import hf_hub_url
+    from huggingface_hub import constants, hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     url = hf_hub_url(entry.repo, filename, revision=entry.revision)
-    timeout = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10)
+    timeout = float(constants.HF_HUB_DOWNLOAD_TIMEOUT)  # HF_HUB_DOWNLOAD_TIMEOUT, else huggingface-hub's 10 s
 
     def once(start: int, end: int) -> bytes:
         headers = build_hf_headers() | {"Range": f"bytes={start}-{end}"}

@@ -197,8 +197,9 @@ def gpus() -> list[dict]:
 
 def download_dir() -> Path:
     """Where downloads land: the Hugging Face cache (huggingface-hub's HF_HUB_CACHE / HF_HOME rules)."""
-    hub = os.environ.get("HF_HUB_CACHE")
-    return Path(hub) if hub else Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    from harness import hub
+
+    return hub.cache_dir()
 
 
 def disk_free() -> int:
@@ -242,7 +243,9 @@ class QuantPlan:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from harness import hub
+
+    return hub.offline()
 
 
 def catalogue_size(entry) -> tuple[int | None, str]:
