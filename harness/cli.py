@@ -114,7 +114,7 @@ def verify(model: str, quant: str | None) -> None:
     """Re-hash MODEL's files on disk (sha256 of the bytes) against the catalogue pin and the Hub's sha256;
     a corrupted file is removed (the next download or bench fetches it again)."""
     from harness.models.catalogue import resolve
-    from harness.models.download import verify_model
+    from harness.models.verify import verify_model
 
     entry = resolve(model, quant)
     for name, sha, against in verify_model(entry):

@@ -50,7 +50,7 @@ class LlamaCppBackend:
         return self.model
 
     def check(self, plans: list[TaskPlan]) -> None:
-        from harness.models.download import quant_sizes
+        from harness.models.hub_files import quant_sizes
         from harness.run.preflight import preflight_file
 
         # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
