@@ -52,7 +52,7 @@ def command_line(argv: list[str] | None = None) -> str | None:
     None when the harness was not run from its command line (a library call has no command)."""
     argv = sys.argv if argv is None else argv
     prog = Path(argv[0]).as_posix() if argv else ""
-    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli.py", "harness/__main__.py"))):
+    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli/__main__.py", "harness/__main__.py"))):
         return None
     return shlex.join(["harness", *redact_argv(argv[1:])])
 

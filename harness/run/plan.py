@@ -197,8 +197,9 @@ def gpus() -> list[dict]:
 
 def download_dir() -> Path:
     """Where downloads land: the Hugging Face cache (huggingface-hub's HF_HUB_CACHE / HF_HOME rules)."""
-    hub = os.environ.get("HF_HUB_CACHE")
-    return Path(hub) if hub else Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    from harness import hub
+
+    return hub.cache_dir()
 
 
 def disk_free() -> int:
@@ -242,7 +243,9 @@ class QuantPlan:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from harness import hub
+
+    return hub.offline()
 
 
 def catalogue_size(entry) -> tuple[int | None, str]:
@@ -286,7 +289,7 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
     size, source = entry.files.size, "catalogue"
     shape, shape_source = None, ""
     if network and not _offline() and entry.repo and entry.files.files:
-        from harness.models.download import remote_files, remote_shape
+        from harness.models.hub_files import remote_files, remote_shape
 
         try:
             if size is None:
@@ -772,7 +775,7 @@ def render_check(rows: list[dict], contended: int = 0) -> str:
 def plan_command(model: str | None, quant: str | None, tasks: list[str], limit: int | None, full: bool,
                  budget: float | None, parallel: int, gpu_layers: int, kind: str | None, rate_source: str,
                  check: bool, calibrate: bool, results_dir: Path, log=None) -> str:
-    """`harness plan`: the text to print (the CLI's options, see harness/cli.py). ``log``: progress lines
+    """`harness plan`: the text to print (the CLI's options, see harness/cli/cmd_bench.py). ``log``: progress lines
     (building a probe slice)."""
     from harness.backends.llamacpp.engine import EngineSettings
 

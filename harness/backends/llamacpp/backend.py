@@ -65,7 +65,7 @@ class LlamaCppBackend:
     def check(self, plans: list[TaskPlan]) -> None:
         if self.fit is None:  # loaded() around a running engine: what it needs is already allocated
             return
-        from harness.models.download import quant_sizes
+        from harness.models.hub_files import quant_sizes
 
         # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
         _, self._gpu = self.fit(self.model, self.model_path, plans, self.settings,
