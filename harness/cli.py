@@ -88,7 +88,7 @@ def download(model: str, quant: str | None) -> None:
     First prints whether this machine could run it (the default bench: gsm8k,mmlu, --parallel 8), but
     downloads either way: the files may be meant for another machine.
     """
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
     from harness.models.download import download_model, refuse_before_download
     from harness.models.kind import decide_kind
@@ -180,7 +180,7 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
           request_timeout, retry_for,
           verbose, skip_bad_rows, allow_modified_data, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.run.bench import BenchOptions, ServerOptions
 
     on_server = backend == "server" or bool(base_url)
@@ -535,8 +535,8 @@ def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list
               help="Sequences in the batched decode test.")
 def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
     """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
-    from harness.backends.llamacpp.engine import EngineSettings
     from harness.backends.llamacpp.engine_proc import EngineProcess
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.backends.llamacpp.speed import probe
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends.base import BenchBackend
-from harness.backends.llamacpp.engine import EngineSettings
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import ModelEntry
 from harness.paths import RESULTS_DIR
 from harness.run.journal import Journal

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.engine_proc import MAX_RESTARTS, EngineProcess
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import ModelEntry
 from harness.run.journal import Journal
 from harness.tasks.settings import TaskPlan
