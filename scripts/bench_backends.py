@@ -75,7 +75,7 @@ def _plans(model: str, data_dir: Path | None, a) -> tuple:
     return entry, {"mmlu": mmlu, "gsm8k": gsm}
 
 
-# Engine routes: settings on top of the defaults (harness/backends/llamacpp/engine.py EngineSettings).
+# Engine routes: settings on top of the defaults (harness/backends/llamacpp/settings.py EngineSettings).
 ENGINE_ROUTES = {"ours": {}, "inproc": {}, "ours2e": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4},
                  "oursu": {"gen_streams": False}}
 IN_PROCESS = {"inproc"}  # llama.cpp in the evaluating process; every other engine route runs engine processes
@@ -108,7 +108,8 @@ def _answer(extracted):
 def run_probe(model: str, deep: int) -> dict:
     """The speed probe of ``harness speed`` (same engine settings as route ``ours``), plus a batched decode at
     depth ``deep`` for the GSM8K floor; in its own process, before any route."""
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path
 
@@ -123,7 +124,8 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
     """Run one route on one task in this process; return timings, accuracy and per-sample answers."""
     import lm_eval
 
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.locate import local_model_path
     from harness.run.runner import peak_rss_mb, prompt_of, summarise
     from harness.tasks.settings import task_manager

@@ -44,11 +44,12 @@ def main() -> int:
     args = ap.parse_args()
     mark("interpreter, psutil")
     import harness.cli as cli
+    from harness.backends.llamacpp import context as ctx_mod
     from harness.backends.llamacpp import engine as eng
     from harness.run import runner
 
     mark("harness imported")
-    real = {n: getattr(eng.LlamaEngine, n) for n in ("_decode", "loglikelihood", "generate", "__init__")}
+    real = {n: getattr(eng.LlamaEngine, n) for n in ("loglikelihood", "generate", "__init__")}
     real_eval, real_run_task = runner.evaluate, runner.run_task
 
     def init(self, *a, **kw):
@@ -89,7 +90,7 @@ def main() -> int:
     eng.LlamaEngine.speed_probe = probe
     eng.LlamaEngine.loglikelihood = loglikelihood
     if not args.decode:
-        eng.LlamaEngine._decode = decode
+        ctx_mod.LlamaContext.decode = decode  # the engine's one decode path
     runner.evaluate = evaluate
     runner.run_task = run_task
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:

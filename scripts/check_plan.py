@@ -53,7 +53,7 @@ def tasks_copy(dest: Path, gen_tokens: int) -> Path:
 
 def plan_of(path: Path, tasks: list[str], limits: dict[str, int], parallel: int):
     """The plan of each task at its subset size (one slice probe per model: the rates do not depend on the task)."""
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
     from harness.run import plan as plan_mod
 
@@ -119,7 +119,7 @@ def check(args) -> None:
 
 def extrapolation(args) -> None:
     """Slice-extrapolated rates against the whole model's probe (same lengths and settings), per rate."""
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.shaped import ensure_shaped_model
     from harness.run import rates
     from harness.run.plan import _file_slice_target, plan_model

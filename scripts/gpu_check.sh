@@ -77,7 +77,7 @@ for heavy in ("torch", "pyarrow"):
         __import__(heavy)
     except ImportError:
         pass
-from harness.backends.llamacpp.engine import EngineSettings
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.backends.llamacpp.engine_proc import EngineProcess
 from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path

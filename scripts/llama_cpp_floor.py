@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--tools", type=Path, default=ROOT / "build" / "llama-tools" / "cmake" / "bin")
     a = ap.parse_args()
 
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.backends.llamacpp.speed import probe
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path

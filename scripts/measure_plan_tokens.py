@@ -4,7 +4,7 @@ downloaded.
 
 Every request lm-eval builds is tokenized with the offline SmolLM2 tokenizer (as the engine does: chat
 template for chat tasks, few-shot as multiturn) and grouped by the engine's own prefix plan
-(``engine.cluster_by_prefix``); nothing is decoded. For each task, prompt format and subset size (the
+(harness/backends/llamacpp/prefix_plan.py); nothing is decoded. For each task, prompt format and subset size (the
 ladder below, seed 0, the harness's own subset picks), the script records the prompt tokens the engine
 would decode (each shared prefix once, then every request's own suffix) and the requests.
 
@@ -21,8 +21,10 @@ import time
 
 import yaml
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine, cluster_by_prefix
+from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.lm_model import LlamaBenchLM
+from harness.backends.llamacpp.prefix_plan import generation_plan, loglikelihood_clusters, loglikelihood_items
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path
 from harness.paths import data_dir as resolve_data_dir
@@ -52,27 +54,18 @@ class Counter:
         return getattr(self._e, name)
 
     def generate(self, prompts, until, budget, progress=None, skip=frozenset(), on_result=None):
-        seqs = sorted(list(p) for p in prompts)
-        for plen, members in cluster_by_prefix(seqs, self._e.settings.min_shared_prefix, [1] * len(seqs)):
+        _, seqs, clusters = generation_plan(prompts, self._e.settings.min_shared_prefix)
+        for plen, members in clusters:
             self.prompt_tokens += plen + sum(len(seqs[m]) - plen for m in members)
         self.requests += len(prompts)
         return ["" for _ in prompts]
 
     def loglikelihood(self, requests, progress=None, skip=frozenset(), on_result=None):
-        # The engine's items (harness/backends/llamacpp/engine.py, loglikelihood): requests sharing a
-        # context and a one-token continuation share one item; longer continuations get one each.
-        by_ctx: dict[tuple, list] = {}
-        for ctx, cont in requests:
-            by_ctx.setdefault(tuple(ctx), []).append(list(cont))
-        items = []
-        for ctx, conts in by_ctx.items():
-            if any(len(c) == 1 for c in conts):
-                items.append((list(ctx), 1))
-            items += [(list(ctx) + c[:-1], len(c)) for c in conts if len(c) > 1]
-        items.sort()
-        for plen, members in cluster_by_prefix([t for t, _ in items], self._e.settings.min_shared_prefix,
-                                               [n for _, n in items]):
-            self.prompt_tokens += plen + sum(len(items[m][0]) - plen for m in members)
+        # The engine's branches (harness/backends/llamacpp/prefix_plan.py): requests sharing a context and a
+        # one-token continuation share one branch; longer continuations get one each.
+        items = loglikelihood_items(requests)
+        for plen, members in loglikelihood_clusters(items, self._e.settings.min_shared_prefix):
+            self.prompt_tokens += plen + sum(len(items[m].tokens) - plen for m in members)
         self.requests += len(requests)
         return [(0.0, False) for _ in requests]
 

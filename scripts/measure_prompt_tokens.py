@@ -19,8 +19,9 @@ import logging
 import sys
 import time
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.lm_model import LlamaBenchLM
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path
 from harness.paths import data_dir as resolve_data_dir

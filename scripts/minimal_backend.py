@@ -7,8 +7,31 @@ for generation. Deliberately small: it is what ``scripts/bench_backends.py`` mea
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from lm_eval.api.model import TemplateLM
+
+
+def high_level_llama(model_path: str | Path, **kwargs):
+    """llama-cpp-python's high-level ``Llama`` with the engine's CPU buffer choice (no extra buffer types:
+    see ``LlamaEngine``), for reference evaluations (tests/test_engine.py) and this backend. ``Llama`` takes no
+    argument for ``use_extra_bufts``, so its default model parameters are adjusted while it loads."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    real = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():
+        p = real()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        return Llama(model_path=str(model_path), **kwargs)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = real
 
 
 class MinimalLlamaLM(TemplateLM):
@@ -16,8 +39,6 @@ class MinimalLlamaLM(TemplateLM):
 
     def __init__(self, model_path: str, n_ctx: int = 4096, threads: int = 2):
         super().__init__()
-        from harness.backends.llamacpp.engine import high_level_llama
-
         self.llm = high_level_llama(model_path, n_ctx=n_ctx, n_batch=512, n_threads=threads, logits_all=True,
                                     verbose=False)
 

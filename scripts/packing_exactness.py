@@ -37,16 +37,71 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine  # noqa: E402
+from harness.backends.llamacpp.context import LlamaContext  # noqa: E402
+from harness.backends.llamacpp.engine import LlamaEngine  # noqa: E402
+from harness.backends.llamacpp.loglik import LoglikScheduler  # noqa: E402
+from harness.backends.llamacpp.settings import EngineSettings  # noqa: E402
 
 SUBJECTS = ["astronomy", "high_school_biology", "college_computer_science", "marketing"]
 
 
-class UnifiedPackedEngine(LlamaEngine):
-    """LlamaEngine whose packed branches share ONE unified KV cache (the engine gives each its own stream)."""
+class UnifiedContext(LlamaContext):
+    """A context whose sequences always share ONE unified KV cache (the engine gives packed branches a stream each)."""
 
-    def _ensure_ctx(self, n_needed: int, n_seq: int, unified: bool = True) -> None:
-        super()._ensure_ctx(n_needed, n_seq, unified=True)
+    def ensure(self, n_needed: int, n_seq: int, unified: bool = True) -> None:
+        super().ensure(n_needed, n_seq, unified=True)
+
+
+class UnifiedPackedEngine(LlamaEngine):
+    """LlamaEngine whose packed branches share ONE unified KV cache."""
+
+    context_class = UnifiedContext
+
+
+ALIGN = 16
+
+
+class AlignedContext(UnifiedContext):
+    """The unified context with one more sequence (the fillers) and prefixes cut to a multiple of ``ALIGN``."""
+
+    def ensure(self, n_needed: int, n_seq: int, unified: bool = True) -> None:
+        super().ensure(n_needed, n_seq + 1, unified=True)  # one more sequence: the fillers
+
+    def prefill(self, tokens, seq: int, start: int = 0) -> None:
+        super().prefill(tokens[: len(tokens) - len(tokens) % ALIGN], seq, start)
+
+
+class AlignedScheduler(LoglikScheduler):
+    """Packs laid out with filler tokens so every branch starts on an ``ALIGN``-cell boundary."""
+
+    def score_pack(self, pack, plen, results, progress, on_result=None) -> None:
+        plen -= plen % ALIGN  # the prefix as AlignedContext.prefill decoded it
+        sizes = [len(it.tokens) - plen for it in pack]
+        # filler before branch k (k >= 1): its start is then congruent to plen modulo ALIGN
+        pads = [0] + [(-size) % ALIGN for size in sizes[:-1]]
+        total = sum(sizes) + sum(pads)
+        if len(pack) > 1 and total > self.settings.n_batch:  # fillers overflow one decode: halve the pack
+            half = len(pack) // 2
+            self.score_pack(pack[:half], plen, results, progress, on_result)
+            self.score_pack(pack[half:], plen, results, progress, on_result)
+            return
+        ctx = self.context
+        fill = ctx.n_seq - 1
+        entries, fpos = [], 0
+        for k, (it, pad) in enumerate(zip(pack, pads)):
+            entries += [(it.tokens[-1], fpos + j, fill, False) for j in range(pad)]
+            fpos += pad
+            seq = k + 1
+            if plen:
+                ctx.copy(0, seq, 0, plen)
+            n = len(it.tokens)
+            entries += [(it.tokens[p], p, seq, p >= n - it.n_out) for p in range(plen, n)]
+        logits = ctx.decode(entries)
+        ctx.drop(fill)
+        ctx.stats.prompt_tokens += len(entries)
+        self.deliver(pack, logits, results, progress, on_result)
+        for k in range(len(pack)):
+            ctx.drop(k + 1)
 
 
 class AlignedPackedEngine(UnifiedPackedEngine):
@@ -60,42 +115,8 @@ class AlignedPackedEngine(UnifiedPackedEngine):
     block boundary. Every block a branch reads then holds the same non-zero terms in the same lanes as in a
     one-branch run; the other branches' cells add exact zeros."""
 
-    ALIGN = 16
-
-    def _ensure_ctx(self, n_needed: int, n_seq: int, unified: bool = True) -> None:
-        super()._ensure_ctx(n_needed, n_seq + 1, unified=True)  # one more sequence: the fillers
-
-    def _prefill(self, tokens, seq: int, start: int = 0) -> None:
-        super()._prefill(tokens[: len(tokens) - len(tokens) % self.ALIGN], seq, start)
-
-    def _score_pack(self, pack, plen, results, progress, on_result=None) -> None:
-        plen -= plen % self.ALIGN  # the prefix as _prefill decoded it
-        sizes = [len(it.tokens) - plen for it in pack]
-        # filler before branch k (k >= 1): its start is then congruent to plen modulo ALIGN
-        pads = [0] + [(-size) % self.ALIGN for size in sizes[:-1]]
-        total = sum(sizes) + sum(pads)
-        if len(pack) > 1 and total > self.settings.n_batch:  # fillers overflow one decode: halve the pack
-            half = len(pack) // 2
-            self._score_pack(pack[:half], plen, results, progress, on_result)
-            self._score_pack(pack[half:], plen, results, progress, on_result)
-            return
-        lc = self.lc
-        fill = self._n_seq - 1
-        entries, fpos = [], 0
-        for k, (it, pad) in enumerate(zip(pack, pads)):
-            entries += [(it.tokens[-1], fpos + j, fill, False) for j in range(pad)]
-            fpos += pad
-            seq = k + 1
-            if plen:
-                lc.llama_memory_seq_cp(self._mem, 0, seq, 0, plen)
-            n = len(it.tokens)
-            entries += [(it.tokens[p], p, seq, p >= n - it.n_out) for p in range(plen, n)]
-        logits = self._decode(entries)
-        lc.llama_memory_seq_rm(self._mem, fill, -1, -1)
-        self.stats.prompt_tokens += len(entries)
-        self._deliver(pack, logits, results, progress, on_result)
-        for k in range(len(pack)):
-            lc.llama_memory_seq_rm(self._mem, k + 1, -1, -1)
+    context_class = AlignedContext
+    loglik_class = AlignedScheduler
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -177,17 +198,18 @@ class Probe:
     def context(
         self, flash: bool, unified: bool = True, n_ubatch: int = 512, n_seq: int = 5, n_ctx: int = 512
     ) -> None:
-        e, lc = self.e, self.lc
-        e.close_context()
+        """Replace the engine's context by one made here (flash attention, micro-batch and layout chosen)."""
+        c, lc = self.e.context, self.lc
+        c.close()
         p = lc.llama_context_default_params()
         p.n_ctx = n_ctx * (1 if unified else n_seq)
         p.n_batch, p.n_ubatch, p.n_seq_max = 512, n_ubatch, n_seq
-        p.n_threads = p.n_threads_batch = e.threads
+        p.n_threads = p.n_threads_batch = self.e.threads
         p.kv_unified = unified
         p.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        e._ctx = lc.llama_init_from_model(e.model, p)
-        e._mem, e._batch = lc.llama_get_memory(e._ctx), lc.llama_batch_init(512, 0, 1)
-        e._unified, e._ctx_size = unified, p.n_ctx
+        c.ctx = lc.llama_init_from_model(self.e.model, p)
+        c.mem, c.batch = lc.llama_get_memory(c.ctx), lc.llama_batch_init(512, 0, 1)
+        c.unified, c.size = unified, p.n_ctx
 
     def branches(
         self,
@@ -199,23 +221,23 @@ class Probe:
     ) -> list[np.ndarray]:
         """Prefix into seq 0; optionally a ``blocker`` sequence (seq 4) decoded next, which takes the KV cells
         right after the prefix; then all ``branches`` (seqs 1..) in one decode call. Logits of every row."""
-        e, lc = self.e, self.lc
-        lc.llama_memory_clear(e._mem, True)
+        c = self.e.context
+        c.clear()
         P = len(prefix)
-        e._prefill(prefix, seq=0)
-        cp = (0, P) if e._unified else (-1, -1)
+        c.prefill(prefix, seq=0)
+        cp = (0, P) if c.unified else (-1, -1)
         if blocker:
             bpos = P if blocker_pos is None else blocker_pos
             if bpos == P:
-                lc.llama_memory_seq_cp(e._mem, 0, 4, *cp)
-            e._decode([(t, bpos + j, 4, False) for j, t in enumerate(blocker)])
+                c.copy(0, 4, *cp)
+            c.decode([(t, bpos + j, 4, False) for j, t in enumerate(blocker)])
             if remove_blocker:
-                lc.llama_memory_seq_rm(e._mem, 4, -1, -1)
+                c.drop(4)
         entries = []
         for k, br in enumerate(branches):
-            lc.llama_memory_seq_cp(e._mem, 0, k + 1, *cp)
+            c.copy(0, k + 1, *cp)
             entries += [(t, P + j, k + 1, True) for j, t in enumerate(br)]
-        out = e._decode(entries)
+        out = c.decode(entries)
         rows, r = [], 0
         for br in branches:
             rows.append(out[r : r + len(br)])

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/profile_gsm8k.py [--model smollm2|1b|...] [--gsm8k 16] [--gen-tokens 256]
 
 Runs route ``ours`` of scripts/bench_backends.py (same subset, prompts, settings) after the speed probe, with
-``LlamaEngine._decode`` timed call by call. A call is a *prefix* (shared few-shot prefix, no logits), a *suffix*
+``LlamaContext.decode`` (the engine's context) timed call by call. A call is a *prefix* (shared few-shot prefix, no logits), a *suffix*
 (one new slot's question, decoded alone; the slot's first token comes from it) or a *step* (one token for each
 live slot). Prints, per kind: calls, tokens per call, seconds in llama_decode and what the floor gives those
 tokens; Python time between decode calls; steps by how many slots they fed (idle slots); and the slots that
@@ -40,8 +40,9 @@ def main() -> int:
     model, label = bb._resolve_model(a)
     import lm_eval
 
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
     from harness.backends.llamacpp.lm_model import LlamaBenchLM
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.backends.llamacpp.speed import floor_seconds
     from harness.models.locate import local_model_path
     from harness.tasks.settings import task_manager
@@ -51,7 +52,7 @@ def main() -> int:
     engine = LlamaEngine(str(local_model_path(entry)), EngineSettings(threads=bb.THREADS, n_parallel=a.parallel))
     speed = engine.speed_probe(deep=1024, streams=True)
     calls: list[tuple[float, float, int, int, int]] = []  # start, seconds, tokens, sequences, logit rows
-    real = engine._decode
+    real = engine.context.decode
 
     def timed(entries):
         t0 = time.perf_counter()
@@ -60,7 +61,7 @@ def main() -> int:
                       sum(1 for e in entries if e[3])))
         return out
 
-    engine._decode = timed
+    engine.context.decode = timed  # the context's prefill and the schedulers call it
     lm = LlamaBenchLM(engine=engine, max_gen_toks=a.gen_tokens)
     t0 = time.perf_counter()
     lm_eval.simple_evaluate(model=lm, tasks=plan.configs, samples=plan.samples, log_samples=True, bootstrap_iters=0,

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/profile_startup.py [-- harness bench arguments]
     (default: bench -t mmlu_loglik --limit 57 --threads 2 --results-dir <temp>)
 
-Runs ``harness`` in this process (the installed entry point's ``main``) with ``LlamaEngine._decode`` wrapped:
+Runs ``harness`` in this process (the installed entry point's ``main``) with ``LlamaContext.decode`` wrapped:
 the first decode outside the speed probe stops the run. Prints the seconds from process start to that decode
 (what ``timing.setup_seconds`` records), the phases in order, and the top functions by cumulative time.
 """
@@ -48,7 +48,9 @@ def main() -> int:
     from harness.backends.llamacpp import engine as eng
 
     mark("engine module imported (numpy)")
-    real_decode, real_init, real_probe = eng.LlamaEngine._decode, eng.LlamaEngine.__init__, eng.LlamaEngine.speed_probe
+    from harness.backends.llamacpp.context import LlamaContext
+
+    real_decode, real_init, real_probe = LlamaContext.decode, eng.LlamaEngine.__init__, eng.LlamaEngine.speed_probe
 
     def init(self, *a, **kw):
         mark("model load starts (llama_cpp import, weights)")
@@ -62,12 +64,12 @@ def main() -> int:
         return out
 
     def decode(self, entries):
-        if not self._probing:
+        if not self.probing:
             mark("first evaluation decode")
             raise FirstDecode
         return real_decode(self, entries)
 
-    eng.LlamaEngine.__init__, eng.LlamaEngine.speed_probe, eng.LlamaEngine._decode = init, probe, decode
+    eng.LlamaEngine.__init__, eng.LlamaEngine.speed_probe, LlamaContext.decode = init, probe, decode
     from lm_eval.tasks import TaskManager
 
     from harness.backends.llamacpp.lm_model import LlamaBenchLM

@@ -35,8 +35,9 @@ def main() -> int:
 
     import lm_eval
 
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
     from harness.backends.llamacpp.lm_model import LlamaBenchLM
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path
     from harness.publish.report import markdown_table
@@ -78,14 +79,14 @@ class _prefix_counter:
 
     def __init__(self, engine):
         self.n = 0
-        orig = engine._prefill
+        orig = engine.context.prefill
 
         def prefill(tokens, seq, start=0):
             if seq == 0:
                 self.n += len(tokens) - start
             return orig(tokens, seq, start)
 
-        engine._prefill = prefill
+        engine.context.prefill = prefill
 
     def reset(self) -> None:
         self.n = 0

@@ -40,7 +40,8 @@ def llama_server_bin(request) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(smollm2_path):
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
 
     e = LlamaEngine(smollm2_path, EngineSettings(threads=2))
     yield e

@@ -1,5 +1,8 @@
 """The batched engine against a direct llama-cpp-python evaluation of the same prompts (real SmolLM2)."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,8 +15,13 @@ FEWSHOT = "The following are multiple choice questions (with answers) about astr
 QUESTIONS = ["What is the closest star to Earth?", "Which planet has rings?", "What is a light year?"]
 
 
+SCRIPTS = str(Path(__file__).resolve().parent.parent / "scripts")
+
+
 def _direct_logprobs(path, tokens):
-    from harness.backends.llamacpp.engine import high_level_llama
+    if SCRIPTS not in sys.path:
+        sys.path.insert(0, SCRIPTS)
+    from minimal_backend import high_level_llama  # the reference backend's loader (its CPU buffer choice)
 
     llm = high_level_llama(path, n_ctx=2048, logits_all=True, verbose=False, n_threads=2)
     llm.eval(tokens)

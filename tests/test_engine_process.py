@@ -68,8 +68,8 @@ def test_split_keeps_prefix_groups_and_generation_units_whole_and_ignores_timing
 def test_worker_imports_only_the_engine(smollm2_path):
     import lm_eval  # noqa: F401 - the parent holds lm-eval (and through it torch/pyarrow where installed)
 
-    from harness.backends.llamacpp.engine import EngineSettings
     from harness.backends.llamacpp.engine_proc import EngineProcess
+    from harness.backends.llamacpp.settings import EngineSettings
 
     ep = EngineProcess(smollm2_path, EngineSettings(threads=1))
     try:
@@ -82,8 +82,10 @@ def test_worker_imports_only_the_engine(smollm2_path):
     assert "llama_cpp" in tops and "numpy" in tops
     assert not tops & set(HEAVY), sorted(tops & set(HEAVY))
     ours = sorted(m for m in mods if m.startswith("harness."))
-    assert ours == ["harness.backends", "harness.backends.llamacpp", "harness.backends.llamacpp.devices",
-                    "harness.backends.llamacpp.engine", "harness.backends.llamacpp.rpc", "harness.errors"], ours
+    engine_parts = ["context", "devices", "engine", "generation", "log_hook", "loglik", "prefix_plan", "rpc",
+                    "settings", "sizing", "speed_probe", "tokenizer"]  # the engine's own modules, no more
+    assert ours == ["harness.backends", "harness.backends.llamacpp",
+                    *(f"harness.backends.llamacpp.{m}" for m in engine_parts), "harness.errors", "harness.paths"], ours
     # (the worker itself runs as __main__: python -m harness.backends.llamacpp.worker)
     assert psutil.pid_exists(ep.pids[0]) is False or psutil.Process(ep.pids[0]).status() == psutil.STATUS_ZOMBIE
 
@@ -96,7 +98,7 @@ def test_the_bench_process_never_loads_llama_cpp(mirror):
 import sys
 import lm_eval
 from harness.backends.llamacpp.backend import LlamaCppBackend
-from harness.backends.llamacpp.engine import EngineSettings
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path
 from harness.run.preflight import preflight_file
@@ -231,8 +233,8 @@ def test_two_engines_generate_and_score_as_one_engine_at_the_engine_level(smollm
     """The same check without a bench, small enough for any machine: 4 prompts sharing a few-shot-like prefix,
     2 slots, units of 2 (so each engine gets one whole unit), and log-likelihood over 2 prefix groups; the
     in-process engine (2 threads) is the reference for 2 engine processes of 1 thread each."""
-    from harness.backends.llamacpp.engine import EngineSettings
     from harness.backends.llamacpp.engine_proc import EngineProcess
+    from harness.backends.llamacpp.settings import EngineSettings
 
     shared = "Answer each question with one number. Q: What is two plus two? A: 4. Q: What is three times three? A: 9."
     prompts = [engine.tokenize(f"{shared} Q: What is {a} plus {b}? A:") for a, b in ((1, 5), (7, 2), (3, 3), (8, 8))]

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from hub_server import FakeHub
 
+from harness.backends.llamacpp.sizing import kv_cache_bytes, planned_ctx
 from harness.errors import HarnessError
 from harness.models.gguf_check import gguf_summary, read_header_shape
 from harness.models.gguf_header import file_fetch
-from harness.run.preflight import GIB, fit_or_refuse, kv_cache_bytes, planned_ctx
+from harness.run.preflight import GIB, fit_or_refuse
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "unsloth/Llama-3.3-70B-Instruct-GGUF"  # the real catalogue's entry (sizes null there: the Hub gives them)
@@ -179,7 +180,7 @@ SHAPE_70B = {"n_layer": 80, "n_kv_heads": 8, "head_dim": 128}
 
 
 def test_refusal_names_the_largest_quant_that_fits():
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
 
     plans = [_Plan("gsm8k", True, 1024)]
     sizes = {"Q8_0": 75 * 10**9, "Q4_K_M": Q4_SIZE, "IQ2_XS": 12 * 10**9, "Q2_K": 26 * 10**9}
@@ -192,7 +193,7 @@ def test_refusal_names_the_largest_quant_that_fits():
 
 
 def test_refusal_on_a_small_gpu_names_the_gpu_layers_that_fit():
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
 
     gpu = {"device": "CUDA0", "description": "RTX 4090", "free_bytes": 23 * GIB, "total_bytes": 24 * GIB}
     settings = EngineSettings(n_parallel=2)
@@ -209,7 +210,7 @@ def test_refusal_on_a_small_gpu_names_the_gpu_layers_that_fit():
 
 
 def test_kv_cells_follow_the_engines_sizing():
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
 
     s = EngineSettings()  # 8 slots, each in its own stream, plus the prefix stream
     got = planned_ctx([_Plan("x", True, 1024)], s, longest={"x": 1000})

@@ -86,7 +86,8 @@ def reference(models):
 
 
 def _engine(path):
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
 
     class Recording(LlamaEngine):
         """The real engine; it only keeps the token ids it was asked to decode."""
@@ -452,7 +453,8 @@ def test_a_template_ending_turns_with_an_eog_token_reads_as_instruct(vocab, llam
     """A Llama 3 chat template whose end of turn (<|eot_id|>) is not the declared end of sequence
     (<|end_of_text|>), as in early Llama 3 Instruct conversions: instruct, because llama.cpp itself ends
     generation at <|eot_id|> (its EOG list); the evidence carries the note. (Before: decided base, scored 0.)"""
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
 
     template = (llama3_dir / "templates" / TEMPLATES["3.1"]).read_text()
     m = build_scripted_model(vocab, tmp_path / "Llama-3-8B-Instruct-early.F16.gguf", template, end="<|end_of_text|>")

@@ -62,7 +62,7 @@ def test_an_8b_model_fits_one_gpu_and_layers_left_on_the_cpu_count_against_ram()
 
 
 def test_rpc_workers_too_small_together_are_refused_by_the_shared_verdict():
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.run.preflight import fit_or_refuse
 
     class Plan:

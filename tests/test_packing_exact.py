@@ -25,7 +25,8 @@ QUESTIONS = [
 
 
 def test_packed_streams_are_bit_identical_to_one_branch_at_a_time(engine, smollm2_path):
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
 
     reqs = []
     for q in QUESTIONS:
@@ -38,7 +39,7 @@ def test_packed_streams_are_bit_identical_to_one_branch_at_a_time(engine, smollm
     packed = LlamaEngine(smollm2_path, EngineSettings(threads=2, max_branches=4))
     try:
         got = packed.loglikelihood(reqs)
-        assert packed._unified is False  # the packed path ran, in separate streams
+        assert packed.context.unified is False  # the packed path ran, in separate streams
         assert packed.stats.decode_calls < one_at_a_time_calls  # and really packed branches
     finally:
         packed.close()

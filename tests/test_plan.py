@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.llamacpp.engine import EngineSettings
+from harness.backends.llamacpp.settings import EngineSettings
+from harness.backends.llamacpp.sizing import planned_ctx
 from harness.errors import HarnessError
 from harness.models.catalogue import load_catalogue, resolve
 from harness.run import rates
 from harness.run.plan import make_plan, plan_model, plan_tokens, task_costs
-from harness.run.preflight import GIB, check_fit, fit_or_refuse, planned_ctx
+from harness.run.preflight import GIB, check_fit, fit_or_refuse
 from harness.tasks.settings import plan_task, task_spec
 
 HARNESS = Path(sys.executable).parent / "harness"

@@ -8,19 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.llamacpp.sizing import planned_ctx, prompt_bounds
 from harness.errors import HarnessError
-from harness.run.preflight import fit_or_refuse, planned_ctx, prompt_bounds
+from harness.run.preflight import fit_or_refuse
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("task", ["gsm8k", "mmlu_cot"])
 def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, mirror, tmp_path, monkeypatch):
+    from harness.backends.llamacpp.backend import LlamaCppBackend
     from harness.backends.llamacpp.engine import LlamaEngine
     from harness.models.catalogue import resolve
     from harness.records.identity import measurement
     from harness.records.journal import Journal
-    from harness.run.runner import engine_session, run_task
+    from harness.run.runner import run_task
     from harness.tasks.settings import plan_task
 
     entry = resolve("smollm2-135m")
@@ -30,12 +32,12 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
 
     def generate(self, prompts, until, max_new_tokens, **kw):  # the real generation, watched
         out = real_generate(self, prompts, until, max_new_tokens, **kw)
-        seen.update(longest=max(len(p) for p in prompts), budget=max(max_new_tokens), cells=self._ctx_size,
-                    streams=self._n_seq, llama_cpp=self.kv_allocated)
+        seen.update(longest=max(len(p) for p in prompts), budget=max(max_new_tokens), cells=self.context.size,
+                    streams=self.context.n_seq, llama_cpp=self.kv_allocated)
         return out
 
     monkeypatch.setattr(LlamaEngine, "generate", generate)
-    session = engine_session(engine, Path(engine.model_path), "test", 0.0, None)
+    session = LlamaCppBackend.loaded(engine, None, "test", 0.0, None, Path(engine.model_path))  # the loaded engine
     journal = Journal(tmp_path / "j.jsonl", measurement("test", plan.config_hash(), engine.settings.as_record(), False))
     try:
         run_task(plan, entry, session, tmp_path, journal)
@@ -69,9 +71,9 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
 def test_a_context_llama_cpp_sizes_otherwise_than_planned_is_refused(engine):
     """The engine's check after each context creation: a real context whose cells differ from the planned
     figure (the one the preflight judged) is an error naming both, not a silently larger cache."""
-    from harness.backends.llamacpp.engine import check_kv_allocation
+    from harness.backends.llamacpp.log_hook import check_kv_allocation
 
-    engine._ensure_ctx(1000, 1)
+    engine.context.ensure(1000, 1)
     assert engine.kv_allocated["cells"] == 1024 == engine.kv_allocated["report"]["cells_per_stream"]
     lc = engine.lc
     params = lc.llama_context_default_params()

@@ -38,7 +38,8 @@ def test_block_layouts_are_ggml_s():
 
 @pytest.mark.parametrize("layer, output", [("Q4_0", "Q4_0"), ("Q4_K", "Q6_K"), ("Q2_K", "Q8_0"), ("Q5_K", "Q3_K")])
 def test_a_probe_slice_loads_and_runs_in_llama_cpp(layer, output, tmp_path):
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
 
     shape = SliceShape(256, 512, 4, 2, 1000, layer, output)
     path = build_probe_slice(shape, 2, tmp_path / "s.gguf")

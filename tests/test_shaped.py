@@ -51,7 +51,8 @@ def test_llama3_rope_factors_follow_the_converter():
 def test_a_tiny_shape_loads_in_llama_cpp_with_its_metadata(quant, file_type, vocab, tmp_path):
     import gguf
 
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
 
     shape = SHAPES["tiny"]
     path = build_shaped_model(shape, quant, tmp_path / f"tiny.{quant}.gguf", vocab, seed=1)

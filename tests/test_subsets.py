@@ -31,7 +31,7 @@ def test_stratified_limit_below_strata_count():
 
 
 def test_prefix_clusters_split_at_subject_boundaries():
-    from harness.backends.llamacpp.engine import cluster_by_prefix
+    from harness.backends.llamacpp.prefix_plan import cluster_by_prefix
 
     system = list(range(40))  # shared by every chat prompt
     a = system + [100] * 1000  # subject A's few-shot prefix

@@ -83,10 +83,10 @@ def bench(model, quant, tasks, limit, full, seed, data_dir, results_dir, threads
           api_key_env, server_model, concurrency, request_timeout, retry_for, verbose, skip_bad_rows,
           allow_modified_data, download_only, kind, budget, decide):
     """Run GSM8K / MMLU on a model and write one run record per task under results/runs/."""
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
+    from harness.publish.bench_summary import final_summary
     from harness.run.bench import BenchOptions, ServerOptions
     from harness.run.bench import bench as run_bench_command
-    from harness.publish.bench_summary import final_summary
     from harness.run.deciding import deciding_limits
 
     on_server = backend == "server" or bool(base_url)
@@ -159,8 +159,8 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
 @parallel_option("Sequences in the batched decode test.")
 def speed(model: str, quant: str | None, threads: int, gpu_layers: int, parallel: int) -> None:
     """Probe MODEL's prompt rate and single/batched decode rate on this machine (like llama-bench)."""
-    from harness.backends.llamacpp.engine import EngineSettings
     from harness.backends.llamacpp.engine_proc import EngineProcess
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.backends.llamacpp.speed import probe
     from harness.models.catalogue import resolve
     from harness.models.locate import local_model_path

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.analysis.estimate import wilson_interval
 from harness.errors import HarnessError
 from harness.records.audits import AUDITS
 from harness.records.record import hardware, harness_commit, package_versions, read_record

@@ -23,7 +23,7 @@ def choose(rec: RunRecord, k: int, seed: int) -> list[tuple[str, int]]:
 
 def other_class(rec: RunRecord, system_info: str) -> list[str]:
     """Why this machine and build cannot be expected to give the record's bits (empty: they can)."""
-    from harness.backends.llamacpp.engine import SCHEME
+    from harness.backends.llamacpp.settings import SCHEME
 
     here = hardware()
     out = []
@@ -60,7 +60,7 @@ def _features(system_info: str) -> set[str]:
 def _engine_settings(rec: RunRecord, threads: int):
     from dataclasses import fields
 
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
 
     names = {f.name for f in fields(EngineSettings)} - {"threads", "rpc_servers"}
     kw = {k: v for k, v in rec.backend.settings.items() if k in names}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.backends.base import BenchBackend
-from harness.backends.llamacpp.engine import EngineSettings
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.paths import RESULTS_DIR

@@ -1,7 +1,7 @@
 """`harness plan`: what a bench will cost on this machine, before a byte of weights is fetched or loaded.
 
 Per quant: the download against free disk, the memory (weights + the KV cache the engine will allocate for
-the planned tasks, from :func:`harness.run.preflight.planned_ctx`) against RAM and each GPU, the
+the planned tasks, from :func:`harness.backends.llamacpp.sizing.planned_ctx`) against RAM and each GPU, the
 ``--gpu-layers`` that fits (the preflight's own checks), and the wall time with an interval:
 
 - **tokens**: prompt tokens after prefix sharing, as the engine counts them, measured per task and subset
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.backends.llamacpp.sizing import kv_cache_bytes, planned_ctx
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 from harness.run import rates
@@ -37,9 +38,7 @@ from harness.run.preflight import (
     available_memory,
     check_fit,
     free_disk,
-    kv_cache_bytes,
     parse_size,
-    planned_ctx,
 )
 
 MODEL_FILE = TASKS_DIR / "plan_model.yaml"
@@ -119,7 +118,7 @@ def plan_tokens(path: Path = TOKENS_FILE) -> dict:
 # ---------------------------------------------------------------------------- the tasks
 @dataclasses.dataclass(frozen=True)
 class TaskCost:
-    """One planned task: what preflight.planned_ctx reads (name, chat, configs) and what its time needs."""
+    """One planned task: what sizing.planned_ctx reads (name, chat, configs) and what its time needs."""
 
     name: str
     chat: bool
@@ -486,7 +485,7 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
     ``probe``: stored numpy-probe figures (the reference machine class) instead of timing llama.cpp here.
     ``machine``: another machine's figures instead of this one's (``available``, ``gpus``, ``disk_free``
     bytes); then nothing of this machine is looked at, files already here included (a deterministic plan)."""
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
 
     settings = settings or EngineSettings()
@@ -725,7 +724,7 @@ def _run_name(rec: dict) -> str:
 
 
 def _check_one(rec: dict, rate_source: str, cache: dict, log) -> dict:
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
 
     m, t, timing = rec["model"], rec["task"], rec["timing"]
@@ -777,7 +776,7 @@ def plan_command(model: str | None, quant: str | None, tasks: list[str], limit: 
                  check: bool, calibrate: bool, results_dir: Path, log=None) -> str:
     """`harness plan`: the text to print (the CLI's options, see harness/cli/cmd_bench.py). ``log``: progress lines
     (building a probe slice)."""
-    from harness.backends.llamacpp.engine import EngineSettings
+    from harness.backends.llamacpp.settings import EngineSettings
 
     if calibrate:
         out = rates.calibrate(n_parallel=parallel)

@@ -9,24 +9,18 @@ machine's RAM, each GPU's free memory and the RPC workers'.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import shutil
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
-from harness.backends.llamacpp.engine import round_ctx  # the engine's own sizing: what it really allocates
+from harness.backends.llamacpp.sizing import kv_cache_bytes, planned_ctx  # what the engine really allocates
 from harness.errors import HarnessError
-from harness.paths import TASKS_DIR
 
 GIB = 2**30
 MEMORY_AVAILABLE_ENV = "HARNESS_MEMORY_AVAILABLE"
 MAX_SIZE = 2**60  # bytes (1 EiB): a size from the environment above this is a mistake
-PROMPT_TOKENS_FILE = TASKS_DIR / "prompt_tokens.yaml"
 
 
 def free_disk(path: Path) -> int:
@@ -44,11 +38,6 @@ def check_disk(path: Path, need_bytes: int, what: str, free: int | None = None) 
             f"{what} needs {need_bytes / GIB:.1f} GiB on {path} but only {free / GIB:.1f} GiB is free",
             "free some space, set HF_HOME to a bigger disk, or choose a smaller quant (QUANT=Q4_K_M or Q3_K_M).",
         )
-
-
-def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, n_ctx: int, bytes_per: int = 2) -> int:
-    """f16 K and V for every layer and cell."""
-    return 2 * n_layers * n_kv_heads * head_dim * n_ctx * bytes_per
 
 
 def check_memory(weights_bytes: int, kv_bytes: int, what: str, available: int | None = None) -> None:
@@ -146,76 +135,6 @@ def parse_size(raw: str, env: str) -> int:
 def _short(raw: str) -> str:
     """A user's value as a message quotes it: at most 40 characters."""
     return raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} characters)"
-
-
-# ---------------------------------------------------------------------------- KV cache from the plan
-@dataclasses.dataclass(frozen=True)
-class PromptBounds:
-    """Longest prompt per task and prompt format, measured (tasks/prompt_tokens.yaml), with a margin."""
-
-    longest: dict[str, int]
-    factor: float
-    plus: int
-    unknown: int
-
-    def bound(self, task: str, chat: bool) -> int:
-        got = self.longest.get(f"{task}/{'chat' if chat else 'plain'}")
-        return self.unknown if got is None else math.ceil(got * self.factor) + self.plus
-
-
-@lru_cache(maxsize=1)
-def prompt_bounds(path: Path = PROMPT_TOKENS_FILE) -> PromptBounds:
-    """Read and validate tasks/prompt_tokens.yaml."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-        margin = data["margin"]
-        longest = {str(k): int(v["longest"]) for k, v in data["tasks"].items()}
-        out = PromptBounds(longest, float(margin["factor"]), int(margin["plus"]), int(data["unknown_task"]))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"cannot read the prompt-length table {path}: {exc}", "restore tasks/prompt_tokens.yaml.")
-    if out.factor < 1 or out.plus < 0 or any(v <= 0 for v in out.longest.values()):
-        raise HarnessError(f"{path}: the margin must not shrink the measured lengths", "restore tasks/prompt_tokens.yaml.")
-    return out
-
-
-def _gen_budget(plan) -> int:
-    """A generation task's token budget per request: the task's ``max_gen_toks`` (the lm-eval backend's
-    default, 256, when the config names none: harness/backends/llamacpp/lm_model.py)."""
-    budgets = [int((c.get("generation_kwargs") or {}).get("max_gen_toks", 256)) for c in plan.configs]
-    return max(budgets or [256])
-
-
-def planned_ctx(plans: list, settings, longest: dict[str, int] | None = None) -> dict:
-    """KV cells of the largest context the engine will create for ``plans`` (it holds one at a time).
-
-    Mirrors harness/backends/llamacpp/engine.py: generation with ``gen_streams`` gives each of ``n_parallel`` slots plus the
-    prefix sequence its own stream of ``longest prompt + budget + 1`` cells rounded up to 1024
-    (``generate``); without it one unified cache of ``n_parallel * (prompt + budget) + n_batch`` (a bound:
-    the engine subtracts the shared prefix); log-likelihood one cache of ``longest branch + n_batch``
-    (``n_branches + 1`` streams when several branches share a batch); the speed probe its own small one.
-    ``longest`` maps a task to its exact longest prompt in tokens; by default the measured bound of
-    tasks/prompt_tokens.yaml. Returns the cells and how each task was sized.
-    """
-    n_par, n_batch = settings.n_parallel, settings.n_batch
-    probe = round_ctx(512 + n_par * 17 + n_batch)  # harness/backends/llamacpp/speed.py: 512-token prompt, 16 steps
-    per_task = {}
-    for plan in plans:
-        prompt = (longest or {}).get(plan.name)
-        exact = prompt is not None
-        if prompt is None:
-            prompt = prompt_bounds().bound(plan.name, plan.chat)
-        if any(c.get("output_type") == "generate_until" for c in plan.configs):
-            budget = _gen_budget(plan)
-            if settings.gen_streams:
-                cells = round_ctx(prompt + budget + 1) * (n_par + 1)
-            else:
-                cells = round_ctx(n_par * (prompt + budget) + n_batch)
-        else:
-            budget = 0
-            multi = settings.max_branches > 1
-            cells = round_ctx(prompt + n_batch) * (settings.max_branches + 1 if multi else 1)
-        per_task[plan.name] = {"prompt_tokens": prompt, "exact": exact, "gen_budget": budget, "cells": cells}
-    return {"cells": max([probe, *(t["cells"] for t in per_task.values())]), "tasks": per_task}
 
 
 # ---------------------------------------------------------------------------- the shared verdict

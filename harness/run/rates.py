@@ -255,7 +255,8 @@ def _calibrate_here(n_parallel: int, path: Path, cores: int | None, repeats: int
     import psutil
 
     from harness.backends.llamacpp import speed as speed_mod
-    from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+    from harness.backends.llamacpp.engine import LlamaEngine
+    from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
     from harness.models.gguf_check import read_header_shape
     from harness.models.gguf_header import file_fetch

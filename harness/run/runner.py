@@ -27,8 +27,6 @@ from harness.analysis.estimate import (
 )
 from harness.atomic import write_json
 from harness.backends.base import BenchBackend, TooLong
-from harness.backends.llamacpp.backend import LlamaCppBackend
-from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.speed import floor_seconds
 from harness.models.catalogue import ModelEntry
 from harness.models.chat_format import template_sha256
@@ -251,12 +249,6 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     write_record(path, record)
     journal.remove()  # the record now holds every result
     return path
-
-
-def engine_session(engine: LlamaEngine, model_path: Path, sha: str, load_seconds: float, speed: dict | None,
-                   model: ModelEntry | None = None) -> LlamaCppBackend:
-    """An engine that is already loaded as a bench backend (tests and scripts that drive :func:`run_task`)."""
-    return LlamaCppBackend.loaded(engine, model, sha, load_seconds, speed, model_path)
 
 
 def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -> Journal:

@@ -6,10 +6,10 @@ run skips journaled ones (LlamaEngine plans its prefix groups, context size and 
 requests, whatever it skips). So an engine decodes its requests in the same batches as a single engine would,
 provided the split never cuts what shares a batch:
 
-- log-likelihood: whole shared-prefix groups (the engine's ``loglikelihood_clusters``): a group's prefix is
+- log-likelihood: whole shared-prefix groups (prefix_plan.py's ``loglikelihood_clusters``): a group's prefix is
   decoded once, and each branch after it alone (``max_branches`` 1) or in packs of separate KV streams;
 - generation: whole scheduling units (``generation_units``: ``gen_unit`` requests of one prefix group),
-  the batch mates a request meets; llama.cpp's logits depend on them (engine.py, scheme v2).
+  the batch mates a request meets; llama.cpp's logits depend on them (settings.py ``SCHEME`` v2).
 
 Units go to engines by longest-processing-time-first on their token counts (ties: the lower engine index),
 from the requests alone: never from timing, and the same for a resumed run as for the first.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.backends.llamacpp.engine import (
+from harness.backends.llamacpp.prefix_plan import (
     generation_plan,
     generation_units,
     loglikelihood_clusters,

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
+from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.engine_proc import MAX_RESTARTS, EngineProcess
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import ModelEntry
 from harness.records.journal import Journal
 from harness.tasks.settings import TaskPlan

@@ -15,94 +15,19 @@ so each result equals one engine's.
 
 from __future__ import annotations
 
-import collections
 import os
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from harness.backends.llamacpp import assign
-from harness.backends.llamacpp.engine import EngineSettings, EngineStats
+from harness.backends.llamacpp.engine_child import EngineChild
+from harness.backends.llamacpp.settings import EngineSettings, EngineStats
 from harness.errors import HarnessError
 
 MAX_RESTARTS = 3  # engine deaths in a row, with no request finished in between, before a run stops
-TAIL_LINES = 3  # lines of the engine's stderr quoted when it dies
-
-
-def death_cause(returncode: int | None) -> str:
-    """An exit status as a person reads it: "signal 9 (SIGKILL)", "exit code 1"."""
-    if returncode is None:
-        return "no exit status"
-    if returncode < 0:
-        try:
-            return f"signal {-returncode} ({signal.Signals(-returncode).name})"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit code {returncode}"
-
-
-class _Worker:
-    """One engine process: its pipes, its last reported counters, the tail of what it wrote to stderr."""
-
-    def __init__(self, index: int, verbose: bool):
-        p_in, c_out = os.pipe()  # child -> parent
-        c_in, p_out = os.pipe()  # parent -> child
-        cmd = [sys.executable, "-m", "harness.backends.llamacpp.worker", str(c_in), str(c_out), str(os.getpid())]
-        self.proc = subprocess.Popen(cmd, pass_fds=(c_in, c_out), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        os.close(c_in)
-        os.close(c_out)
-        self.index = index
-        self.recv_conn = Connection(p_in, writable=False)
-        self.send_conn = Connection(p_out, readable=False)
-        self.stats: dict = {}
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.busy = False
-        self._reader = threading.Thread(target=self._read_stderr, args=(verbose,), daemon=True)
-        self._reader.start()
-
-    def _read_stderr(self, verbose: bool) -> None:
-        """Keep the last lines llama.cpp wrote (quoted if the process dies) and pass them on to our stderr,
-        as when the engine ran in this process (its errors always show; the rest with --verbose)."""
-        for raw in iter(self.proc.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip()
-            if line:
-                self.tail.append(line)
-            try:
-                os.write(2, raw)
-            except OSError:
-                pass
-
-    def died(self) -> str:
-        """The process's end, after its pipe closed: "signal 9 (SIGKILL)"..."""
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._reader.join(timeout=2)
-        return death_cause(rc)
-
-    def stop(self) -> None:
-        """Ask it to close (idle) or kill it (busy); never raises."""
-        try:
-            if not self.busy and self.proc.poll() is None:
-                self.send_conn.send(("close",))
-                self.proc.wait(timeout=10)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for c in (self.recv_conn, self.send_conn):
-            c.close()
-        if self.proc.stdout:
-            self.proc.stdout.close()
 
 
 class EngineProcess:
@@ -128,7 +53,7 @@ class EngineProcess:
         total = self.settings.threads or os.cpu_count() or 1
         # On a CPU the engines share the cores; on GPUs engine i gets GPU i (llama.cpp's main_gpu).
         self._engine_settings = replace(self.settings, threads=max(1, total // self.n_engines))
-        self._workers: list[_Worker | None] = [None] * self.n_engines
+        self._workers: list[EngineChild | None] = [None] * self.n_engines
         try:
             for k in range(self.n_engines):  # all load at once
                 self._workers[k] = self._spawn(k)
@@ -146,8 +71,8 @@ class EngineProcess:
         self.gpus, self.rpc_devices, self._system_info = f["gpus"], f["rpc_devices"], f["system_info"]
 
     # ------------------------------------------------------------------ processes
-    def _spawn(self, k: int) -> _Worker:
-        w = _Worker(k, self.verbose)
+    def _spawn(self, k: int) -> EngineChild:
+        w = EngineChild(k, self.verbose)
         device = k if self.n_engines > 1 else None
         w.send_conn.send(("load", self.model_path, self._engine_settings, self.verbose, device))
         return w
@@ -227,7 +152,7 @@ class EngineProcess:
             if f.name in total:
                 setattr(self.stats, f.name, total[f.name])
 
-    def _take(self, w: _Worker, stats: dict, first: float | None) -> None:
+    def _take(self, w: EngineChild, stats: dict, first: float | None) -> None:
         kb = stats.pop("peak_rss_kb", 0)
         self._peak_kb[w.index] = max(self._peak_kb[w.index], kb / (1024 if sys.platform == "darwin" else 1))
         w.stats = stats

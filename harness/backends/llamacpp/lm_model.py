@@ -20,7 +20,9 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from harness.backends.base import TooLong, data_row, request_name
-from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine, token_array
+from harness.backends.llamacpp.engine import LlamaEngine
+from harness.backends.llamacpp.prefix_plan import token_array
+from harness.backends.llamacpp.settings import EngineSettings
 from harness.errors import HarnessError
 from harness.models.chat_format import CHAT_DATE, DATE_STRING, marker_of, render_chat, turn_end_text
 from harness.records.journal import Journal, request_key
