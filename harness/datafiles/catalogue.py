@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -9,6 +10,8 @@ from pydantic import Field, model_validator
 from harness.datafiles.base import SHA256, DataFile, DataModel, Entries, NonEmptyText, PositiveNumber
 
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a model name: also a file-name part, never a path
+Kind = Literal["base", "instruct"]  # a model's kind: which prompt format and which claims apply
+KINDS: tuple[str, ...] = typing.get_args(Kind)
 _SEGMENT = r"(|[^/.][^/]*|\.|\.[^/.][^/]*|\.\.[^/]+)"  # a path segment other than ".."
 FileName = Annotated[str, Field(min_length=1, pattern=f"^{_SEGMENT}(/{_SEGMENT})*$")]
 
@@ -35,7 +38,7 @@ class ModelEntry(DataModel):
     """One catalogue model: what it is, where its GGUF files are, and its eval settings."""
 
     family: NonEmptyText = Field(description="must be a non-empty string")
-    kind: Literal["base", "instruct"] = Field(description="must be base or instruct")
+    kind: Kind = Field(description="must be base or instruct")
     params: PositiveNumber = Field(description="must be a positive number")
     context_length: PositiveNumber = Field(description="must be a positive number")
     quants: Annotated[dict[str, QuantFiles], Entries("quant {key}"), Field(min_length=1)] = Field(

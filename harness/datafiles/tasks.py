@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.datafiles.base import DataFile, DataModel, Entries, Problem
+from harness.datafiles.catalogue import KINDS, Kind
 
-KINDS = ("base", "instruct")
 # Each task states these for every model kind it runs on (directly, or in by_kind).
 REQUIRED = ("title", "lm_eval_task", "dataset", "num_fewshot", "chat", "metrics")
 
@@ -48,7 +48,7 @@ class TaskFields(DataModel):
         None, description="must be a positive whole number or null")
     stratify: str | None = Field(None, description="must be the field to stratify the subset by, or null")
     subjects: str | None = Field(None, description="must name a list under 'subjects'")
-    requires_kind: Literal["base", "instruct"] | None = Field(None, description="must be base or instruct")
+    requires_kind: Kind | None = Field(None, description="must be base or instruct")
     cot: bool | None = Field(None, description="must be true or false")
     claim_metrics: dict[str, str] | None = Field(
         None, description="must map a published metric name to a record metric ('metric,filter')")

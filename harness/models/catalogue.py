@@ -17,7 +17,6 @@ from harness.paths import TASKS_DIR
 
 CATALOGUE_FILE = TASKS_DIR / "models.yaml"
 _SAFE_NAME = re.compile(SAFE_NAME)
-KINDS = ("base", "instruct")
 UNDECIDED = "undecided"  # a Hub GGUF's kind before its file is read
 
 
