@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.models.shaped import BLOCKS, SliceShape, build_probe_slice
+from harness.models.probe_slice import BLOCKS, SliceShape, build_probe_slice
 from harness.run import rates
 from harness.run.plan import checked_text, plan_model
 

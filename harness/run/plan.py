@@ -74,7 +74,7 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
         }
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise HarnessError(f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml.")
-    from harness.models.shaped import BLOCKS
+    from harness.models.probe_slice import BLOCKS
 
     lo, hi, _ = out["extrapolation"]
     c_lo, c_hi, _ = out["checked"]
@@ -197,8 +197,9 @@ def gpus() -> list[dict]:
 
 def download_dir() -> Path:
     """Where downloads land: the Hugging Face cache (huggingface-hub's HF_HUB_CACHE / HF_HOME rules)."""
-    hub = os.environ.get("HF_HUB_CACHE")
-    return Path(hub) if hub else Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    from harness import hub
+
+    return hub.cache_dir()
 
 
 def disk_free() -> int:
@@ -242,7 +243,9 @@ class QuantPlan:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from harness import hub
+
+    return hub.offline()
 
 
 def catalogue_size(entry) -> tuple[int | None, str]:
@@ -286,7 +289,7 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
     size, source = entry.files.size, "catalogue"
     shape, shape_source = None, ""
     if network and not _offline() and entry.repo and entry.files.files:
-        from harness.models.download import remote_files, remote_shape
+        from harness.models.hub_files import remote_files, remote_shape
 
         try:
             if size is None:
@@ -307,11 +310,11 @@ def _quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int |
 # ---------------------------------------------------------------------------- rates
 def slice_target(entry, quant: str, params: float, shape: dict | None,
                  local: bool = True) -> tuple[object, int] | str:
-    """What the probe slice copies from one quant of the model (harness.models.shaped.SliceShape) and its layer
+    """What the probe slice copies from one quant of the model (harness.models.probe_slice.SliceShape) and its layer
     count; or why no slice can be made (a string). A file here: its own header and tensor types (the gguf
     package's reader); else the published shape of the catalogue's parameter count (tasks/plan_model.yaml
     ``shapes``) and the quant's main and output types (``slice_types``)."""
-    from harness.models.shaped import BLOCKS, SliceShape
+    from harness.models.probe_slice import BLOCKS, SliceShape
 
     path = _local_file(entry) if local else None
     if path is not None:
@@ -346,7 +349,7 @@ def _file_slice_target(path: Path):
     """A GGUF here: its architecture's sizes and the types of a layer's FFN and of the output matrix."""
     import gguf
 
-    from harness.models.shaped import SliceShape
+    from harness.models.probe_slice import SliceShape
 
     reader = gguf.GGUFReader(str(path))
 
@@ -772,7 +775,7 @@ def render_check(rows: list[dict], contended: int = 0) -> str:
 def plan_command(model: str | None, quant: str | None, tasks: list[str], limit: int | None, full: bool,
                  budget: float | None, parallel: int, gpu_layers: int, kind: str | None, rate_source: str,
                  check: bool, calibrate: bool, results_dir: Path, log=None) -> str:
-    """`harness plan`: the text to print (the CLI's options, see harness/cli.py). ``log``: progress lines
+    """`harness plan`: the text to print (the CLI's options, see harness/cli/cmd_bench.py). ``log``: progress lines
     (building a probe slice)."""
     from harness.backends.llamacpp.engine import EngineSettings
 
