@@ -68,8 +68,9 @@ download: setup  ## fetch MODEL (QUANT) verified; says first whether this machin
 compare: setup  ## every claim beside its measurement, with a verdict
 	$(BIN)/harness compare
 
-schema: setup  ## regenerate results/record.schema.json (the run record's JSON Schema) from harness/records/schema.py
+schema: setup  ## regenerate the JSON Schemas: results/record.schema.json (the run record) and tasks/schema/ (the data files)
 	$(BIN)/python -m harness.records.schema
+	$(BIN)/python -m harness.datafiles.schema
 
 publish: setup  ## regenerate results/README.md, CSV, plots and report.html from results/runs
 	$(BIN)/harness publish

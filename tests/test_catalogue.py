@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.datafiles.catalogue import ModelEntry
 from harness.errors import HarnessError
-from harness.models.catalogue import REQUIRED_KEYS, load_catalogue, resolve
+from harness.models.catalogue import load_catalogue, resolve
 from harness.models.locate import local_model_path
 
+REQUIRED_KEYS = [name for name, f in ModelEntry.model_fields.items() if f.is_required()]
 REQUIRED_MODELS = {
     "llama3-8b", "llama3-8b-instruct", "llama3-70b", "llama3-70b-instruct", "llama3.1-8b",
     "llama3.1-8b-instruct", "llama3.1-70b", "llama3.1-70b-instruct", "llama3.1-405b",
@@ -97,12 +99,12 @@ def test_malformed_task_setting_is_one_message(tmp_path):
     del data["tasks"]["gsm8k"]["dataset"]
     path = tmp_path / "tasks.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(HarnessError, match="task 'gsm8k': missing key"):
+    with pytest.raises(HarnessError, match=r"task 'gsm8k': missing field\(s\) dataset for base models"):
         load_settings(path)
     data["tasks"]["gsm8k"]["dataset"] = {"repo": "openai/gsm8k"}
     path.write_text(yaml.safe_dump(data))
     load_settings.cache_clear()
-    with pytest.raises(HarnessError, match="dataset needs repo, config, splits and columns"):
+    with pytest.raises(HarnessError, match=r"task 'gsm8k': dataset: missing field\(s\) config, splits, columns"):
         load_settings(path)
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")

@@ -14,6 +14,7 @@ from openai_stub import StubServer
 from test_bench_e2e import run_cli
 
 from harness.analysis.compare import NOT_COMPARABLE, compare_all
+from harness.errors import HarnessError
 from harness.models.catalogue import resolve
 from harness.records.runs import load_runs
 from harness.tasks.data import PINS_FILE, content_sha256, load_pins
@@ -43,6 +44,21 @@ def test_the_pins_match_the_mirror_they_were_computed_from(mirror):
     rows, sha = content_sha256(mirror / GSM8K_TEST, ["question", "answer"])
     assert (rows, sha) == (pins["openai/gsm8k/main/test"].rows, pins["openai/gsm8k/main/test"].sha256)
     assert "commit 3101c7d" in PINS_FILE.read_text()  # which revision the pins are of
+
+
+@pytest.mark.parametrize("pin,says", [
+    ("{rows: 1319, sha256: abc}", "sha256 must be 64 lowercase hex digits (got 'abc')"),
+    ("{rows: 0, sha256: %s}" % ("ab" * 32), "rows must be a positive row count (got 0)"),
+    ("{rows: 1319}", "missing field(s) sha256"),
+    ("{rows: 1319, sha256: %s, bytes: 9}" % ("ab" * 32), "unknown field(s) bytes"),
+])
+def test_a_malformed_pin_is_one_message_naming_it(tmp_path, pin, says):
+    path = tmp_path / "data_pins.yaml"
+    path.write_text(f"schema_version: 1\nfiles:\n  openai/gsm8k/main/test: {pin}\n")
+    with pytest.raises(HarnessError) as err:
+        load_pins(path)
+    assert err.value.message == f"data_pins.yaml: pin 'openai/gsm8k/main/test': {says}"
+    assert "python -m harness.tasks.data" in err.value.hint
 
 
 def test_the_same_rows_rewritten_by_another_writer_still_match(tmp_path, mirror):

@@ -14,12 +14,11 @@ models disagree, which no plan can know, so they are listed as decided after bot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-
-import yaml
 
 from harness.analysis import power
 from harness.analysis.claims import Claim, allowance, decision_power, load_claims, margin
+from harness.datafiles import load_file
+from harness.datafiles.data import SplitSizes
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 from harness.tasks.settings import load_settings, task_spec
@@ -27,26 +26,11 @@ from harness.tasks.settings import load_settings, task_spec
 SIZES_FILE = TASKS_DIR / "split_sizes.yaml"
 
 
-@lru_cache(maxsize=1)
-def _split_rows() -> dict:
-    try:
-        data = yaml.safe_load(SIZES_FILE.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise HarnessError(f"cannot read {SIZES_FILE}: {exc}", "restore tasks/split_sizes.yaml from git.") from exc
-    splits = data.get("splits")
-    ok = isinstance(splits, dict) and all(
-        isinstance(cfgs, dict) and all(type(v) is int and v > 0 for v in cfgs.values()) for cfgs in splits.values())
-    if data.get("schema_version") != 1 or not ok:
-        raise HarnessError(f"{SIZES_FILE}: expected schema_version 1 and splits: {{repo: {{config: rows}}}}",
-                           "restore tasks/split_sizes.yaml from git.")
-    return splits
-
-
 def split_sizes(task: str, kind: str) -> dict[str, int]:
     """Rows of the task's test split per stratum (MMLU: per subject), without reading any data."""
     spec = task_spec(task, kind)
     ds = spec["dataset"]
-    rows = _split_rows().get(ds["repo"]) or {}
+    rows = load_file(SplitSizes, SIZES_FILE).splits.get(ds["repo"]) or {}
     strata = load_settings()["subjects"][spec["subjects"]] if spec.get("subjects") else [None]
     out = {}
     for s in strata:

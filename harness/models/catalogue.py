@@ -10,21 +10,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from harness.datafiles import load_file
+from harness.datafiles.catalogue import SAFE_NAME, Catalogue
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 
 CATALOGUE_FILE = TASKS_DIR / "models.yaml"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-REQUIRED_KEYS = ("family", "kind", "params", "context_length", "quants", "gsm8k_max_gen_toks")
-KINDS = ("base", "instruct")
+_SAFE_NAME = re.compile(SAFE_NAME)
 UNDECIDED = "undecided"  # a Hub GGUF's kind before its file is read
-# Every key an entry may have, and every key a quant may have: anything else is a typo, reported on load.
-_ENTRY_KEYS = set(REQUIRED_KEYS) | {"aliases", "upstream", "licence", "repo", "revision", "confirmed", "package",
-                                    "package_file", "default_quant", "note", "unconfirmed_reason"}
-_QUANT_KEYS = {"files", "size", "sha256", "split", "joined", "note"}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -93,87 +86,9 @@ class ModelEntry:
 
 
 def load_catalogue(path: Path = CATALOGUE_FILE) -> dict:
-    """Parse the catalogue file; a malformed file is a clear error, not a traceback."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise HarnessError(f"cannot read the model catalogue {path}: {exc}", "restore tasks/models.yaml.") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        raise HarnessError(f"{path} has no 'models' mapping", "restore tasks/models.yaml.")
-    for name, entry in data["models"].items():
-        problem = _entry_problem(name, entry, data)
-        if problem:
-            raise HarnessError(f"{path.name}: model {name!r}: {problem}", f"fix that entry in {path}.")
-    return data
-
-
-def _entry_problem(name: object, e: object, data: dict) -> str | None:
-    """What is wrong with one catalogue entry (None when it is well formed)."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name):
-        return "the name must be letters, digits, '.', '_' or '-'"
-    if not isinstance(e, dict):
-        return "the entry is not a mapping of fields"
-    missing = [k for k in REQUIRED_KEYS if k not in e]
-    if missing:
-        return f"missing field(s) {', '.join(missing)}"
-    unknown = sorted(set(e) - _ENTRY_KEYS)
-    if unknown:
-        return f"unknown field(s) {', '.join(map(str, unknown))}"
-    if e["kind"] not in ("base", "instruct"):
-        return f"kind must be base or instruct (got {e['kind']!r})"
-    for key in ("family",):
-        if not isinstance(e[key], str) or not e[key]:
-            return f"{key} must be a non-empty string"
-    for key in ("params", "context_length", "gsm8k_max_gen_toks"):
-        v = e[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            return f"{key} must be a positive number (got {v!r})"
-    if not e.get("repo") and not (e.get("package") and e.get("package_file")):
-        return "needs a Hub repo, or a package and package_file"
-    if e.get("repo") is not None and (not isinstance(e["repo"], str) or e["repo"].count("/") != 1):
-        return f"repo must be OWNER/NAME (got {e['repo']!r})"
-    for key in ("revision", "upstream", "licence", "package", "package_file", "default_quant"):
-        if e.get(key) is not None and not isinstance(e[key], str):
-            return f"{key} must be a string (got {e[key]!r})"
-    if not isinstance(e.get("aliases") or [], list) or not all(isinstance(a, str) for a in e.get("aliases") or []):
-        return "aliases must be a list of names"
-    if "confirmed" in e and not isinstance(e["confirmed"], bool):
-        return "confirmed must be true or false"
-    quants = e["quants"]
-    if not isinstance(quants, dict) or not quants:
-        return "quants must map each quant name to its files"
-    default = e.get("default_quant") or data.get("default_quant", "Q4_K_M")
-    if e.get("default_quant") and default not in quants:
-        return f"default_quant {default} is not one of its quants"
-    for q, qf in quants.items():
-        problem = _quant_problem(qf)
-        if problem:
-            return f"quant {q}: {problem}"
-    return None
-
-
-def _quant_problem(qf: object) -> str | None:
-    if not isinstance(qf, dict):
-        return "not a mapping of fields"
-    unknown = sorted(set(qf) - _QUANT_KEYS)
-    if unknown:
-        return f"unknown field(s) {', '.join(map(str, unknown))}"
-    files = qf.get("files")
-    if not isinstance(files, list) or not all(isinstance(f, str) and f and ".." not in f.split("/") for f in files):
-        return "files must be a list of file names"
-    if qf.get("size") is not None and (isinstance(qf["size"], bool) or not isinstance(qf["size"], int)
-                                        or qf["size"] <= 0):
-        return f"size must be a positive byte count or null (got {qf['size']!r})"
-    if qf.get("sha256") is not None and not (isinstance(qf["sha256"], str) and _SHA256.match(qf["sha256"])):
-        return "sha256 must be 64 lowercase hex digits or null"
-    split = qf.get("split", "single")
-    if split not in ("single", "shards", "parts"):
-        return f"split must be single, shards or parts (got {split!r})"
-    if split == "single" and len(files) > 1:
-        return "several files need split: shards or parts"
-    if qf.get("joined") is not None and not isinstance(qf["joined"], str):
-        return "joined must be a file name"
-    return None
+    """The catalogue file as plain data, validated by its model (harness/datafiles/catalogue.py): a malformed
+    entry is one message naming the model and the field, not a traceback."""
+    return load_file(Catalogue, path).model_dump(exclude_unset=True)
 
 
 def _aliases(data: dict) -> dict[str, str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from harness.datafiles.catalogue import KINDS
 from harness.errors import HarnessError
-from harness.models.catalogue import KINDS, UNDECIDED, ModelEntry
+from harness.models.catalogue import UNDECIDED, ModelEntry
 from harness.models.chat_format import (
     gguf_tokenizer_facts,
     kind_from_facts,

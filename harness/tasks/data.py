@@ -15,8 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import yaml
 
+from harness.datafiles import load_file
+from harness.datafiles.data import DataPins
 from harness.errors import HarnessError
 from harness.paths import DATA_DIR_ENV, TASKS_DIR, data_dir
 
@@ -197,25 +198,9 @@ class DataDrift:
 
 @lru_cache(maxsize=1)
 def load_pins(path: Path = PINS_FILE) -> dict[str, DataPin]:
-    """``repo/config/split`` -> its pin, from tasks/data_pins.yaml, validated (a bad entry is one message)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise HarnessError(f"cannot read {path}: {exc}", "restore tasks/data_pins.yaml from the repository.") from exc
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict) or data.get("schema_version") != 1:
-        raise HarnessError(f"{path} is not a version-1 data pin file with a `files` mapping",
-                           "restore tasks/data_pins.yaml from the repository.")
-    out = {}
-    for name, pin in files.items():
-        ok = (isinstance(pin, dict) and set(pin) == {"rows", "sha256"} and isinstance(pin["rows"], int)
-              and not isinstance(pin["rows"], bool) and pin["rows"] > 0 and isinstance(pin["sha256"], str)
-              and re.fullmatch(r"[0-9a-f]{64}", pin["sha256"]) is not None)
-        if not ok:
-            raise HarnessError(f"{path}: the pin of {name!r} is not {{rows: N, sha256: 64 hex digits}}",
-                               "restore tasks/data_pins.yaml, or regenerate it: python -m harness.tasks.data DATA_DIR.")
-        out[str(name)] = DataPin(pin["rows"], pin["sha256"])
-    return out
+    """``repo/config/split`` -> its pin, from tasks/data_pins.yaml, validated by its model
+    (harness/datafiles/data.py: a bad entry is one message)."""
+    return {name: DataPin(pin.rows, pin.sha256) for name, pin in load_file(DataPins, path).files.items()}
 
 
 def content_sha256(path: Path, columns: list[str]) -> tuple[int, str]:

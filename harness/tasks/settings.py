@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
+from harness.datafiles import load_file
+from harness.datafiles.tasks import TaskSettings
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.paths import TASKS_DIR
@@ -23,10 +23,6 @@ from harness.tasks.data import bad_rows, check_columns, data_drift, parquet_file
 from harness.tasks.subsets import pick, pick_stratified
 
 SETTINGS_FILE = TASKS_DIR / "tasks.yaml"
-_TASK_KEYS = {
-    "title", "lm_eval_task", "by_kind", "dataset", "num_fewshot", "chat", "max_gen_toks", "metrics",
-    "default_limit", "stratify", "subjects", "requires_kind", "cot", "claim_metrics",
-}
 
 
 @dataclass
@@ -103,58 +99,9 @@ def _jsonable(obj):
 
 @lru_cache(maxsize=1)
 def load_settings(path: Path = SETTINGS_FILE) -> dict:
-    """Read and strictly validate tasks/tasks.yaml (unknown keys are errors, not silently ignored)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise HarnessError(f"cannot read task settings {path}: {exc}", "restore tasks/tasks.yaml.") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) or not isinstance(data.get("subjects"), dict):
-        raise HarnessError(f"{path} has no 'tasks' and 'subjects' mappings", "restore tasks/tasks.yaml.")
-    for name, spec in data["tasks"].items():
-        problem = _task_problem(spec, data["subjects"])
-        if problem:
-            raise HarnessError(f"{Path(path).name}: task {name!r}: {problem}", f"fix that task in {path}.")
-    return data
-
-
-def _task_problem(spec: object, subjects: dict) -> str | None:
-    """What is wrong with one task setting (None when well formed), for each model kind it can run on."""
-    if not isinstance(spec, dict):
-        return "not a mapping of fields"
-    unknown = set(spec) - _TASK_KEYS
-    if unknown:
-        return f"unknown key(s): {', '.join(sorted(map(str, unknown)))}"
-    by_kind = spec.get("by_kind") or {}
-    if not isinstance(by_kind, dict) or set(by_kind) - {"base", "instruct"}:
-        return "by_kind must map base and/or instruct to overrides"
-    for kind in ("base", "instruct"):
-        s = {k: v for k, v in spec.items() if k != "by_kind"} | dict(by_kind.get(kind) or {})
-        missing = [k for k in ("title", "lm_eval_task", "dataset", "num_fewshot", "chat", "metrics") if k not in s]
-        if missing:
-            return f"missing key(s) {', '.join(missing)}" + (f" for {kind} models" if by_kind else "")
-        ds = s["dataset"]
-        if not isinstance(ds, dict) or any(k not in ds for k in ("repo", "config", "splits", "columns")):
-            return "dataset needs repo, config, splits and columns"
-        if not isinstance(ds["splits"], dict) or "test" not in ds["splits"]:
-            return "dataset.splits needs a test split"
-        if isinstance(s["num_fewshot"], bool) or not isinstance(s["num_fewshot"], int) or s["num_fewshot"] < 0:
-            return f"num_fewshot must be a whole number >= 0 (got {s['num_fewshot']!r})"
-        if s["chat"] not in ("always", "never", "instruct"):
-            return f"chat must be always, never or instruct (got {s['chat']!r})"
-        if not isinstance(s["metrics"], list) or not s["metrics"] or not all(
-                isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in s["metrics"]):
-            return "metrics must be a non-empty list of [metric, filter] pairs"
-        limit = s.get("default_limit")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            return f"default_limit must be a positive whole number or null (got {limit!r})"
-        if s.get("subjects") is not None and s["subjects"] not in subjects:
-            return f"subjects {s['subjects']!r} is not a list under 'subjects'"
-        if "{subject}" in str(s["lm_eval_task"]) and not s.get("subjects"):
-            return "lm_eval_task has {subject} but the task names no subjects"
-        mgt = s.get("max_gen_toks")
-        if mgt is not None and mgt != "model" and (isinstance(mgt, bool) or not isinstance(mgt, int) or mgt < 1):
-            return f"max_gen_toks must be a positive whole number or 'model' (got {mgt!r})"
-    return None
+    """tasks/tasks.yaml as plain data, strictly validated by its model (harness/datafiles/tasks.py: unknown keys
+    are errors, not silently ignored; a malformed task is one message naming it and the field)."""
+    return load_file(TaskSettings, path).model_dump(exclude_unset=True)
 
 
 def task_names() -> list[str]:
