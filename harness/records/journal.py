@@ -96,9 +96,9 @@ class Journal:
                 if row.get("identity") == want:
                     header_seen = True
                     continue
-                # A damaged header (its CRC fails) is a torn line: the file name already names the identity.
-                # An intact header of another setting later in the file is not ours either: skip it.
-                if "crc" in row and row["crc"] != _crc("journal", row.get("identity")) or header_seen or self.entries:
+                # A damaged header (no CRC, or its CRC fails) is a torn line: the file name already names the
+                # identity. An intact header of another setting later in the file is not ours either: skip it.
+                if row.get("crc") != _crc("journal", row.get("identity")) or header_seen or self.entries:
                     self.torn += 1
                     continue
                 self._set_aside()  # the file name's identity hash matched, its header does not: keep, start anew
