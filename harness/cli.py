@@ -58,7 +58,8 @@ def models(quant: str | None) -> None:
     """List the model catalogue: name, params, quant, size, kind, downloaded or not."""
     from harness.models.catalogue import load_catalogue, resolve
     from harness.models.locate import local_model_path
-    from harness.run.plan import catalogue_size, size_text
+    from harness.plan.assumptions import catalogue_size
+    from harness.plan.render import size_text
 
     data = load_catalogue()
     rows = [("model", "params", "quant", "size", "kind", "source", "downloaded")]
@@ -90,8 +91,9 @@ def download(model: str, quant: str | None) -> None:
     """
     from harness.backends.llamacpp.engine import EngineSettings
     from harness.models.catalogue import resolve
-    from harness.models.download import download_model, refuse_before_download
+    from harness.models.download import download_model
     from harness.models.kind import decide_kind
+    from harness.plan.fit import refuse_before_download
     from harness.tasks.settings import plan_task
 
     entry = resolve(model, quant)
@@ -228,8 +230,9 @@ def _bench(opts: BenchOptions) -> None:
 
     from harness.backends.llamacpp.backend import LlamaCppBackend
     from harness.models.catalogue import UNDECIDED, resolve
-    from harness.models.download import download_model, refuse_before_download
+    from harness.models.download import download_model
     from harness.models.locate import local_model_path
+    from harness.plan.fit import refuse_before_download
     from harness.run.bench import run_bench
 
     entry = resolve(opts.model, opts.quant)
@@ -251,7 +254,7 @@ def _bench(opts: BenchOptions) -> None:
         if hub.offline() or hub.unreachable():  # no Hub: data not in its cache fails now, before the plan's probe
             opts.plans(entry)
     if not opts.download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
-        from harness.run.plan import bench_plan
+        from harness.plan.command import bench_plan
 
         limits = [opts.limit_of(t) for t in opts.tasks]  # the largest subset: the plan line is an upper bound
         bench_plan(entry, list(opts.tasks), max((n for n, f in limits if n is not None), default=None),
@@ -489,7 +492,7 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
          results_dir, decide):
     """What MODEL would cost here, per quant, before anything is downloaded: disk, memory, --gpu-layers, time;
     and what the planned subsets can decide about the claims made for it."""
-    from harness.run.plan import plan_command
+    from harness.plan.command import plan_command
 
     task_list = parse_tasks(tasks)
     lines: list[str] = []

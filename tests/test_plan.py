@@ -15,9 +15,12 @@ import pytest
 from harness.backends.llamacpp.engine import EngineSettings
 from harness.errors import HarnessError
 from harness.models.catalogue import load_catalogue, model_names, resolve
-from harness.run import rates
-from harness.run.plan import make_plan, plan_model, plan_tokens, task_costs
-from harness.run.preflight import GIB, check_fit, fit_or_refuse, planned_ctx
+from harness.plan.assumptions import plan_model, plan_tokens, task_costs
+from harness.plan.calibration import reference_probe
+from harness.plan.estimate import make_plan
+from harness.plan.fit import check_fit, fit_or_refuse
+from harness.plan.machine import GIB
+from harness.run.preflight import planned_ctx
 from harness.tasks.settings import plan_task, task_spec
 
 HARNESS = Path(sys.executable).parent / "harness"
@@ -38,7 +41,7 @@ def machine(monkeypatch):
 
 
 def _plan(name, **kw):
-    return make_plan(name, probe=rates.reference_probe(), **kw)
+    return make_plan(name, probe=reference_probe(), **kw)
 
 
 def test_every_catalogue_entry_sizes_fit_and_recommendation(machine):

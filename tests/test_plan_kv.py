@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.run.preflight import fit_or_refuse, planned_ctx, prompt_bounds
+from harness.plan.fit import fit_or_refuse
+from harness.run.preflight import planned_ctx, prompt_bounds
 
 pytestmark = pytest.mark.slow
 

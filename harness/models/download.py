@@ -1,9 +1,8 @@
 """Verified, resumable downloads of catalogue GGUF files from the Hugging Face Hub (huggingface-hub).
 
-Before anything is fetched, :func:`refuse_before_download` judges whether the model can run here (sizes
-from the catalogue or the Hub's file metadata, layer and head counts from the GGUF header read with
-HTTP range requests), with the same computation as the preflight after download
-(:func:`harness.run.preflight.fit_or_refuse`).
+Before anything is fetched, :func:`harness.plan.fit.refuse_before_download` judges whether the model can run
+here, from what this module reads without the weights: sizes (:func:`quant_sizes`, :func:`remote_files`) and the
+GGUF header's shape read with HTTP range requests (:func:`remote_shape`).
 
 Files land in the normal HF cache (resume and progress bar are huggingface-hub's). After download
 each file's bytes are hashed (sha256, harness/hashing.py) and checked, with the size, against the
@@ -28,7 +27,7 @@ from harness.hashing import file_sha256, forget
 from harness.models.catalogue import ModelEntry
 from harness.models.gguf_check import check_gguf, read_header_shape
 from harness.models.locate import cached_model_path, joined_path, local_model_path
-from harness.run.preflight import GIB, check_disk, fit_or_refuse
+from harness.plan.fit import check_disk
 
 RETRIES = 3
 
@@ -390,37 +389,3 @@ def quant_sizes(entry: ModelEntry, remote: bool = True) -> dict[str, int | None]
             if all(f in got and got[f].size is not None for f in fs):
                 out[q] = sum(got[f].size for f in fs)
     return out
-
-
-def refuse_before_download(entry: ModelEntry, plans: list, settings, download_only: bool = False,
-                           note: str = "") -> dict | None:
-    """Judge, before fetching a byte of weights, whether the model can run here with these plans and
-    settings (the same computation as the preflight after download). Refuse with the figures, the
-    largest quant and --gpu-layers that would fit; with ``download_only`` print the verdict and go on.
-    Returns the figures, or None when the model needs no download."""
-    if entry.local_path or entry.package or not entry.files.files or cached_model_path(entry) is not None:
-        return None
-    what = f"{entry.name} {entry.quant}"
-    sizes = quant_sizes(entry, remote=False)
-    if sizes.get(entry.quant) is None:
-        sizes[entry.quant] = sum(r["size"] or 0 for r in remote_files(entry).values()) or None
-    if sizes[entry.quant] is None:
-        return None
-    try:
-        sizes = {**quant_sizes(entry, remote=True), entry.quant: sizes[entry.quant]}
-    except HarnessError:
-        pass  # the other quants' sizes only feed the suggestion
-    shape = remote_shape(entry)
-    try:
-        figures = fit_or_refuse(sizes[entry.quant], shape, plans, settings, what, quant=entry.quant, quant_sizes=sizes)
-    except HarnessError as exc:
-        if not download_only:
-            raise HarnessError(f"{exc.message}. No weights were downloaded (only the file's header: "
-                               f"{shape['fetched'] / 2**20:.1f} MiB)", exc.hint) from None
-        print(f"warning: {exc.format_message()}\ndownloading {what} anyway{note}: this machine cannot run it "
-              "with these settings (another machine may).", file=sys.stderr)
-        return None
-    print(f"preflight: {what} fits{note}: weights {figures['weights_bytes'] / GIB:.1f} GiB + KV cache "
-          f"{figures['kv_bytes'] / GIB:.1f} GiB ({figures['n_ctx']} cells) of {figures['available_bytes'] / GIB:.1f} "
-          f"GiB available ({figures['placement']})", file=sys.stderr)
-    return figures

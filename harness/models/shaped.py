@@ -315,7 +315,7 @@ if __name__ == "__main__":
 
 # ---------------------------------------------------------------------------- probe slices (`harness plan`)
 # A *slice* of a target model: its hidden size, FFN width, head layout, vocabulary size and quant types, but only
-# a few layers, for `harness plan` to time llama.cpp's own kernels at the target's shape (harness/run/rates.py).
+# a few layers, for `harness plan` to time llama.cpp's own kernels at the target's shape (harness/plan/slice_probe.py).
 # Speed does not depend on weight values, so a slice's weights are random bytes in the quant's block layout with
 # every fp16 scale set to a small finite value: no quantizer runs (the gguf package has none for the K-quants),
 # and a 70B-class slice is written at disk speed. Block layouts: ggml-common.h (block_q4_0 ... block_q6_K),

@@ -16,8 +16,8 @@ from harness.backends.base import BenchBackend
 from harness.backends.llamacpp.engine import EngineSettings
 from harness.models.catalogue import ModelEntry
 from harness.paths import RESULTS_DIR
+from harness.plan.fit import check_writable
 from harness.run.journal import Journal
-from harness.run.preflight import check_writable
 from harness.run.runner import open_journal, run_task
 from harness.tasks.settings import TaskPlan, plan_task
 

@@ -51,7 +51,7 @@ class LlamaCppBackend:
 
     def check(self, plans: list[TaskPlan]) -> None:
         from harness.models.download import quant_sizes
-        from harness.run.preflight import preflight_file
+        from harness.plan.fit import preflight_file
 
         # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
         _, self._gpu = preflight_file(self.model, self.model_path, plans, self.settings,
