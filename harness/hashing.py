@@ -36,12 +36,6 @@ def _load() -> dict:
         return {}
 
 
-def known_sha256(path: Path) -> str | None:
-    """The remembered sha256 of this exact file version, or None (never hashes)."""
-    real = Path(path).resolve()
-    return _load().get(_key(real))
-
-
 def file_sha256(path: Path, fresh: bool = False, progress: bool | None = None) -> str:
     """sha256 (hex) of the file's bytes; remembered by (device, inode, size, mtime) unless ``fresh``."""
     from harness.atomic import atomic_write_text

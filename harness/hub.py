@@ -1,4 +1,8 @@
-"""Whether the Hugging Face Hub can be reached, decided in about a second, before huggingface-hub's retries.
+"""Where the Hugging Face Hub is, where its cache is, whether it may be asked, and whether it can be reached:
+the last decided in about a second, before huggingface-hub's retries.
+
+Locations and switches are huggingface-hub's own (``huggingface_hub.constants``), never re-derived here, so
+the harness looks where huggingface-hub writes (``HF_HUB_CACHE``, ``HF_HOME``, ``XDG_CACHE_HOME``, ``~``).
 
 Without a network (and no data mirror) huggingface-hub retries each request five times with back-off: 28 s
 and ten lines of "Retrying in 8s" before the harness could say anything. Here one TCP connection to the
@@ -16,6 +20,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 PROBE_SECONDS = 3.0
@@ -28,11 +33,31 @@ def endpoint() -> str:
     return constants.ENDPOINT
 
 
-def offline() -> bool:
-    """huggingface-hub's offline mode (``HF_HUB_OFFLINE``): only its cache is used."""
+def cache_dir() -> Path:
+    """The folder huggingface-hub downloads into (``HF_HUB_CACHE``, else ``HF_HOME``/hub, else
+    ``$XDG_CACHE_HOME``/huggingface/hub, else ~/.cache/huggingface/hub), as it resolved it when imported."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return Path(constants.HF_HUB_CACHE)
+
+
+def home() -> Path:
+    """huggingface-hub's own folder (``HF_HOME``, else ``$XDG_CACHE_HOME``/huggingface, else
+    ~/.cache/huggingface), as it resolved it when imported."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME)
+
+
+def offline() -> bool:
+    """huggingface-hub's offline mode (``HF_HUB_OFFLINE``, or the older ``TRANSFORMERS_OFFLINE``): only its
+    cache is used. huggingface-hub reads the variable once, when imported; it is read again here, with
+    huggingface-hub's own rule (``constants.ENV_VARS_TRUE_VALUES``), so that setting it later in the process
+    (a test's monkeypatch) counts too."""
+    from huggingface_hub import constants
+
+    raw = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or raw.upper() in constants.ENV_VARS_TRUE_VALUES
 
 
 @functools.lru_cache(maxsize=4)

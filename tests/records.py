@@ -1,5 +1,5 @@
 """Hand-made run records for testing comparison, publishing and regression logic without a model: made by
-the runner's own builder (harness.records.schema.build_record), so they are what a real run writes."""
+the runner's own builder (harness.records.build.build_record), so they are what a real run writes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import hashlib
 import math
 from pathlib import Path
 
+from harness.analysis.estimate import wilson_interval
 from harness.atomic import write_json
-from harness.records.record import wilson_interval
-from harness.records.schema import Backend, Hardware, ModelFacts, TaskFacts, Timing, build_record
+from harness.records.build import build_record
+from harness.records.schema import Backend, Hardware, ModelFacts, TaskFacts, Timing
 from harness.tasks.settings import task_spec
 
 

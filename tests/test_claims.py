@@ -9,7 +9,7 @@ from records import make_record
 from harness.analysis.claims import load_claims
 from harness.analysis.compare import setting_mismatch
 from harness.errors import HarnessError
-from harness.models.catalogue import load_catalogue, model_names, resolve
+from harness.models.catalogue import load_catalogue, resolve
 from harness.paths import TASKS_DIR
 from harness.records.runs import Run
 from harness.records.schema import RunRecord
@@ -25,7 +25,7 @@ def test_claims_file_loads_with_unique_ids():
 
 @pytest.mark.parametrize("c", CLAIMS, ids=lambda c: c.id)
 def test_claim_names_a_catalogue_model_and_a_runnable_setting(c):
-    names = set(model_names(load_catalogue()))
+    names = set(load_catalogue()["models"])
     assert c.model in names
     if c.kind == "params":
         return

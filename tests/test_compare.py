@@ -100,7 +100,11 @@ def test_stratified_subset_is_reweighted_and_widened():
 def test_macro_average_weights_subjects_equally():
     est = estimate([Stratum("a", 1, 10, 10), Stratum("b", 9, 10, 1000)], "macro")
     assert math.isclose(est.value, 0.5)
-    assert not est.subset or est.n_total == 1010
+    assert est.n == 20 and est.n_total == 1010
+    assert est.subset is True  # 20 of 1010 questions
+    full = estimate([Stratum("a", 1, 10, 10), Stratum("b", 9, 10, 10)], "macro")
+    assert math.isclose(full.value, 0.5) and full.n == full.n_total == 20
+    assert full.subset is False  # every question of both subjects
 
 
 def test_paired_difference_matches_formula():

@@ -99,11 +99,12 @@ from harness.backends.llamacpp.backend import LlamaCppBackend
 from harness.backends.llamacpp.engine import EngineSettings
 from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path
+from harness.plan.fit import preflight_file
 from harness.tasks.settings import plan_task
 entry = resolve("smollm2-135m")
 from pathlib import Path
 plan = plan_task("mmlu_loglik", entry, limit=1, data_dir=Path({str(mirror)!r}))
-backend = LlamaCppBackend(entry, local_model_path(entry), EngineSettings(threads=1))
+backend = LlamaCppBackend(entry, local_model_path(entry), EngineSettings(threads=1), fit=preflight_file)
 backend.check([plan])
 backend.start()
 facts = backend.backend_facts(plan) | backend.model_facts()

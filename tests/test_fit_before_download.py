@@ -150,7 +150,7 @@ def test_hf_model_without_catalogue_sizes_takes_its_size_from_the_hub(hub70, tmp
 def test_header_range_read_gives_the_full_files_kv_figure(hub70, tmp_path):
     local = tmp_path / "70b-copy.gguf"
     local.write_bytes(hub70.data)
-    code = ("import json; from harness.models.catalogue import resolve; from harness.models.download import remote_shape; "
+    code = ("import json; from harness.models.catalogue import resolve; from harness.models.hub_files import remote_shape; "
             f"print(json.dumps(remote_shape(resolve('hf:{REPO}/{Q4}'))))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {"HF_ENDPOINT": hub70.url,
                                                                                "HF_HOME": str(tmp_path / "hf")}

@@ -139,8 +139,15 @@ FILE_CONTENT = st.one_of(
 @given(files=st.lists(FILE_CONTENT, min_size=1, max_size=4))
 @SETTINGS
 def test_load_runs_skips_any_bad_file_and_keeps_the_good_ones(tmp_path_factory, files):
-    from harness.records.record import record_problem
+    from harness.records.parse import RecordProblem, parse_record
     from harness.records.runs import load_runs
+
+    def usable_record(rec: object) -> bool:
+        try:
+            parse_record(rec)
+        except RecordProblem:
+            return False
+        return True
 
     results = tmp_path_factory.mktemp("results")
     good = _good(results)
@@ -149,7 +156,7 @@ def test_load_runs_skips_any_bad_file_and_keeps_the_good_ones(tmp_path_factory, 
     for i, data in enumerate(files):
         (results / "runs" / f"other-{i}.json").write_bytes(data)
         try:
-            usable += record_problem(json.loads(data.decode())) is None
+            usable += usable_record(json.loads(data.decode()))
         except (UnicodeDecodeError, ValueError):
             pass
     loaded = load_runs(results)  # never raises
@@ -186,7 +193,8 @@ def test_hanging_server_stops_within_timeout_plus_retry_window():
 
     from openai_stub import StubServer
 
-    from harness.backends.server.client import ServerClient, ServerUnavailable
+    from harness.backends.server.client import ServerClient
+    from harness.backends.server.transport import ServerUnavailable
 
     stub = StubServer()
     stub.stall_next, stub.stall_seconds = 100, 30.0  # accepts the connection, never answers in time
@@ -258,7 +266,8 @@ ANSWERS = st.one_of(
 @given(answer=ANSWERS)
 @SETTINGS
 def test_any_server_answer_is_a_result_or_one_message(canned, answer):
-    from harness.backends.server.client import Completion, ServerClient
+    from harness.backends.server.client import ServerClient
+    from harness.backends.server.replies import Completion
 
     canned.body = json.dumps(answer).encode()
     client = ServerClient(canned.url, model="m", timeout=5, retry_seconds=0)
@@ -284,6 +293,53 @@ def test_row_checks_name_a_field_or_pass(row):
     for check in (gsm8k_row_problem, mmlu_row_problem):
         problem = check(row)
         assert problem is None or (problem[0] in row and problem[1])
+
+
+# Good rows, and one field of a good row spoiled: each check must name exactly the spoiled field (the test
+# above alone also passes for a check that flags nothing).
+TEXT = st.text(min_size=1, max_size=20).filter(str.strip)
+NOT_TEXT = st.none() | st.integers() | st.floats() | st.booleans() | st.lists(TEXT, max_size=2) | st.just({})
+BLANK = st.text(alphabet=" \t\n", max_size=3)
+GSM8K_ROWS = st.fixed_dictionaries({
+    "question": TEXT,
+    "answer": st.tuples(st.text(max_size=20).filter(lambda t: "####" not in t),
+                        st.integers(-10**6, 10**6) | st.decimals(-1000, 1000, places=2, allow_nan=False))
+                .map(lambda wt: f"{wt[0]}\n#### {wt[1]}"),
+})
+MMLU_ROWS = st.fixed_dictionaries({
+    "question": st.text(max_size=20),  # MMLU has questions that are all in the choices: an empty one is fine
+    "choices": st.lists(TEXT, min_size=4, max_size=4),
+    "answer": st.integers(0, 3) | st.integers(0, 3).map(float),
+})
+GSM8K_SPOILED = st.sampled_from([
+    ("question", NOT_TEXT | BLANK),
+    ("answer", NOT_TEXT | st.text(max_size=20).filter(lambda t: "####" not in t)),
+    ("answer", st.text(alphabet="abcxyz ?!", max_size=8).map(lambda t: f"work\n#### {t}")),  # no number after ####
+])
+MMLU_SPOILED = st.sampled_from([
+    ("question", NOT_TEXT),
+    ("choices", NOT_TEXT.filter(lambda v: not isinstance(v, list))
+     | st.lists(TEXT, max_size=8).filter(lambda c: len(c) != 4)
+     | st.tuples(st.lists(TEXT, min_size=3, max_size=3), BLANK | NOT_TEXT, st.integers(0, 3))
+       .map(lambda t: t[0][: t[2]] + [t[1]] + t[0][t[2]:])),  # one of four choices empty or not text
+    ("answer", st.none() | st.booleans() | TEXT | st.integers(4, 10**6) | st.integers(-10**6, -1)
+     | st.floats(0.01, 3.99).filter(lambda f: not f.is_integer()) | st.just(float("nan"))),
+])
+
+
+@given(data=st.data())
+@SETTINGS
+def test_row_checks_flag_the_spoiled_field_and_pass_good_rows(data):
+    from harness.tasks.data import gsm8k_row_problem, mmlu_row_problem
+
+    for check, rows, spoiled in ((gsm8k_row_problem, GSM8K_ROWS, GSM8K_SPOILED),
+                                 (mmlu_row_problem, MMLU_ROWS, MMLU_SPOILED)):
+        row = data.draw(rows)
+        assert check(row) is None, row
+        field_name, bad_values = data.draw(spoiled)
+        bad = dict(row, **{field_name: data.draw(bad_values)})
+        problem = check(bad)
+        assert problem is not None and problem[0] == field_name and problem[1], (bad, problem)
 
 
 def _mirror_with(tmp_path, mirror, repo_file: str, edit) -> Path:
@@ -378,7 +434,7 @@ def tiny_disk(tmpfs):
 
 
 def test_disk_full_while_journaling_keeps_every_acknowledged_result(tiny_disk):
-    from harness.run.journal import Journal
+    from harness.records.journal import Journal
 
     filler = tiny_disk / "other-files"
     filler.write_bytes(b"x" * 8192)  # something else took half the disk

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import HarnessError
-from harness.run.journal import Journal, identity_hash, request_key
+from harness.records.identity import key as identity_hash
+from harness.records.journal import Journal, request_key
 
 IDENT = {"model_sha256": "ab" * 32, "task_config_hash": "cfg", "settings": {"n_parallel": 8}}
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.models.catalogue import model_names, resolve
+from harness.models.catalogue import load_catalogue, resolve
 
 HARNESS = Path(sys.executable).parent / "harness"
 ENV = dict(
@@ -47,7 +47,7 @@ def _plan_download(name: str, quant: str) -> str:
 
 def test_models_shows_the_size_plan_shows():
     sizes = _models_sizes()
-    assert set(sizes) == set(model_names())
+    assert set(sizes) == set(load_catalogue()["models"])
     assert (
         "?" not in sizes.values()
     )  # every Llama quant has a size or an estimate (issue #29: 11 of 14 were "?")

@@ -84,7 +84,7 @@ def test_bad_numbers_are_named_skipped_and_never_replace_a_good_record(tmp_path)
     ({"ci95": [0.6, 0.7]}, "interval"), ({"n": 0}, "n"),
 ])
 def test_a_bad_metric_can_never_be_written(change, field):
-    from harness.records.schema import build_record
+    from harness.records.build import build_record
 
     rec = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}, quant="Q4_1")
     head = next(iter(rec["metrics"]))
@@ -97,9 +97,9 @@ def test_a_bad_metric_can_never_be_written(change, field):
 
 
 def test_one_sample_stderr_is_null_not_nan():
-    from harness.run.runner import _stderr
+    from harness.analysis.estimate import mean_stderr
 
-    assert _stderr([1.0]) is None and _stderr([1.0, 0.0]) == pytest.approx(0.5)
+    assert mean_stderr([1.0]) is None and mean_stderr([1.0, 0.0]) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("args,env,match", [

@@ -14,7 +14,7 @@ import pytest
 
 from harness.backends.llamacpp.engine import EngineSettings
 from harness.errors import HarnessError
-from harness.models.catalogue import load_catalogue, model_names, resolve
+from harness.models.catalogue import load_catalogue, resolve
 from harness.plan.assumptions import plan_model, plan_tokens, task_costs
 from harness.plan.calibration import reference_probe
 from harness.plan.estimate import make_plan
@@ -47,7 +47,7 @@ def _plan(name, **kw):
 def test_every_catalogue_entry_sizes_fit_and_recommendation(machine):
     catalogue = load_catalogue()["models"]
     bpw = plan_model()["bpw"]
-    for name in model_names():
+    for name in catalogue:
         plan = _plan(name)
         quants = {q: v for q, v in catalogue[name]["quants"].items() if isinstance(v, dict)}
         assert [q.quant for q in plan.quants] == list(quants), name

@@ -20,7 +20,7 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
     from harness.backends.llamacpp.engine import LlamaEngine
     from harness.models.catalogue import resolve
     from harness.records.identity import measurement
-    from harness.run.journal import Journal
+    from harness.records.journal import Journal
     from harness.run.runner import engine_session, run_task
     from harness.tasks.settings import plan_task
 

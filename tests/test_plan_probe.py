@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.models.shaped import BLOCKS, SliceShape, build_probe_slice
+from harness.models.probe_slice import BLOCKS, SliceShape, build_probe_slice
 from harness.plan import calibration, slice_probe
 from harness.plan.assumptions import plan_model
 from harness.plan.render import checked_text

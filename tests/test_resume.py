@@ -29,7 +29,8 @@ def _journal_lines(results) -> int:
 
 
 def _run_with_kills(cmd, results, kills, rng, sig=signal.SIGKILL):
-    """Start the bench, kill it once new requests were journaled (after a random extra delay), repeat."""
+    """Start the bench, kill it once new requests were journaled (after a random extra delay, none before the
+    first kill: the first request journaled leaves others running, so at least one kill lands), repeat."""
     done_kills, seen = 0, 0
     while done_kills < kills:
         # Output to DEVNULL: an unread pipe would fill up and stall the process being tested.
@@ -37,7 +38,7 @@ def _run_with_kills(cmd, results, kills, rng, sig=signal.SIGKILL):
         deadline = time.time() + 300
         while proc.poll() is None and _journal_lines(results) <= seen and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 1.5))
+        time.sleep(rng.uniform(0, 1.5) if done_kills else 0.0)
         if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
             assert proc.returncode == 0
             return done_kills
@@ -65,9 +66,9 @@ GEN = ("--parallel", "2", "--gen-unit", "2")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task,limit,extra", [("gsm8k", 8, GEN), ("mmlu_cloze", 6, ())])
-def test_killed_runs_resume_to_the_same_record(tmp_path, mirror, task, limit, extra):
-    seed = int(os.environ.get("RESUME_TEST_SEED", time.time_ns() % 10**6))
+@pytest.mark.parametrize("task,limit,extra,seed", [("gsm8k", 8, GEN, 27), ("mmlu_cloze", 6, (), 28)])
+def test_killed_runs_resume_to_the_same_record(tmp_path, mirror, task, limit, extra, seed):
+    seed = int(os.environ.get("RESUME_TEST_SEED", seed))  # fixed: a failure reruns with the same kill delays
     rng = random.Random(seed)
     ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
     ref = subprocess.run(_cmd(mirror, ref_dir, task, limit, *extra), capture_output=True, text=True, timeout=900)
@@ -83,7 +84,8 @@ def test_killed_runs_resume_to_the_same_record(tmp_path, mirror, task, limit, ex
     ref_total = json.loads(a.read_text())["resume"]["requests_computed"]
     # Every request's result was computed and journaled exactly once over the killed runs and the final one.
     assert res["requests_from_journal"] + res["requests_computed"] == ref_total, f"seed {seed}: {res}"
-    assert kills == 0 or res["requests_from_journal"] > 0, f"seed {seed}, kills {kills}"
+    assert kills >= 1, f"seed {seed}: the run finished before any kill, so nothing was tested"
+    assert res["requests_from_journal"] > 0, f"seed {seed}, kills {kills}"
     if task == "mmlu_cloze":
         assert res["requests_replayed"] == 0  # log-likelihoods do not depend on batch mates: nothing re-run
     else:

@@ -2,7 +2,9 @@
 
 A record round-trips through the schema; every committed version-1 record still loads (upgraded in
 memory, the file untouched); a field of the wrong type is one message naming the field; the committed
-JSON Schema file is what the model generates and accepts a real record."""
+JSON Schema file is what the model generates, is a valid draft 2020-12 schema, and, under the reference
+validator (the ``jsonschema`` package, as an outside reader would use it), accepts every committed record
+and a new one and refuses a wrong one."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema_lite import errors as schema_errors
+from jsonschema import Draft202012Validator
 from records import make_record, write_record
 
 from harness.atomic import write_json
 from harness.paths import ROOT
+from harness.records.parse import upgrade_v1
 from harness.records.record import UnreadableRecord, read_record
 from harness.records.runs import load_runs
 from harness.records.schema import (
@@ -25,7 +28,6 @@ from harness.records.schema import (
     RunRecord,
     json_schema,
     schema_text,
-    upgrade_v1,
 )
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -38,8 +40,34 @@ COMMITTED = sorted([ROOT / "results" / "runs" / name
                    + [p for p in (ROOT / "results" / "baselines").glob("*.json") if not p.name.endswith(".lm_eval.json")])
 
 
+# Every run record in the repository: results/runs/ (any version; not the lm-eval results files beside them)
+# and the baselines.
+ALL_RECORDS = sorted({p for folder in ("runs", "baselines") for p in (ROOT / "results" / folder).glob("*.json")
+                      if not p.name.endswith(".lm_eval.json")} | set(COMMITTED))
+
+
+def _validator() -> Draft202012Validator:
+    """The published schema file under the reference validator, the schema itself checked first."""
+    schema = json.loads((ROOT / "results" / SCHEMA_FILE).read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)  # raises SchemaError for a schema that is not valid 2020-12
+    return Draft202012Validator(schema)
+
+
+def _errors(validator: Draft202012Validator, rec: dict) -> list[str]:
+    """The validator's findings as "path: message", in document order."""
+    found = sorted(validator.iter_errors(rec), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in found]
+
+
 def test_the_committed_v1_records_are_there():
     assert len(COMMITTED) >= 8 and all(json.loads(p.read_text())["schema_version"] == 1 for p in COMMITTED)
+
+
+@pytest.mark.parametrize("path", ALL_RECORDS, ids=lambda p: p.name[:60])
+def test_every_committed_record_validates_against_the_published_schema(path):
+    """What an outside reader does: jsonschema, the committed schema file, the committed record file."""
+    assert _errors(_validator(), json.loads(path.read_text())) == []
 
 
 def _nan_as_null(obj):
@@ -62,7 +90,7 @@ def test_every_committed_v1_record_loads_and_keeps_every_fact(path):
     assert rec.as_json() == _nan_as_null(upgrade_v1(raw))
     assert rec.task.name == raw["task"]["name"] and rec.model.sha256 == raw["model"]["sha256"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # read in memory, never rewritten
-    assert schema_errors(rec.as_json(), json.loads((ROOT / "results" / SCHEMA_FILE).read_text())) == []
+    assert _errors(_validator(), rec.as_json()) == []  # upgraded, it is a valid version 2 record too
 
 
 def test_the_committed_json_schema_is_current():
@@ -73,11 +101,31 @@ def test_the_committed_json_schema_is_current():
 def test_the_json_schema_file_accepts_a_real_record_and_refuses_a_wrong_one(tmp_path):
     schema = json.loads((ROOT / "results" / SCHEMA_FILE).read_text())
     assert schema == json_schema()
+    validator = _validator()
     rec = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False, True]}, quant="Q4_1")
-    assert schema_errors(rec, schema) == []
+    assert rec["schema_version"] == 2 and _errors(validator, rec) == []
     rec["task"]["n"] = "3"
     rec["samples"][0]["correct"] = "yes"
-    assert schema_errors(rec, schema) == ["$.task.n: not integer", "$.samples[0].correct: not boolean"]
+    assert _errors(validator, rec) == ["samples.0.correct: 'yes' is not of type 'boolean'",
+                                       "task.n: '3' is not of type 'integer'"]
+
+
+def test_the_json_schema_tells_the_versions_apart(tmp_path):
+    """Version 1 may lack the facts it did not always keep (and only those); version 2 may not; no other
+    version is accepted."""
+    validator = _validator()
+    v2 = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}, quant="Q4_1")
+    optional_in_v1 = ("harness_version", "harness_commit", "command", "packages", "resume", "lm_eval_results_file",
+                      "efficiency", "backend")
+    v1 = {k: v for k, v in v2.items() if k not in optional_in_v1} | {"schema_version": 1}
+    v1["model"] = {k: v for k, v in v2["model"].items() if k != "kind"}
+    assert _errors(validator, v1) == []
+    assert read_record(write_record(tmp_path, v1)).model.kind == "instruct"  # and the harness reads it
+    for key in optional_in_v1:
+        assert _errors(validator, {k: v for k, v in v2.items() if k != key}) == [f": '{key}' is a required property"]
+    assert _errors(validator, dict(v1, schema_version=2)) != []  # a version 2 record must have them
+    assert _errors(validator, {k: v for k, v in v1.items() if k != "task"}) == [": 'task' is a required property"]
+    assert _errors(validator, dict(v2, schema_version=3)) == ["schema_version: 2 was expected"]
 
 
 # ------------------------------------------------------------------------------------ round trip
@@ -159,7 +207,7 @@ def test_a_missing_field_and_a_future_schema_are_named(tmp_path):
 
 def test_the_builder_refuses_a_record_that_would_not_read_back():
     from harness.errors import HarnessError
-    from harness.records.schema import build_record
+    from harness.records.build import build_record
 
     parts = dict(created="2026-11-30T00:00:00+00:00", stem="s", harness_version=None, harness_commit=None,
                  command=None, packages=None, model={"name": "m", "kind": "instruct", "quant": "Q4_1"},

@@ -10,9 +10,11 @@ from lm_eval.api.instance import Instance
 from openai_stub import StubServer, answer, word_tokens
 
 from harness.backends.llamacpp.vocab import LocalVocab
-from harness.backends.server.client import NoPromptLogprobs, ServerClient, ServerUnavailable, public_url
+from harness.backends.server.client import ServerClient
 from harness.backends.server.lm_model import ServerLM
-from harness.run.journal import Journal
+from harness.backends.server.replies import NoPromptLogprobs
+from harness.backends.server.transport import ServerUnavailable, public_url
+from harness.records.journal import Journal
 
 
 def gen_requests(n: int) -> list[Instance]:

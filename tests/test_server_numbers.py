@@ -13,8 +13,9 @@ from lm_eval.api.instance import Instance
 from openai_stub import StubServer, word_tokens
 
 from harness.backends.base import request_name
-from harness.backends.server.client import ServerClient, ServerUnavailable, retry_after_seconds
+from harness.backends.server.client import ServerClient
 from harness.backends.server.lm_model import ServerLM
+from harness.backends.server.transport import ServerUnavailable, retry_after_seconds
 from harness.errors import HarnessError
 
 CONTEXT, CONT = "The answer is", " alpha beta gamma"
@@ -169,5 +170,29 @@ def test_one_connection_per_worker_thread():
         for i in range(6):
             client.complete(f"q {i}", 4, [])
         assert len(stub.connections) == 1, stub.connections
+    finally:
+        stub.close()
+
+
+def test_each_worker_thread_keeps_its_own_connection():
+    """#27: 4 threads x 5 requests open exactly 4 TCP connections (a new connection per request: 20)."""
+    import threading
+
+    stub = StubServer()
+    try:
+        client = ServerClient(stub.url, model="stub-model")
+        start = threading.Barrier(4)
+
+        def work(t: int) -> None:
+            start.wait()  # all four threads at once: none can reuse another's idle connection
+            for i in range(5):
+                client.complete(f"q {t} {i}", 4, [])
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(stub.prompts) == 20 and len(stub.connections) == 4, stub.connections
     finally:
         stub.close()

@@ -165,10 +165,10 @@ def test_every_catalogue_claim_has_a_planned_half_width_and_a_minimal_decide_siz
     interval written out here for single-split tasks), and a decide-size that decides while one question
     fewer does not (or none: not even the full test)."""
     from harness.analysis import decide as dec
-    from harness.models.catalogue import model_names, resolve
+    from harness.models.catalogue import load_catalogue, resolve
 
     seen = 0
-    for entry in (resolve(name) for name in model_names()):
+    for entry in (resolve(name) for name in load_catalogue()["models"]):
         tasks = sorted({c.task for c in load_claims() if c.model == entry.name and c.task})
         if not tasks:
             continue

@@ -1,4 +1,5 @@
-"""Estimates of a full-test score from a run, with 95% intervals, for comparing against published figures.
+"""Every 95% interval the harness computes: a run's scores as recorded (Wilson for proportions, Wald for other
+means) and the estimates of a full-test score compared against published figures.
 
 A claim is made on the full test set with one averaging rule (micro over questions, or macro over MMLU
 subjects). A run may cover a seeded, stratified subset, so its plain mean is not the right estimate:
@@ -13,9 +14,39 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.records.record import wilson_interval
-
 Z95 = 1.959963984540054
+
+
+def wilson_interval(p: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion p measured on n samples (n may be an effective size)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if p <= 0 else max(0.0, centre - half)  # exact ends: no 1e-17 rounding past the estimate
+    hi = 1.0 if p >= 1 else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def mean_stderr(vals: list[float]) -> float | None:
+    """Standard error of the mean of ``vals``; None (JSON null) when undefined: fewer than two values."""
+    n = len(vals)
+    if n < 2:
+        return None
+    m = sum(vals) / n
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
+
+
+def combined_stderr(ses: list[float]) -> float:
+    """Standard error of the unweighted mean of independent means whose standard errors are ``ses``."""
+    return math.sqrt(sum(s * s for s in ses)) / len(ses)
+
+
+def wald_interval(value: float, se: float) -> tuple[float, float]:
+    """``value`` +/- 1.96 standard errors, clipped to [0, 1]: the recorded interval of a mean that is not a
+    proportion (a macro average of non-binary metrics)."""
+    return (max(0.0, value - 1.96 * se), min(1.0, value + 1.96 * se))
 
 
 @dataclass(frozen=True)
@@ -53,6 +84,11 @@ def _shrunk_var(k: float, n: int) -> float:
 def macro_var(s: Stratum) -> float:
     """Variance of one stratum's mean (as used for macro averages)."""
     return _shrunk_var(s.k, s.n)
+
+
+def macro_stderr(strata: list[Stratum]) -> float:
+    """Standard error of the unweighted mean of the strata's means (each with :func:`macro_var`)."""
+    return math.sqrt(sum(macro_var(s) for s in strata)) / len(strata)
 
 
 def estimate(strata: list[Stratum], average: str) -> Estimate:

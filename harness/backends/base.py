@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.models.catalogue import ModelEntry
-    from harness.run.journal import Journal
+    from harness.records.journal import Journal
     from harness.tasks.settings import TaskPlan
 
 

@@ -185,11 +185,6 @@ def _aliases(data: dict) -> dict[str, str]:
     return out
 
 
-def model_names(data: dict | None = None) -> list[str]:
-    data = data or load_catalogue()
-    return list(data["models"])
-
-
 def resolve(name: str, quant: str | None = None, data: dict | None = None) -> ModelEntry:
     """Catalogue name (or alias, or a local ``.gguf`` path) and quant -> ModelEntry."""
     if name.startswith("hf:"):

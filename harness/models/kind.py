@@ -14,7 +14,7 @@ from harness.models.chat_format import (
     kind_from_gguf,
     remote_tokenizer_facts,
 )
-from harness.models.download import range_fetch
+from harness.models.hub_files import range_fetch
 from harness.models.locate import local_model_path
 
 

@@ -15,9 +15,12 @@ JOINED_DIR_ENV = "HARNESS_MODELS_DIR"
 
 
 def joined_dir() -> Path:
-    """Where byte-split GGUFs are joined into one file (HARNESS_MODELS_DIR, else beside the Hub cache)."""
-    base = os.environ.get(JOINED_DIR_ENV) or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "llama-bench-joined"
-    return Path(base)
+    """Where byte-split GGUFs are joined into one file (HARNESS_MODELS_DIR, else beside the Hub cache, in
+    huggingface-hub's HF_HOME)."""
+    from harness import hub
+
+    base = os.environ.get(JOINED_DIR_ENV)
+    return Path(base) if base else hub.home() / "llama-bench-joined"
 
 
 def joined_path(entry: ModelEntry) -> Path:

@@ -41,7 +41,7 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
         }
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise HarnessError(f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml.")
-    from harness.models.shaped import BLOCKS
+    from harness.models.probe_slice import BLOCKS
 
     lo, hi, _ = out["extrapolation"]
     c_lo, c_hi, _ = out["checked"]

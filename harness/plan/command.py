@@ -17,7 +17,7 @@ from harness.plan.render import interval_text, one_line, render
 def plan_command(model: str | None, quant: str | None, tasks: list[str], limit: int | None, full: bool,
                  budget: float | None, parallel: int, gpu_layers: int, kind: str | None, rate_source: str,
                  check: bool, calibrate: bool, results_dir: Path, log: Callable[[str], None] | None = None) -> str:
-    """`harness plan`: the text to print (the CLI's options, see harness/cli.py). ``log``: progress lines
+    """`harness plan`: the text to print (the CLI's options, see harness/cli/cmd_bench.py). ``log``: progress lines
     (building a probe slice)."""
     from harness.backends.llamacpp.engine import EngineSettings
 

@@ -100,7 +100,7 @@ def quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int | 
     size, source = entry.files.size, "catalogue"
     shape, shape_source = None, ""
     if network and not offline() and entry.repo and entry.files.files:
-        from harness.models.download import remote_files, remote_shape
+        from harness.models.hub_files import remote_files, remote_shape
 
         try:
             if size is None:

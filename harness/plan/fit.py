@@ -238,7 +238,7 @@ def refuse_before_download(entry, plans: list, settings, download_only: bool = F
     file metadata, layer and head counts from the GGUF header read with HTTP range requests). Refuse with the
     figures, the largest quant and --gpu-layers that would fit; with ``download_only`` print the verdict and go
     on. Returns the figures, or None when the model needs no download."""
-    from harness.models.download import quant_sizes, remote_files, remote_shape
+    from harness.models.hub_files import quant_sizes, remote_files, remote_shape
     from harness.models.locate import cached_model_path
 
     if entry.local_path or entry.package or not entry.files.files or cached_model_path(entry) is not None:

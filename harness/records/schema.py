@@ -1,4 +1,6 @@
-"""The run record as a type: its parts, the one builder, the v1 reader, and its JSON Schema.
+"""The run record as a type: its parts, version 1 as it may be found, and the published JSON Schema.
+
+Built by harness.records.build (the one builder) and read by harness.records.parse (version 1 upgraded).
 
 Why pydantic (v2): a record is read back from files that people copy between machines and edit, so
 reading must *validate* (a field of the wrong type is one message naming the field, never a KeyError
@@ -20,7 +22,8 @@ Choices:
 - **Absent stays absent**: a record is dumped with ``exclude_unset``, so an optional fact a route does
   not know (a server run has no ``size_bytes``) is left out, as before, rather than written as null.
 - **Version 1** records (everything published before this module) are upgraded in memory when read
-  (:func:`upgrade_v1`); committed files are never rewritten.
+  (harness.records.parse.upgrade_v1); committed files are never rewritten. They have the version 2 layout and
+  differ only in facts that may be absent (:class:`RunRecordV1`), so the JSON Schema accepts both versions.
 - **Numbers are checked where they enter** (:class:`Metric`, :class:`SubtaskMetric`): a value is finite and
   in [0, 1], its 95% interval lies in [0, 1] and holds it (lo <= value <= hi), a stderr is finite and >= 0,
   ``n`` >= 1. A record breaking one is refused by the builder (never written) and named and skipped by every
@@ -31,7 +34,6 @@ Choices:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -42,12 +44,10 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from harness.errors import HarnessError
+from pydantic.json_schema import models_json_schema
 
 SCHEMA_VERSION = 2
 SCHEMA_FILE = "record.schema.json"  # under results/: `make schema` writes it, a test keeps it current
@@ -323,145 +323,58 @@ class RunRecord(_Part):
         return next(iter(self.metrics.items()))
 
 
-# ------------------------------------------------------------------------------------------ building
+# ----------------------------------------------------------------------------------------- version 1
+# Version 1 records (results/runs/, results/baselines/) have the layout above; these facts may be absent
+# (unknown), and nothing else differs: what harness.records.parse.upgrade_v1 fills in when one is read.
 
 
-def _plain(obj: object) -> object:
-    """``obj`` as JSON data (parts may be models, tuples...): exactly what ``json`` would write."""
+class ModelFactsV1(ModelFacts):
+    """``model`` of a version 1 record: ``kind`` may be absent (such a model is read as instruct)."""
 
-    def default(o: object) -> object:
-        if isinstance(o, BaseModel):
-            return o.model_dump(mode="python", by_alias=True, exclude_unset=True)
-        return str(o)
-
-    return json.loads(json.dumps(obj, default=default))
+    kind: Literal["base", "instruct"] = "instruct"
 
 
-def build_record(
-    *,
-    created: str,
-    stem: str,
-    model: ModelFacts | dict,
-    backend: Backend | dict,
-    task: TaskFacts | dict,
-    metrics: dict,
-    per_subtask: dict,
-    samples: list,
-    timing: Timing | dict,
-    hardware: Hardware | dict,
-    packages: Packages | dict | None,
-    harness_version: str | None,
-    harness_commit: str | None,
-    command: str | None,
-    resume: Resume | dict | None = None,
-    efficiency: Efficiency | dict | None = None,
-    status: str = "complete",
-) -> RunRecord:
-    """The one way a run record is made (in-process runs, server runs and the tests' hand-made records):
-    validated here, so a record that would not read back is never written."""
-    m = model if isinstance(model, dict) else model.model_dump(by_alias=True, exclude_unset=True)
-    raw = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": hashlib.sha256(f"{stem}{m.get('sha256')}".encode()).hexdigest()[:12],
-        "created": created,
-        "harness_version": harness_version,
-        "harness_commit": harness_commit,
-        "command": command,
-        "status": status,
-        "model": model,
-        "backend": backend,
-        "packages": packages,
-        "hardware": hardware,
-        "task": task,
-        "metrics": metrics,
-        "per_subtask": per_subtask,
-        "timing": timing,
-        "resume": resume,
-        "lm_eval_results_file": f"{stem}.lm_eval.json",
-        "samples": samples,
-        "efficiency": efficiency,
-    }
-    try:
-        return RunRecord.model_validate(_plain(raw))
-    except ValidationError as exc:  # a harness bug: said plainly; the caller has not removed the journal yet
-        raise HarnessError(f"the run record would not be valid: {_message(exc)}",
-                           "report this; the finished requests are kept in the journal, so a rerun resumes.") from exc
+class BackendV1(Backend):
+    """``backend`` of a version 1 record: ``settings`` may be absent (read as none recorded)."""
+
+    settings: dict[str, Setting] = Field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------------------- reading
+class RunRecordV1(RunRecord):
+    """A version 1 run record: as version 2, with the facts version 1 did not always keep optional."""
+
+    model_config = ConfigDict(title="llama-bench-harness run record, version 1")
+
+    schema_version: Literal[1]
+    harness_version: str | None = None
+    harness_commit: str | None = None
+    command: str | None = None
+    packages: Packages | None = None
+    resume: Resume | None = None
+    lm_eval_results_file: str | None = None
+    efficiency: Efficiency | None = None
+    model: ModelFactsV1
+    backend: BackendV1 = Field(default_factory=lambda: BackendV1(settings={}))
 
 
-class RecordProblem(ValueError):
-    """Why a parsed JSON value is not a usable run record (one line)."""
-
-
-def upgrade_v1(rec: dict) -> dict:
-    """A schema-1 record as schema 2 (in memory). Version 1 had the same layout; facts it may lack
-    are null (unknown) in version 2, and a model without ``kind`` was read as instruct, as before."""
-    out = dict(rec, schema_version=2)
-    for key in ("harness_version", "harness_commit", "command", "packages", "resume", "lm_eval_results_file",
-                "efficiency"):
-        out.setdefault(key, None)
-    if isinstance(out.get("model"), dict):
-        out["model"] = {"kind": "instruct", **out["model"]} if "kind" not in out["model"] else out["model"]
-    if "backend" not in out:
-        out["backend"] = {"settings": {}}
-    elif isinstance(out["backend"], dict) and "settings" not in out["backend"]:
-        out["backend"] = dict(out["backend"], settings={})
-    return out
-
-
-def _where(loc: tuple) -> str:
-    # Union members add their type's name to an error's location ("task.n.int"): not a field.
-    tags = {"int", "float", "str", "bool", "none", "list[str]", "literal['all']", "dict[str,list[int]]"}
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p.replace(" ", "") in tags)]
-    return ".".join(parts) or "(record)"
-
-
-def _message(exc: ValidationError) -> str:
-    """One line naming the first wrong field (a union's alternatives are named together)."""
-    errors = exc.errors(include_url=False)
-    where = _where(errors[0]["loc"])
-    here = [e for e in errors if _where(e["loc"]) == where]
-    first = here[0]
-    if first["type"] == "missing":
-        text = f"field {where} is missing"
-    elif first["type"].endswith(("_type", "literal_error")):
-        wanted = " or ".join(dict.fromkeys(
-            e["msg"].removeprefix("Input should be ").removeprefix("a valid ").split(" or instance of")[0]
-            for e in here))
-        text = f"field {where} is {type(first.get('input')).__name__}, not {wanted}"
-    else:
-        text = f"field {where}: {first['msg'][0].lower()}{first['msg'][1:]}"
-    others = {_where(e["loc"]) for e in errors} - {where}
-    return text + (f" (and {len(others)} more field(s))" if others else "")
-
-
-def parse_record(obj: object) -> RunRecord:
-    """Parsed JSON as a typed record (version 1 upgraded); :class:`RecordProblem` says why it is not one."""
-    if not isinstance(obj, dict):
-        raise RecordProblem("not a JSON object")
-    version = obj.get("schema_version")
-    if type(version) is int and version == 1:
-        obj = upgrade_v1(obj)
-    elif not (type(version) is int and version == SCHEMA_VERSION):
-        raise RecordProblem(f"schema version {version!r}; this harness reads 1 and {SCHEMA_VERSION}")
-    try:
-        rec = RunRecord.model_validate(obj)
-    except ValidationError as exc:
-        raise RecordProblem(_message(exc)) from None
-    # Imported here: the schema stays importable without the task machinery.
-    from harness.tasks.settings import task_names
-
-    if rec.task.name not in task_names():
-        raise RecordProblem(f"task {rec.task.name!r} is not defined in tasks/tasks.yaml")
-    return rec
+# ------------------------------------------------------------------------------------------- JSON Schema
 
 
 def json_schema() -> dict:
-    """The JSON Schema of a (version 2) run record, for validating records outside this project."""
-    schema = RunRecord.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    """The JSON Schema of a run record, version 2 or 1 (by its ``schema_version``), for validating records
+    outside this project (draft 2020-12: ``if``/``then``/``else`` picks the version's definition)."""
+    refs, top = models_json_schema([(RunRecord, "validation"), (RunRecordV1, "validation")], by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "llama-bench-harness run record",
+        "description": "One run of one task on one model: results/runs/<stem>.json (schema_version 2, or 1 for "
+                       "records written before version 2).",
+        "type": "object",
+        "if": {"properties": {"schema_version": {"const": 1}}, "required": ["schema_version"]},
+        "then": refs[(RunRecordV1, "validation")],
+        "else": refs[(RunRecord, "validation")],
+        **top,
+    }
 
 
 def schema_text() -> str:

@@ -1,25 +1,38 @@
 """``harness bench``: one path for every backend.
 
-:class:`BenchOptions` is everything the command was asked, as one frozen value built in cli.py;
-:func:`run_bench` plans every task (bad input fails before a model loads), lets the backend refuse
-what it cannot run, opens each task's resume journal (a second identical run is refused at once), then
-runs the tasks in turn and writes one record each (harness/run/runner.py). The in-process engine and an
-OpenAI-compatible server differ only behind harness/backends/base.py.
+:class:`BenchOptions` is everything the command was asked, as one frozen value built in
+harness/cli/cmd_bench.py; :func:`bench` does what the command does with it: the model resolved and its kind
+settled, the plan's one line, the fit judged before a byte of weights is fetched, the weights fetched, then the
+backend (in process, or an OpenAI-compatible server) handed to :func:`run_bench`. :func:`run_bench` plans
+every task (bad input fails before a model loads), lets the backend refuse what it cannot run, opens each
+task's resume journal (a second identical run is refused at once), then runs the tasks in turn and writes one
+record each (harness/run/runner.py). The in-process engine and an OpenAI-compatible server differ only behind
+harness/backends/base.py. :func:`download_judged` is ``harness download``: the same fit judgement against the
+default bench, then the fetch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.backends.base import BenchBackend
 from harness.backends.llamacpp.engine import EngineSettings
+from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.paths import RESULTS_DIR
 from harness.plan.fit import check_writable
-from harness.run.journal import Journal
+from harness.records.journal import Journal
 from harness.run.runner import open_journal, run_task
 from harness.tasks.settings import TaskPlan, plan_task
+
+if TYPE_CHECKING:
+    from harness.backends.server.run import ServerBackend
+
+Log = Callable[[str], None]  # where the verdicts and notes before a run go (the CLI: one line on stderr)
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class ServerOptions:
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What ``harness bench`` was asked (cli.py builds it once; nothing downstream reads click)."""
+    """What ``harness bench`` was asked (harness/cli/cmd_bench.py builds it once; nothing downstream reads click)."""
 
     model: str = "smollm2-135m"
     quant: str | None = None
@@ -95,3 +108,122 @@ def run_bench(options: BenchOptions, backend: BenchBackend) -> list[Path]:
     finally:
         for j in journals:
             j.close()
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    """What a bench left: the records written, or (``--download-only``) the weights' path."""
+
+    model: str  # the catalogue name (or the file's) the records are about
+    records: list[Path] = field(default_factory=list)
+    downloaded: Path | None = None  # set for --download-only: nothing ran
+
+
+def bench(opts: BenchOptions, log: Log) -> BenchOutcome:
+    """``harness bench`` from its options: the server route, or the model fetched (judged first) and run here."""
+    from harness.backends.llamacpp.backend import LlamaCppBackend
+    from harness.models.catalogue import UNDECIDED, resolve
+    from harness.models.download import download_model
+    from harness.models.locate import local_model_path
+    from harness.plan.fit import preflight_file, refuse_before_download
+    from harness.run.console import above_bars, configure
+
+    entry = resolve(opts.model, opts.quant)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
+    configure(opts.verbose, opts.results_dir / ".journal" / "console.log")  # what lm-eval prints goes there
+    if opts.server is not None:
+        entry = _decided_kind(entry, opts.kind, log)
+        return BenchOutcome(entry.name, run_bench(opts, _server_backend(entry, opts)))
+    if opts.engine.rpc_servers:
+        from harness.backends.llamacpp.rpc import require_rpc
+
+        require_rpc()
+    if opts.data_dir is None and entry.kind != UNDECIDED and not opts.download_only:
+        from harness import hub
+
+        if hub.offline() or hub.unreachable():  # no Hub: data not in its cache fails now, before the plan's probe
+            opts.plans(entry)
+    if not opts.download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
+        from harness.plan.command import bench_plan
+        from harness.run.deciding import undecided_line
+
+        limits = [opts.limit_of(t) for t in opts.tasks]  # the largest subset: the plan line is an upper bound
+        bench_plan(entry, list(opts.tasks), max((n for n, f in limits if n is not None), default=None),
+                   any(f for _, f in limits), opts.engine, opts.budget, opts.kind, log)
+        note = undecided_line(entry, opts.kind, opts.tasks, opts.limit_of)
+        if note:
+            log(note)
+    judged = False
+    if (opts.kind is None and entry.kind == UNDECIDED and not opts.download_only
+            and local_model_path(entry) is None):
+        # An hf: GGUF not on this machine: whether it can run is judged first, from the model's shape alone (a
+        # 1 MiB header read), sized as an instruct model (its chat prompts are the longer ones). Reading the
+        # tokenizer metadata that tells base from instruct goes further into the file, so it comes after.
+        assumed = replace(entry, kind="instruct")
+        refuse_before_download(assumed, opts.plans(assumed), opts.engine)
+        judged = True  # an upper bound: the base-model prompts are shorter, so no second verdict is needed
+    entry = _decided_kind(entry, opts.kind, log)
+    path = local_model_path(entry)
+    if path is None or opts.download_only:
+        # Judged before a byte of weights is fetched: a model that cannot run here is refused now, not hours later.
+        if not judged:
+            refuse_before_download(entry, opts.plans(entry), opts.engine, download_only=opts.download_only,
+                                   note=" (--download-only)" if opts.download_only else "")
+        path = download_model(entry)
+        if opts.download_only:
+            return BenchOutcome(entry.name, downloaded=path)
+    elif entry.repo:
+        path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
+    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose, engines=opts.engines,
+                                            engine_process=opts.engine_process, max_restarts=opts.max_restarts,
+                                            fit=preflight_file, notify=above_bars))
+    return BenchOutcome(entry.name, paths)
+
+
+def download_judged(entry: ModelEntry, log: Log) -> Path:
+    """``harness download``: say whether this machine could run the model with the default bench (gsm8k and
+    mmlu, the default engine settings), then fetch and verify it either way (the files may be meant for
+    another machine); the path llama.cpp loads."""
+    from harness.models.download import download_model
+    from harness.models.kind import decide_kind
+    from harness.paths import data_dir
+    from harness.plan.fit import refuse_before_download
+
+    try:
+        entry = decide_kind(entry)  # an hf: GGUF's base/instruct (its prompt format) from its header
+        plans = [plan_task(t, entry, data_dir=data_dir(None)) for t in ("gsm8k", "mmlu")]
+    except HarnessError as exc:
+        log(f"cannot judge whether {entry.name} fits here (planning the default tasks failed: {exc.message})")
+    else:
+        refuse_before_download(entry, plans, EngineSettings(), download_only=True, note=" (default bench settings)")
+    return download_model(entry)
+
+
+def _decided_kind(entry: ModelEntry, kind: str | None, log: Log) -> ModelEntry:
+    """Settle base/instruct (--kind, catalogue, else the GGUF) and say how, before anything runs."""
+    from harness.models.kind import decide_kind
+
+    entry = decide_kind(entry, kind)
+    log(f"{entry.name}: {entry.kind} model ({entry.kind_source})")
+    return entry
+
+
+def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
+    """``bench --backend server``: the same tasks through an OpenAI-compatible server."""
+    from harness.backends.server.client import ServerClient
+    from harness.backends.server.run import ServerBackend, api_key_from_env
+    from harness.models.locate import local_model_path
+
+    srv = opts.server
+    if not srv.base_url:
+        raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
+    key = api_key_from_env(srv.api_key_env)
+    if key is not None and not (key.isascii() and key.isprintable()):  # sent as an HTTP header: visible ASCII
+        raise HarnessError(f"the value of {srv.api_key_env} holds a character an HTTP header cannot carry "
+                           "(non-ASCII or a control character)", f"check {srv.api_key_env}: API keys are ASCII.")
+    client = ServerClient(srv.base_url, key, srv.model, srv.request_timeout, srv.retry_for)
+    try:
+        local = local_model_path(entry)  # its chat template (when the server reports none) and token counts
+    except HarnessError:
+        local = None
+    return ServerBackend(entry, opts.quant is not None, client, srv.concurrency, local)

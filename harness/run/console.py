@@ -1,5 +1,5 @@
-"""What a bench prints: one progress bar per task (questions/s, tokens/s, ETA), nothing else while it runs
-unless ``--verbose``, and at the end the score table, the judged claims and one line naming the records.
+"""What a bench prints while it runs: one progress bar per task (questions/s, tokens/s, ETA), and nothing else
+unless ``--verbose`` (the summary at its end: harness/publish/bench_summary.py).
 
 While a task is evaluated, everything else written to stderr (lm-eval's per-subject context-building bars,
 its warnings, Python warnings, other libraries' notices) goes to a log file beside the journals instead of
@@ -71,6 +71,12 @@ def stream():
     return _STATE["stream"] or sys.stderr
 
 
+def above_bars(line: str) -> None:
+    """Print ``line`` on the terminal above the task's progress bar (an engine restart: the llama.cpp
+    backend's ``notify``), also while stderr is redirected."""
+    tqdm.write(line, file=stream())
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Send stderr (Python's and the C-level file descriptor 2) to the log while the block runs."""
@@ -140,26 +146,3 @@ def task_progress(task: str, questions: int, stats) -> Callable[[str, int], Call
 
     return make
 
-
-def final_summary(paths: list[Path], results_dir: Path, model: str) -> str:
-    """The end of a bench: the score table, the claims that could be judged (verdict first), and one line
-    naming the record files."""
-    from harness.analysis.compare import NOT_COMPARABLE, compare_all
-    from harness.publish.report import claims_table, score_table
-    from harness.records.runs import load_runs
-
-    out = [score_table(paths)]
-    loaded = load_runs(results_dir)
-    if loaded.warning():
-        print(loaded.warning(), file=sys.stderr)
-    comps = compare_all(loaded.runs, model=model)
-    judged = [c for c in comps if c.verdict != NOT_COMPARABLE]
-    waiting = len(comps) - len(judged)
-    if judged:
-        out.append(f"\njudged claims about {model}:")
-        out.append(claims_table(judged, verdict_first=True))
-    if waiting:
-        out.append(f"{waiting} claim(s) about {model} not comparable yet (`harness compare -m {model}` lists them)")
-    names = " ".join(str(p) for p in paths)
-    out.append(f"\nrecord{'s' if len(paths) > 1 else ''}: {names}")
-    return "\n".join(out)

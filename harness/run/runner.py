@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import __version__
-from harness.analysis.estimate import Stratum, estimate, macro_var
+from harness.analysis.estimate import (
+    Stratum,
+    combined_stderr,
+    estimate,
+    macro_stderr,
+    mean_stderr,
+    wald_interval,
+    wilson_interval,
+)
 from harness.atomic import write_json
 from harness.backends.base import BenchBackend, TooLong
 from harness.backends.llamacpp.backend import LlamaCppBackend
@@ -24,6 +32,9 @@ from harness.backends.llamacpp.engine import LlamaEngine
 from harness.backends.llamacpp.speed import floor_seconds
 from harness.models.catalogue import ModelEntry
 from harness.models.chat_format import template_sha256
+from harness.records.build import build_record
+from harness.records.identity import key as identity_hash
+from harness.records.journal import Journal
 from harness.records.record import (
     command_line,
     file_slug,
@@ -31,11 +42,10 @@ from harness.records.record import (
     harness_commit,
     package_versions,
     run_stem,
-    wilson_interval,
+    write_record,
 )
-from harness.records.schema import RunRecord, build_record
+from harness.records.schema import RunRecord
 from harness.run import console
-from harness.run.journal import Journal, identity_hash
 from harness.tasks.settings import TaskPlan, task_manager
 
 
@@ -51,7 +61,7 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
             vals = [float(r[metric]) for r in rows if r.get("filter") == filt]
             if vals:
                 values += vals
-                se = _stderr(vals)
+                se = mean_stderr(vals)
                 task_means[task] = (sum(vals) / len(vals), se, len(vals))
                 per_task.setdefault(task, {})[key] = {"value": task_means[task][0], "stderr": se, "n": len(vals)}
         if not values:
@@ -61,7 +71,7 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
         metrics[key] = {
             "average": "micro",
             "value": p,
-            "stderr": _stderr(values),
+            "stderr": mean_stderr(values),
             "ci95": list(wilson_interval(p, n)),
             "n": n,
         }
@@ -74,13 +84,13 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
             est = estimate(strata, "macro") if binary else None
             macro = sum(m for m, _, _ in task_means.values()) / k
             if binary:
-                se = math.sqrt(sum(macro_var(s) for s in strata)) / k
+                se = macro_stderr(strata)
                 ci = [est.lo, est.hi]
             elif any(s is None for _, s, _ in task_means.values()):  # a one-question subject: undefined
                 se, ci = None, [0.0, 1.0]
             else:
-                se = math.sqrt(sum(s * s for _, s, _ in task_means.values())) / k
-                ci = [max(0.0, macro - 1.96 * se), min(1.0, macro + 1.96 * se)]
+                se = combined_stderr([s for _, s, _ in task_means.values()])
+                ci = list(wald_interval(macro, se))
             metrics[f"{key},macro"] = {"average": "macro", "value": macro, "stderr": se, "ci95": ci, "n": n,
                                        "n_subtasks": k}
     head_metric, head_filter = plan.metrics[0]
@@ -113,15 +123,6 @@ def prompt_of(args) -> str:
     while isinstance(args, (list, tuple)) and args:
         args = args[0]
     return args if isinstance(args, str) else ""
-
-
-def _stderr(vals: list[float]) -> float | None:
-    """Standard error of the mean of ``vals``; None (JSON null) when undefined: fewer than two values."""
-    n = len(vals)
-    if n < 2:
-        return None
-    m = sum(vals) / n
-    return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
 
 
 def _finite(obj):
@@ -247,7 +248,7 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
     write_json(out_dir / f"{stem}.lm_eval.json", _finite(json.loads(json.dumps(lm_eval_out, default=str))))
     path = out_dir / f"{stem}.json"
-    write_json(path, record.as_json())
+    write_record(path, record)
     journal.remove()  # the record now holds every result
     return path
 

@@ -6,30 +6,43 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine
 from harness.backends.llamacpp.engine_proc import MAX_RESTARTS, EngineProcess
 from harness.models.catalogue import ModelEntry
-from harness.run.journal import Journal
+from harness.records.journal import Journal
 from harness.tasks.settings import TaskPlan
 
 NAME = "llama-bench (in-process llama.cpp, low-level API)"
+
+
+class FitCheck(Protocol):
+    """The memory preflight on the real file, handed in by the bench (harness/plan/fit.py
+    ``preflight_file``: the fit decision sits above the backends): refuses (HarnessError) weights + planned KV
+    cache that this machine cannot hold; returns the GGUF header summary and whether layers are offloaded."""
+
+    def __call__(self, model: ModelEntry, model_path: Path, plans: list[TaskPlan], settings: EngineSettings,
+                 quant_sizes: dict | None = None, copies: int = 1) -> tuple[dict, bool]: ...
 
 
 class LlamaCppBackend:
     """A local GGUF file run by :class:`LlamaEngine`, in ``engines`` engine processes or (``engine_process``
     False) in this process.
 
-    :meth:`check` runs the memory preflight on the real file (weights + the planned KV cache: exactly
-    what the engine will allocate, once per engine); the identity names the weights by the sha256 of their
+    :meth:`check` runs ``fit``, the memory preflight on the real file (weights + the planned KV cache: exactly
+    what the engine will allocate, once per engine); ``notify`` prints an engine restart above the progress
+    bars (default: a line on stderr). The identity names the weights by the sha256 of their
     bytes. The engine count is not part of the identity: every result equals one engine's
     (harness/backends/llamacpp/assign.py), so a run resumes with another ``--engines``.
     """
 
     def __init__(self, model: ModelEntry, model_path: Path, settings: EngineSettings, verbose: bool = False,
-                 engines: int = 1, engine_process: bool = True, max_restarts: int = MAX_RESTARTS):
+                 engines: int = 1, engine_process: bool = True, max_restarts: int = MAX_RESTARTS, *,
+                 fit: FitCheck | None, notify: Callable[[str], None] | None = None):
         self.model, self.model_path, self.settings, self.verbose = model, Path(model_path), settings, verbose
         self.engines, self.engine_process, self.max_restarts = engines, engine_process, max_restarts
+        self.fit, self.notify = fit, notify  # fit None: an engine already loaded (loaded()), nothing to judge
         self.engine: LlamaEngine | EngineProcess | None = None
         self._restarts_before = 0  # engine restarts before the current task
         self.load_seconds = 0.0
@@ -41,7 +54,7 @@ class LlamaCppBackend:
     def loaded(cls, engine: LlamaEngine, model: ModelEntry | None, sha: str, load_seconds: float = 0.0,
                speed: dict | None = None, model_path: Path | None = None) -> LlamaCppBackend:
         """A backend around an engine that is already loaded (tests, scripts)."""
-        self = cls(model, Path(model_path or engine.model_path), engine.settings)
+        self = cls(model, Path(model_path or engine.model_path), engine.settings, fit=None)
         self.engine, self._sha, self.load_seconds, self.speed = engine, sha, load_seconds, speed
         self._gpu = bool(engine.gpu_offload)
         return self
@@ -50,12 +63,13 @@ class LlamaCppBackend:
         return self.model
 
     def check(self, plans: list[TaskPlan]) -> None:
-        from harness.models.download import quant_sizes
-        from harness.plan.fit import preflight_file
+        if self.fit is None:  # loaded() around a running engine: what it needs is already allocated
+            return
+        from harness.models.hub_files import quant_sizes
 
         # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
-        _, self._gpu = preflight_file(self.model, self.model_path, plans, self.settings,
-                                      quant_sizes(self.model, remote=False), copies=self.engines)
+        _, self._gpu = self.fit(self.model, self.model_path, plans, self.settings,
+                                quant_sizes(self.model, remote=False), copies=self.engines)
 
     def sha256(self) -> str:
         """The sha256 of the weights' bytes (hashed once; remembered by harness.hashing)."""
@@ -76,7 +90,7 @@ class LlamaCppBackend:
         t0 = time.perf_counter()
         if self.engine_process:
             self.engine = EngineProcess(self.model_path, self.settings, verbose=self.verbose, engines=self.engines,
-                                        max_restarts=self.max_restarts, notify=_console_line)
+                                        max_restarts=self.max_restarts, notify=self.notify)
         else:
             self.engine = LlamaEngine(self.model_path, self.settings, verbose=self.verbose)
         self.load_seconds = time.perf_counter() - t0
@@ -148,11 +162,3 @@ class LlamaCppBackend:
             out["gpu_layers_offloaded"] = engine.layers_offloaded
         return out
 
-
-def _console_line(line: str) -> None:
-    """An engine restart, printed on the terminal above the task's progress bar."""
-    from tqdm import tqdm
-
-    from harness.run.console import stream
-
-    tqdm.write(line, file=stream())

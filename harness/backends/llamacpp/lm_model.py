@@ -23,7 +23,7 @@ from harness.backends.base import TooLong, data_row, request_name
 from harness.backends.llamacpp.engine import EngineSettings, LlamaEngine, token_array
 from harness.errors import HarnessError
 from harness.models.chat_format import CHAT_DATE, DATE_STRING, marker_of, render_chat, turn_end_text
-from harness.run.journal import Journal, request_key
+from harness.records.journal import Journal, request_key
 
 
 def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = False) -> dict:

@@ -25,15 +25,10 @@ from lm_eval.api.registry import register_model
 
 from harness.backends.base import request_name
 from harness.backends.llamacpp.lm_model import render_chat
-from harness.backends.server.client import (
-    BadLogprobs,
-    NoPromptLogprobs,
-    ServerClient,
-    ServerInfo,
-    logprob_problem,
-)
+from harness.backends.server.client import ServerClient, ServerInfo
+from harness.backends.server.replies import BadLogprobs, NoPromptLogprobs, logprob_problem
 from harness.errors import HarnessError
-from harness.run.journal import Journal, request_key
+from harness.records.journal import Journal, request_key
 
 # Recorded as the backend's scheme: with several requests in flight a server batches them as they come,
 # so (unlike the in-process backend) batch mates, hence the last bits of a logit, are not fixed.

@@ -11,12 +11,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.backends.server.client import NoPromptLogprobs, ServerClient
+from harness.backends.server.client import ServerClient
 from harness.backends.server.lm_model import SCHEME, ServerLM, ServerStats
+from harness.backends.server.replies import NoPromptLogprobs
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry, quant_from_name, resolve
 from harness.records.identity import measurement, server_weights
-from harness.run.journal import Journal
+from harness.records.journal import Journal
 from harness.tasks.settings import TaskPlan
 
 LOGLIK_TYPES = {"loglikelihood", "multiple_choice", "loglikelihood_rolling"}

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.records.identity import key as identity_hash  # noqa: F401 - the journal's name for it
 from harness.redact import redact_value
 
 VERSION = 1
