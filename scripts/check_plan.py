@@ -22,6 +22,7 @@ whole model, same lengths, same settings, per rate: the figures for tasks/plan_m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -55,17 +56,18 @@ def plan_of(path: Path, tasks: list[str], limits: dict[str, int], parallel: int)
     """The plan of each task at its subset size (one slice probe per model: the rates do not depend on the task)."""
     from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.catalogue import resolve
-    from harness.run import plan as plan_mod
+    from harness.plan.assumptions import task_costs
+    from harness.plan.estimate import estimate_seconds, plan_entry
 
     entry = resolve(str(path))
     settings = EngineSettings(n_parallel=parallel)
-    first = plan_mod.plan_entry(entry, True, tasks[:1], limits[tasks[0]], False, settings=settings, kind="base",
-                                network=False, log=lambda s: print(s, flush=True))
+    first = plan_entry(entry, True, tasks[:1], limits[tasks[0]], False, settings=settings, kind="base",
+                       network=False, log=lambda s: print(s, flush=True))
     q = first.quants[0]
     out = {}
     for task in tasks:
-        costs = plan_mod.task_costs(plan_mod.dataclasses.replace(entry, kind="base"), [task], limits[task])
-        out[task] = plan_mod.estimate_seconds(costs, q.rates)[0]
+        costs = task_costs(dataclasses.replace(entry, kind="base"), [task], limits[task])
+        out[task] = estimate_seconds(costs, q.rates)[0]
     return q.rates, out
 
 
@@ -87,7 +89,7 @@ def check(args) -> None:
     tasks_dir = tasks_copy(tmp / "tasks", args.gen_tokens)
     os.environ["HARNESS_TASKS_DIR"] = str(tasks_dir)  # read when harness.paths is first imported: before the next line
     from harness.models.shaped import ensure_shaped_model
-    from harness.run.plan import interval_text
+    from harness.plan.render import interval_text
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     print(f"before: {load()}", flush=True)
@@ -121,18 +123,18 @@ def extrapolation(args) -> None:
     """Slice-extrapolated rates against the whole model's probe (same lengths and settings), per rate."""
     from harness.backends.llamacpp.settings import EngineSettings
     from harness.models.shaped import ensure_shaped_model
-    from harness.run import rates
-    from harness.run.plan import _file_slice_target, plan_model
+    from harness.plan import slice_probe
+    from harness.plan.assumptions import plan_model
 
     print(f"before: {load()}", flush=True)
     settings = EngineSettings(n_parallel=args.parallel)
     for shape_name in args.shapes.split(","):
         path = ensure_shaped_model(shape_name, args.quant)
-        shape, n_layer = _file_slice_target(path)
-        lengths = rates.probe_lengths(shape, n_layer)
-        r = rates.measure_slice(shape, n_layer, settings, plan_model()["extrapolation"][:2], lengths, log=print)
-        full, _ = rates.time_slice(path, settings, lengths)
-        for key in rates.RATE_KEYS:
+        shape, n_layer = slice_probe.file_slice_target(path)
+        lengths = slice_probe.probe_lengths(shape, n_layer)
+        r = slice_probe.measure_slice(shape, n_layer, settings, plan_model()["extrapolation"][:2], lengths, log=print)
+        full, _ = slice_probe.time_slice(path, settings, lengths)
+        for key in slice_probe.RATE_KEYS:
             whole = sorted(s[key] for s in full)[len(full) // 2]
             print(f"{shape_name} {key}: slices {r.point[key]:.2f} ({r.slow[key]:.2f}-{r.fast[key]:.2f}), whole model "
                   f"{whole:.2f} tok/s: whole/extrapolated time {r.point[key] / whole:.2f}", flush=True)

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from hub_server import FakeHub
 
+from harness.disk import check_disk
 from harness.errors import HarnessError
-from harness.run.preflight import check_disk, check_memory
+from harness.plan.fit import check_memory
 
 
 def make_gguf(path: Path, n_params: int, arch: str = "llama") -> bytes:

@@ -101,7 +101,7 @@ from harness.backends.llamacpp.backend import LlamaCppBackend
 from harness.backends.llamacpp.settings import EngineSettings
 from harness.models.catalogue import resolve
 from harness.models.locate import local_model_path
-from harness.run.preflight import preflight_file
+from harness.plan.fit import preflight_file
 from harness.tasks.settings import plan_task
 entry = resolve("smollm2-135m")
 from pathlib import Path

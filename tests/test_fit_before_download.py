@@ -15,10 +15,11 @@ import pytest
 from hub_server import FakeHub
 
 from harness.backends.llamacpp.sizing import kv_cache_bytes, planned_ctx
+from harness.disk import GIB
 from harness.errors import HarnessError
 from harness.models.gguf_check import gguf_summary, read_header_shape
 from harness.models.gguf_header import file_fetch
-from harness.run.preflight import GIB, fit_or_refuse
+from harness.plan.fit import fit_or_refuse
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "unsloth/Llama-3.3-70B-Instruct-GGUF"  # the real catalogue's entry (sizes null there: the Hub gives them)

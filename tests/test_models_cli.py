@@ -1,5 +1,5 @@
 """`harness models` and `harness plan` show one size for the same file (issue #29): the catalogue's exact
-size, or the estimate params x bits per weight marked "≈", from one function (harness.run.plan.catalogue_size).
+size, or the estimate params x bits per weight marked "≈", from one function (harness.plan.assumptions.catalogue_size).
 Both through the installed entry point, offline."""
 
 from __future__ import annotations

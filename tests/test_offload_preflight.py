@@ -4,7 +4,7 @@ import pytest
 
 from harness.backends.llamacpp.rpc import parse_endpoints
 from harness.errors import HarnessError
-from harness.run.preflight import check_memory_spread, fit_layers
+from harness.plan.fit import check_memory_spread, fit_layers
 
 GIB = 2**30
 
@@ -63,7 +63,7 @@ def test_an_8b_model_fits_one_gpu_and_layers_left_on_the_cpu_count_against_ram()
 
 def test_rpc_workers_too_small_together_are_refused_by_the_shared_verdict():
     from harness.backends.llamacpp.settings import EngineSettings
-    from harness.run.preflight import fit_or_refuse
+    from harness.plan.fit import fit_or_refuse
 
     class Plan:
         name, chat = "gsm8k", True

@@ -14,11 +14,13 @@ import pytest
 
 from harness.backends.llamacpp.settings import EngineSettings
 from harness.backends.llamacpp.sizing import planned_ctx
+from harness.disk import GIB
 from harness.errors import HarnessError
 from harness.models.catalogue import load_catalogue, resolve
-from harness.run import rates
-from harness.run.plan import make_plan, plan_model, plan_tokens, task_costs
-from harness.run.preflight import GIB, check_fit, fit_or_refuse
+from harness.plan.assumptions import plan_model, plan_tokens, task_costs
+from harness.plan.calibration import reference_probe
+from harness.plan.estimate import make_plan
+from harness.plan.fit import check_fit, fit_or_refuse
 from harness.tasks.settings import plan_task, task_spec
 
 HARNESS = Path(sys.executable).parent / "harness"
@@ -39,7 +41,7 @@ def machine(monkeypatch):
 
 
 def _plan(name, **kw):
-    return make_plan(name, probe=rates.reference_probe(), **kw)
+    return make_plan(name, probe=reference_probe(), **kw)
 
 
 def test_every_catalogue_entry_sizes_fit_and_recommendation(machine):

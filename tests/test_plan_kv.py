@@ -10,7 +10,7 @@ import pytest
 
 from harness.backends.llamacpp.sizing import planned_ctx, prompt_bounds
 from harness.errors import HarnessError
-from harness.run.preflight import fit_or_refuse
+from harness.plan.fit import fit_or_refuse
 
 pytestmark = pytest.mark.slow
 

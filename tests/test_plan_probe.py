@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from harness.models.probe_slice import BLOCKS, SliceShape, build_probe_slice
-from harness.run import rates
-from harness.run.plan import checked_text, plan_model
+from harness.plan import calibration, slice_probe
+from harness.plan.assumptions import plan_model
+from harness.plan.render import checked_text
 
 HARNESS = Path(sys.executable).parent / "harness"
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def test_a_probe_slice_loads_and_runs_in_llama_cpp(layer, output, tmp_path):
         assert (lc.llama_model_n_layer(m), lc.llama_model_n_embd(m), lc.llama_model_n_head(m),
                 lc.llama_model_n_head_kv(m), engine.n_vocab) == (2, 256, 4, 2, 1000)
         sp = engine.speed_probe(32, 2, 1, 64, streams=True)
-        assert all(math.isfinite(sp[k]) and sp[k] > 0 for k in rates.RATE_KEYS)
+        assert all(math.isfinite(sp[k]) and sp[k] > 0 for k in slice_probe.RATE_KEYS)
     finally:
         engine.close()
 
@@ -60,7 +61,7 @@ def test_a_probe_slice_loads_and_runs_in_llama_cpp(layer, output, tmp_path):
 def test_extrapolation_is_a_plus_b_layers_through_the_two_slices(a, b, layers):
     # Three repeats per depth: times a + b x depth at the median, 10% faster and 20% slower around it.
     samples = {d: [{"prompt_tokens_per_s": 1 / ((a + b * d) * f)} for f in (0.9, 1.0, 1.2)] for d in (1, 2)}
-    point, fast, slow = rates.extrapolate(samples, layers, (0.85, 1.25))
+    point, fast, slow = slice_probe.extrapolate(samples, layers, (0.85, 1.25))
     t = a + b * layers
     assert 1 / point["prompt_tokens_per_s"] == pytest.approx(t, rel=1e-3)
     assert 1 / fast["prompt_tokens_per_s"] == pytest.approx(t * 0.9 * 0.85, rel=1e-3)
@@ -70,15 +71,15 @@ def test_extrapolation_is_a_plus_b_layers_through_the_two_slices(a, b, layers):
 
 def test_a_slope_measured_below_zero_is_no_slope():
     samples = {1: [{"prompt_tokens_per_s": 100.0}], 2: [{"prompt_tokens_per_s": 110.0}]}  # 2 layers "faster"
-    point, _, _ = rates.extrapolate(samples, 32)
+    point, _, _ = slice_probe.extrapolate(samples, 32)
     assert point["prompt_tokens_per_s"] == pytest.approx(100.0)
 
 
 def test_probe_lengths_shrink_as_layers_grow():
     seventy = SliceShape(8192, 28672, 64, 8, 128256, "Q4_K", "Q6_K")
     one_b = SliceShape(2048, 8192, 32, 8, 128256, "Q4_0", "Q4_0")
-    assert rates.probe_lengths(seventy, 80).prompt == 64 and rates.probe_lengths(one_b, 16).prompt == 256
-    assert rates.probe_lengths(one_b, 1).depths == (1, 1)
+    assert slice_probe.probe_lengths(seventy, 80).prompt == 64 and slice_probe.probe_lengths(one_b, 16).prompt == 256
+    assert slice_probe.probe_lengths(one_b, 1).depths == (1, 1)
 
 
 def test_the_plan_states_the_checked_size_range():
@@ -141,7 +142,46 @@ def test_check_runs_leaves_contended_runs_out_and_marks_runs_it_was_not_fitted_o
 def test_the_calibration_runs(tmp_path):
     """`harness plan --calibrate`'s measurement, short, into a file of its own: it completes and reads back."""
     path = tmp_path / "plan_calibration.yaml"
-    out = rates.calibrate(n_parallel=2, path=path, repeats=1, seconds=0.05)
-    cal = rates.calibration(path)
+    out = calibration.calibrate(n_parallel=2, path=path, repeats=1, seconds=0.05)
+    cal = calibration.calibration(path)
     assert cal.prompt_tps == out["speed"]["prompt_tokens_per_s"] > 0 and cal.batched_sequences == 2
     assert "process CPU time" in path.read_text()
+
+
+def test_the_calibration_is_timed_by_its_clock():
+    """Every interval of the calibration is read from the clock it is given (issue #27: it once swapped a clock
+    the probe no longer read). A clock that advances one second per reading makes each rate its work per second:
+    the speed probe's 512 prompt tokens and 16 decode steps (x2 sequences), one 1024^3 matmul, one pass over the
+    bandwidth buffer."""
+    import itertools
+
+    from harness.models.catalogue import resolve
+    from harness.models.locate import local_model_path
+    from harness.plan.probes import BW_CAP
+
+    ticks = itertools.count()
+    got = calibration.measure(n_parallel=2, cores=3, repeats=1, seconds=0.05, clock=lambda: float(next(ticks)))
+    assert got["speed"] == {"threads": 1, "prompt_tokens_per_s": 512.0, "decode_1_tokens_per_s": 16.0,
+                            "decode_batched_tokens_per_s": 32.0, "batched_sequences": 2}
+    weights = local_model_path(resolve("smollm2-135m")).stat().st_size
+    passes = min(weights, BW_CAP) // (4 * 4096) * 4 * 4096  # the bytes one matrix-vector pass reads
+    assert got["probe"] == {"matmul_flops": 2 * 1024**3, "bandwidth": passes, "bandwidth_bytes": weights}
+    assert got["reference"]["matmul_flops"] == 3 * 2 * 1024**3 and got["reference"]["bandwidth"] == 3 * BW_CAP
+    assert got["model"]["weights_bytes"] == weights and got["model"]["n_layer"] == 30
+
+
+@pytest.mark.slow
+def test_harness_plan_calibrate_writes_a_calibration_that_reads_back(tmp_path):
+    """`harness plan --calibrate` through the installed entry point, into a copy of tasks/ (HARNESS_TASKS_DIR, so
+    the committed file is untouched): it exits 0, says what it wrote, and the file passes the plan's own checks."""
+    tasks = shutil.copytree(ROOT / "tasks", tmp_path / "tasks")
+    before = (ROOT / "tasks" / "plan_calibration.yaml").read_bytes()
+    out = _run(["plan", "--calibrate", "--parallel", "2"], {**ENV, "HARNESS_TASKS_DIR": str(tasks)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    written = tasks / "plan_calibration.yaml"
+    assert out.stdout.startswith(f"wrote {written} ")
+    cal = calibration.calibration(written)
+    assert cal.batched_sequences == 2 and cal.threads == 1 and cal.command == "harness plan --calibrate"
+    assert cal.prompt_tps > 0 and cal.probe.flops > 0 and cal.probe.bandwidth > 0
+    assert calibration.reference_machine(written)["ram_bytes"] > 0
+    assert (ROOT / "tasks" / "plan_calibration.yaml").read_bytes() == before

@@ -3,8 +3,8 @@ from records import make_record
 
 from harness.atomic import atomic_write_text, write_json
 from harness.errors import HarnessError
-from harness.records.record import read_record, write_record
 from harness.records.parse import parse_record
+from harness.records.record import read_record, write_record
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

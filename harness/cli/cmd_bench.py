@@ -1,5 +1,5 @@
 """``harness bench``, ``harness plan``, ``harness speed`` and ``harness rpc-worker``: options parsed here, the
-work done by harness/run/bench.py (the bench), harness/run/plan.py (the plan) and the backends."""
+work done by harness/run/bench.py (the bench), harness/plan/ (the plan) and the backends."""
 
 from __future__ import annotations
 
@@ -138,8 +138,8 @@ def plan(model, quant, tasks, limit, full, budget, parallel, gpu_layers, kind, r
          results_dir, decide):
     """What MODEL would cost here, per quant, before anything is downloaded: disk, memory, --gpu-layers, time;
     and what the planned subsets can decide about the claims made for it."""
+    from harness.plan.command import plan_command
     from harness.run.deciding import plan_claims
-    from harness.run.plan import plan_command
 
     task_list = parse_tasks(tasks)
     lines: list[str] = []

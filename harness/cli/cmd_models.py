@@ -14,7 +14,8 @@ def models(quant: str | None) -> None:
     """List the model catalogue: name, params, quant, size, kind, downloaded or not."""
     from harness.models.catalogue import load_catalogue, resolve
     from harness.models.locate import local_model_path
-    from harness.run.plan import catalogue_size, size_text
+    from harness.plan.assumptions import catalogue_size
+    from harness.plan.render import size_text
 
     data = load_catalogue()
     rows = [("model", "params", "quant", "size", "kind", "source", "downloaded")]

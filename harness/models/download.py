@@ -1,9 +1,8 @@
 """Verified, resumable downloads of catalogue GGUF files from the Hugging Face Hub (huggingface-hub).
 
-Before anything is fetched, :func:`refuse_before_download` judges whether the model can run here (sizes
-from the catalogue or the Hub's file metadata, layer and head counts from the GGUF header read with
-HTTP range requests: harness/models/hub_files.py), with the same computation as the preflight after download
-(:func:`harness.run.preflight.fit_or_refuse`).
+Before anything is fetched, :func:`harness.plan.fit.refuse_before_download` judges whether the model can run
+here (sizes from the catalogue or the Hub's file metadata, layer and head counts from the GGUF header read
+with HTTP range requests: harness/models/hub_files.py).
 
 Files land in the normal HF cache (resume and progress bar are huggingface-hub's). After download each file
 is verified (harness/models/verify.py: size and sha256 of the bytes against the catalogue's pin and the Hub's
@@ -16,17 +15,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from harness import hub
+from harness.disk import check_disk
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.models.gguf_check import check_gguf
-from harness.models.hub_files import quant_sizes, remote_files, remote_shape, with_retries
+from harness.models.hub_files import remote_files, with_retries
 from harness.models.locate import cached_model_path, joined_path, local_model_path
 from harness.models.verify import cached_intact, verify_download
-from harness.run.preflight import GIB, check_disk, fit_or_refuse
 
 
 def download_model(entry: ModelEntry) -> Path:
@@ -85,37 +83,3 @@ def join_parts(parts: list[Path], dest: Path) -> Path:
                                "free some space (the join needs the parts' size again), then rerun.") from exc
         raise
     return dest
-
-
-def refuse_before_download(entry: ModelEntry, plans: list, settings, download_only: bool = False,
-                           note: str = "") -> dict | None:
-    """Judge, before fetching a byte of weights, whether the model can run here with these plans and
-    settings (the same computation as the preflight after download). Refuse with the figures, the
-    largest quant and --gpu-layers that would fit; with ``download_only`` print the verdict and go on.
-    Returns the figures, or None when the model needs no download."""
-    if entry.local_path or entry.package or not entry.files.files or cached_model_path(entry) is not None:
-        return None
-    what = f"{entry.name} {entry.quant}"
-    sizes = quant_sizes(entry, remote=False)
-    if sizes.get(entry.quant) is None:
-        sizes[entry.quant] = sum(r["size"] or 0 for r in remote_files(entry).values()) or None
-    if sizes[entry.quant] is None:
-        return None
-    try:
-        sizes = {**quant_sizes(entry, remote=True), entry.quant: sizes[entry.quant]}
-    except HarnessError:
-        pass  # the other quants' sizes only feed the suggestion
-    shape = remote_shape(entry)
-    try:
-        figures = fit_or_refuse(sizes[entry.quant], shape, plans, settings, what, quant=entry.quant, quant_sizes=sizes)
-    except HarnessError as exc:
-        if not download_only:
-            raise HarnessError(f"{exc.message}. No weights were downloaded (only the file's header: "
-                               f"{shape['fetched'] / 2**20:.1f} MiB)", exc.hint) from None
-        print(f"warning: {exc.format_message()}\ndownloading {what} anyway{note}: this machine cannot run it "
-              "with these settings (another machine may).", file=sys.stderr)
-        return None
-    print(f"preflight: {what} fits{note}: weights {figures['weights_bytes'] / GIB:.1f} GiB + KV cache "
-          f"{figures['kv_bytes'] / GIB:.1f} GiB ({figures['n_ctx']} cells) of {figures['available_bytes'] / GIB:.1f} "
-          f"GiB available ({figures['placement']})", file=sys.stderr)
-    return figures

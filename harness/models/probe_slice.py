@@ -1,6 +1,6 @@
 """Probe slices for ``harness plan``: a *slice* of a target model, with its hidden size, FFN width, head layout,
 vocabulary size and quant types but only a few layers, for timing llama.cpp's own kernels at the target's shape
-(harness/run/rates.py).
+(harness/plan/slice_probe.py).
 
 Speed does not depend on weight values, so a slice's weights are random bytes in the quant's block layout with
 every fp16 scale set to a small finite value: no quantizer runs (the gguf package has none for the K-quants),

@@ -69,12 +69,14 @@ def awaiting(comps: list[Comparison], estimate=None) -> list[dict]:
 def reference_estimate(model: str, tasks: list[str]) -> str:
     """`harness plan`'s verdict for ``make bench MODEL=model TASKS=tasks`` (default quant and subsets) on the
     reference machine class, from stored figures only (no probe, no file, no network)."""
+    from harness.disk import GIB
     from harness.models.catalogue import resolve
-    from harness.run import rates
-    from harness.run.plan import GIB, interval_text, plan_entry
+    from harness.plan import calibration
+    from harness.plan.estimate import plan_entry
+    from harness.plan.render import interval_text
 
     try:
-        ref = rates.reference_machine()
+        ref = calibration.reference_machine()
         plan = plan_entry(resolve(model), True, tasks, probe=ref["probe"], network=False,
                           machine={"available": ref["ram_bytes"], "gpus": [], "disk_free": 10**15})
     except HarnessError as exc:
@@ -90,10 +92,10 @@ def reference_estimate(model: str, tasks: list[str]) -> str:
 
 def reference_text() -> str:
     """The reference machine class as the page states it."""
-    from harness.run import rates
-    from harness.run.plan import GIB
+    from harness.disk import GIB
+    from harness.plan import calibration
 
-    ref = rates.reference_machine()
-    cal = rates.calibration()
+    ref = calibration.reference_machine()
+    cal = calibration.calibration()
     return (f"{ref['name']}, {ref['ram_bytes'] / GIB:.0f} GiB RAM, no GPU (probes: {ref['probe'].flops / 1e9:.0f} "
             f"GFLOP/s, {ref['probe'].bandwidth / 1e9:.0f} GB/s; calibrated {cal.date} with `{cal.command}`)")

@@ -24,8 +24,8 @@ from harness.backends.llamacpp.settings import EngineSettings
 from harness.errors import HarnessError
 from harness.models.catalogue import ModelEntry
 from harness.paths import RESULTS_DIR
+from harness.plan.fit import check_writable
 from harness.records.journal import Journal
-from harness.run.preflight import check_writable
 from harness.run.runner import open_journal, run_task
 from harness.tasks.settings import TaskPlan, plan_task
 
@@ -123,10 +123,10 @@ def bench(opts: BenchOptions, log: Log) -> BenchOutcome:
     """``harness bench`` from its options: the server route, or the model fetched (judged first) and run here."""
     from harness.backends.llamacpp.backend import LlamaCppBackend
     from harness.models.catalogue import UNDECIDED, resolve
-    from harness.models.download import download_model, refuse_before_download
+    from harness.models.download import download_model
     from harness.models.locate import local_model_path
+    from harness.plan.fit import preflight_file, refuse_before_download
     from harness.run.console import above_bars, configure
-    from harness.run.preflight import preflight_file
 
     entry = resolve(opts.model, opts.quant)
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own per-task bars; ours are forced on
@@ -144,8 +144,8 @@ def bench(opts: BenchOptions, log: Log) -> BenchOutcome:
         if hub.offline() or hub.unreachable():  # no Hub: data not in its cache fails now, before the plan's probe
             opts.plans(entry)
     if not opts.download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
+        from harness.plan.command import bench_plan
         from harness.run.deciding import undecided_line
-        from harness.run.plan import bench_plan
 
         limits = [opts.limit_of(t) for t in opts.tasks]  # the largest subset: the plan line is an upper bound
         bench_plan(entry, list(opts.tasks), max((n for n, f in limits if n is not None), default=None),
@@ -184,9 +184,10 @@ def download_judged(entry: ModelEntry, log: Log) -> Path:
     """``harness download``: say whether this machine could run the model with the default bench (gsm8k and
     mmlu, the default engine settings), then fetch and verify it either way (the files may be meant for
     another machine); the path llama.cpp loads."""
-    from harness.models.download import download_model, refuse_before_download
+    from harness.models.download import download_model
     from harness.models.kind import decide_kind
     from harness.paths import data_dir
+    from harness.plan.fit import refuse_before_download
 
     try:
         entry = decide_kind(entry)  # an hf: GGUF's base/instruct (its prompt format) from its header

@@ -19,7 +19,7 @@ NAME = "llama-bench (in-process llama.cpp, low-level API)"
 
 
 class FitCheck(Protocol):
-    """The memory preflight on the real file, handed in by the bench (harness/run/preflight.py
+    """The memory preflight on the real file, handed in by the bench (harness/plan/fit.py
     ``preflight_file``: the fit decision sits above the backends): refuses (HarnessError) weights + planned KV
     cache that this machine cannot hold; returns the GGUF header summary and whether layers are offloaded."""
 

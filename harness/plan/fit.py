@@ -1,43 +1,42 @@
-"""Preflight: refuse before downloading or loading when disk or memory cannot hold the model.
+"""The fit decision, before and after download: refuse when disk or memory cannot hold the model.
 
-One computation (:func:`fit_or_refuse`) judges memory both before a download (sizes from the catalogue
-or the Hub, shape from a ranged read of the GGUF header) and after it (the real file and header): weights
-plus the KV cache the engine will allocate for the planned tasks (:func:`planned_ctx`), against this
-machine's RAM, each GPU's free memory and the RPC workers'.
+One computation (:func:`fit_or_refuse`) judges memory both before a download (:func:`refuse_before_download`:
+sizes from the catalogue or the Hub, shape from a ranged read of the GGUF header) and after it
+(:func:`preflight_file`: the real file and header): weights plus the KV cache the engine will allocate for the
+planned tasks (``planned_ctx``), against this machine's RAM, each GPU's free memory and the RPC workers'.
+:func:`fits` is the same verdict as a yes/no, for `harness plan`'s table.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
-from decimal import Decimal
+import sys
 from pathlib import Path
 
-from harness.backends.llamacpp.sizing import kv_cache_bytes, planned_ctx  # what the engine really allocates
+from harness.backends.llamacpp.sizing import kv_cache_bytes, planned_ctx
+from harness.disk import GIB
 from harness.errors import HarnessError
+from harness.plan.machine import available_memory
 
-GIB = 2**30
-MEMORY_AVAILABLE_ENV = "HARNESS_MEMORY_AVAILABLE"
-MAX_SIZE = 2**60  # bytes (1 EiB): a size from the environment above this is a mistake
-
-
-def free_disk(path: Path) -> int:
-    p = Path(path)
-    while not p.exists():
-        p = p.parent
-    return shutil.disk_usage(p).free
+# Room left on a GPU for llama.cpp's compute buffers (activations of one n_batch micro-batch), beyond
+# weights and KV cache; ~0.3-1.5 GiB from 8B to 70B at n_batch 512 (llama.cpp's load log).
+GPU_COMPUTE_RESERVE = GIB
 
 
-def check_disk(path: Path, need_bytes: int, what: str, free: int | None = None) -> None:
-    """Refuse a download or join that would not fit on the disk holding ``path``."""
-    free = free_disk(path) if free is None else free
-    if need_bytes > free:
+def check_writable(results_dir: Path) -> None:
+    """Refuse a run whose results could not be saved, before any model is loaded or question asked."""
+    probe = Path(results_dir) / "runs" / ".write-probe"
+    try:
+        for sub in ("runs", ".journal"):
+            (Path(results_dir) / sub).mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
         raise HarnessError(
-            f"{what} needs {need_bytes / GIB:.1f} GiB on {path} but only {free / GIB:.1f} GiB is free",
-            "free some space, set HF_HOME to a bigger disk, or choose a smaller quant (QUANT=Q4_K_M or Q3_K_M).",
-        )
+            f"the results folder {results_dir} is not writable ({exc.strerror or exc})",
+            "choose another folder with --results-dir, or fix its permissions or free space.",
+        ) from exc
 
 
 def check_memory(weights_bytes: int, kv_bytes: int, what: str, available: int | None = None) -> None:
@@ -51,11 +50,6 @@ def check_memory(weights_bytes: int, kv_bytes: int, what: str, available: int | 
             f"{kv_bytes / GIB:.1f}) but {available / GIB:.1f} GiB is available",
             "choose a smaller quant, lower --parallel (smaller KV cache), or offload layers to a GPU (--gpu-layers).",
         )
-
-
-# Room left on a GPU for llama.cpp's compute buffers (activations of one n_batch micro-batch), beyond
-# weights and KV cache; ~0.3-1.5 GiB from 8B to 70B at n_batch 512 (llama.cpp's load log).
-GPU_COMPUTE_RESERVE = GIB
 
 
 def fit_layers(weights_bytes: int, kv_bytes: int, n_layer: int, free_bytes: int) -> int:
@@ -105,39 +99,6 @@ def check_memory_spread(weights_bytes: int, kv_bytes: int, n_layer: int, gpu_lay
         )
 
 
-def available_memory() -> int:
-    """RAM a run may count on: what the OS reports available, or ``HARNESS_MEMORY_AVAILABLE`` when set
-    (bytes, or with a unit: ``20GiB``, ``512MiB``, ``24G``), to judge for another machine or to leave room
-    for other jobs."""
-    import psutil
-
-    raw = os.environ.get(MEMORY_AVAILABLE_ENV, "").strip()
-    if not raw:
-        return psutil.virtual_memory().available
-    return parse_size(raw, MEMORY_AVAILABLE_ENV)
-
-
-def parse_size(raw: str, env: str) -> int:
-    """Bytes from an environment variable's size (``20GiB``, ``512MiB``, ``24G``: binary units with ``i``
-    or none, decimal with a bare ``B``); a value that is not a size is one message naming ``env``."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", raw.strip(), re.IGNORECASE)
-    if not m:
-        raise HarnessError(f"{env}={_short(raw)!r} is not a size", "write bytes or e.g. 20GiB, 512MiB.")
-    unit = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2).upper()]
-    base = 1024 if m.group(3).lower().startswith("i") or not m.group(3) else 1000
-    size = Decimal(m.group(1)) * base**unit  # exact: a 400-digit value is a number too large, not an overflow
-    if size > MAX_SIZE:
-        raise HarnessError(f"{env}={_short(raw)!r} is larger than any machine ({MAX_SIZE // 2**50} PiB at most)",
-                           "write the size in bytes or e.g. 20GiB, 512MiB.")
-    return int(size)
-
-
-def _short(raw: str) -> str:
-    """A user's value as a message quotes it: at most 40 characters."""
-    return raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} characters)"
-
-
-# ---------------------------------------------------------------------------- the shared verdict
 def placement(settings) -> tuple[str, list[dict]]:
     """Where offloaded layers go: ("rpc", workers), ("gpu", this machine's GPUs) or ("cpu", [])."""
     if settings.rpc_servers:
@@ -162,12 +123,21 @@ def check_fit(weights: int, kv: int, n_layer: int, gpu_layers: int, kind: str, d
         check_memory_spread(weights, kv, n_layer, gpu_layers, devices, what, available, kind=kind)
 
 
-def _fits(*args, **kw) -> bool:
+def fits(weights: int, kv: int, n_layer: int, gpu_layers: int, kind: str, devices: list[dict],
+         available: int | None = None) -> bool:
+    """The fit decision as a yes/no: whether :func:`check_fit` accepts these figures (the plan's table, the
+    refusal's suggestions)."""
     try:
-        check_fit(*args, **kw)
+        check_fit(weights, kv, n_layer, gpu_layers, kind, devices, "", available)
         return True
     except HarnessError:
         return False
+
+
+def max_gpu_layers(weights: int, kv: int, n_layer: int, kind: str, devices: list[dict],
+                   available: int | None = None) -> int | None:
+    """The most ``--gpu-layers`` (``n_layer`` down to 0) that :func:`fits` on ``devices``; None when none does."""
+    return next((n for n in range(n_layer, -1, -1) if fits(weights, kv, n_layer, n, kind, devices, available)), None)
 
 
 def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *,
@@ -213,7 +183,7 @@ def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *
     ideas = []
     known = {q: s for q, s in (quant_sizes or {}).items() if s}
     others = {q: s for q, s in known.items() if q != quant}
-    fitting = [q for q, s in others.items() if _fits(s, kv, n_layer, settings.gpu_layers, kind, devices, what, available)]
+    fitting = [q for q, s in others.items() if fits(s, kv, n_layer, settings.gpu_layers, kind, devices, available)]
     if fitting:
         best = max(fitting, key=lambda q: others[q])
         ideas.append(f"the largest quant that fits is {best} ({others[best] / GIB:.1f} GiB): --quant {best}")
@@ -223,9 +193,8 @@ def fit_or_refuse(weights: int, shape: dict, plans: list, settings, what: str, *
     else:
         ideas.append("no other quant of this model has a known size")
     if kind != "cpu":
-        n_fit = [n for n in range(n_layer, -1, -1)
-                 if _fits(weights, kv, n_layer, n, kind, devices, what, available)]
-        ideas.append(f"--gpu-layers {n_fit[0]} fits" if n_fit else "no --gpu-layers value fits")
+        n_fit = max_gpu_layers(weights, kv, n_layer, kind, devices, available)
+        ideas.append(f"--gpu-layers {n_fit} fits" if n_fit is not None else "no --gpu-layers value fits")
     else:
         ideas.append("there is no GPU or RPC worker to offload to")
     if settings.n_parallel > 1:
@@ -253,16 +222,39 @@ def preflight_file(model, model_path: Path, plans: list, settings,
     return info, settings.gpu_layers != 0 and placed[0] != "cpu"
 
 
-def check_writable(results_dir: Path) -> None:
-    """Refuse a run whose results could not be saved, before any model is loaded or question asked."""
-    probe = Path(results_dir) / "runs" / ".write-probe"
+def refuse_before_download(entry, plans: list, settings, download_only: bool = False,
+                           note: str = "") -> dict | None:
+    """Judge, before fetching a byte of weights, whether the model can run here with these plans and
+    settings (the same computation as the preflight after download: sizes from the catalogue or the Hub's
+    file metadata, layer and head counts from the GGUF header read with HTTP range requests). Refuse with the
+    figures, the largest quant and --gpu-layers that would fit; with ``download_only`` print the verdict and go
+    on. Returns the figures, or None when the model needs no download."""
+    from harness.models.hub_files import quant_sizes, remote_files, remote_shape
+    from harness.models.locate import cached_model_path
+
+    if entry.local_path or entry.package or not entry.files.files or cached_model_path(entry) is not None:
+        return None
+    what = f"{entry.name} {entry.quant}"
+    sizes = quant_sizes(entry, remote=False)
+    if sizes.get(entry.quant) is None:
+        sizes[entry.quant] = sum(r["size"] or 0 for r in remote_files(entry).values()) or None
+    if sizes[entry.quant] is None:
+        return None
     try:
-        for sub in ("runs", ".journal"):
-            (Path(results_dir) / sub).mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise HarnessError(
-            f"the results folder {results_dir} is not writable ({exc.strerror or exc})",
-            "choose another folder with --results-dir, or fix its permissions or free space.",
-        ) from exc
+        sizes = {**quant_sizes(entry, remote=True), entry.quant: sizes[entry.quant]}
+    except HarnessError:
+        pass  # the other quants' sizes only feed the suggestion
+    shape = remote_shape(entry)
+    try:
+        figures = fit_or_refuse(sizes[entry.quant], shape, plans, settings, what, quant=entry.quant, quant_sizes=sizes)
+    except HarnessError as exc:
+        if not download_only:
+            raise HarnessError(f"{exc.message}. No weights were downloaded (only the file's header: "
+                               f"{shape['fetched'] / 2**20:.1f} MiB)", exc.hint) from None
+        print(f"warning: {exc.format_message()}\ndownloading {what} anyway{note}: this machine cannot run it "
+              "with these settings (another machine may).", file=sys.stderr)
+        return None
+    print(f"preflight: {what} fits{note}: weights {figures['weights_bytes'] / GIB:.1f} GiB + KV cache "
+          f"{figures['kv_bytes'] / GIB:.1f} GiB ({figures['n_ctx']} cells) of {figures['available_bytes'] / GIB:.1f} "
+          f"GiB available ({figures['placement']})", file=sys.stderr)
+    return figures
