@@ -122,8 +122,9 @@ test: setup  ## the full test suite (includes end-to-end runs of smollm2-135m th
 test-fast: setup  ## tests without the real model
 	HARNESS_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest -q --durations=15 -m "not slow"
 
-lint: setup  ## ruff, then the layers of harness/ (import-linter: [tool.importlinter] in pyproject.toml)
+lint: setup  ## ruff (rules and format), then the layers of harness/ (import-linter: [tool.importlinter] in pyproject.toml)
 	$(BIN)/ruff check harness tests scripts
+	$(BIN)/ruff format --check harness tests scripts  # `ruff format harness tests scripts` mends it
 	$(BIN)/lint-imports --no-cache  # 1 s on 2 cores; no .import_linter_cache/ folder left in the checkout
 
 # llama.cpp's own llama-bench and llama-batched-bench, from the sources in the pinned llama-cpp-python

@@ -63,4 +63,7 @@ def write_json(path: Path, obj: dict) -> None:
     try:
         atomic_write_text(path, json_text(obj, indent=1, sort_keys=False, default=str) + "\n")
     except OSError as exc:
-        raise HarnessError(f"cannot write {path}: {exc.strerror or exc}", "check the results folder (free space, permissions).") from exc
+        raise HarnessError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            "check the results folder (free space, permissions).",
+        ) from exc

@@ -20,7 +20,9 @@ PROGRESS_FROM = 256 << 20  # files this big show a progress bar while hashed
 
 
 def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-bench-harness" / "sha256.json"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-bench-harness" / "sha256.json"
+    )
 
 
 def _key(real: Path) -> str:
@@ -53,8 +55,17 @@ def file_sha256(path: Path, fresh: bool = False, progress: bool | None = None) -
     if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {Path(path).name}",
-                   file=sys.stderr, dynamic_ncols=True, mininterval=0.5, disable=False)  # ours: shown even under TQDM_DISABLE
+        bar = tqdm(
+            total=size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"sha256 {Path(path).name}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            disable=False,
+        )  # ours: shown even under TQDM_DISABLE
     try:
         with open(real, "rb") as f:
             for chunk in iter(lambda: f.read(CHUNK), b""):

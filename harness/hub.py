@@ -71,8 +71,10 @@ def _probe(host: str, port: int, timeout: float) -> str | None:
 
 def unreachable(timeout: float = PROBE_SECONDS) -> str | None:
     """Why the Hub cannot be reached (e.g. "connection refused"), or None when it can (or a proxy decides)."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                                       "all_proxy")):
+    if any(
+        os.environ.get(v)
+        for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return None
     url = urlsplit(endpoint())
     try:

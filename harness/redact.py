@@ -40,8 +40,9 @@ _LOCK = threading.Lock()
 # Options whose value is a secret wherever they appear (`--api-key X` or `--api-key=X`). The harness itself
 # takes keys only through --api-key-env NAME (a variable's name, not a secret), but a record may be
 # written by a wrapper script or an older version, and publishing must never copy such a value.
-_SECRET_OPTION = re.compile(r"^--?[A-Za-z0-9_-]*(key|token|secret|password|passwd|auth|credential)[A-Za-z0-9_-]*$",
-                            re.IGNORECASE)
+_SECRET_OPTION = re.compile(
+    r"^--?[A-Za-z0-9_-]*(key|token|secret|password|passwd|auth|credential)[A-Za-z0-9_-]*$", re.IGNORECASE
+)
 _NOT_SECRET = {"--api-key-env"}
 # A URL anywhere in a string (an argument such as --base-url=URL, or a message).
 # The scheme is bounded (RFC 3986 schemes are short): an unbounded one made a 10 MB argument quadratic.
@@ -103,18 +104,24 @@ def redact_command(command: str | None) -> str | None:
         return _redact_options_text(command)
     try:
         return shlex.join(redact_argv(shlex.split(command)))
-    except ValueError:  # unbalanced quotes: redact what looks like a URL, mask the rest of the options' values
+    except (
+        ValueError
+    ):  # unbalanced quotes: redact what looks like a URL, mask the rest of the options' values
         return _redact_options_text(command)
 
 
 _SHLEX_MAX = 100_000
-_OPTION_VALUE = re.compile(r"(?<![\w-])(--?[A-Za-z0-9_-]{0,64}(?:key|token|secret|password|passwd|auth|credential)"
-                           r"[A-Za-z0-9_-]{0,64})(=|\s+)(\S+)", re.IGNORECASE)
+_OPTION_VALUE = re.compile(
+    r"(?<![\w-])(--?[A-Za-z0-9_-]{0,64}(?:key|token|secret|password|passwd|auth|credential)"
+    r"[A-Za-z0-9_-]{0,64})(=|\s+)(\S+)",
+    re.IGNORECASE,
+)
 
 
 def _redact_options_text(command: str) -> str:
     """A command line that cannot be split as a shell would (unbalanced quotes, or too long): URLs redacted and
     the value after a secret-looking option masked, by pattern, in linear time."""
+
     def mask(m: re.Match) -> str:
         return m.group(0) if m.group(1).lower() in _NOT_SECRET else f"{m.group(1)}{m.group(2)}{MASK}"
 
@@ -130,9 +137,19 @@ def _forms(value: str) -> set[str]:
     ``&#39;`` and ``&#34;``), JSON string content (ASCII-escaped or not), CSV (``"`` doubled) and Markdown
     tables (``|`` escaped)."""
     pct = quote(value, safe="")
-    forms = {value, pct, quote(value), quote_plus(value), re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), pct)}
+    forms = {
+        value,
+        pct,
+        quote(value),
+        quote_plus(value),
+        re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), pct),
+    }
     escaped = html.escape(value, quote=True)
-    forms |= {escaped, escaped.replace("&#x27;", "&#39;").replace("&quot;", "&#34;"), html.escape(value, quote=False)}
+    forms |= {
+        escaped,
+        escaped.replace("&#x27;", "&#39;").replace("&quot;", "&#34;"),
+        html.escape(value, quote=False),
+    }
     forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     forms |= {value.replace('"', '""'), value.replace("|", "\\|")}
     return {f for f in forms if len(f) >= MIN_SECRET}

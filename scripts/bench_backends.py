@@ -76,16 +76,27 @@ def _plans(model: str, data_dir: Path | None, a) -> tuple:
 
 
 # Engine routes: settings on top of the defaults (harness/backends/llamacpp/settings.py EngineSettings).
-ENGINE_ROUTES = {"ours": {}, "inproc": {}, "ours2e": {}, "ours1": {"n_parallel": 1}, "oursb4": {"max_branches": 4},
-                 "oursu": {"gen_streams": False}}
+ENGINE_ROUTES = {
+    "ours": {},
+    "inproc": {},
+    "ours2e": {},
+    "ours1": {"n_parallel": 1},
+    "oursb4": {"max_branches": 4},
+    "oursu": {"gen_streams": False},
+}
 IN_PROCESS = {"inproc"}  # llama.cpp in the evaluating process; every other engine route runs engine processes
 ENGINES = {"ours2e": 2}  # engine processes (the THREADS split between them); others: 1
 
 
 def _built_server() -> str:
     """llama-server from the engine's own llama.cpp commit, compiled for this CPU (built once, cached)."""
-    res = subprocess.run([str(ROOT / "scripts" / "build_llama_server.sh")], cwd=ROOT, stdout=subprocess.PIPE,
-                         text=True, env=dict(os.environ, PYTHON=sys.executable))
+    res = subprocess.run(
+        [str(ROOT / "scripts" / "build_llama_server.sh")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     if res.returncode != 0 or not res.stdout.strip():
         sys.exit(f"building llama-server failed (exit {res.returncode}); see the message above")
     return str(ROOT / res.stdout.strip().splitlines()[-1])
@@ -153,9 +164,26 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
         lm = MinimalLlamaLM(path, threads=THREADS)
     elif route in ("server", "server-h"):
         port = _free_port()
-        proc = subprocess.Popen([server_bin, "-m", path, "--port", str(port), "-np", "4", "-cb", "--no-repack",
-                                 "-t", str(THREADS), "-c", str(4 * 2048)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=dict(os.environ, LD_LIBRARY_PATH=str(Path(server_bin).parent)))
+        proc = subprocess.Popen(
+            [
+                server_bin,
+                "-m",
+                path,
+                "--port",
+                str(port),
+                "-np",
+                "4",
+                "-cb",
+                "--no-repack",
+                "-t",
+                str(THREADS),
+                "-c",
+                str(4 * 2048),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, LD_LIBRARY_PATH=str(Path(server_bin).parent)),
+        )
         import urllib.request
 
         for _ in range(600):
@@ -167,19 +195,33 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
         if route == "server":
             from lm_eval.models.openai_completions import LocalCompletionsAPI
 
-            lm = LocalCompletionsAPI(base_url=f"http://127.0.0.1:{port}/v1/completions", model="local",
-                                     tokenizer_backend=None, num_concurrent=4, max_gen_toks=a.gen_tokens)
+            lm = LocalCompletionsAPI(
+                base_url=f"http://127.0.0.1:{port}/v1/completions",
+                model="local",
+                tokenizer_backend=None,
+                num_concurrent=4,
+                max_gen_toks=a.gen_tokens,
+            )
         else:
             from harness.backends.server.client import ServerClient
             from harness.backends.server.lm_model import ServerLM
 
-            lm = ServerLM(ServerClient(f"http://127.0.0.1:{port}/v1"), concurrency=4, max_gen_toks=a.gen_tokens)
+            lm = ServerLM(
+                ServerClient(f"http://127.0.0.1:{port}/v1"), concurrency=4, max_gen_toks=a.gen_tokens
+            )
     else:
         raise SystemExit(f"unknown route {route}")
     t0 = time.perf_counter()
     try:
-        res = lm_eval.simple_evaluate(model=lm, tasks=plan.configs, samples=plan.samples, log_samples=True,
-                                      bootstrap_iters=0, task_manager=task_manager(), verbosity="ERROR")
+        res = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=plan.configs,
+            samples=plan.samples,
+            log_samples=True,
+            bootstrap_iters=0,
+            task_manager=task_manager(),
+            verbosity="ERROR",
+        )
     finally:
         if proc:
             proc.terminate()
@@ -187,18 +229,33 @@ def run_route(route: str, task: str, model: str, data_dir: Path | None, server_b
     wall = time.perf_counter() - t0
     metrics, _, log = summarise(plan, res["samples"])
     head = next(iter(metrics.values()))
-    out = {"route": route, "task": task, "wall": wall, "n": plan.n_samples, "acc": head["value"],
-           "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
-           "responses": {f"{s['task']}/{s['doc_id']}": s["response"] for s in log},
-           "rss_mb": peak_rss_mb()}
+    out = {
+        "route": route,
+        "task": task,
+        "wall": wall,
+        "n": plan.n_samples,
+        "acc": head["value"],
+        "answers": {f"{s['task']}/{s['doc_id']}": _answer(s["extracted"]) for s in log},
+        "responses": {f"{s['task']}/{s['doc_id']}": s["response"] for s in log},
+        "rss_mb": peak_rss_mb(),
+    }
     if engine is not None:
         if engine.trace is not None:
-            out["trace"] = {f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(prompt_of(r.get("arguments")))))
-                            for rows in res["samples"].values() for r in rows}
+            out["trace"] = {
+                f"{r['doc_id']}": engine.trace.get(tuple(lm.tok_encode(prompt_of(r.get("arguments")))))
+                for rows in res["samples"].values()
+                for r in rows
+            }
         st = engine.stats
-        out |= {"prompt_tokens": st.prompt_tokens, "generated_tokens": st.generated_tokens,
-                "gen_decodes": st.gen_decodes, "gen_depth_sum": st.gen_depth_sum, "decode_calls": st.decode_calls,
-                "decode_seconds": st.decode_seconds, "setup_s": engine.setup_seconds()}
+        out |= {
+            "prompt_tokens": st.prompt_tokens,
+            "generated_tokens": st.generated_tokens,
+            "gen_decodes": st.gen_decodes,
+            "gen_depth_sum": st.gen_depth_sum,
+            "decode_calls": st.decode_calls,
+            "decode_seconds": st.decode_seconds,
+            "setup_s": engine.setup_seconds(),
+        }
         if route not in IN_PROCESS:  # the engine processes hold the model: their peak memory counts too
             out["rss_mb"] += engine.peak_rss_mb()
         engine.close()
@@ -221,8 +278,10 @@ def _explain_differences(ours: dict, one: dict) -> None:
         if i >= min(len(a), len(b)):
             print(f"  {k}: same tokens, one output stops earlier ({len(a)} vs {len(b)} tokens)")
             continue
-        print(f"  {k}: first differing token #{i} of {len(b)}: one-at-a-time margin {b[i][1]:.3f}, "
-              f"batched margin {a[i][1]:.3f} (logits, top-1 minus top-2)")
+        print(
+            f"  {k}: first differing token #{i} of {len(b)}: one-at-a-time margin {b[i][1]:.3f}, "
+            f"batched margin {a[i][1]:.3f} (logits, top-1 minus top-2)"
+        )
 
 
 def _child(args: list[str]) -> tuple[dict | None, float, str]:
@@ -257,9 +316,15 @@ def main() -> int:
     ap.add_argument("--gsm8k", type=int, help="GSM8K questions (default: per model, see SUBSETS)")
     ap.add_argument("--mmlu-subjects", type=int, help="MMLU subjects, in the catalogue's order (max 57)")
     ap.add_argument("--mmlu-per-subject", type=int, help="MMLU test questions per subject")
-    ap.add_argument("--gen-tokens", type=int, help="generation cap per GSM8K question (random weights never stop)")
-    ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub"))
-    ap.add_argument("--llama-server", help="path to a llama.cpp llama-server binary (routes 'server', 'server-h')")
+    ap.add_argument(
+        "--gen-tokens", type=int, help="generation cap per GSM8K question (random weights never stop)"
+    )
+    ap.add_argument(
+        "--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub")
+    )
+    ap.add_argument(
+        "--llama-server", help="path to a llama.cpp llama-server binary (routes 'server', 'server-h')"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     preset = SUBSETS.get(a.model.lower(), SUBSETS["smollm2"])
@@ -267,13 +332,20 @@ def main() -> int:
         if getattr(a, key) is None:
             setattr(a, key, value)
     data_dir = Path(a.data_dir) if a.data_dir else None
-    if not a.child and not a.llama_server and "gsm8k" in a.tasks.split(",") and any(
-            r.startswith("server") for r in a.routes.split(",")):
+    if (
+        not a.child
+        and not a.llama_server
+        and "gsm8k" in a.tasks.split(",")
+        and any(r.startswith("server") for r in a.routes.split(","))
+    ):
         a.llama_server = _built_server()
     if a.child:
         route, task = a.child.split(":")
-        res = run_probe(a.model, int(task)) if route == "probe" else run_route(route, task, a.model, data_dir,
-                                                                               a.llama_server, a)
+        res = (
+            run_probe(a.model, int(task))
+            if route == "probe"
+            else run_route(route, task, a.model, data_dir, a.llama_server, a)
+        )
         print(json.dumps(res))
         return 0
     from harness.backends.llamacpp.speed import floor_seconds
@@ -285,24 +357,38 @@ def main() -> int:
     except HarnessError as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return 2
-    sizes = ["--gsm8k", str(a.gsm8k), "--mmlu-subjects", str(a.mmlu_subjects), "--mmlu-per-subject",
-             str(a.mmlu_per_subject), "--gen-tokens", str(a.gen_tokens)]
-    base = ["--model", model, "--data-dir", a.data_dir, *sizes] + (["--llama-server", a.llama_server]
-                                                                    if a.llama_server else [])
-    print(f"model: {label}; {THREADS} threads; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
-          f"GSM8K {a.gsm8k} questions, generation capped at {a.gen_tokens} tokens; MMLU {a.mmlu_subjects} subjects"
-          f" x {a.mmlu_per_subject}", flush=True)
+    sizes = [
+        "--gsm8k",
+        str(a.gsm8k),
+        "--mmlu-subjects",
+        str(a.mmlu_subjects),
+        "--mmlu-per-subject",
+        str(a.mmlu_per_subject),
+        "--gen-tokens",
+        str(a.gen_tokens),
+    ]
+    base = ["--model", model, "--data-dir", a.data_dir, *sizes] + (
+        ["--llama-server", a.llama_server] if a.llama_server else []
+    )
+    print(
+        f"model: {label}; {THREADS} threads; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+        f"GSM8K {a.gsm8k} questions, generation capped at {a.gen_tokens} tokens; MMLU {a.mmlu_subjects} subjects"
+        f" x {a.mmlu_per_subject}",
+        flush=True,
+    )
     # The floor's rates: the probe `harness speed` runs, with a batched decode at GSM8K's depth too.
     speed, probe_wall, err = _child(["--child", "probe:1024", *base])
     if speed is None:
         print(f"speed probe failed:\n{err}", file=sys.stderr)
         return 1
-    print(f"speed probe ({probe_wall:.0f} s): prompt {speed['prompt_tokens_per_s']} tok/s, decode "
-          f"{speed['decode_1_tokens_per_s']} tok/s (1 sequence), {speed['decode_batched_tokens_per_s']} tok/s "
-          f"({speed['batched_sequences']} sequences) at {speed['prompt_len']}, "
-          f"{speed.get('decode_batched_deep_tokens_per_s')} tok/s at {speed.get('deep_len')}; in KV streams "
-          f"{speed.get('decode_streams_tokens_per_s')} and {speed.get('decode_streams_deep_tokens_per_s')} tok/s",
-          flush=True)
+    print(
+        f"speed probe ({probe_wall:.0f} s): prompt {speed['prompt_tokens_per_s']} tok/s, decode "
+        f"{speed['decode_1_tokens_per_s']} tok/s (1 sequence), {speed['decode_batched_tokens_per_s']} tok/s "
+        f"({speed['batched_sequences']} sequences) at {speed['prompt_len']}, "
+        f"{speed.get('decode_batched_deep_tokens_per_s')} tok/s at {speed.get('deep_len')}; in KV streams "
+        f"{speed.get('decode_streams_tokens_per_s')} and {speed.get('decode_streams_deep_tokens_per_s')} tok/s",
+        flush=True,
+    )
     rows = []
     for task in a.tasks.split(","):
         results, proc_wall = {}, {}
@@ -323,7 +409,9 @@ def main() -> int:
             depth = ours["gen_depth_sum"] / ours["gen_decodes"] if ours.get("gen_decodes") else None
             floor_d = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"], depth)
             if depth is not None and speed.get("decode_streams_deep_tokens_per_s"):
-                floor_s = floor_seconds(speed, ours["prompt_tokens"], ours["generated_tokens"], depth, streams=True)
+                floor_s = floor_seconds(
+                    speed, ours["prompt_tokens"], ours["generated_tokens"], depth, streams=True
+                )
         one = results.get("ours1")
         for route, r in results.items():
             agree = same = None
@@ -337,34 +425,45 @@ def main() -> int:
                 keys = set(one["answers"]) & set(r["answers"])
                 same = sum(one["answers"][k] == r["answers"][k] for k in keys) / max(len(keys), 1)
             fl = floor_d if task == "gsm8k" and floor_d else floor
-            rows.append({
-                "task": f"{task} {r['n']}", "route": route, "wall s": f"{r['wall']:.1f}",
-                "proc s": f"{proc_wall[route]:.1f}",
-                "setup s": f"{r['setup_s']:.1f}" if r.get("setup_s") is not None else "-",
-                "peak RSS MB": f"{r['rss_mb']:.0f}", "acc": f"{100 * r['acc']:.1f}",
-                "agree w/ ours": "-" if agree is None else f"{100 * agree:.1f}%",
-                "= 1-at-a-time": "-" if same is None else f"{100 * same:.1f}%",
-                "x ours": "-" if not ours else f"{r['wall'] / ours['wall']:.2f}",
-                "x floor": "-" if not fl else f"{r['wall'] / fl:.2f}",
-                "x floor (proc)": "-" if not fl else f"{proc_wall[route] / fl:.2f}",
-                "x streams floor": f"{r['wall'] / floor_s:.2f}" if task == "gsm8k" and floor_s else "-",
-            })
+            rows.append(
+                {
+                    "task": f"{task} {r['n']}",
+                    "route": route,
+                    "wall s": f"{r['wall']:.1f}",
+                    "proc s": f"{proc_wall[route]:.1f}",
+                    "setup s": f"{r['setup_s']:.1f}" if r.get("setup_s") is not None else "-",
+                    "peak RSS MB": f"{r['rss_mb']:.0f}",
+                    "acc": f"{100 * r['acc']:.1f}",
+                    "agree w/ ours": "-" if agree is None else f"{100 * agree:.1f}%",
+                    "= 1-at-a-time": "-" if same is None else f"{100 * same:.1f}%",
+                    "x ours": "-" if not ours else f"{r['wall'] / ours['wall']:.2f}",
+                    "x floor": "-" if not fl else f"{r['wall'] / fl:.2f}",
+                    "x floor (proc)": "-" if not fl else f"{proc_wall[route] / fl:.2f}",
+                    "x streams floor": f"{r['wall'] / floor_s:.2f}" if task == "gsm8k" and floor_s else "-",
+                }
+            )
         if ours and one and task == "gsm8k":
             _explain_differences(ours, one)
         if ours:
-            print(f"{task}: floor {floor:.1f} s = {ours['prompt_tokens']} prompt tokens at {speed['prompt_tokens_per_s']}"
-                  f" tok/s + {ours['generated_tokens']} generated at {speed['decode_batched_tokens_per_s']} tok/s"
-                  f" ({speed['batched_sequences']} sequences); ours: {ours['decode_calls']} decode calls,"
-                  f" {ours['decode_seconds']:.1f} s in llama_decode")
+            print(
+                f"{task}: floor {floor:.1f} s = {ours['prompt_tokens']} prompt tokens at {speed['prompt_tokens_per_s']}"
+                f" tok/s + {ours['generated_tokens']} generated at {speed['decode_batched_tokens_per_s']} tok/s"
+                f" ({speed['batched_sequences']} sequences); ours: {ours['decode_calls']} decode calls,"
+                f" {ours['decode_seconds']:.1f} s in llama_decode"
+            )
             if task == "gsm8k" and depth is not None:
-                print(f"{task}: floor at depth {floor_d:.1f} s (used for x floor): the generated tokens' mean position"
-                      f" is {depth:.0f}; batched decode {speed['decode_batched_tokens_per_s']} tok/s at"
-                      f" {speed['prompt_len']}, {speed.get('decode_batched_deep_tokens_per_s')} tok/s at"
-                      f" {speed.get('deep_len')}")
+                print(
+                    f"{task}: floor at depth {floor_d:.1f} s (used for x floor): the generated tokens' mean position"
+                    f" is {depth:.0f}; batched decode {speed['decode_batched_tokens_per_s']} tok/s at"
+                    f" {speed['prompt_len']}, {speed.get('decode_batched_deep_tokens_per_s')} tok/s at"
+                    f" {speed.get('deep_len')}"
+                )
             if task == "gsm8k" and floor_s is not None:
-                print(f"{task}: floor at depth in KV streams {floor_s:.1f} s: batched decode with one KV stream per "
-                      f"sequence, generation's layout, {speed['decode_streams_tokens_per_s']} tok/s at "
-                      f"{speed['prompt_len']}, {speed['decode_streams_deep_tokens_per_s']} tok/s at {speed['deep_len']}")
+                print(
+                    f"{task}: floor at depth in KV streams {floor_s:.1f} s: batched decode with one KV stream per "
+                    f"sequence, generation's layout, {speed['decode_streams_tokens_per_s']} tok/s at "
+                    f"{speed['prompt_len']}, {speed['decode_streams_deep_tokens_per_s']} tok/s at {speed['deep_len']}"
+                )
         task_rows = [r for r in rows if r["task"].startswith(f"{task} ")]
         if task_rows:  # each task's table as soon as it is done (a long run shows its first table early)
             print(markdown_table(task_rows, tuple(task_rows[0])), flush=True)

@@ -57,8 +57,14 @@ def main() -> int:
         mark("model loaded")
 
     def probe(self, *a, **kw) -> dict:
-        return {"prompt_tokens_per_s": 250.0, "decode_1_tokens_per_s": 60.0, "decode_batched_tokens_per_s": 150.0,
-                "batched_sequences": self.settings.n_parallel, "prompt_len": 512, "decode_steps": 16}
+        return {
+            "prompt_tokens_per_s": 250.0,
+            "decode_1_tokens_per_s": 60.0,
+            "decode_batched_tokens_per_s": 150.0,
+            "batched_sequences": self.settings.n_parallel,
+            "prompt_len": 512,
+            "decode_steps": 16,
+        }
 
     def decode(self, entries):
         n_out = sum(1 for e in entries if e[3])
@@ -104,7 +110,9 @@ def main() -> int:
                 return int(exc.code) if isinstance(exc.code, int) else 2
     mark("end")
     what = "full" if args.full else f"limit {args.limit}"
-    print(f"\n{args.model} {args.task} {what}; decoding {'real' if args.decode else 'replaced by constant logits'}")
+    print(
+        f"\n{args.model} {args.task} {what}; decoding {'real' if args.decode else 'replaced by constant logits'}"
+    )
     print(f"{'s':>7} {'RSS MB':>7} {'peak MB':>8}  phase")
     for what, t, rss, peak in MARKS:
         print(f"{t:7.1f} {rss:7.0f} {peak:8.0f}  {what}")

@@ -61,8 +61,17 @@ def plan_of(path: Path, tasks: list[str], limits: dict[str, int], parallel: int)
 
     entry = resolve(str(path))
     settings = EngineSettings(n_parallel=parallel)
-    first = plan_entry(entry, True, tasks[:1], limits[tasks[0]], False, settings=settings, kind="base",
-                       network=False, log=lambda s: print(s, flush=True))
+    first = plan_entry(
+        entry,
+        True,
+        tasks[:1],
+        limits[tasks[0]],
+        False,
+        settings=settings,
+        kind="base",
+        network=False,
+        log=lambda s: print(s, flush=True),
+    )
     q = first.quants[0]
     out = {}
     for task in tasks:
@@ -73,13 +82,37 @@ def plan_of(path: Path, tasks: list[str], limits: dict[str, int], parallel: int)
 
 def run_of(path: Path, task: str, limit: int, parallel: int, data_dir: str, results: Path, env: dict) -> dict:
     t0 = time.perf_counter()
-    out = subprocess.run([str(HARNESS), "bench", "-m", str(path), "-t", task, "--limit", str(limit), "--kind", "base",
-                          "--parallel", str(parallel), "--data-dir", data_dir, "--results-dir", str(results)],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [
+            str(HARNESS),
+            "bench",
+            "-m",
+            str(path),
+            "-t",
+            task,
+            "--limit",
+            str(limit),
+            "--kind",
+            "base",
+            "--parallel",
+            str(parallel),
+            "--data-dir",
+            data_dir,
+            "--results-dir",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if out.returncode:
         sys.exit(f"the run failed:\n{out.stderr[-3000:]}")
-    rec = json.loads(max((p for p in (results / "runs").glob(f"*-{task}-*.json") if ".lm_eval." not in p.name),
-                         key=lambda p: p.stat().st_mtime).read_text())
+    rec = json.loads(
+        max(
+            (p for p in (results / "runs").glob(f"*-{task}-*.json") if ".lm_eval." not in p.name),
+            key=lambda p: p.stat().st_mtime,
+        ).read_text()
+    )
     rec["process_seconds"] = time.perf_counter() - t0
     return rec
 
@@ -87,7 +120,9 @@ def run_of(path: Path, task: str, limit: int, parallel: int, data_dir: str, resu
 def check(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="check-plan-"))
     tasks_dir = tasks_copy(tmp / "tasks", args.gen_tokens)
-    os.environ["HARNESS_TASKS_DIR"] = str(tasks_dir)  # read when harness.paths is first imported: before the next line
+    os.environ["HARNESS_TASKS_DIR"] = str(
+        tasks_dir
+    )  # read when harness.paths is first imported: before the next line
     from harness.models.shaped import ensure_shaped_model
     from harness.plan.render import interval_text
 
@@ -104,15 +139,34 @@ def check(args) -> None:
             rec = run_of(path, task, limits[task], args.parallel, args.data_dir, tmp / "results", env)
             wall = rec["timing"]["wall_seconds"]
             lo, pt, hi = est[task]
-            rows.append((f"{shape} {args.quant}", f"{task} ({TASK_FORMATS.get(task, '')}) {limits[task]}",
-                         interval_text(est[task]), f"{wall:.0f} s", f"{pt / wall:.2f}", "yes" if lo <= wall <= hi else "NO",
-                         f"{rec['timing'].get('prompt_tokens')}/{rec['timing'].get('generated_tokens')}",
-                         f"{rec['process_seconds']:.0f} s", f"{r.probe_seconds or 0:.0f} s",
-                         str((rec.get("efficiency") or {}).get("contended", "-"))))
+            rows.append(
+                (
+                    f"{shape} {args.quant}",
+                    f"{task} ({TASK_FORMATS.get(task, '')}) {limits[task]}",
+                    interval_text(est[task]),
+                    f"{wall:.0f} s",
+                    f"{pt / wall:.2f}",
+                    "yes" if lo <= wall <= hi else "NO",
+                    f"{rec['timing'].get('prompt_tokens')}/{rec['timing'].get('generated_tokens')}",
+                    f"{rec['process_seconds']:.0f} s",
+                    f"{r.probe_seconds or 0:.0f} s",
+                    str((rec.get("efficiency") or {}).get("contended", "-")),
+                )
+            )
             print(" | ".join(rows[-1]), flush=True)
     print(f"after: {load()}")
-    head = ("model", "task, questions", "estimate (interval)", "actual", "est/actual", "inside", "prompt/gen tokens",
-            "process", "probe", "contended")
+    head = (
+        "model",
+        "task, questions",
+        "estimate (interval)",
+        "actual",
+        "est/actual",
+        "inside",
+        "prompt/gen tokens",
+        "process",
+        "probe",
+        "contended",
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, ["-" * w for w in widths], *rows]:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
@@ -132,12 +186,17 @@ def extrapolation(args) -> None:
         path = ensure_shaped_model(shape_name, args.quant)
         shape, n_layer = slice_probe.file_slice_target(path)
         lengths = slice_probe.probe_lengths(shape, n_layer)
-        r = slice_probe.measure_slice(shape, n_layer, settings, plan_model()["extrapolation"][:2], lengths, log=print)
+        r = slice_probe.measure_slice(
+            shape, n_layer, settings, plan_model()["extrapolation"][:2], lengths, log=print
+        )
         full, _ = slice_probe.time_slice(path, settings, lengths)
         for key in slice_probe.RATE_KEYS:
             whole = sorted(s[key] for s in full)[len(full) // 2]
-            print(f"{shape_name} {key}: slices {r.point[key]:.2f} ({r.slow[key]:.2f}-{r.fast[key]:.2f}), whole model "
-                  f"{whole:.2f} tok/s: whole/extrapolated time {r.point[key] / whole:.2f}", flush=True)
+            print(
+                f"{shape_name} {key}: slices {r.point[key]:.2f} ({r.slow[key]:.2f}-{r.fast[key]:.2f}), whole model "
+                f"{whole:.2f} tok/s: whole/extrapolated time {r.point[key] / whole:.2f}",
+                flush=True,
+            )
     print(f"after: {load()}")
 
 

@@ -44,8 +44,23 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="kill-resume-"))
 
     def cmd(results: Path) -> list[str]:
-        return [sys.executable, "-m", "harness.cli", "bench", "--tasks", a.task, "--limit", str(a.limit),
-                "--threads", "2", "--data-dir", a.data_dir, "--results-dir", str(results), *a.extra]
+        return [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "bench",
+            "--tasks",
+            a.task,
+            "--limit",
+            str(a.limit),
+            "--threads",
+            "2",
+            "--data-dir",
+            a.data_dir,
+            "--results-dir",
+            str(results),
+            *a.extra,
+        ]
 
     t0 = time.time()
     subprocess.run(cmd(work / "ref"), check=True, capture_output=True)
@@ -69,9 +84,11 @@ def main() -> int:
     same = all(ref[k] == fin[k] for k in SAME)
     res = fin["resume"]
     twice = res["requests_from_journal"] + res["requests_computed"] - ref["resume"]["requests_computed"]
-    print(f"seed {a.seed}: {kills} kills; final run took {res['requests_from_journal']} request(s) from the journal, "
-          f"computed {res['requests_computed']}, replayed {res['requests_replayed']} finished one(s) for exact "
-          f"batches; results computed twice: {twice}; record identical to the uninterrupted run: {same}")
+    print(
+        f"seed {a.seed}: {kills} kills; final run took {res['requests_from_journal']} request(s) from the journal, "
+        f"computed {res['requests_computed']}, replayed {res['requests_replayed']} finished one(s) for exact "
+        f"batches; results computed twice: {twice}; record identical to the uninterrupted run: {same}"
+    )
     return 0 if same and twice == 0 else 1
 
 

@@ -33,20 +33,70 @@ sys.path.insert(0, str(ROOT))
 def _llama_bench(tool: Path, model: Path, threads: int, n_batch: int, args: list[str]) -> float:
     """Mean tokens/s of one llama-bench test (JSON output; 3 repetitions), with the engine's settings:
     no CPU repacking, flash attention off, one micro-batch of ``n_batch``."""
-    out = subprocess.run([str(tool), "-m", str(model), "-t", str(threads), "--repack", "0", "-fa", "0",
-                          "-b", str(n_batch), "-ub", str(n_batch), "-r", "3", "-o", "json", *args],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(tool),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "--repack",
+            "0",
+            "-fa",
+            "0",
+            "-b",
+            str(n_batch),
+            "-ub",
+            str(n_batch),
+            "-r",
+            "3",
+            "-o",
+            "json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
 def _batched_bench(tool: Path, model: Path, threads: int, n_batch: int, parallel: int) -> float:
     """Text-generation tokens/s of N sequences decoding together after a shared 512-token prompt, in one
     unified KV cache (``-kvu``, as the probe's copied prefix), flash attention off, no repacking."""
-    out = subprocess.run([str(tool), "-m", str(model), "-t", str(threads), "-tb", str(threads), "--no-repack",
-                          "-kvu", "-fa", "off", "-c", str(512 + parallel * 16 + n_batch), "-b", str(n_batch),
-                          "-ub", str(n_batch), "-npp", "512",
-                          "-ntg", "16", "-npl", str(parallel), "-pps", "--output-format", "jsonl"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(tool),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--no-repack",
+            "-kvu",
+            "-fa",
+            "off",
+            "-c",
+            str(512 + parallel * 16 + n_batch),
+            "-b",
+            str(n_batch),
+            "-ub",
+            str(n_batch),
+            "-npp",
+            "512",
+            "-ntg",
+            "16",
+            "-npl",
+            str(parallel),
+            "-pps",
+            "--output-format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return float(rows[-1]["speed_tg"])
 
@@ -81,14 +131,21 @@ def main() -> None:
     finally:
         engine.close()
     theirs = {
-        "prompt_tokens_per_s": _llama_bench(bench, path, a.threads, settings.n_batch, ["-p", "512", "-n", "0"]),
-        "decode_1_tokens_per_s": _llama_bench(bench, path, a.threads, settings.n_batch, ["-p", "0", "-n", "16", "-d", "512"]),
+        "prompt_tokens_per_s": _llama_bench(
+            bench, path, a.threads, settings.n_batch, ["-p", "512", "-n", "0"]
+        ),
+        "decode_1_tokens_per_s": _llama_bench(
+            bench, path, a.threads, settings.n_batch, ["-p", "0", "-n", "16", "-d", "512"]
+        ),
         "decode_batched_tokens_per_s": _batched_bench(batched, path, a.threads, settings.n_batch, a.parallel),
     }
     print(f"{entry.name} {entry.quant}, {a.threads} threads, CPU repacking off; tokens/s")
     print(f"{'rate':<28}{'harness speed':>15}{'llama.cpp tool':>16}{'harness/tool':>14}")
-    labels = {"prompt_tokens_per_s": "prompt (pp512)", "decode_1_tokens_per_s": "decode, 1 seq (tg16 @512)",
-              "decode_batched_tokens_per_s": f"decode, {a.parallel} seqs (@512)"}
+    labels = {
+        "prompt_tokens_per_s": "prompt (pp512)",
+        "decode_1_tokens_per_s": "decode, 1 seq (tg16 @512)",
+        "decode_batched_tokens_per_s": f"decode, {a.parallel} seqs (@512)",
+    }
     for key, label in labels.items():
         print(f"{label:<28}{ours[key]:>15.1f}{theirs[key]:>16.1f}{ours[key] / theirs[key]:>14.2f}")
 

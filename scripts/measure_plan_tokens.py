@@ -92,20 +92,44 @@ def main() -> None:
                 continue
             points = {}
             for n in [*(n for n in LADDER if n < full.n_samples), None]:
-                plan = full if n is None else plan_task(task, model, limit=n, data_dir=resolve_data_dir(args.data_dir))
+                plan = (
+                    full
+                    if n is None
+                    else plan_task(task, model, limit=n, data_dir=resolve_data_dir(args.data_dir))
+                )
                 rec = Counter(engine)
                 t0 = time.perf_counter()
                 evaluate(__import__("lm_eval"), LlamaBenchLM(engine=rec), plan)
                 points[plan.n_samples] = rec.prompt_tokens
-                print(key, plan.n_samples, rec.prompt_tokens, rec.requests, f"{time.perf_counter() - t0:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(
+                    key,
+                    plan.n_samples,
+                    rec.prompt_tokens,
+                    rec.requests,
+                    f"{time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             gen = [c for c in full.configs if c.get("output_type") == "generate_until"]
-            budget = "model" if spec.get("max_gen_toks") == "model" else (
-                max(int((c.get("generation_kwargs") or {}).get("max_gen_toks", 256)) for c in gen) if gen else 0)
-            out[key] = {"docs": full.n_samples, "output": "generate" if gen else "loglik", "gen_budget": budget,
-                        "prompt_tokens": points}
+            budget = (
+                "model"
+                if spec.get("max_gen_toks") == "model"
+                else (
+                    max(int((c.get("generation_kwargs") or {}).get("max_gen_toks", 256)) for c in gen)
+                    if gen
+                    else 0
+                )
+            )
+            out[key] = {
+                "docs": full.n_samples,
+                "output": "generate" if gen else "loglik",
+                "gen_budget": budget,
+                "prompt_tokens": points,
+            }
     engine.close()
-    print(HEADER + yaml.safe_dump({"schema_version": 1, "tasks": out}, sort_keys=False, default_flow_style=None))
+    print(
+        HEADER + yaml.safe_dump({"schema_version": 1, "tasks": out}, sort_keys=False, default_flow_style=None)
+    )
 
 
 if __name__ == "__main__":

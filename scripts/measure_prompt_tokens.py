@@ -67,8 +67,12 @@ def main() -> None:
             spec = task_spec(task, kind)
             if spec.get("requires_kind") and spec["requires_kind"] != kind:
                 continue
-            plan = plan_task(task, dataclasses.replace(entry, kind=kind), full=True,
-                             data_dir=resolve_data_dir(args.data_dir))
+            plan = plan_task(
+                task,
+                dataclasses.replace(entry, kind=kind),
+                full=True,
+                data_dir=resolve_data_dir(args.data_dir),
+            )
             key = f"{task}/{'chat' if plan.chat else 'plain'}"
             if key in out:
                 continue

@@ -39,8 +39,9 @@ class MinimalLlamaLM(TemplateLM):
 
     def __init__(self, model_path: str, n_ctx: int = 4096, threads: int = 2):
         super().__init__()
-        self.llm = high_level_llama(model_path, n_ctx=n_ctx, n_batch=512, n_threads=threads, logits_all=True,
-                                    verbose=False)
+        self.llm = high_level_llama(
+            model_path, n_ctx=n_ctx, n_batch=512, n_threads=threads, logits_all=True, verbose=False
+        )
 
     @property
     def eot_token_id(self) -> int:
@@ -83,8 +84,13 @@ class MinimalLlamaLM(TemplateLM):
         for req in requests:
             context, kw = req.args
             stops = kw.get("until") or []
-            res = self.llm.create_completion(context, max_tokens=int(kw.get("max_gen_toks", 256)), temperature=0.0,
-                                             top_k=1, stop=stops if isinstance(stops, list) else [stops])
+            res = self.llm.create_completion(
+                context,
+                max_tokens=int(kw.get("max_gen_toks", 256)),
+                temperature=0.0,
+                top_k=1,
+                stop=stops if isinstance(stops, list) else [stops],
+            )
             out.append(res["choices"][0]["text"])
         return out
 

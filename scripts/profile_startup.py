@@ -50,7 +50,11 @@ def main() -> int:
     mark("engine module imported (numpy)")
     from harness.backends.llamacpp.context import LlamaContext
 
-    real_decode, real_init, real_probe = LlamaContext.decode, eng.LlamaEngine.__init__, eng.LlamaEngine.speed_probe
+    real_decode, real_init, real_probe = (
+        LlamaContext.decode,
+        eng.LlamaEngine.__init__,
+        eng.LlamaEngine.speed_probe,
+    )
 
     def init(self, *a, **kw):
         mark("model load starts (llama_cpp import, weights)")

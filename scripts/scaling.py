@@ -30,7 +30,9 @@ def main() -> int:
     ap.add_argument("--per-subject", default="2,8")
     ap.add_argument("--shots", default="2,4")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub"))
+    ap.add_argument(
+        "--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared/data/hub")
+    )
     a = ap.parse_args()
 
     import lm_eval
@@ -55,13 +57,27 @@ def main() -> int:
             engine.stats.prompt_tokens = 0
             prefix.reset()
             t0 = time.perf_counter()
-            lm_eval.simple_evaluate(model=LlamaBenchLM(engine=engine), tasks=plan.configs, samples=plan.samples,
-                                    bootstrap_iters=0, task_manager=task_manager(), verbosity="ERROR")
+            lm_eval.simple_evaluate(
+                model=LlamaBenchLM(engine=engine),
+                tasks=plan.configs,
+                samples=plan.samples,
+                bootstrap_iters=0,
+                task_manager=task_manager(),
+                verbosity="ERROR",
+            )
             wall = time.perf_counter() - t0
             total, pre = engine.stats.prompt_tokens, prefix.n
-            rows.append({"shots": str(shots), "questions": str(n * len(plan.configs)), "wall s": f"{wall:.1f}",
-                         "prompt tokens": str(total), "prefix tokens": str(pre), "question tokens": str(total - pre),
-                         "s/question": f"{wall / (n * len(plan.configs)):.3f}"})
+            rows.append(
+                {
+                    "shots": str(shots),
+                    "questions": str(n * len(plan.configs)),
+                    "wall s": f"{wall:.1f}",
+                    "prompt tokens": str(total),
+                    "prefix tokens": str(pre),
+                    "question tokens": str(total - pre),
+                    "s/question": f"{wall / (n * len(plan.configs)):.3f}",
+                }
+            )
             fit.append((pre, total - pre, wall))
     engine.close()
     print(markdown_table(rows, tuple(rows[0])))
@@ -69,8 +85,10 @@ def main() -> int:
     y = np.array([w for *_, w in fit])
     (a_pre, b_q), *_ = np.linalg.lstsq(x, y, rcond=None)
     pred = x @ np.array([a_pre, b_q])
-    print(f"fit: wall = {a_pre * 1000:.2f} ms x prefix tokens + {b_q * 1000:.2f} ms x question tokens; "
-          f"largest residual {np.max(np.abs(pred - y) / y) * 100:.1f}% of wall")
+    print(
+        f"fit: wall = {a_pre * 1000:.2f} ms x prefix tokens + {b_q * 1000:.2f} ms x question tokens; "
+        f"largest residual {np.max(np.abs(pred - y) / y) * 100:.1f}% of wall"
+    )
     return 0
 
 

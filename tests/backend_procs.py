@@ -28,8 +28,13 @@ def build_llama_server() -> Path:
     ~/.cache/llama-bench-harness/llama-server/ (scripts/build_llama_server.sh: 43 minutes on 2 cores shared with other jobs the first time, then
     immediate). Never a prebuilt binary: one compiled for another CPU dies with SIGILL (issue #29). Progress
     goes to this process's stderr; a failed build raises with the script's message."""
-    res = subprocess.run([str(ROOT / "scripts" / "build_llama_server.sh")], cwd=ROOT, stdout=subprocess.PIPE,
-                         text=True, env=dict(os.environ, PYTHON=sys.executable))
+    res = subprocess.run(
+        [str(ROOT / "scripts" / "build_llama_server.sh")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     lines = res.stdout.strip().splitlines()
     if res.returncode != 0 or not lines:
         raise RuntimeError(f"building llama-server failed (exit {res.returncode}); see the message above")
@@ -40,12 +45,33 @@ def build_llama_server() -> Path:
 def llama_server(binary: Path, model: Path, slots: int = 1, threads: int = 2):
     """The llama-server ``binary`` (the ``llama_server_bin`` fixture) on a free loopback port; yields its /v1 URL."""
     port = free_port()
-    env = dict(os.environ, LD_LIBRARY_PATH=str(binary.parent))  # its own ggml/llama libraries, built beside it
-    proc = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np",
-                             str(slots), "-t", str(threads), "-c", str(4096 * slots), "-fa", "off",
-                             # as the in-process engine: no repacked / AMX weight buffers (EngineSettings.cpu_repack)
-                             "--no-repack"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = dict(
+        os.environ, LD_LIBRARY_PATH=str(binary.parent)
+    )  # its own ggml/llama libraries, built beside it
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-np",
+            str(slots),
+            "-t",
+            str(threads),
+            "-c",
+            str(4096 * slots),
+            "-fa",
+            "off",
+            # as the in-process engine: no repacked / AMX weight buffers (EngineSettings.cpu_repack)
+            "--no-repack",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -89,9 +115,27 @@ def llama_cpp_server(model: Path, threads: int = 2):
 
     port = free_port()
     log = tempfile.TemporaryFile()  # uvicorn logs every request: a pipe nobody reads would fill and block it
-    proc = subprocess.Popen([sys.executable, "-c", _LLAMA_CPP_SERVER, "--model", str(model), "--host", "127.0.0.1",
-                             "--port", str(port), "--n_threads", str(threads), "--n_ctx", "4096", "--verbose", "false"],
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _LLAMA_CPP_SERVER,
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            str(threads),
+            "--n_ctx",
+            "4096",
+            "--verbose",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -117,8 +161,14 @@ def llama_cpp_server(model: Path, threads: int = 2):
 def rpc_workers(n: int, threads: int = 1):
     """n `harness rpc-worker` processes on free loopback ports; yields "host:port,..."."""
     ports = [free_port() for _ in range(n)]
-    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "rpc-worker", "--port", str(p), "--threads",
-                               str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "rpc-worker", "--port", str(p), "--threads", str(threads)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for p in ports
+    ]
     try:
         for p in ports:
             deadline = time.monotonic() + 60

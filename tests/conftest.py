@@ -61,8 +61,9 @@ def tmpfs(tmp_path):
     def mount(size: str) -> Path:
         d = tmp_path / f"tmpfs-{len(mounted)}"
         d.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
-                          capture_output=True).returncode:
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True
+        ).returncode:
             pytest.skip("cannot mount a small tmpfs here (needs root, as in CI)")
         mounted.append(d)
         return d

@@ -67,8 +67,15 @@ class FakeHub:
                     self.wfile.write(body)
 
             def _deny(self):
-                self._send(401, b'{"error":"Access to model is restricted"}',
-                           {"X-Error-Code": "GatedRepo", "X-Error-Message": "gated", "Content-Type": "application/json"})
+                self._send(
+                    401,
+                    b'{"error":"Access to model is restricted"}',
+                    {
+                        "X-Error-Code": "GatedRepo",
+                        "X-Error-Message": "gated",
+                        "Content-Type": "application/json",
+                    },
+                )
 
             def do_POST(self):
                 parts = urllib.parse.urlparse(self.path).path.split("/")
@@ -96,8 +103,15 @@ class FakeHub:
                     if p in hub.bad_sha:
                         sha = "0" * 64
                     size = hub.fake_size.get(p, len(data))
-                    out.append({"type": "file", "path": p, "size": size, "oid": hashlib.sha1(data).hexdigest(),
-                                "lfs": {"oid": sha, "size": size, "pointerSize": 134}})
+                    out.append(
+                        {
+                            "type": "file",
+                            "path": p,
+                            "size": size,
+                            "oid": hashlib.sha1(data).hexdigest(),
+                            "lfs": {"oid": sha, "size": size, "pointerSize": 134},
+                        }
+                    )
                 self._send(200, json.dumps(out).encode(), {"Content-Type": "application/json"})
 
             def do_HEAD(self):
@@ -124,11 +138,20 @@ class FakeHub:
                     return self._deny()
                 data = hub.files.get((repo, fname))
                 if data is None:
-                    return self._send(404, b"not found", {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
+                    return self._send(
+                        404,
+                        b"not found",
+                        {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"},
+                    )
                 sha = hashlib.sha256(data).hexdigest()
-                headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
-                           "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
-                           "Content-Type": "application/octet-stream"}
+                headers = {
+                    "X-Repo-Commit": COMMIT,
+                    "ETag": f'"{sha}"',
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(data)),
+                    "Accept-Ranges": "bytes",
+                    "Content-Type": "application/octet-stream",
+                }
                 start, stop = 0, len(data)
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):

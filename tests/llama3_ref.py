@@ -43,8 +43,10 @@ SHA256 = {
     f"templates/{TEMPLATES['3.3']}": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
 }
 # Meta's Llama 3 pre-tokenizer split (tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex).
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def fetch_llama3_files(dest: Path = LLAMA3_DIR) -> tuple[Path | None, str]:
@@ -61,13 +63,29 @@ def fetch_llama3_files(dest: Path = LLAMA3_DIR) -> tuple[Path | None, str]:
     found = sorted(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"))
     if not found:
         res = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet",
-             f"llama-cpp-python=={version}", "-d", str(sdist_dir)],
-            capture_output=True, text=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "--quiet",
+                f"llama-cpp-python=={version}",
+                "-d",
+                str(sdist_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         found = sorted(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"))
         if res.returncode != 0 or not found:
-            return None, f"pip could not fetch the llama-cpp-python {version} sdist: {res.stderr.strip()[-300:]}"
+            return (
+                None,
+                f"pip could not fetch the llama-cpp-python {version} sdist: {res.stderr.strip()[-300:]}",
+            )
     prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/models/"
     with tarfile.open(found[0]) as tar:
         for member in _MEMBERS:
@@ -78,7 +96,9 @@ def fetch_llama3_files(dest: Path = LLAMA3_DIR) -> tuple[Path | None, str]:
             tmp.write_bytes(src.read())
             tmp.replace(out)
     bad = [m for m in _MEMBERS if _sha256(dest / m) != SHA256[m]]
-    assert not bad, f"llama-cpp-python {version} ships other bytes for {bad}: update SHA256 in tests/llama3_ref.py"
+    assert not bad, (
+        f"llama-cpp-python {version} ships other bytes for {bad}: update SHA256 in tests/llama3_ref.py"
+    )
     return dest, ""
 
 
@@ -110,24 +130,40 @@ def reference_tokenizer(gguf_path: Path):
     bos = tokens[r.fields["tokenizer.ggml.bos_token_id"].contents()]
     eos = tokens[r.fields["tokenizer.ggml.eos_token_id"].contents()]
     assert r.fields["tokenizer.ggml.pre"].contents() == "llama-bpe"
-    bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[tuple(m.split(" ", 1)) for m in merges],
-                     ignore_merges=True)  # Llama 3's tokenizer.json sets ignore_merges (llama.cpp does too)
+    bpe = models.BPE(
+        vocab={t: i for i, t in enumerate(tokens)},
+        merges=[tuple(m.split(" ", 1)) for m in merges],
+        ignore_merges=True,
+    )  # Llama 3's tokenizer.json sets ignore_merges (llama.cpp does too)
     tok = Tokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3])
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tokens.index(bos))])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tokens.index(bos))]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos)
 
 
-def chat_ids(hf, template: str, messages: list[dict], date_string: str, continue_final: bool = False) -> list[int]:
+def chat_ids(
+    hf, template: str, messages: list[dict], date_string: str, continue_final: bool = False
+) -> list[int]:
     """transformers' apply_chat_template, tokenized (it adds no special tokens: the template writes BOS)."""
-    out = hf.apply_chat_template(messages, chat_template=template, tokenize=True,
-                                 add_generation_prompt=not continue_final, continue_final_message=continue_final,
-                                 date_string=date_string)
+    out = hf.apply_chat_template(
+        messages,
+        chat_template=template,
+        tokenize=True,
+        add_generation_prompt=not continue_final,
+        continue_final_message=continue_final,
+        date_string=date_string,
+    )
     return list(out["input_ids"] if not isinstance(out, list) else out)
 
 
@@ -139,15 +175,19 @@ def gsm8k_messages(cfg: dict, doc: dict) -> list[dict]:
     """Meta's GSM8K 8-shot CoT as chat turns: each shot a user question and an assistant answer."""
     msgs = []
     for shot in cfg["fewshot_config"]["samples"]:
-        msgs += [{"role": "user", "content": _render(cfg["doc_to_text"], shot)},
-                 {"role": "assistant", "content": shot["target"]}]
+        msgs += [
+            {"role": "user", "content": _render(cfg["doc_to_text"], shot)},
+            {"role": "assistant", "content": shot["target"]},
+        ]
     return msgs + [{"role": "user", "content": _render(cfg["doc_to_text"], doc)}]
 
 
 def gsm8k_plain(cfg: dict, doc: dict) -> str:
     """The same 8 shots as one plain text (base models): question + answer, shots separated by a blank line."""
-    shots = "".join(_render(cfg["doc_to_text"], s) + cfg.get("target_delimiter", " ") + s["target"] + "\n\n"
-                    for s in cfg["fewshot_config"]["samples"])
+    shots = "".join(
+        _render(cfg["doc_to_text"], s) + cfg.get("target_delimiter", " ") + s["target"] + "\n\n"
+        for s in cfg["fewshot_config"]["samples"]
+    )
     return shots + _render(cfg["doc_to_text"], doc)
 
 
@@ -156,10 +196,14 @@ def mmlu_llama_messages(cfg: dict, shots: list[dict], doc: dict) -> list[dict]:
     prefix = cfg["gen_prefix"]
     msgs = []
     for s in shots:
-        msgs += [{"role": "user", "content": _render(cfg["doc_to_text"], s)},
-                 {"role": "assistant", "content": f"{prefix} {'ABCD'[s['answer']]}."}]
-    return msgs + [{"role": "user", "content": _render(cfg["doc_to_text"], doc)},
-                   {"role": "assistant", "content": prefix}]
+        msgs += [
+            {"role": "user", "content": _render(cfg["doc_to_text"], s)},
+            {"role": "assistant", "content": f"{prefix} {'ABCD'[s['answer']]}."},
+        ]
+    return msgs + [
+        {"role": "user", "content": _render(cfg["doc_to_text"], doc)},
+        {"role": "assistant", "content": prefix},
+    ]
 
 
 def mmlu_plain(cfg: dict, shots: list[dict], doc: dict) -> str:

@@ -97,7 +97,9 @@ class StubServer:
                     return
                 path = urlsplit(self.path).path
                 if path == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": "stub-model", "root": "/models/stub"}]})
+                    self._json(
+                        200, {"object": "list", "data": [{"id": "stub-model", "root": "/models/stub"}]}
+                    )
                 elif path == "/version":
                     self._json(200, {"version": "0.0-stub"})
                 else:
@@ -131,11 +133,15 @@ class StubServer:
                 if body.get("echo") and stub.echo_logprobs:
                     # vLLM echoes the prompt's tokens and then the generated one (max_tokens >= 1).
                     toks = word_tokens(prompt) + [(" x", len(prompt))]
-                    choice = {"text": prompt + " x", "logprobs": {
-                        "tokens": [t for t, _ in toks],
-                        "token_logprobs": [None] + [-len(t.strip()) / 10 for t, _ in toks[1:]],
-                        "text_offset": [o for _, o in toks],
-                        "top_logprobs": [None] + [{t: -len(t.strip()) / 10} for t, _ in toks[1:]]}}
+                    choice = {
+                        "text": prompt + " x",
+                        "logprobs": {
+                            "tokens": [t for t, _ in toks],
+                            "token_logprobs": [None] + [-len(t.strip()) / 10 for t, _ in toks[1:]],
+                            "text_offset": [o for _, o in toks],
+                            "top_logprobs": [None] + [{t: -len(t.strip()) / 10} for t, _ in toks[1:]],
+                        },
+                    }
                     if stub.mangle_logprobs is not None:
                         choice["logprobs"] = stub.mangle_logprobs(choice["logprobs"])
                 else:
@@ -147,8 +153,14 @@ class StubServer:
                     with stub.lock:
                         stub.prompts.append(prompt)
                 n = stub.count_tokens(prompt) if stub.count_tokens else len(prompt.split())
-                self._json(200, {"choices": [choice], "usage": {"prompt_tokens": n + stub.adds_bos,
-                                                                "completion_tokens": 3}}, cut)
+                self._json(
+                    200,
+                    {
+                        "choices": [choice],
+                        "usage": {"prompt_tokens": n + stub.adds_bos, "completion_tokens": 3},
+                    },
+                    cut,
+                )
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]

@@ -44,22 +44,50 @@ def make_record(
         p = sum(vals) / len(vals)
         per_subtask[sub] = {key: {"value": p, "stderr": math.sqrt(p * (1 - p) / len(vals)), "n": len(vals)}}
         values += vals
-        samples += [{"task": sub, "doc_id": i, "prompt_sha256": "0" * 16, "response": "", "extracted": "",
-                     "target": "", "correct": bool(v)} for i, v in zip(ids, vals)]
+        samples += [
+            {
+                "task": sub,
+                "doc_id": i,
+                "prompt_sha256": "0" * 16,
+                "response": "",
+                "extracted": "",
+                "target": "",
+                "correct": bool(v),
+            }
+            for i, v in zip(ids, vals)
+        ]
     n = len(values)
     p = sum(values) / n
-    metrics = {key: {"average": "micro", "value": p, "stderr": math.sqrt(p * (1 - p) / n),
-                     "ci95": list(wilson_interval(p, n)), "n": n}}
+    metrics = {
+        key: {
+            "average": "micro",
+            "value": p,
+            "stderr": math.sqrt(p * (1 - p) / n),
+            "ci95": list(wilson_interval(p, n)),
+            "n": n,
+        }
+    }
     sha = sha256 or hashlib.sha256(f"{model}{quant}".encode()).hexdigest()
     rec = build_record(
         created=created,
         stem=f"{model}{quant}{task}{created}{config_hash}",
-        harness_version=None, harness_commit=None, command=None, packages=None,
+        harness_version=None,
+        harness_commit=None,
+        command=None,
+        packages=None,
         model=ModelFacts(name=model, kind=kind, quant=quant, sha256=sha, n_params=n_params),
         backend=Backend(settings={"scheme": "prefix-branch-v1", "flash_attn": False}),
         hardware=Hardware(cpu="Test CPU", cores=2, ram_gib=24.0, gpu=None),
-        task=TaskFacts(name=task, config_hash=config_hash, num_fewshot=num_fewshot, chat=chat,
-                       full=n == sum(sizes.values()), n=n, n_total=sum(sizes.values()), subtask_sizes=sizes),
+        task=TaskFacts(
+            name=task,
+            config_hash=config_hash,
+            num_fewshot=num_fewshot,
+            chat=chat,
+            full=n == sum(sizes.values()),
+            n=n,
+            n_total=sum(sizes.values()),
+            subtask_sizes=sizes,
+        ),
         metrics=metrics,
         per_subtask=per_subtask,
         timing=Timing(wall_seconds=10.0),

@@ -21,8 +21,19 @@ def run_cli(*args, env_extra=None, cwd=None):
 
 @pytest.mark.slow
 def test_bench_writes_complete_records(tmp_path, mirror):
-    res = run_cli("bench", "--tasks", "gsm8k,mmlu_loglik", "--limit", "3", "--threads", "2",
-                  "--data-dir", str(mirror), "--results-dir", str(tmp_path))
+    res = run_cli(
+        "bench",
+        "--tasks",
+        "gsm8k,mmlu_loglik",
+        "--limit",
+        "3",
+        "--threads",
+        "2",
+        "--data-dir",
+        str(mirror),
+        "--results-dir",
+        str(tmp_path),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| smollm2-135m | Q4_1" in res.stdout and "strict-match" in res.stdout
     records = sorted(p for p in (tmp_path / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json"))
@@ -47,7 +58,9 @@ def test_bench_writes_complete_records(tmp_path, mirror):
     # Start-up: process start to each task's first decode (model load and the probe included; the second task
     # starts after the first one's whole run).
     mmlu = json.loads(records[1].read_text())
-    assert gsm["timing"]["model_load_seconds"] < gsm["timing"]["setup_seconds"] < mmlu["timing"]["setup_seconds"]
+    assert (
+        gsm["timing"]["model_load_seconds"] < gsm["timing"]["setup_seconds"] < mmlu["timing"]["setup_seconds"]
+    )
     assert mmlu["timing"]["setup_seconds"] > gsm["timing"]["setup_seconds"] + gsm["timing"]["decode_seconds"]
     # Peak memory of the command so far: one process, so it only grows from the first task to the second.
     assert 50 < gsm["timing"]["peak_rss_mb"] <= mmlu["timing"]["peak_rss_mb"] < 4096
@@ -69,7 +82,9 @@ def test_bad_input_is_one_clear_message(args, message, mirror, tmp_path):
 
 
 def test_missing_data_dir(tmp_path):
-    res = run_cli("bench", "--tasks", "gsm8k", "--data-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path))
+    res = run_cli(
+        "bench", "--tasks", "gsm8k", "--data-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path)
+    )
     assert res.returncode == 2 and "is missing" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -86,8 +101,19 @@ def test_malformed_data_file(tmp_path):
 def test_corrupt_gguf_is_refused(tmp_path, mirror):
     bad = tmp_path / "broken-Q4_K_M.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
-    res = run_cli("bench", "--model", str(bad), "--tasks", "gsm8k", "--limit", "1", "--data-dir", str(mirror),
-                  "--results-dir", str(tmp_path))
+    res = run_cli(
+        "bench",
+        "--model",
+        str(bad),
+        "--tasks",
+        "gsm8k",
+        "--limit",
+        "1",
+        "--data-dir",
+        str(mirror),
+        "--results-dir",
+        str(tmp_path),
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "GGUF" in res.stderr
     assert not list((tmp_path / "runs").glob("*.json")) if (tmp_path / "runs").exists() else True

@@ -1,4 +1,3 @@
-
 import re
 from pathlib import Path
 
@@ -11,9 +10,19 @@ from harness.models.locate import local_model_path
 
 REQUIRED_KEYS = [name for name, f in ModelEntry.model_fields.items() if f.is_required()]
 REQUIRED_MODELS = {
-    "llama3-8b", "llama3-8b-instruct", "llama3-70b", "llama3-70b-instruct", "llama3.1-8b",
-    "llama3.1-8b-instruct", "llama3.1-70b", "llama3.1-70b-instruct", "llama3.1-405b",
-    "llama3.1-405b-instruct", "llama3.2-1b-instruct", "llama3.2-3b-instruct", "llama3.3-70b-instruct",
+    "llama3-8b",
+    "llama3-8b-instruct",
+    "llama3-70b",
+    "llama3-70b-instruct",
+    "llama3.1-8b",
+    "llama3.1-8b-instruct",
+    "llama3.1-70b",
+    "llama3.1-70b-instruct",
+    "llama3.1-405b",
+    "llama3.1-405b-instruct",
+    "llama3.2-1b-instruct",
+    "llama3.2-3b-instruct",
+    "llama3.3-70b-instruct",
     "smollm2-135m",
 }
 
@@ -66,16 +75,22 @@ def test_bad_names(name, quant, match):
 CATALOGUE_TEXT = (Path(__file__).resolve().parent.parent / "tasks" / "models.yaml").read_text()
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda m: m["llama3-8b"].pop("kind"), "missing field(s) kind"),
-    (lambda m: m["llama3-8b"].update(kind="chat"), "kind must be base or instruct"),
-    (lambda m: m["llama3-8b"].update(params="8B"), "params must be a positive number"),
-    (lambda m: m["llama3-8b"].update(quantz={}), "unknown field(s) quantz"),
-    (lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(sha256="abc"), "quant Q8_0: sha256 must be 64"),
-    (lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(files="x.gguf"), "quant Q8_0: files must be a list"),
-    (lambda m: m["llama3-8b"].update(quants=None), "quants must map"),
-    (lambda m: m.update({"bad": "not a mapping"}), "not a mapping of fields"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda m: m["llama3-8b"].pop("kind"), "missing field(s) kind"),
+        (lambda m: m["llama3-8b"].update(kind="chat"), "kind must be base or instruct"),
+        (lambda m: m["llama3-8b"].update(params="8B"), "params must be a positive number"),
+        (lambda m: m["llama3-8b"].update(quantz={}), "unknown field(s) quantz"),
+        (lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(sha256="abc"), "quant Q8_0: sha256 must be 64"),
+        (
+            lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(files="x.gguf"),
+            "quant Q8_0: files must be a list",
+        ),
+        (lambda m: m["llama3-8b"].update(quants=None), "quants must map"),
+        (lambda m: m.update({"bad": "not a mapping"}), "not a mapping of fields"),
+    ],
+)
 def test_malformed_catalogue_entry_is_one_message(tmp_path, edit, match):
     import yaml
 
@@ -104,8 +119,11 @@ def test_malformed_task_setting_is_one_message(tmp_path):
     data["tasks"]["gsm8k"]["dataset"] = {"repo": "openai/gsm8k"}
     path.write_text(yaml.safe_dump(data))
     load_settings.cache_clear()
-    with pytest.raises(HarnessError, match=r"task 'gsm8k': dataset: missing field\(s\) config, splits, columns"):
+    with pytest.raises(
+        HarnessError, match=r"task 'gsm8k': dataset: missing field\(s\) config, splits, columns"
+    ):
         load_settings(path)
+
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")
 _PART = re.compile(r"^(?P<joined>.+\.gguf)\.part(?P<i>\d+)of(?P<n>\d+)$")
@@ -140,14 +158,18 @@ def test_every_hub_entry_is_pinned_and_its_file_lists_are_whole_sets():
             assert not e.get("repo") and not e.get("revision"), name
             continue
         # a branch name moves (these repos were re-uploaded); a sha256 only holds at the commit it came from
-        assert re.fullmatch(r"[0-9a-f]{40}", str(e.get("revision"))), f"{name}: revision {e.get('revision')!r}"
+        assert re.fullmatch(r"[0-9a-f]{40}", str(e.get("revision"))), (
+            f"{name}: revision {e.get('revision')!r}"
+        )
         for q, qf in e["quants"].items():
             if e.get("confirmed"):
                 assert qf["files"], f"{name} {q}: a confirmed entry lists its files"
             if qf["files"]:
                 assert layout_problems(qf) == [], (name, q, layout_problems(qf))
             if qf.get("sha256") is not None:
-                assert re.fullmatch(r"[0-9a-f]{64}", qf["sha256"]) and qf.get("split", "single") == "single", (name, q)
+                assert (
+                    re.fullmatch(r"[0-9a-f]{64}", qf["sha256"]) and qf.get("split", "single") == "single"
+                ), (name, q)
             if qf.get("size") is not None:
                 assert isinstance(qf["size"], int) and qf["size"] > 0, (name, q)
 
@@ -160,7 +182,11 @@ def test_layout_check_catches_a_stale_shard_set():
     assert layout_problems(mixed)
     stale_too = {"split": "shards", "files": good["files"] + [f"{folder}-00003-of-00003.gguf"]}
     assert layout_problems(stale_too)
-    parts = {"split": "parts", "joined": "m.Q2_K.gguf", "files": [f"m.Q2_K.gguf.part{i}of4" for i in (1, 2, 3)]}
+    parts = {
+        "split": "parts",
+        "joined": "m.Q2_K.gguf",
+        "files": [f"m.Q2_K.gguf.part{i}of4" for i in (1, 2, 3)],
+    }
     assert layout_problems(parts)  # 3 of 4 parts
     assert layout_problems(dict(parts, files=[f"m.Q2_K.gguf.part{i}of4" for i in range(1, 5)])) == []
 
@@ -168,11 +194,22 @@ def test_layout_check_catches_a_stale_shard_set():
 def test_issue17_confirmations():
     """The entries the Hub listings settled: part/shard layouts as seen, each at its pinned commit."""
     m = load_catalogue()["models"]
-    assert all(m[n]["confirmed"] for n in ("llama3-70b", "llama3.1-70b", "llama3-70b-instruct", "llama3.1-405b",
-                                           "llama3.1-405b-instruct"))
+    assert all(
+        m[n]["confirmed"]
+        for n in (
+            "llama3-70b",
+            "llama3.1-70b",
+            "llama3-70b-instruct",
+            "llama3.1-405b",
+            "llama3.1-405b-instruct",
+        )
+    )
     q8 = m["llama3-70b-instruct"]["quants"]["Q8_0"]["files"]
     folder = "Meta-Llama-3-70B-Instruct-Q8_0.gguf/Meta-Llama-3-70B-Instruct-Q8_0"
-    assert q8 == [f"{folder}-00001-of-00002.gguf", f"{folder}-00002-of-00002.gguf"]  # not the stale -of-00003 set
+    assert q8 == [
+        f"{folder}-00001-of-00002.gguf",
+        f"{folder}-00002-of-00002.gguf",
+    ]  # not the stale -of-00003 set
     assert re.fullmatch(r"[0-9a-f]{40}", m["llama3-70b-instruct"]["revision"])
     assert len(m["llama3.1-405b"]["quants"]["Q8_0"]["files"]) == 9
     assert len(m["llama3.1-405b"]["quants"]["Q4_K_S"]["files"]) == 5

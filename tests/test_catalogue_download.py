@@ -39,23 +39,44 @@ def hub(tmp_path):
 
 
 def write_catalogue(tmp_path: Path) -> Path:
-    entry = {"family": "llama3", "kind": "instruct", "params": 1000, "context_length": 8192, "gsm8k_max_gen_toks": 512,
-             "revision": COMMIT, "confirmed": True, "licence": "Meta Llama 3 Community License",
-             "upstream": "meta-llama/Meta-Llama-3-70B-Instruct",
-             "quants": {"Q8_0": {"files": CURRENT, "split": "shards", "size": None, "sha256": None}}}
+    entry = {
+        "family": "llama3",
+        "kind": "instruct",
+        "params": 1000,
+        "context_length": 8192,
+        "gsm8k_max_gen_toks": 512,
+        "revision": COMMIT,
+        "confirmed": True,
+        "licence": "Meta Llama 3 Community License",
+        "upstream": "meta-llama/Meta-Llama-3-70B-Instruct",
+        "quants": {"Q8_0": {"files": CURRENT, "split": "shards", "size": None, "sha256": None}},
+    }
     models = {"mixed": dict(entry, repo="acme/mixed-GGUF"), "old": dict(entry, repo="acme/old-GGUF")}
     d = tmp_path / "tasks"
     d.mkdir()
-    (d / "models.yaml").write_text(yaml.safe_dump({"schema_version": 1, "default_quant": "Q8_0", "models": models}))
+    (d / "models.yaml").write_text(
+        yaml.safe_dump({"schema_version": 1, "default_quant": "Q8_0", "models": models})
+    )
     return d
 
 
 def harness_download(hub: FakeHub, tmp_path: Path, model: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HARNESS_TASKS_DIR": str(write_catalogue(tmp_path)),
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
-    return subprocess.run([str(HARNESS), "download", model, "--quant", "Q8_0"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HARNESS_TASKS_DIR": str(write_catalogue(tmp_path)),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "5",
+    }
+    return subprocess.run(
+        [str(HARNESS), "download", model, "--quant", "Q8_0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def requested_files(hub: FakeHub) -> set[str]:
@@ -71,7 +92,9 @@ def test_mixed_shard_folder_downloads_exactly_the_listed_set(hub, tmp_path):
     res = harness_download(hub, tmp_path, "mixed")
     assert res.returncode == 0, res.stderr
     main = Path(res.stdout.split("ready: ")[1].strip())
-    assert main.name == "m-Q8_0-00001-of-00002.gguf"  # llama.cpp is pointed at the first shard of the listed set
+    assert (
+        main.name == "m-Q8_0-00001-of-00002.gguf"
+    )  # llama.cpp is pointed at the first shard of the listed set
     assert requested_files(hub) == set(CURRENT)
     assert not any("of-00003" in p for _, p, _ in hub.log)
     snapshot = main.parent.parent

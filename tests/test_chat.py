@@ -10,7 +10,9 @@ LLAMA3_TEMPLATE = (
 
 
 def test_generation_prompt_and_bos_from_template():
-    text = render_chat(LLAMA3_TEMPLATE, [{"role": "user", "content": "Hi"}], True, "<|begin_of_text|>", "<|eot_id|>")
+    text = render_chat(
+        LLAMA3_TEMPLATE, [{"role": "user", "content": "Hi"}], True, "<|begin_of_text|>", "<|eot_id|>"
+    )
     assert text.startswith("<|begin_of_text|><|start_header_id|>user")
     assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
 

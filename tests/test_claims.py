@@ -36,7 +36,9 @@ def test_claim_names_a_catalogue_model_and_a_runnable_setting(c):
         assert spec["requires_kind"] == entry.kind
     # A run of this task on this model, as the runner would describe it, must match the claim's setting.
     chat = spec["chat"] == "always" or (spec["chat"] == "instruct" and entry.kind == "instruct")
-    rec = make_record(c.model, c.task, {"x": [True]}, kind=entry.kind, num_fewshot=spec["num_fewshot"], chat=chat)
+    rec = make_record(
+        c.model, c.task, {"x": [True]}, kind=entry.kind, num_fewshot=spec["num_fewshot"], chat=chat
+    )
     run = Run(Path("x.json"), RunRecord.model_validate(rec))
     assert setting_mismatch(c, run) == []
     other = (c.relation or {}).get("other_model")
@@ -81,9 +83,18 @@ def test_claim_setting_agrees_with_the_task_it_is_compared_through(c):
 
 
 def _write_claims(tmp_path: Path, **changes) -> Path:
-    row = {"id": "x.gsm8k.card", "model": "llama3.1-8b", "task": "gsm8k",
-           "setting": {"shots": 8, "cot": True, "chat": False, "metric": "maj@1", "average": "micro"},
-           "kind": "value", "claimed": 57.2, "source": "s", "article": None, "summary": "", "confirmed": True}
+    row = {
+        "id": "x.gsm8k.card",
+        "model": "llama3.1-8b",
+        "task": "gsm8k",
+        "setting": {"shots": 8, "cot": True, "chat": False, "metric": "maj@1", "average": "micro"},
+        "kind": "value",
+        "claimed": 57.2,
+        "source": "s",
+        "article": None,
+        "summary": "",
+        "confirmed": True,
+    }
     row.update(changes)
     p = tmp_path / "claims.yaml"
     p.write_text(yaml.safe_dump({"schema_version": 1, "claims": [row]}))
@@ -93,14 +104,32 @@ def _write_claims(tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"setting": {"shots": 5, "cot": None, "chat": False, "metric": "exact_match", "average": "micro"}},
-         "leaves cot unstated"),
+        (
+            {
+                "setting": {
+                    "shots": 5,
+                    "cot": None,
+                    "chat": False,
+                    "metric": "exact_match",
+                    "average": "micro",
+                }
+            },
+            "leaves cot unstated",
+        ),
         ({"claimed_ci95": -1}, "positive half-width"),
         ({"mapping": {"by": "ours"}}, "needs its reason"),
         ({"mapping": {"by": "meta", "reason": "r"}}, "mapping must be"),
-        ({"kind": "relation", "claimed": None,
-          "relation": {"op": ">", "reference": {"name": "GPT-4o", "value": 96.1, "source": "s", "confirmed": True}}},
-         "not the setting it was measured in"),
+        (
+            {
+                "kind": "relation",
+                "claimed": None,
+                "relation": {
+                    "op": ">",
+                    "reference": {"name": "GPT-4o", "value": 96.1, "source": "s", "confirmed": True},
+                },
+            },
+            "not the setting it was measured in",
+        ),
     ],
 )
 def test_loader_refuses_unstated_or_malformed_fields(tmp_path, changes, message):
@@ -110,7 +139,9 @@ def test_loader_refuses_unstated_or_malformed_fields(tmp_path, changes, message)
 
 
 def test_loader_keeps_interval_and_mapping(tmp_path):
-    (c,) = load_claims(_write_claims(tmp_path, claimed_ci95=2.7, mapping={"by": "ours", "reason": "no benchmark named"}))
+    (c,) = load_claims(
+        _write_claims(tmp_path, claimed_ci95=2.7, mapping={"by": "ours", "reason": "no benchmark named"})
+    )
     assert c.claim_text() == "57.2 ± 2.7" and c.mapping_ours
     assert c.source_text() == "s [benchmark chosen by us, not by the source: no benchmark named]"
 
@@ -118,7 +149,11 @@ def test_loader_keeps_interval_and_mapping(tmp_path):
 def test_base_model_gsm8k_claims_from_the_llama3_paper():
     """Meta's pre-trained GSM8K (Llama 3 paper, Table 12), 8-shot CoT, maj@1, no chat (3.1 eval_details)."""
     by_id = {c.id: c for c in CLAIMS}
-    for model, value, ci in (("llama3.1-8b", 57.2, 2.7), ("llama3.1-70b", 83.7, 2.0), ("llama3.1-405b", 89.0, 1.7)):
+    for model, value, ci in (
+        ("llama3.1-8b", 57.2, 2.7),
+        ("llama3.1-70b", 83.7, 2.0),
+        ("llama3.1-405b", 89.0, 1.7),
+    ):
         c = by_id[f"{model}.gsm8k.paper"]
         assert (c.model, c.task, c.kind, c.claimed, c.claimed_ci95) == (model, "gsm8k", "value", value, ci)
         assert c.setting == {"shots": 8, "cot": True, "chat": False, "metric": "maj@1", "average": "micro"}

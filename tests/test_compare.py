@@ -31,10 +31,30 @@ def wilson(p, n):
     return c - h, c + h
 
 
-def claim(cid="c", model="llama3.1-8b-instruct", task="gsm8k", setting=GSM8K, kind="value", claimed=None,
-          relation=None, claimed_params=None):
-    return Claim(id=cid, model=model, task=task, setting=setting, kind=kind, claimed=claimed, relation=relation,
-                 source="test", article=None, summary="", confirmed=True, claimed_params=claimed_params)
+def claim(
+    cid="c",
+    model="llama3.1-8b-instruct",
+    task="gsm8k",
+    setting=GSM8K,
+    kind="value",
+    claimed=None,
+    relation=None,
+    claimed_params=None,
+):
+    return Claim(
+        id=cid,
+        model=model,
+        task=task,
+        setting=setting,
+        kind=kind,
+        claimed=claimed,
+        relation=relation,
+        source="test",
+        article=None,
+        summary="",
+        confirmed=True,
+        claimed_params=claimed_params,
+    )
 
 
 def runs_of(tmp_path, *recs):
@@ -51,7 +71,14 @@ def runs_of(tmp_path, *recs):
         (50, 47.9, 51, 2, 0, INCONCLUSIVE),  # just wider: covers the claim and a 2.1-point shortfall
         (50, 48, 52, 2, 0, HOLDS),  # half-width exactly the margin
         (50, 49, 53.1, 2, 0, INCONCLUSIVE),  # half-width 2.05: coarser than the margin
-        (1.4, 0.0, 56.1, 2, 4, INCONCLUSIVE),  # 3 questions: no shortfall of 6 is possible, but ±28 tells nothing
+        (
+            1.4,
+            0.0,
+            56.1,
+            2,
+            4,
+            INCONCLUSIVE,
+        ),  # 3 questions: no shortfall of 6 is possible, but ±28 tells nothing
         (1.4, 0.2, 5.4, 2, 4, HOLDS),  # 100 questions: ±2.6 against a tolerance of 6
         (50, 40, 60, 2, 0, INCONCLUSIVE),  # the old "holds": the claim lies inside a ±10 interval
         (60, 40, 60, 2, 0, INCONCLUSIVE),  # on the edge: inside, but undecided
@@ -119,28 +146,52 @@ def test_paired_difference_matches_formula():
 
 def test_every_verdict_reached_through_records(tmp_path):
     # The full test (1319 questions) at 90%: a 95% half-width of about 1.6 points, under the 2-point margin.
-    runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 1187 + [False] * 132},
-                                         sizes={"gsm8k_cot_llama": 1319}))
+    runs = runs_of(
+        tmp_path,
+        make_record(
+            "llama3.1-8b-instruct",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * 1187 + [False] * 132},
+            sizes={"gsm8k_cot_llama": 1319},
+        ),
+    )
     p = 1187 / 1319
     lo, hi = (100 * x for x in wilson(p, 1319))
     allow = allowance("Q4_K_M", 8.03e9, "gsm8k").points
     assert allow > 0
-    cases = {HOLDS: 100 * p + 0.5, NOT_REPRODUCED: hi + allow + 1, EXCEEDED: lo - 1,
-             INCONCLUSIVE: lo + 2 + allow + 0.1}
+    cases = {
+        HOLDS: 100 * p + 0.5,
+        NOT_REPRODUCED: hi + allow + 1,
+        EXCEEDED: lo - 1,
+        INCONCLUSIVE: lo + 2 + allow + 0.1,
+    }
     for expected, value in cases.items():
         (row,) = compare_claim(claim(claimed=value), runs)
         assert row.verdict == expected, (expected, value, row)
         assert row.n == 1319 and row.n_total == 1319 and "full test" in row.note
         assert math.isclose(row.delta, 100 * p - value) and row.margin == 2 and row.rule
     # Q3_K_M's allowance (4.5 points on an 8B model) lets an interval short of the claim still decide.
-    q3 = runs_of(tmp_path / "q3", make_record("llama3.1-8b-instruct", "gsm8k",
-                                              {"gsm8k_cot_llama": [True] * 1187 + [False] * 132},
-                                              sizes={"gsm8k_cot_llama": 1319}, quant="Q3_K_M"))
+    q3 = runs_of(
+        tmp_path / "q3",
+        make_record(
+            "llama3.1-8b-instruct",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * 1187 + [False] * 132},
+            sizes={"gsm8k_cot_llama": 1319},
+            quant="Q3_K_M",
+        ),
+    )
     (row,) = compare_claim(claim(claimed=hi + 1.0), q3)
     assert row.verdict == WITHIN_QUANT and row.allowance == 4.5
-    runs = runs_of(tmp_path / "small", make_record("llama3.1-8b-instruct", "gsm8k",
-                                                   {"gsm8k_cot_llama": [True] * 50 + [False] * 50},
-                                                   sizes={"gsm8k_cot_llama": 1319}))
+    runs = runs_of(
+        tmp_path / "small",
+        make_record(
+            "llama3.1-8b-instruct",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * 50 + [False] * 50},
+            sizes={"gsm8k_cot_llama": 1319},
+        ),
+    )
     (row,) = compare_claim(claim(claimed=52.0), runs)  # "holds" before margins: 52 lies in [40.4, 59.6]
     assert row.verdict == INCONCLUSIVE and row.n == 100 and "subset 100/1319" in row.note
     (row,) = compare_claim(claim(model="llama3.1-70b-instruct", claimed=95.1), runs)
@@ -163,14 +214,27 @@ def test_one_row_per_quant_and_duplicates_not_counted(tmp_path):
 
 
 def test_relation_to_reference_and_unknown_reference(tmp_path):
-    runs = runs_of(tmp_path, make_record("llama3.1-405b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 97 + [False] * 3},
-                                         n_params=405.8e9))
-    beat = claim(model="llama3.1-405b-instruct", kind="relation",
-                 relation={"op": ">", "reference": {"name": "GPT-4o", "value": 96.1}})
+    runs = runs_of(
+        tmp_path,
+        make_record(
+            "llama3.1-405b-instruct",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * 97 + [False] * 3},
+            n_params=405.8e9,
+        ),
+    )
+    beat = claim(
+        model="llama3.1-405b-instruct",
+        kind="relation",
+        relation={"op": ">", "reference": {"name": "GPT-4o", "value": 96.1}},
+    )
     (row,) = compare_claim(beat, runs)
     assert row.verdict == INCONCLUSIVE and math.isclose(row.delta, 97 - 96.1)  # 100 questions: ±3.8
-    unknown = claim(model="llama3.1-405b-instruct", kind="relation",
-                    relation={"op": ">", "reference": {"name": "Nova Pro", "value": None}})
+    unknown = claim(
+        model="llama3.1-405b-instruct",
+        kind="relation",
+        relation={"op": ">", "reference": {"name": "Nova Pro", "value": None}},
+    )
     (row,) = compare_claim(unknown, runs)
     assert row.verdict == NOT_COMPARABLE and "Nova Pro" in row.note
 
@@ -183,33 +247,52 @@ def test_relation_between_models_is_paired_on_shared_samples(tmp_path):
     rel = {"op": ">=", "other_model": "llama3.1-405b-instruct", "margin": 1.0}
     c = claim(model="llama3.3-70b-instruct", task="mmlu", setting=MMLU_MACRO, kind="relation", relation=rel)
     for b, expected in ((b_good, INCONCLUSIVE), (b_far, NOT_REPRODUCED)):
-        runs = runs_of(tmp_path / expected.replace(" ", "_"),
-                       make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects, n_params=70.6e9),
-                       make_record("llama3.1-405b-instruct", "mmlu", b, sizes=subjects, n_params=405.8e9))
+        runs = runs_of(
+            tmp_path / expected.replace(" ", "_"),
+            make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects, n_params=70.6e9),
+            make_record("llama3.1-405b-instruct", "mmlu", b, sizes=subjects, n_params=405.8e9),
+        )
         (row,) = compare_claim(c, runs)
         assert row.verdict == expected and row.n == 20 and "paired on 20" in row.note
     # A clearly worse on many shared questions: the paired interval stays below -margin.
     a_bad = {s: [True] * 20 + [False] * 80 for s in subjects}
     b_all = {s: [True] * 100 for s in subjects}
-    runs = runs_of(tmp_path / "bad", make_record("llama3.3-70b-instruct", "mmlu", a_bad, sizes=subjects),
-                   make_record("llama3.1-405b-instruct", "mmlu", b_all, sizes=subjects))
+    runs = runs_of(
+        tmp_path / "bad",
+        make_record("llama3.3-70b-instruct", "mmlu", a_bad, sizes=subjects),
+        make_record("llama3.1-405b-instruct", "mmlu", b_all, sizes=subjects),
+    )
     (row,) = compare_claim(c, runs)
     assert row.verdict == NOT_REPRODUCED and math.isclose(row.measured, -80.0)
     # No shared questions (different subsets): not comparable rather than an unpaired guess.
-    runs = runs_of(tmp_path / "disjoint", make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects),
-                   make_record("llama3.1-405b-instruct", "mmlu", b_good, sizes=subjects,
-                               doc_ids={s: list(range(50, 60)) for s in subjects}))
+    runs = runs_of(
+        tmp_path / "disjoint",
+        make_record("llama3.3-70b-instruct", "mmlu", a, sizes=subjects),
+        make_record(
+            "llama3.1-405b-instruct",
+            "mmlu",
+            b_good,
+            sizes=subjects,
+            doc_ids={s: list(range(50, 60)) for s in subjects},
+        ),
+    )
     (row,) = compare_claim(c, runs)
     assert row.verdict == NOT_COMPARABLE and "share no scored questions" in row.note
 
 
 def test_params_claim_from_gguf_count(tmp_path):
-    runs = runs_of(tmp_path, make_record("llama3-8b", "mmlu", {"mmlu_anatomy": [True, False]}, kind="base",
-                                         chat=False, n_params=8.03e9))
+    runs = runs_of(
+        tmp_path,
+        make_record(
+            "llama3-8b", "mmlu", {"mmlu_anatomy": [True, False]}, kind="base", chat=False, n_params=8.03e9
+        ),
+    )
     ok = claim(model="llama3-8b", task=None, setting=None, kind="params", claimed_params=8e9)
     (row,) = compare_claim(ok, runs)
     assert row.verdict == HOLDS and "8.03B" in row.note
-    (row,) = compare_claim(claim(model="llama3-8b", task=None, setting=None, kind="params", claimed_params=7e9), runs)
+    (row,) = compare_claim(
+        claim(model="llama3-8b", task=None, setting=None, kind="params", claimed_params=7e9), runs
+    )
     assert row.verdict == NOT_REPRODUCED
 
 
@@ -223,21 +306,32 @@ def test_allowance_is_data_with_a_source():
 
 
 def test_reference_figure_from_another_setting_is_never_compared(tmp_path):
-    runs = runs_of(tmp_path, make_record("llama3.1-405b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 97 + [False] * 3},
-                                         n_params=405.8e9))
+    runs = runs_of(
+        tmp_path,
+        make_record(
+            "llama3.1-405b-instruct",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * 97 + [False] * 3},
+            n_params=405.8e9,
+        ),
+    )
     same = {"name": "GPT-4o", "value": 96.1, "setting": {"shots": 8, "cot": True}}
-    (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
-                                 relation={"op": ">", "reference": same}), runs)
+    (row,) = compare_claim(
+        claim(model="llama3.1-405b-instruct", kind="relation", relation={"op": ">", "reference": same}), runs
+    )
     assert row.verdict == INCONCLUSIVE
     # 97% would clear 90 easily: only the setting guard keeps an 11-shot figure out of an 8-shot CoT claim.
     other = {"name": "Gemini Ultra", "value": 90.0, "setting": {"shots": 11, "cot": True}}
-    (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
-                                 relation={"op": ">", "reference": other}), runs)
+    (row,) = compare_claim(
+        claim(model="llama3.1-405b-instruct", kind="relation", relation={"op": ">", "reference": other}), runs
+    )
     assert row.verdict == NOT_COMPARABLE and row.delta is None
     assert "another setting" in row.note and "shots 11 for Gemini Ultra, 8 in the claim" in row.note
     no_cot = {"name": "X", "value": 90.0, "setting": {"shots": 8, "cot": False}}
-    (row,) = compare_claim(claim(model="llama3.1-405b-instruct", kind="relation",
-                                 relation={"op": ">", "reference": no_cot}), runs)
+    (row,) = compare_claim(
+        claim(model="llama3.1-405b-instruct", kind="relation", relation={"op": ">", "reference": no_cot}),
+        runs,
+    )
     assert row.verdict == NOT_COMPARABLE and "cot False for X" in row.note
 
 
@@ -246,15 +340,23 @@ def test_benchmark_mapping_of_ours_is_said_on_every_row_and_in_the_source(tmp_pa
 
     from harness.publish.report import claim_rows
 
-    runs = runs_of(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 5 + [False] * 5}))
-    ours = replace(claim(claimed=50.0), source="Article 000",
-                   mapping={"by": "ours", "reason": "the article names no benchmark"})
+    runs = runs_of(
+        tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": [True] * 5 + [False] * 5})
+    )
+    ours = replace(
+        claim(claimed=50.0),
+        source="Article 000",
+        mapping={"by": "ours", "reason": "the article names no benchmark"},
+    )
     (row,) = compare_claim(ours, runs)
     assert row.verdict == INCONCLUSIVE and row.note.endswith("benchmark chosen by us, not by the source")
     (none,) = compare_claim(replace(ours, model="llama3.1-70b-instruct"), runs)
     assert none.note == "no measurement; benchmark chosen by us, not by the source"
     (table_row,) = claim_rows([row])
-    assert table_row["source"] == "Article 000 [benchmark chosen by us, not by the source: the article names no benchmark]"
+    assert (
+        table_row["source"]
+        == "Article 000 [benchmark chosen by us, not by the source: the article names no benchmark]"
+    )
     assert table_row["source (short)"] == "Article 000 [benchmark chosen by us]"
     (plain,) = claim_rows(compare_claim(claim(claimed=50.0), runs))
     assert "chosen by us" not in plain["source"] + plain["note"]

@@ -24,8 +24,11 @@ def test_contended_is_cpu_time_well_short_of_wall_time_x_threads():
 
 
 def _records(results):
-    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))
-            if not p.name.endswith(".lm_eval.json")]
+    return [
+        json.loads(p.read_text())
+        for p in sorted((results / "runs").glob("*.json"))
+        if not p.name.endswith(".lm_eval.json")
+    ]
 
 
 def test_a_server_record_keeps_cpu_seconds_and_load_averages(tmp_path, mirror, smollm2_path):
@@ -37,8 +40,21 @@ def test_a_server_record_keeps_cpu_seconds_and_load_averages(tmp_path, mirror, s
     stub = StubServer()
     stub.count_tokens = LocalVocab(smollm2_path).count  # SmolLM2 prompts start with BOS: checked on the first
     try:
-        res = run_cli("bench", "--backend", "server", "--base-url", stub.url, "-t", "gsm8k", "--limit", "2",
-                      "--data-dir", str(mirror), "--results-dir", str(tmp_path))
+        res = run_cli(
+            "bench",
+            "--backend",
+            "server",
+            "--base-url",
+            stub.url,
+            "-t",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path),
+        )
     finally:
         stub.close()
     assert res.returncode == 0, res.stderr[-2000:]
@@ -55,8 +71,19 @@ def test_a_run_sharing_its_cores_is_marked_contended(tmp_path, mirror):
     record's CPU seconds are well short of wall time x threads (before: nothing in the record said so)."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
-        res = run_cli("bench", "--tasks", "mmlu_loglik", "--limit", "1", "--threads", str(os.cpu_count() or 1),
-                      "--data-dir", str(mirror), "--results-dir", str(tmp_path))
+        res = run_cli(
+            "bench",
+            "--tasks",
+            "mmlu_loglik",
+            "--limit",
+            "1",
+            "--threads",
+            str(os.cpu_count() or 1),
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path),
+        )
     finally:
         for h in hogs:
             h.kill()

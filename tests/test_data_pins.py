@@ -46,12 +46,15 @@ def test_the_pins_match_the_mirror_they_were_computed_from(mirror):
     assert "commit 3101c7d" in PINS_FILE.read_text()  # which revision the pins are of
 
 
-@pytest.mark.parametrize("pin,says", [
-    ("{rows: 1319, sha256: abc}", "sha256 must be 64 lowercase hex digits (got 'abc')"),
-    ("{rows: 0, sha256: %s}" % ("ab" * 32), "rows must be a positive row count (got 0)"),
-    ("{rows: 1319}", "missing field(s) sha256"),
-    ("{rows: 1319, sha256: %s, bytes: 9}" % ("ab" * 32), "unknown field(s) bytes"),
-])
+@pytest.mark.parametrize(
+    "pin,says",
+    [
+        ("{rows: 1319, sha256: abc}", "sha256 must be 64 lowercase hex digits (got 'abc')"),
+        ("{rows: 0, sha256: %s}" % ("ab" * 32), "rows must be a positive row count (got 0)"),
+        ("{rows: 1319}", "missing field(s) sha256"),
+        ("{rows: 1319, sha256: %s, bytes: 9}" % ("ab" * 32), "unknown field(s) bytes"),
+    ],
+)
 def test_a_malformed_pin_is_one_message_naming_it(tmp_path, pin, says):
     path = tmp_path / "data_pins.yaml"
     path.write_text(f"schema_version: 1\nfiles:\n  openai/gsm8k/main/test: {pin}\n")
@@ -69,15 +72,25 @@ def test_the_same_rows_rewritten_by_another_writer_still_match(tmp_path, mirror)
     assert plan.data_modified == []
 
 
-@pytest.mark.parametrize("edit,says", [
-    (lambda rows: rows + rows, "has 2638 rows where the claims' data has 1319"),  # every row twice
-    (lambda rows: rows[:803] + rows[804:], "has 1318 rows where the claims' data has 1319"),  # one row missing
-    (lambda rows: rows[1:] + rows[:1], "has the same 1319 rows in number, but other content"),  # reordered
-])
+@pytest.mark.parametrize(
+    "edit,says",
+    [
+        (lambda rows: rows + rows, "has 2638 rows where the claims' data has 1319"),  # every row twice
+        (
+            lambda rows: rows[:803] + rows[804:],
+            "has 1318 rows where the claims' data has 1319",
+        ),  # one row missing
+        (
+            lambda rows: rows[1:] + rows[:1],
+            "has the same 1319 rows in number, but other content",
+        ),  # reordered
+    ],
+)
 def test_modified_data_is_one_message_before_the_model_loads(tmp_path, mirror, edit, says):
     data = edited_mirror(tmp_path, mirror, GSM8K_TEST, edit)
-    res = run_cli("bench", "-t", "gsm8k", "--limit", "2", "--data-dir", str(data),
-                  "--results-dir", str(tmp_path / "r"))
+    res = run_cli(
+        "bench", "-t", "gsm8k", "--limit", "2", "--data-dir", str(data), "--results-dir", str(tmp_path / "r")
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     assert f"openai/gsm8k/main/test {says}" in res.stderr and "--allow-modified-data" in res.stderr
     assert "Traceback" not in res.stderr and "loading" not in res.stderr.lower()
@@ -90,8 +103,22 @@ def test_allowed_modified_data_is_recorded_and_never_compared_with_a_claim(tmp_p
     data = edited_mirror(tmp_path, mirror, GSM8K_TEST, lambda rows: rows + rows)
     stub = StubServer()
     try:
-        res = run_cli("bench", "--backend", "server", "--base-url", stub.url, "-t", "gsm8k_5shot", "--limit", "2",
-                      "--allow-modified-data", "--data-dir", str(data), "--results-dir", str(tmp_path / "r"))
+        res = run_cli(
+            "bench",
+            "--backend",
+            "server",
+            "--base-url",
+            stub.url,
+            "-t",
+            "gsm8k_5shot",
+            "--limit",
+            "2",
+            "--allow-modified-data",
+            "--data-dir",
+            str(data),
+            "--results-dir",
+            str(tmp_path / "r"),
+        )
     finally:
         stub.close()
     assert res.returncode == 0, res.stderr[-2000:]
@@ -99,6 +126,9 @@ def test_allowed_modified_data_is_recorded_and_never_compared_with_a_claim(tmp_p
     rec = json.loads(path.read_text())
     (mod,) = rec["task"]["data_modified"]
     assert mod["file"] == "openai/gsm8k/main/test" and (mod["rows"], mod["pinned_rows"]) == (2638, 1319)
-    rows = [c for c in compare_all(load_runs(tmp_path / "r").runs, model="smollm2-135m")
-            if c.claim.task == "gsm8k_5shot"]
+    rows = [
+        c
+        for c in compare_all(load_runs(tmp_path / "r").runs, model="smollm2-135m")
+        if c.claim.task == "gsm8k_5shot"
+    ]
     assert rows and all(c.verdict == NOT_COMPARABLE and "modified data" in c.note for c in rows), rows

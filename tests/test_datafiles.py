@@ -48,9 +48,13 @@ def test_committed_schema_is_current_and_accepts_the_file(name):
 def test_the_schema_refuses_what_the_model_refuses():
     schema = json.loads((TASKS / SCHEMA_DIR_NAME / "models.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    for edit in (lambda m: m["llama3-8b"].update(quantz={}), lambda m: m["llama3-8b"].update(kind="chat"),
-                 lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(sha256="abc"),
-                 lambda m: m["llama3-8b"].pop("family"), lambda m: m.update({"bad name": m["llama3-8b"]})):
+    for edit in (
+        lambda m: m["llama3-8b"].update(quantz={}),
+        lambda m: m["llama3-8b"].update(kind="chat"),
+        lambda m: m["llama3-8b"]["quants"]["Q8_0"].update(sha256="abc"),
+        lambda m: m["llama3-8b"].pop("family"),
+        lambda m: m.update({"bad name": m["llama3-8b"]}),
+    ):
         data = copy.deepcopy(RAW["models.yaml"])
         edit(data["models"])
         assert list(validator.iter_errors(json.loads(json.dumps(data))))
@@ -93,7 +97,9 @@ def broken(draw):
     if found and data.get(found[0]):
         field, marker, model = found
         container = data[field]
-        key = draw(st.sampled_from(sorted(container) if isinstance(container, dict) else range(len(container))))
+        key = draw(
+            st.sampled_from(sorted(container) if isinstance(container, dict) else range(len(container)))
+        )
         target = container[key]
     how = draw(st.sampled_from(["unknown", "missing", "wrong type"]))
     if how == "missing" and not _required(model, target):
@@ -130,62 +136,148 @@ def test_a_broken_entry_is_one_message_naming_file_entry_and_field(case):
         assert "missing field(s) " in msg, msg
 
 
-@pytest.mark.parametrize("name,edit,says", [
-    ("models.yaml", lambda d: d["models"]["llama3-8b"].update(family=""),
-     "models.yaml: model 'llama3-8b': family must be a non-empty string (got '')"),
-    ("models.yaml", lambda d: d["models"]["llama3-8b"].update(quants={}),
-     "models.yaml: model 'llama3-8b': quants must map each quant name to its files (got {})"),
-    ("models.yaml", lambda d: d["models"]["llama3-8b"]["quants"]["Q8_0"].update(files=[""]),
-     "models.yaml: model 'llama3-8b': quant Q8_0: files must be a list of file names (got [''])"),
-    ("models.yaml", lambda d: d["models"]["llama3-8b"]["quants"]["Q8_0"].update(files=["../x.gguf"]),
-     "quant Q8_0: files must be a list of file names"),
-    ("models.yaml", lambda d: d["models"].update({"bad name": d["models"]["llama3-8b"]}),
-     "models.yaml: model 'bad name': the name must be letters, digits, '.', '_' or '-'"),
-    ("models.yaml", lambda d: d["models"]["llama3-8b"].update(default_quant="Q9"),
-     "models.yaml: model 'llama3-8b': default_quant Q9 is not one of its quants"),
-    ("models.yaml", lambda d: d["models"]["llama3-8b"].update(repo=None),
-     "models.yaml: model 'llama3-8b': needs a Hub repo, or a package and package_file"),
-    ("models.yaml", lambda d: d["models"]["llama3-8b"]["quants"]["Q8_0"].update(files=["a", "b"]),
-     "models.yaml: model 'llama3-8b': quant Q8_0: several files need split: shards or parts"),
-    ("tasks.yaml", lambda d: d["tasks"]["gsm8k"].update(metrics=[]),
-     "tasks.yaml: task 'gsm8k': metrics must be a non-empty list of [metric, filter] pairs (got [])"),
-    ("tasks.yaml", lambda d: d["tasks"]["gsm8k"]["dataset"].update(splits={"train": "train"}),
-     "tasks.yaml: task 'gsm8k': dataset.splits needs a test split"),
-    ("tasks.yaml", lambda d: d["tasks"]["mmlu"].update(subjects="mmlu_pro"),
-     "tasks.yaml: task 'mmlu': subjects 'mmlu_pro' is not a list under 'subjects'"),
-    ("tasks.yaml", lambda d: d["tasks"]["gsm8k_5shot"].update(lm_eval_task="x_{subject}"),
-     "tasks.yaml: task 'gsm8k_5shot': lm_eval_task has {subject} but the task names no subjects"),
-    ("tasks.yaml", lambda d: d["tasks"]["gsm8k"].update(max_gen_toks=0),
-     "tasks.yaml: task 'gsm8k': max_gen_toks must be a positive whole number or 'model' (got 0)"),
-    ("claims.yaml", lambda d: d["claims"][0].update(id=""), "claims.yaml: claim #0: id must be a non-empty id (got '')"),
-    ("claims.yaml", lambda d: d["claims"].append(dict(d["claims"][0])),
-     f"claims.yaml: claim {RAW['claims.yaml']['claims'][0]['id']}: the id appears twice"),
-    ("claims.yaml", lambda d: d["claims"][0]["setting"].update(shots=None),
-     f"claims.yaml: claim {RAW['claims.yaml']['claims'][0]['id']}: setting leaves shots unstated"),
-    ("claims.yaml", lambda d: d["claims"][0]["setting"].update(averaging="micro"),
-     f"claims.yaml: claim {RAW['claims.yaml']['claims'][0]['id']}: setting: unknown field(s) averaging"),
-    ("claims.yaml", lambda d: d.update(schema_version=2), "claims.yaml: schema_version must be 1"),
-    ("verdict_margins.yaml", lambda d: d["tasks"]["gsm8k"].update(reason=" "),
-     "verdict_margins.yaml: margin 'gsm8k': reason must say why"),
-    ("verdict_margins.yaml", lambda d: d["tasks"]["gsm8k"].update(points=0),
-     "verdict_margins.yaml: margin 'gsm8k': points must be a number > 0 (got 0)"),
-    ("verdict_margins.yaml", lambda d: d.update(power=1), "verdict_margins.yaml: power must be a number in [0.5, 1)"),
-    ("quant_allowance.yaml", lambda d: d["allowances"][1].update(quants="Q8_0"),
-     "quant_allowance.yaml: allowance Q8_0 (>= 7B): quants must list the quants the rule is for (got 'Q8_0')"),
-    ("data_pins.yaml", lambda d: d["files"]["openai/gsm8k/main/test"].update(sha256=""),
-     "data_pins.yaml: pin 'openai/gsm8k/main/test': sha256 must be 64 lowercase hex digits (got '')"),
-    ("split_sizes.yaml", lambda d: d["splits"]["openai/gsm8k"].update(main=0),
-     "split_sizes.yaml: data set 'openai/gsm8k': main must be a positive row count (got 0)"),
-    ("plan_tokens.yaml", lambda d: d["tasks"]["gsm8k/chat"]["prompt_tokens"].pop(1319),
-     "plan_tokens.yaml: gsm8k/chat: prompt_tokens must reach the whole split"),
-    ("plan_calibration.yaml", lambda d: d["model"].update(name=""),
-     "plan_calibration.yaml: model.name must name the model and quant (got '')"),
-    ("prompt_tokens.yaml", lambda d: d["margin"].update(factor=0.9),
-     "prompt_tokens.yaml: margin.factor must be a factor >= 1 (got 0.9)"),
-    ("plan_model.yaml", lambda d: d["overhead"]["loglik"].update(point=2.0),
-     "plan_model.yaml: overhead.loglik is implausible: needs 1 <= point <= high"),
-    ("models.yaml", lambda d: d.clear(), "models.yaml: missing field(s) schema_version, models"),
-])
+@pytest.mark.parametrize(
+    "name,edit,says",
+    [
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"].update(family=""),
+            "models.yaml: model 'llama3-8b': family must be a non-empty string (got '')",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"].update(quants={}),
+            "models.yaml: model 'llama3-8b': quants must map each quant name to its files (got {})",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"]["quants"]["Q8_0"].update(files=[""]),
+            "models.yaml: model 'llama3-8b': quant Q8_0: files must be a list of file names (got [''])",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"]["quants"]["Q8_0"].update(files=["../x.gguf"]),
+            "quant Q8_0: files must be a list of file names",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"].update({"bad name": d["models"]["llama3-8b"]}),
+            "models.yaml: model 'bad name': the name must be letters, digits, '.', '_' or '-'",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"].update(default_quant="Q9"),
+            "models.yaml: model 'llama3-8b': default_quant Q9 is not one of its quants",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"].update(repo=None),
+            "models.yaml: model 'llama3-8b': needs a Hub repo, or a package and package_file",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["models"]["llama3-8b"]["quants"]["Q8_0"].update(files=["a", "b"]),
+            "models.yaml: model 'llama3-8b': quant Q8_0: several files need split: shards or parts",
+        ),
+        (
+            "tasks.yaml",
+            lambda d: d["tasks"]["gsm8k"].update(metrics=[]),
+            "tasks.yaml: task 'gsm8k': metrics must be a non-empty list of [metric, filter] pairs (got [])",
+        ),
+        (
+            "tasks.yaml",
+            lambda d: d["tasks"]["gsm8k"]["dataset"].update(splits={"train": "train"}),
+            "tasks.yaml: task 'gsm8k': dataset.splits needs a test split",
+        ),
+        (
+            "tasks.yaml",
+            lambda d: d["tasks"]["mmlu"].update(subjects="mmlu_pro"),
+            "tasks.yaml: task 'mmlu': subjects 'mmlu_pro' is not a list under 'subjects'",
+        ),
+        (
+            "tasks.yaml",
+            lambda d: d["tasks"]["gsm8k_5shot"].update(lm_eval_task="x_{subject}"),
+            "tasks.yaml: task 'gsm8k_5shot': lm_eval_task has {subject} but the task names no subjects",
+        ),
+        (
+            "tasks.yaml",
+            lambda d: d["tasks"]["gsm8k"].update(max_gen_toks=0),
+            "tasks.yaml: task 'gsm8k': max_gen_toks must be a positive whole number or 'model' (got 0)",
+        ),
+        (
+            "claims.yaml",
+            lambda d: d["claims"][0].update(id=""),
+            "claims.yaml: claim #0: id must be a non-empty id (got '')",
+        ),
+        (
+            "claims.yaml",
+            lambda d: d["claims"].append(dict(d["claims"][0])),
+            f"claims.yaml: claim {RAW['claims.yaml']['claims'][0]['id']}: the id appears twice",
+        ),
+        (
+            "claims.yaml",
+            lambda d: d["claims"][0]["setting"].update(shots=None),
+            f"claims.yaml: claim {RAW['claims.yaml']['claims'][0]['id']}: setting leaves shots unstated",
+        ),
+        (
+            "claims.yaml",
+            lambda d: d["claims"][0]["setting"].update(averaging="micro"),
+            f"claims.yaml: claim {RAW['claims.yaml']['claims'][0]['id']}: setting: unknown field(s) averaging",
+        ),
+        ("claims.yaml", lambda d: d.update(schema_version=2), "claims.yaml: schema_version must be 1"),
+        (
+            "verdict_margins.yaml",
+            lambda d: d["tasks"]["gsm8k"].update(reason=" "),
+            "verdict_margins.yaml: margin 'gsm8k': reason must say why",
+        ),
+        (
+            "verdict_margins.yaml",
+            lambda d: d["tasks"]["gsm8k"].update(points=0),
+            "verdict_margins.yaml: margin 'gsm8k': points must be a number > 0 (got 0)",
+        ),
+        (
+            "verdict_margins.yaml",
+            lambda d: d.update(power=1),
+            "verdict_margins.yaml: power must be a number in [0.5, 1)",
+        ),
+        (
+            "quant_allowance.yaml",
+            lambda d: d["allowances"][1].update(quants="Q8_0"),
+            "quant_allowance.yaml: allowance Q8_0 (>= 7B): quants must list the quants the rule is for (got 'Q8_0')",
+        ),
+        (
+            "data_pins.yaml",
+            lambda d: d["files"]["openai/gsm8k/main/test"].update(sha256=""),
+            "data_pins.yaml: pin 'openai/gsm8k/main/test': sha256 must be 64 lowercase hex digits (got '')",
+        ),
+        (
+            "split_sizes.yaml",
+            lambda d: d["splits"]["openai/gsm8k"].update(main=0),
+            "split_sizes.yaml: data set 'openai/gsm8k': main must be a positive row count (got 0)",
+        ),
+        (
+            "plan_tokens.yaml",
+            lambda d: d["tasks"]["gsm8k/chat"]["prompt_tokens"].pop(1319),
+            "plan_tokens.yaml: gsm8k/chat: prompt_tokens must reach the whole split",
+        ),
+        (
+            "plan_calibration.yaml",
+            lambda d: d["model"].update(name=""),
+            "plan_calibration.yaml: model.name must name the model and quant (got '')",
+        ),
+        (
+            "prompt_tokens.yaml",
+            lambda d: d["margin"].update(factor=0.9),
+            "prompt_tokens.yaml: margin.factor must be a factor >= 1 (got 0.9)",
+        ),
+        (
+            "plan_model.yaml",
+            lambda d: d["overhead"]["loglik"].update(point=2.0),
+            "plan_model.yaml: overhead.loglik is implausible: needs 1 <= point <= high",
+        ),
+        ("models.yaml", lambda d: d.clear(), "models.yaml: missing field(s) schema_version, models"),
+    ],
+)
 def test_each_rule_says_what_is_wrong_where(name, edit, says):
     data = copy.deepcopy(RAW[name])
     edit(data)

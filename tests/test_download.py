@@ -53,32 +53,73 @@ def hub(tmp_path):
 def catalogue(tmp_path: Path) -> Path:
     d = tmp_path / "tasks"
     d.mkdir()
-    base = {"family": "llama3.1", "kind": "instruct", "context_length": 8192, "gsm8k_max_gen_toks": 512,
-            "revision": "main", "confirmed": True, "licence": "Llama 3.1 Community License",
-            "upstream": "meta-llama/Llama-3.1-8B-Instruct"}
-    models = {
-        "tiny": base | {"params": 1000, "repo": "acme/tiny-GGUF", "quants": {
-            "Q4_K_M": {"files": ["tiny-Q4_K_M.gguf"]},
-            "Q8_0": {"files": ["tiny-Q8_0/tiny-Q8_0-00001-of-00002.gguf", "tiny-Q8_0/tiny-Q8_0-00002-of-00002.gguf"], "split": "shards"},
-            "Q6_K": {"files": ["tiny.Q6_K.gguf.part1of2", "tiny.Q6_K.gguf.part2of2"], "split": "parts", "joined": "tiny.Q6_K.gguf"},
-            "Q5_K_M": {"files": ["tiny-Q5_K_M.gguf"]},
-            "Q3_K_M": {"files": ["missing-Q3_K_M.gguf"]},
-        }},
-        "big": base | {"params": 6_000_000, "repo": "acme/big-GGUF", "quants": {"Q4_K_M": {"files": ["big-Q4_K_M.gguf"]}}},
-        "gated": base | {"params": 1000, "repo": "acme/gated-GGUF", "quants": {"Q4_K_M": {"files": ["gated-Q4_K_M.gguf"]}}},
+    base = {
+        "family": "llama3.1",
+        "kind": "instruct",
+        "context_length": 8192,
+        "gsm8k_max_gen_toks": 512,
+        "revision": "main",
+        "confirmed": True,
+        "licence": "Llama 3.1 Community License",
+        "upstream": "meta-llama/Llama-3.1-8B-Instruct",
     }
-    (d / "models.yaml").write_text(yaml.safe_dump({"schema_version": 1, "default_quant": "Q4_K_M", "models": models}))
+    models = {
+        "tiny": base
+        | {
+            "params": 1000,
+            "repo": "acme/tiny-GGUF",
+            "quants": {
+                "Q4_K_M": {"files": ["tiny-Q4_K_M.gguf"]},
+                "Q8_0": {
+                    "files": [
+                        "tiny-Q8_0/tiny-Q8_0-00001-of-00002.gguf",
+                        "tiny-Q8_0/tiny-Q8_0-00002-of-00002.gguf",
+                    ],
+                    "split": "shards",
+                },
+                "Q6_K": {
+                    "files": ["tiny.Q6_K.gguf.part1of2", "tiny.Q6_K.gguf.part2of2"],
+                    "split": "parts",
+                    "joined": "tiny.Q6_K.gguf",
+                },
+                "Q5_K_M": {"files": ["tiny-Q5_K_M.gguf"]},
+                "Q3_K_M": {"files": ["missing-Q3_K_M.gguf"]},
+            },
+        },
+        "big": base
+        | {
+            "params": 6_000_000,
+            "repo": "acme/big-GGUF",
+            "quants": {"Q4_K_M": {"files": ["big-Q4_K_M.gguf"]}},
+        },
+        "gated": base
+        | {"params": 1000, "repo": "acme/gated-GGUF", "quants": {"Q4_K_M": {"files": ["gated-Q4_K_M.gguf"]}}},
+    }
+    (d / "models.yaml").write_text(
+        yaml.safe_dump({"schema_version": 1, "default_quant": "Q4_K_M", "models": models})
+    )
     return d
 
 
 def download(hub, tmp_path, *args, token=None, hf_home=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home or tmp_path / "hf"), "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(hf_home or tmp_path / "hf"),
+        "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "5",
+    }
     if token:
         env["HF_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "harness.cli", "download", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "download", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture()
@@ -149,7 +190,10 @@ def test_interrupted_download_resumes_without_refetching(hub, tmp_path, cat):
 def test_hub_repo_and_file_without_catalogue_edit(hub, tmp_path, cat):
     res = download(hub, tmp_path, "hf:acme/tiny-GGUF/tiny-Q4_K_M.gguf")
     assert res.returncode == 0, res.stderr
-    assert Path(res.stdout.split("ready: ")[1].strip()).read_bytes() == hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+    assert (
+        Path(res.stdout.split("ready: ")[1].strip()).read_bytes()
+        == hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+    )
     bad = download(hub, tmp_path, "hf:acme/../x.gguf")
     assert bad.returncode == 2 and "hf:OWNER/REPO/FILE.gguf" in bad.stderr
 
@@ -198,6 +242,7 @@ def test_a_corrupted_cached_blob_is_caught_removed_and_refetched(hub, tmp_path, 
     assert blob.parent.name == "blobs"
     _flip_one_byte(blob)
     assert blob.stat().st_size == len(good)  # same size: a size check alone passes it
+
     def file_gets():
         return len([x for x in hub.log if x[0] == "GET" and "/resolve/" in x[1]])
 
@@ -223,7 +268,10 @@ def test_verify_rehashes_the_bytes_even_when_size_and_mtime_are_unchanged(hub, t
     assert "Traceback" not in bad.stderr and not blob.exists()
     again = download(hub, tmp_path, "tiny")
     assert again.returncode == 0, again.stderr
-    assert Path(again.stdout.split("ready: ")[1].strip()).read_bytes() == hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+    assert (
+        Path(again.stdout.split("ready: ")[1].strip()).read_bytes()
+        == hub.files[("acme/tiny-GGUF", "tiny-Q4_K_M.gguf")]
+    )
 
 
 def test_verify_of_a_model_not_downloaded_says_what_to_do(hub, tmp_path, cat):
@@ -233,9 +281,14 @@ def test_verify_of_a_model_not_downloaded_says_what_to_do(hub, tmp_path, cat):
 
 def _harness(hub, tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HARNESS_TASKS_DIR": str(tmp_path / "tasks")}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_a_failed_join_leaves_no_joining_file(tmp_path):

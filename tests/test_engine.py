@@ -103,9 +103,11 @@ def test_llama_cpp_errors_reach_stderr_without_verbose(tmp_path):
     import sys
 
     bad = tmp_path / "missing.gguf"
-    code = ("from harness.backends.llamacpp.engine import LlamaEngine\n"
-            "from harness.errors import HarnessError\n"
-            f"try:\n    LlamaEngine({str(bad)!r})\nexcept HarnessError as e:\n    print('refused:', e)\n")
+    code = (
+        "from harness.backends.llamacpp.engine import LlamaEngine\n"
+        "from harness.errors import HarnessError\n"
+        f"try:\n    LlamaEngine({str(bad)!r})\nexcept HarnessError as e:\n    print('refused:', e)\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "refused: llama.cpp could not load" in res.stdout
     assert str(bad) in res.stderr and "failed to open" in res.stderr  # llama.cpp's own reason, at ERROR level

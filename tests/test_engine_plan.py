@@ -30,8 +30,11 @@ from harness.errors import HarnessError
 # Token ids over the whole range a vocabulary can have (Llama 3: 128,256; ids are non-negative int32).
 ids = st.integers(min_value=0, max_value=2**31 - 1)
 small = st.integers(min_value=0, max_value=3)  # few distinct ids: long shared prefixes and ties
-seqs = st.lists(st.one_of(st.lists(small, min_size=1, max_size=12), st.lists(ids, min_size=1, max_size=6)),
-                min_size=1, max_size=30)
+seqs = st.lists(
+    st.one_of(st.lists(small, min_size=1, max_size=12), st.lists(ids, min_size=1, max_size=6)),
+    min_size=1,
+    max_size=30,
+)
 
 
 @given(seqs)
@@ -59,8 +62,9 @@ def test_common_prefix_of_arrays_and_lists(lists, limit):
 def test_prefix_clusters_are_the_same_for_arrays(lists, min_shared):
     lists = sorted(lists)
     reserve = [1] * len(lists)
-    assert cluster_by_prefix([token_array(x) for x in lists], min_shared, reserve) == \
-        cluster_by_prefix(lists, min_shared, reserve)
+    assert cluster_by_prefix([token_array(x) for x in lists], min_shared, reserve) == cluster_by_prefix(
+        lists, min_shared, reserve
+    )
 
 
 def test_token_array_keeps_an_int32_array_and_converts_the_rest():
@@ -71,9 +75,13 @@ def test_token_array_keeps_an_int32_array_and_converts_the_rest():
 
 
 def test_the_plan_imports_no_llama_cpp():
-    code = ("import sys\nimport harness.backends.llamacpp.prefix_plan\n"
-            "print('llama_cpp' in sys.modules, 'harness.backends.llamacpp.engine' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys\nimport harness.backends.llamacpp.prefix_plan\n"
+        "print('llama_cpp' in sys.modules, 'harness.backends.llamacpp.engine' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["False", "False"]
 
 
@@ -93,8 +101,11 @@ def test_one_token_continuations_of_a_context_share_a_branch_longer_ones_get_the
             loglikelihood_items(bad)
 
 
-requests = st.lists(st.tuples(st.lists(small, min_size=1, max_size=10), st.lists(small, min_size=1, max_size=3)),
-                    min_size=1, max_size=25)
+requests = st.lists(
+    st.tuples(st.lists(small, min_size=1, max_size=10), st.lists(small, min_size=1, max_size=3)),
+    min_size=1,
+    max_size=25,
+)
 
 
 @given(requests, st.integers(min_value=1, max_value=4))
@@ -119,8 +130,11 @@ def test_every_request_is_scored_once_from_a_branch_ending_where_its_continuatio
             assert items[m].tokens[:plen].tolist() == items[members[0]].tokens[:plen].tolist()
 
 
-@given(st.lists(st.lists(small, min_size=1, max_size=10), min_size=1, max_size=25), st.integers(1, 4),
-       st.integers(1, 5))
+@given(
+    st.lists(st.lists(small, min_size=1, max_size=10), min_size=1, max_size=25),
+    st.integers(1, 4),
+    st.integers(1, 5),
+)
 @settings(max_examples=200, deadline=None)
 def test_generation_order_is_sorted_prompts_in_groups_and_fixed_units(prompts, min_shared, unit):
     order, seqs, clusters = generation_plan(prompts, min_shared)

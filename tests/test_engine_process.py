@@ -20,8 +20,23 @@ HEAVY = ("torch", "pyarrow", "datasets", "lm_eval", "pandas", "transformers", "c
 
 
 def _cmd(mirror, results, task, limit, *extra):
-    return [sys.executable, "-m", "harness.cli", "bench", "--tasks", task, "--limit", str(limit), "--threads", "2",
-            "--data-dir", str(mirror), "--results-dir", str(results), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "bench",
+        "--tasks",
+        task,
+        "--limit",
+        str(limit),
+        "--threads",
+        "2",
+        "--data-dir",
+        str(mirror),
+        "--results-dir",
+        str(results),
+        *extra,
+    ]
 
 
 def _record(results) -> dict:
@@ -82,12 +97,31 @@ def test_worker_imports_only_the_engine(smollm2_path):
     assert "llama_cpp" in tops and "numpy" in tops
     assert not tops & set(HEAVY), sorted(tops & set(HEAVY))
     ours = sorted(m for m in mods if m.startswith("harness."))
-    engine_parts = ["context", "devices", "engine", "generation", "log_hook", "loglik", "prefix_plan", "rpc",
-                    "settings", "sizing", "speed_probe", "tokenizer"]  # the engine's own modules, no more
-    assert ours == ["harness.backends", "harness.backends.llamacpp",
-                    *(f"harness.backends.llamacpp.{m}" for m in engine_parts), "harness.errors", "harness.paths"], ours
+    engine_parts = [
+        "context",
+        "devices",
+        "engine",
+        "generation",
+        "log_hook",
+        "loglik",
+        "prefix_plan",
+        "rpc",
+        "settings",
+        "sizing",
+        "speed_probe",
+        "tokenizer",
+    ]  # the engine's own modules, no more
+    assert ours == [
+        "harness.backends",
+        "harness.backends.llamacpp",
+        *(f"harness.backends.llamacpp.{m}" for m in engine_parts),
+        "harness.errors",
+        "harness.paths",
+    ], ours
     # (the worker itself runs as __main__: python -m harness.backends.llamacpp.worker)
-    assert psutil.pid_exists(ep.pids[0]) is False or psutil.Process(ep.pids[0]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        psutil.pid_exists(ep.pids[0]) is False or psutil.Process(ep.pids[0]).status() == psutil.STATUS_ZOMBIE
+    )
 
 
 @pytest.mark.slow
@@ -121,8 +155,9 @@ print(facts["n_params"] > 0, facts["prompt_format"]["chat_template"] is not None
 # ---------------------------------------------------------------------------------------------- load failure
 def test_death_at_load_is_a_load_failure_not_retried(tmp_path, mirror):
     env = dict(os.environ, HARNESS_ENGINE_FAULT="load")
-    done = subprocess.run(_cmd(mirror, tmp_path, "mmlu_loglik", 1), capture_output=True, text=True, env=env,
-                          timeout=600)
+    done = subprocess.run(
+        _cmd(mirror, tmp_path, "mmlu_loglik", 1), capture_output=True, text=True, env=env, timeout=600
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "died while loading" in done.stderr and "SIGABRT" in done.stderr, done.stderr[-2000:]
     assert "not retried" in done.stderr and "starting a new one" not in done.stderr
@@ -131,8 +166,13 @@ def test_death_at_load_is_a_load_failure_not_retried(tmp_path, mirror):
 
 def test_deaths_in_a_row_stop_the_run_with_a_resumable_message(tmp_path, mirror):
     env = dict(os.environ, HARNESS_ENGINE_FAULT="request")
-    done = subprocess.run(_cmd(mirror, tmp_path, "mmlu_loglik", 1, "--max-restarts", "2"), capture_output=True,
-                          text=True, env=env, timeout=600)
+    done = subprocess.run(
+        _cmd(mirror, tmp_path, "mmlu_loglik", 1, "--max-restarts", "2"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     err = done.stderr
     assert err.count("died: signal 6 (SIGABRT)") == 2, err[-2000:]
@@ -156,7 +196,9 @@ def reference(tmp_path_factory, mirror):
         if case not in got:
             task, limit, extra = CASES[case]
             d = tmp_path_factory.mktemp(f"ref-{case}")
-            ref = subprocess.run(_cmd(mirror, d, task, limit, *extra), capture_output=True, text=True, timeout=1800)
+            ref = subprocess.run(
+                _cmd(mirror, d, task, limit, *extra), capture_output=True, text=True, timeout=1800
+            )
             assert ref.returncode == 0, ref.stderr[-2000:]
             got[case] = _record(d)
         return got[case]
@@ -186,16 +228,20 @@ def _kill_engine(proc, results, sigs, rng, log):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case,seed,sigs", [("gsm8k", 1, (signal.SIGKILL, signal.SIGSEGV)),
-                                            ("mmlu", 2, (signal.SIGABRT, signal.SIGKILL))])
-def test_killed_engine_restarts_and_the_record_equals_an_uninterrupted_run(tmp_path, mirror, reference, case, seed,
-                                                                           sigs):
+@pytest.mark.parametrize(
+    "case,seed,sigs",
+    [("gsm8k", 1, (signal.SIGKILL, signal.SIGSEGV)), ("mmlu", 2, (signal.SIGABRT, signal.SIGKILL))],
+)
+def test_killed_engine_restarts_and_the_record_equals_an_uninterrupted_run(
+    tmp_path, mirror, reference, case, seed, sigs
+):
     task, limit, extra = CASES[case]
     ref = reference(case)
     rng = random.Random(seed)
     kills: list[str] = []
-    proc = subprocess.Popen(_cmd(mirror, tmp_path, task, limit, *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd(mirror, tmp_path, task, limit, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     killer = threading.Thread(target=_kill_engine, args=(proc, tmp_path, sigs, rng, kills))
     killer.start()
     out, err = proc.communicate(timeout=1800)
@@ -219,8 +265,12 @@ def test_killed_engine_restarts_and_the_record_equals_an_uninterrupted_run(tmp_p
 @pytest.mark.parametrize("case", ["gsm8k", "mmlu"])
 def test_two_engines_give_one_engines_samples(tmp_path, mirror, reference, case):
     task, limit, extra = CASES[case]
-    done = subprocess.run(_cmd(mirror, tmp_path, task, limit, *extra, "--engines", "2"), capture_output=True,
-                          text=True, timeout=1800)
+    done = subprocess.run(
+        _cmd(mirror, tmp_path, task, limit, *extra, "--engines", "2"),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rec, ref = _record(tmp_path), reference(case)
     for k in SAME:
@@ -237,10 +287,18 @@ def test_two_engines_generate_and_score_as_one_engine_at_the_engine_level(smollm
     from harness.backends.llamacpp.settings import EngineSettings
 
     shared = "Answer each question with one number. Q: What is two plus two? A: 4. Q: What is three times three? A: 9."
-    prompts = [engine.tokenize(f"{shared} Q: What is {a} plus {b}? A:") for a, b in ((1, 5), (7, 2), (3, 3), (8, 8))]
-    other = engine.tokenize("A completely different context about the weather in Paris, which is often mild, and")
-    ll = [(prompts[0], engine.tokenize(" 6", add_bos=False)), (prompts[1], engine.tokenize(" nine", add_bos=False)),
-          (other, engine.tokenize(" rainy", add_bos=False)), (other, engine.tokenize(" sunny today", add_bos=False))]
+    prompts = [
+        engine.tokenize(f"{shared} Q: What is {a} plus {b}? A:") for a, b in ((1, 5), (7, 2), (3, 3), (8, 8))
+    ]
+    other = engine.tokenize(
+        "A completely different context about the weather in Paris, which is often mild, and"
+    )
+    ll = [
+        (prompts[0], engine.tokenize(" 6", add_bos=False)),
+        (prompts[1], engine.tokenize(" nine", add_bos=False)),
+        (other, engine.tokenize(" rainy", add_bos=False)),
+        (other, engine.tokenize(" sunny today", add_bos=False)),
+    ]
     settings = EngineSettings(threads=2, n_parallel=2, gen_unit=2)
     # Each engine really gets work: one generation unit, one prefix group each.
     assert all(spread(generation_units_of(prompts, [12] * 4, settings.min_shared_prefix, 2), 2))

@@ -10,7 +10,10 @@ from harness.tasks.settings import lm_eval_config
 def _score(task: str, filter_name: str, response: str, target: str) -> tuple[str, float]:
     cfg = lm_eval_config(task)
     (spec,) = [f for f in cfg["filter_list"] if f["name"] == filter_name]
-    ensemble = build_filter_ensemble(filter_name, [[f["function"], {k: v for k, v in f.items() if k != "function"}] for f in spec["filter"]])
+    ensemble = build_filter_ensemble(
+        filter_name,
+        [[f["function"], {k: v for k, v in f.items() if k != "function"}] for f in spec["filter"]],
+    )
 
     class Inst:
         def __init__(self):
@@ -37,7 +40,12 @@ def _score(task: str, filter_name: str, response: str, target: str) -> tuple[str
         ("5 + 4 = 9. The final answer is 9", "9", 1.0, 1.0),
         ("Total is 1,234. The final answer is 1,234.", "1234", 1.0, 1.0),  # comma and trailing period ignored
         ("The final answer is $18", "18", 1.0, 1.0),  # dollar sign ignored
-        ("3 + 4 = 7 and 7 * 2 = 14. The final answer is 14.", "14", 1.0, 1.0),  # several numbers: the last one
+        (
+            "3 + 4 = 7 and 7 * 2 = 14. The final answer is 14.",
+            "14",
+            1.0,
+            1.0,
+        ),  # several numbers: the last one
         ("I think it is 12 apples, maybe 13.", "13", 0.0, 1.0),  # no 'final answer': strict fails
         ("I cannot solve this.", "5", 0.0, 0.0),  # no answer at all
         ("The final answer is -3", "-3", 1.0, 1.0),

@@ -102,7 +102,6 @@ def test_truncated_and_foreign_ggufs_are_refused(tmp_path, smollm2_path):
         check_gguf(gpt2)
 
 
-
 def test_other_architectures_run_from_a_users_own_file_but_not_from_the_catalogue(tmp_path, capsys):
     """A Qwen/Gemma/... GGUF given by path runs with a note (a rival beside a Llama model); a catalogue entry
     whose file turns out not to be Llama-architecture is refused."""
@@ -112,14 +111,22 @@ def test_other_architectures_run_from_a_users_own_file_but_not_from_the_catalogu
     qwen = tmp_path / "Qwen2.5-0.5B-Instruct-Q8_0.gguf"
     make_gguf(qwen, 100, arch="qwen2")
     info = check_gguf(qwen, resolve(str(qwen)))
-    assert info["architecture"] == "qwen2" and "'qwen2' model, not Llama-architecture" in capsys.readouterr().err
-    with pytest.raises(HarnessError, match="not the Llama-architecture file the catalogue names for llama3.1-8b"):
+    assert (
+        info["architecture"] == "qwen2" and "'qwen2' model, not Llama-architecture" in capsys.readouterr().err
+    )
+    with pytest.raises(
+        HarnessError, match="not the Llama-architecture file the catalogue names for llama3.1-8b"
+    ):
         check_gguf(qwen, resolve("llama3.1-8b"))
 
 
 def _bench(tmp_path, *args):
-    return subprocess.run([str(Path(sys.executable).parent / "harness"), "bench", *args], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "harness"), "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_empty_data_file(tmp_path):
@@ -128,13 +135,26 @@ def test_empty_data_file(tmp_path):
     d = tmp_path / "openai" / "gsm8k" / "main"
     d.mkdir(parents=True)
     pd.DataFrame({"question": [], "answer": []}).to_parquet(d / "test-00000-of-00001.parquet")
-    res = _clean(_bench(tmp_path, "--tasks", "gsm8k", "--data-dir", str(tmp_path), "--results-dir", str(tmp_path)))
+    res = _clean(
+        _bench(tmp_path, "--tasks", "gsm8k", "--data-dir", str(tmp_path), "--results-dir", str(tmp_path))
+    )
     assert res.returncode == 2 and "no rows" in res.stderr
 
 
 def test_unwritable_results_folder_fails_before_any_work(tmp_path, mirror):
-    res = _clean(_bench(tmp_path, "--tasks", "gsm8k", "--limit", "1", "--data-dir", str(mirror),
-                        "--results-dir", "/proc/harness-results"))
+    res = _clean(
+        _bench(
+            tmp_path,
+            "--tasks",
+            "gsm8k",
+            "--limit",
+            "1",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            "/proc/harness-results",
+        )
+    )
     assert res.returncode == 2 and "results folder" in res.stderr and "--results-dir" in res.stderr
 
 
@@ -161,9 +181,28 @@ def test_disk_full_while_writing_a_record_keeps_the_old_file(tmp_path, monkeypat
 @pytest.mark.slow
 def test_token_never_reaches_records_or_output(tmp_path, mirror):
     env = dict(os.environ, HF_TOKEN="hf_secret_marker_456")
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--tasks", "gsm8k", "--limit", "1",
-                          "--threads", "2", "--data-dir", str(mirror), "--results-dir", str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "bench",
+            "--tasks",
+            "gsm8k",
+            "--limit",
+            "1",
+            "--threads",
+            "2",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     written = "".join(p.read_text() for p in Path(tmp_path).rglob("*.json"))
     assert "hf_secret_marker_456" not in written + res.stdout + res.stderr

@@ -22,10 +22,14 @@ from harness.models.gguf_header import file_fetch
 from harness.plan.fit import fit_or_refuse
 
 ROOT = Path(__file__).resolve().parent.parent
-REPO = "unsloth/Llama-3.3-70B-Instruct-GGUF"  # the real catalogue's entry (sizes null there: the Hub gives them)
+REPO = (
+    "unsloth/Llama-3.3-70B-Instruct-GGUF"  # the real catalogue's entry (sizes null there: the Hub gives them)
+)
 Q4 = "Llama-3.3-70B-Instruct-Q4_K_M.gguf"
 Q8 = [f"Llama-3.3-70B-Instruct-Q8_0/Llama-3.3-70B-Instruct-Q8_0-0000{i}-of-00002.gguf" for i in (1, 2)]
-Q4_SIZE = 42_520_395_584  # a 70B Q4_K_M's size as the fake Hub announces it (the real Hub is unreachable here)
+Q4_SIZE = (
+    42_520_395_584  # a 70B Q4_K_M's size as the fake Hub announces it (the real Hub is unreachable here)
+)
 HARNESS = Path(sys.executable).parent / "harness"
 
 
@@ -61,9 +65,16 @@ def tasks_dir(tmp_path: Path) -> Path:
 
 def env_for(hub, tmp_path: Path, mirror: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5",
-            "HARNESS_DATA_DIR": str(mirror), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HARNESS_TASKS_DIR": str(tmp_path / "tasks"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "5",
+        "HARNESS_DATA_DIR": str(mirror),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+    }
     return env | extra
 
 
@@ -99,19 +110,38 @@ def hub70(tmp_path):
 def test_70b_on_a_24gib_cpu_machine_is_refused_with_no_weight_byte_fetched(hub70, tmp_path, mirror):
     tasks_dir(tmp_path)
     env = env_for(hub70, tmp_path, mirror, HARNESS_MEMORY_AVAILABLE="24GiB")
-    res = subprocess.run([str(HARNESS), "bench", "--model", "llama3.3-70b", "--data-dir", str(mirror),
-                          "--results-dir", str(tmp_path / "results"), "--gpu-layers", "0"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [
+            str(HARNESS),
+            "bench",
+            "--model",
+            "llama3.3-70b",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--gpu-layers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     print(res.stderr)  # the message quoted in the issue's closing note
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "llama3.3-70b-instruct Q4_K_M needs about" in res.stderr and "24.0 GiB is available" in res.stderr
     assert f"weights {Q4_SIZE / GIB:.1f}" in res.stderr  # the size came from the Hub's metadata
     assert "No weights were downloaded (only the file's header: 1.0 MiB)" in res.stderr
-    assert "no quant of this model fits (the smallest, Q4_K_M" in res.stderr  # Q8_0's 75 GB were looked up too
+    assert (
+        "no quant of this model fits (the smallest, Q4_K_M" in res.stderr
+    )  # Q8_0's 75 GB were looked up too
     assert weight_bytes_served(hub70, Q4, hub70.data) == 0
     gets = [(m, p, r) for m, p, r in hub70.log if m == "GET" and "/resolve/" in p]
     assert gets and all(r and r.startswith("bytes=0-") for _, _, r in gets)  # header range reads only
-    assert sum(end - a for _, a, end in hub70.served) <= 1 << 20  # one 1 MiB read: the shape precedes the vocab
+    assert (
+        sum(end - a for _, a, end in hub70.served) <= 1 << 20
+    )  # one 1 MiB read: the shape precedes the vocab
     assert not list((tmp_path / "hf").rglob("*.gguf"))
 
 
@@ -127,13 +157,22 @@ def test_download_only_and_download_say_it_cannot_run_here_and_fetch_anyway(tmp_
         spec = "hf:acme/big-GGUF/Big-70B-Instruct-Q4_K_M.gguf"
         # The size check after download would refuse the fake file (the Hub overstated it): the verdict
         # printed before the download is what is tested here.
-        res = subprocess.run([str(HARNESS), "bench", "--model", spec, "--download-only", "--tasks", "gsm8k"],
-                             capture_output=True, text=True, env=env, timeout=300)
+        res = subprocess.run(
+            [str(HARNESS), "bench", "--model", spec, "--download-only", "--tasks", "gsm8k"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert "Traceback" not in res.stderr
         assert "downloading Big-70B-Instruct-Q4_K_M Q4_K_M anyway (--download-only)" in res.stderr
         assert "24.0 GiB is available" in res.stderr
-        assert [x for x in h.log if x[0] == "GET" and "/resolve/" in x[1] and not x[2]]  # the whole file was requested
-        dl = subprocess.run([str(HARNESS), "download", spec], capture_output=True, text=True, env=env, timeout=300)
+        assert [
+            x for x in h.log if x[0] == "GET" and "/resolve/" in x[1] and not x[2]
+        ]  # the whole file was requested
+        dl = subprocess.run(
+            [str(HARNESS), "download", spec], capture_output=True, text=True, env=env, timeout=300
+        )
         assert "Traceback" not in dl.stderr
         assert "downloading Big-70B-Instruct-Q4_K_M Q4_K_M anyway (default bench settings)" in dl.stderr
 
@@ -141,10 +180,27 @@ def test_download_only_and_download_say_it_cannot_run_here_and_fetch_anyway(tmp_
 def test_hf_model_without_catalogue_sizes_takes_its_size_from_the_hub(hub70, tmp_path, mirror):
     tasks_dir(tmp_path)
     env = env_for(hub70, tmp_path, mirror, HARNESS_MEMORY_AVAILABLE="24GiB")
-    res = subprocess.run([str(HARNESS), "bench", "--model", "hf:acme/big-GGUF/Big-70B-Instruct-Q4_K_M.gguf",
-                          "--tasks", "gsm8k", "--gpu-layers", "0"], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [
+            str(HARNESS),
+            "bench",
+            "--model",
+            "hf:acme/big-GGUF/Big-70B-Instruct-Q4_K_M.gguf",
+            "--tasks",
+            "gsm8k",
+            "--gpu-layers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"weights {Q4_SIZE / GIB:.1f}" in res.stderr and "no other quant of this model has a known size" in res.stderr
+    assert (
+        f"weights {Q4_SIZE / GIB:.1f}" in res.stderr
+        and "no other quant of this model has a known size" in res.stderr
+    )
     assert [x for x in hub70.log if x[0] == "POST" and "paths-info" in x[1]]
     assert weight_bytes_served(hub70, "Big-70B-Instruct-Q4_K_M.gguf", hub70.data) == 0
 
@@ -152,18 +208,28 @@ def test_hf_model_without_catalogue_sizes_takes_its_size_from_the_hub(hub70, tmp
 def test_header_range_read_gives_the_full_files_kv_figure(hub70, tmp_path):
     local = tmp_path / "70b-copy.gguf"
     local.write_bytes(hub70.data)
-    code = ("import json; from harness.models.catalogue import resolve; from harness.models.hub_files import remote_shape; "
-            f"print(json.dumps(remote_shape(resolve('hf:{REPO}/{Q4}'))))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {"HF_ENDPOINT": hub70.url,
-                                                                               "HF_HOME": str(tmp_path / "hf")}
+    code = (
+        "import json; from harness.models.catalogue import resolve; from harness.models.hub_files import remote_shape; "
+        f"print(json.dumps(remote_shape(resolve('hf:{REPO}/{Q4}'))))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {
+        "HF_ENDPOINT": hub70.url,
+        "HF_HOME": str(tmp_path / "hf"),
+    }
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     remote = json.loads(res.stdout)
     full = gguf_summary(local)  # the whole file, through the gguf package
     keys = ("n_layer", "n_kv_heads", "head_dim")
-    assert {k: remote[k] for k in keys} == {k: full[k] for k in keys} == {"n_layer": 80, "n_kv_heads": 8, "head_dim": 128}
+    assert (
+        {k: remote[k] for k in keys}
+        == {k: full[k] for k in keys}
+        == {"n_layer": 80, "n_kv_heads": 8, "head_dim": 128}
+    )
     cells = 27648
-    assert kv_cache_bytes(*(remote[k] for k in keys), cells) == kv_cache_bytes(*(full[k] for k in keys), cells)
+    assert kv_cache_bytes(*(remote[k] for k in keys), cells) == kv_cache_bytes(
+        *(full[k] for k in keys), cells
+    )
     assert remote["fetched"] <= 1 << 20 < len(hub70.data)
     # The same reader over a local file, with a first read smaller than the header: it fetches on.
     small = read_header_shape(file_fetch(local), first=4096)
@@ -175,8 +241,11 @@ class _Plan:
 
     def __init__(self, name, chat, gen_budget=None):
         self.name, self.chat = name, chat
-        self.configs = [{"output_type": "generate_until", "generation_kwargs": {"max_gen_toks": gen_budget}}
-                        if gen_budget else {"output_type": "multiple_choice"}]
+        self.configs = [
+            {"output_type": "generate_until", "generation_kwargs": {"max_gen_toks": gen_budget}}
+            if gen_budget
+            else {"output_type": "multiple_choice"}
+        ]
 
 
 SHAPE_70B = {"n_layer": 80, "n_kv_heads": 8, "head_dim": 128}
@@ -188,9 +257,17 @@ def test_refusal_names_the_largest_quant_that_fits():
     plans = [_Plan("gsm8k", True, 1024)]
     sizes = {"Q8_0": 75 * 10**9, "Q4_K_M": Q4_SIZE, "IQ2_XS": 12 * 10**9, "Q2_K": 26 * 10**9}
     with pytest.raises(HarnessError) as err:
-        fit_or_refuse(Q4_SIZE, SHAPE_70B, plans, EngineSettings(n_parallel=2),
-                      "llama3.3-70b-instruct Q4_K_M", quant="Q4_K_M", quant_sizes=sizes, placed=("cpu", []),
-                      available=24 * GIB)
+        fit_or_refuse(
+            Q4_SIZE,
+            SHAPE_70B,
+            plans,
+            EngineSettings(n_parallel=2),
+            "llama3.3-70b-instruct Q4_K_M",
+            quant="Q4_K_M",
+            quant_sizes=sizes,
+            placed=("cpu", []),
+            available=24 * GIB,
+        )
     assert "the largest quant that fits is IQ2_XS" in err.value.hint
     assert "there is no GPU" in err.value.hint and "gsm8k" in err.value.message
 
@@ -201,15 +278,37 @@ def test_refusal_on_a_small_gpu_names_the_gpu_layers_that_fit():
     gpu = {"device": "CUDA0", "description": "RTX 4090", "free_bytes": 23 * GIB, "total_bytes": 24 * GIB}
     settings = EngineSettings(n_parallel=2)
     with pytest.raises(HarnessError) as err:
-        fit_or_refuse(Q4_SIZE, SHAPE_70B, [_Plan("gsm8k", True, 1024)], settings, "70b", quant_sizes={},
-                      placed=("gpu", [gpu]), available=64 * GIB)
+        fit_or_refuse(
+            Q4_SIZE,
+            SHAPE_70B,
+            [_Plan("gsm8k", True, 1024)],
+            settings,
+            "70b",
+            quant_sizes={},
+            placed=("gpu", [gpu]),
+            available=64 * GIB,
+        )
     n = int(err.value.hint.split("--gpu-layers ")[1].split()[0])
     assert 0 < n < 80
-    fit_or_refuse(Q4_SIZE, SHAPE_70B, [_Plan("gsm8k", True, 1024)], EngineSettings(n_parallel=2, gpu_layers=n), "70b",
-                  placed=("gpu", [gpu]), available=64 * GIB)  # the suggestion passes the same check
+    fit_or_refuse(
+        Q4_SIZE,
+        SHAPE_70B,
+        [_Plan("gsm8k", True, 1024)],
+        EngineSettings(n_parallel=2, gpu_layers=n),
+        "70b",
+        placed=("gpu", [gpu]),
+        available=64 * GIB,
+    )  # the suggestion passes the same check
     with pytest.raises(HarnessError):
-        fit_or_refuse(Q4_SIZE, SHAPE_70B, [_Plan("gsm8k", True, 1024)], EngineSettings(n_parallel=2, gpu_layers=n + 1),
-                      "70b", placed=("gpu", [gpu]), available=64 * GIB)
+        fit_or_refuse(
+            Q4_SIZE,
+            SHAPE_70B,
+            [_Plan("gsm8k", True, 1024)],
+            EngineSettings(n_parallel=2, gpu_layers=n + 1),
+            "70b",
+            placed=("gpu", [gpu]),
+            available=64 * GIB,
+        )
 
 
 def test_kv_cells_follow_the_engines_sizing():
@@ -220,8 +319,13 @@ def test_kv_cells_follow_the_engines_sizing():
     assert got["cells"] == 2048 * 9  # 1000 + 1024 + 1 cells per stream, rounded up to 1024
     assert planned_ctx([_Plan("x", True, 1024)], s, longest={"x": 1100})["cells"] == 3072 * 9
     ll = planned_ctx([_Plan("y", False)], s, longest={"y": 700})
-    assert ll["cells"] == 2048  # log-likelihood: one unified cache of the longest branch + n_batch (the probe's too)
-    assert planned_ctx([_Plan("y", False)], EngineSettings(max_branches=4), longest={"y": 700})["cells"] == 2048 * 5
+    assert (
+        ll["cells"] == 2048
+    )  # log-likelihood: one unified cache of the longest branch + n_batch (the probe's too)
+    assert (
+        planned_ctx([_Plan("y", False)], EngineSettings(max_branches=4), longest={"y": 700})["cells"]
+        == 2048 * 5
+    )
 
 
 @pytest.mark.slow
@@ -232,15 +336,34 @@ def test_a_model_that_fits_is_judged_then_downloaded_and_run(tmp_path, mirror, s
     with FakeHub() as h:
         h.files[("acme/smol-GGUF", name)] = data
         env = env_for(h, tmp_path, mirror)
-        res = subprocess.run([str(HARNESS), "bench", "--model", f"hf:acme/smol-GGUF/{name}", "--tasks", "mmlu_cloze",
-                              "--limit", "1", "--threads", "2", "--results-dir", str(tmp_path / "results")],
-                             capture_output=True, text=True, env=env, timeout=900)
+        res = subprocess.run(
+            [
+                str(HARNESS),
+                "bench",
+                "--model",
+                f"hf:acme/smol-GGUF/{name}",
+                "--tasks",
+                "mmlu_cloze",
+                "--limit",
+                "1",
+                "--threads",
+                "2",
+                "--results-dir",
+                str(tmp_path / "results"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         assert "preflight: SmolLM2-135M-Instruct-Q4_1 Q4_1 fits" in res.stderr
         ranged = [r for m, p, r in h.log if m == "GET" and "/resolve/" in p and r]
         assert ranged and ranged[0] == "bytes=0-1048575"  # the header first, then the file
         assert sum(end - a for f, a, end in h.served if f == name) >= len(data)
-    records = [p for p in (tmp_path / "results" / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json")]
+    records = [
+        p for p in (tmp_path / "results" / "runs").glob("*.json") if not p.name.endswith(".lm_eval.json")
+    ]
     assert len(records) == 1
     rec = json.loads(records[0].read_text())
     import hashlib
@@ -253,6 +376,9 @@ def test_header_read_of_a_real_gguf_stops_before_its_vocabulary(smollm2_path):
 
     got = read_header_shape(file_fetch(smollm2_path))
     full = gguf_summary(smollm2_path)
-    assert {k: got[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")} == \
-        {k: full[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")}
-    assert got["fetched"] < GGUFReader(str(smollm2_path)).data_offset  # less than the header (1.8 MB): no tensor byte
+    assert {k: got[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")} == {
+        k: full[k] for k in ("n_layer", "n_kv_heads", "head_dim", "n_ctx_train")
+    }
+    assert (
+        got["fetched"] < GGUFReader(str(smollm2_path)).data_offset
+    )  # less than the header (1.8 MB): no tensor byte

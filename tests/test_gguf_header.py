@@ -88,8 +88,9 @@ def test_a_remote_read_fetches_only_what_the_keys_need(tmp_path, smollm2_path):
         calls.append((start, end))
         return fetch(start, end)
 
-    h = read_header(counted, {"general.architecture"}, stop=lambda values, key: key.startswith("tokenizer."),
-                    first=4096)
+    h = read_header(
+        counted, {"general.architecture"}, stop=lambda values, key: key.startswith("tokenizer."), first=4096
+    )
     assert h.values == {"general.architecture": "llama"} and h.fetched == 4096 and len(calls) == 1
 
 
@@ -106,7 +107,7 @@ def test_damaged_bytes_are_one_error_never_another_exception(tmp_path, data):
     blob = bytes(damaged)
 
     def fetch(start, end):
-        return blob[start:end + 1]
+        return blob[start : end + 1]
 
     try:
         read_header(fetch, lambda key: True, tensors=True)

@@ -24,14 +24,21 @@ from records import make_record, write_record
 from harness.errors import HarnessError
 
 HARNESS = Path(sys.executable).parent / "harness"  # the installed entry point, as a user runs it
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def harness(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     import os
 
-    res = subprocess.run([str(HARNESS), *args], capture_output=True, text=True, timeout=timeout,
-                         env=dict(os.environ, **(env or {})))
+    res = subprocess.run(
+        [str(HARNESS), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     return res
 
@@ -42,8 +49,17 @@ def test_redact_argv_and_urls():
 
     assert redact_url("http://alice:pw@h:8080/v1?token=t#f") == "http://***@h:8080/v1?***"
     assert redact_url("http://alice:pw@h:8080/v1?token=t", mark=False) == "http://h:8080/v1"
-    argv = ["bench", "--base-url=https://u:p@x.example/v1?key=s", "--api-key", "sk-1", "--hf-token=hf_2",
-            "--api-key-env", "MY_KEY", "-t", "gsm8k"]
+    argv = [
+        "bench",
+        "--base-url=https://u:p@x.example/v1?key=s",
+        "--api-key",
+        "sk-1",
+        "--hf-token=hf_2",
+        "--api-key-env",
+        "MY_KEY",
+        "-t",
+        "gsm8k",
+    ]
     out = " ".join(redact_argv(argv))
     assert not any(s in out for s in ("u:p", "key=s", "sk-1", "hf_2"))
     assert "--api-key-env MY_KEY" in out and "-t gsm8k" in out and "x.example/v1" in out
@@ -86,8 +102,21 @@ def test_url_credentials_and_query_reach_no_file_or_output(tmp_path, mirror, smo
     stub.count_tokens = LocalVocab(smollm2_path).count  # SmolLM2 prompts start with BOS: checked on the first
     try:
         url = stub.url.replace("http://", "http://alice:pw-SECRET-1@") + "?token=tok-SECRET-2"
-        res = harness("bench", "--backend", "server", "--base-url", url, "-t", "gsm8k", "--limit", "2",
-                      "--data-dir", str(mirror), "--results-dir", str(tmp_path))
+        res = harness(
+            "bench",
+            "--backend",
+            "server",
+            "--base-url",
+            url,
+            "-t",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path),
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         assert stub.queries and all(q == {"token": ["tok-SECRET-2"]} for q in stub.queries)
         assert stub.auth and all(a == ("alice", "pw-SECRET-1") for a in stub.auth)
@@ -104,13 +133,24 @@ def test_url_credentials_and_query_reach_no_file_or_output(tmp_path, mirror, smo
 
 # ---------------------------------------------------------------- 4. one bad file never stops everything
 def _good(results):
-    return write_record(results, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False] * 5},
-                                             sizes={"gsm8k_cot_llama": 1319}, quant="Q4_1", n_params=1.345e8))
+    return write_record(
+        results,
+        make_record(
+            "smollm2-135m",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True, False] * 5},
+            sizes={"gsm8k_cot_llama": 1319},
+            quant="Q4_1",
+            n_params=1.345e8,
+        ),
+    )
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                           max_leaves=12)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 def _mangled_record(draw_key, value):
@@ -126,9 +166,28 @@ def _mangled_record(draw_key, value):
     return rec
 
 
-RECORD_KEYS = st.sampled_from(["schema_version", "status", "model", "model.name", "model.quant", "task", "task.n",
-                               "task.name", "task.config_hash", "metrics", "samples", "hardware", "timing",
-                               "timing.wall_seconds", "per_subtask", "created", "run_id", "model.kind"])
+RECORD_KEYS = st.sampled_from(
+    [
+        "schema_version",
+        "status",
+        "model",
+        "model.name",
+        "model.quant",
+        "task",
+        "task.n",
+        "task.name",
+        "task.config_hash",
+        "metrics",
+        "samples",
+        "hardware",
+        "timing",
+        "timing.wall_seconds",
+        "per_subtask",
+        "created",
+        "run_id",
+        "model.kind",
+    ]
+)
 FILE_CONTENT = st.one_of(
     st.binary(max_size=300),
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
@@ -255,11 +314,26 @@ def canned():
 ANSWERS = st.one_of(
     JSON_VALUES,
     st.fixed_dictionaries({"choices": JSON_VALUES, "usage": JSON_VALUES}),
-    st.fixed_dictionaries({"choices": st.lists(st.fixed_dictionaries(
-        {"text": JSON_VALUES, "finish_reason": JSON_VALUES, "logprobs": JSON_VALUES}), max_size=2),
-        "usage": st.fixed_dictionaries({"prompt_tokens": JSON_VALUES, "completion_tokens": JSON_VALUES})}),
-    st.fixed_dictionaries({"data": JSON_VALUES, "default_generation_settings": JSON_VALUES,
-                           "model_path": JSON_VALUES, "total_slots": JSON_VALUES, "version": JSON_VALUES}),
+    st.fixed_dictionaries(
+        {
+            "choices": st.lists(
+                st.fixed_dictionaries(
+                    {"text": JSON_VALUES, "finish_reason": JSON_VALUES, "logprobs": JSON_VALUES}
+                ),
+                max_size=2,
+            ),
+            "usage": st.fixed_dictionaries({"prompt_tokens": JSON_VALUES, "completion_tokens": JSON_VALUES}),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "data": JSON_VALUES,
+            "default_generation_settings": JSON_VALUES,
+            "model_path": JSON_VALUES,
+            "total_slots": JSON_VALUES,
+            "version": JSON_VALUES,
+        }
+    ),
 )
 
 
@@ -271,7 +345,11 @@ def test_any_server_answer_is_a_result_or_one_message(canned, answer):
 
     canned.body = json.dumps(answer).encode()
     client = ServerClient(canned.url, model="m", timeout=5, retry_seconds=0)
-    for call in (lambda: client.complete("p", 4, ["\n"]), lambda: client.prompt_logprobs("a b c"), client.info):
+    for call in (
+        lambda: client.complete("p", 4, ["\n"]),
+        lambda: client.prompt_logprobs("a b c"),
+        client.info,
+    ):
         try:
             out = call()
         except HarnessError as exc:
@@ -300,31 +378,57 @@ def test_row_checks_name_a_field_or_pass(row):
 TEXT = st.text(min_size=1, max_size=20).filter(str.strip)
 NOT_TEXT = st.none() | st.integers() | st.floats() | st.booleans() | st.lists(TEXT, max_size=2) | st.just({})
 BLANK = st.text(alphabet=" \t\n", max_size=3)
-GSM8K_ROWS = st.fixed_dictionaries({
-    "question": TEXT,
-    "answer": st.tuples(st.text(max_size=20).filter(lambda t: "####" not in t),
-                        st.integers(-10**6, 10**6) | st.decimals(-1000, 1000, places=2, allow_nan=False))
-                .map(lambda wt: f"{wt[0]}\n#### {wt[1]}"),
-})
-MMLU_ROWS = st.fixed_dictionaries({
-    "question": st.text(max_size=20),  # MMLU has questions that are all in the choices: an empty one is fine
-    "choices": st.lists(TEXT, min_size=4, max_size=4),
-    "answer": st.integers(0, 3) | st.integers(0, 3).map(float),
-})
-GSM8K_SPOILED = st.sampled_from([
-    ("question", NOT_TEXT | BLANK),
-    ("answer", NOT_TEXT | st.text(max_size=20).filter(lambda t: "####" not in t)),
-    ("answer", st.text(alphabet="abcxyz ?!", max_size=8).map(lambda t: f"work\n#### {t}")),  # no number after ####
-])
-MMLU_SPOILED = st.sampled_from([
-    ("question", NOT_TEXT),
-    ("choices", NOT_TEXT.filter(lambda v: not isinstance(v, list))
-     | st.lists(TEXT, max_size=8).filter(lambda c: len(c) != 4)
-     | st.tuples(st.lists(TEXT, min_size=3, max_size=3), BLANK | NOT_TEXT, st.integers(0, 3))
-       .map(lambda t: t[0][: t[2]] + [t[1]] + t[0][t[2]:])),  # one of four choices empty or not text
-    ("answer", st.none() | st.booleans() | TEXT | st.integers(4, 10**6) | st.integers(-10**6, -1)
-     | st.floats(0.01, 3.99).filter(lambda f: not f.is_integer()) | st.just(float("nan"))),
-])
+GSM8K_ROWS = st.fixed_dictionaries(
+    {
+        "question": TEXT,
+        "answer": st.tuples(
+            st.text(max_size=20).filter(lambda t: "####" not in t),
+            st.integers(-(10**6), 10**6) | st.decimals(-1000, 1000, places=2, allow_nan=False),
+        ).map(lambda wt: f"{wt[0]}\n#### {wt[1]}"),
+    }
+)
+MMLU_ROWS = st.fixed_dictionaries(
+    {
+        "question": st.text(
+            max_size=20
+        ),  # MMLU has questions that are all in the choices: an empty one is fine
+        "choices": st.lists(TEXT, min_size=4, max_size=4),
+        "answer": st.integers(0, 3) | st.integers(0, 3).map(float),
+    }
+)
+GSM8K_SPOILED = st.sampled_from(
+    [
+        ("question", NOT_TEXT | BLANK),
+        ("answer", NOT_TEXT | st.text(max_size=20).filter(lambda t: "####" not in t)),
+        (
+            "answer",
+            st.text(alphabet="abcxyz ?!", max_size=8).map(lambda t: f"work\n#### {t}"),
+        ),  # no number after ####
+    ]
+)
+MMLU_SPOILED = st.sampled_from(
+    [
+        ("question", NOT_TEXT),
+        (
+            "choices",
+            NOT_TEXT.filter(lambda v: not isinstance(v, list))
+            | st.lists(TEXT, max_size=8).filter(lambda c: len(c) != 4)
+            | st.tuples(st.lists(TEXT, min_size=3, max_size=3), BLANK | NOT_TEXT, st.integers(0, 3)).map(
+                lambda t: t[0][: t[2]] + [t[1]] + t[0][t[2] :]
+            ),
+        ),  # one of four choices empty or not text
+        (
+            "answer",
+            st.none()
+            | st.booleans()
+            | TEXT
+            | st.integers(4, 10**6)
+            | st.integers(-(10**6), -1)
+            | st.floats(0.01, 3.99).filter(lambda f: not f.is_integer())
+            | st.just(float("nan")),
+        ),
+    ]
+)
 
 
 @given(data=st.data())
@@ -332,8 +436,10 @@ MMLU_SPOILED = st.sampled_from([
 def test_row_checks_flag_the_spoiled_field_and_pass_good_rows(data):
     from harness.tasks.data import gsm8k_row_problem, mmlu_row_problem
 
-    for check, rows, spoiled in ((gsm8k_row_problem, GSM8K_ROWS, GSM8K_SPOILED),
-                                 (mmlu_row_problem, MMLU_ROWS, MMLU_SPOILED)):
+    for check, rows, spoiled in (
+        (gsm8k_row_problem, GSM8K_ROWS, GSM8K_SPOILED),
+        (mmlu_row_problem, MMLU_ROWS, MMLU_SPOILED),
+    ):
         row = data.draw(rows)
         assert check(row) is None, row
         field_name, bad_values = data.draw(spoiled)
@@ -362,21 +468,43 @@ def _mirror_with(tmp_path, mirror, repo_file: str, edit) -> Path:
 
 @pytest.mark.parametrize("value", [7, None, -1])
 def test_bad_mmlu_label_is_named_before_the_model_loads(tmp_path, mirror, value):
-    data = _mirror_with(tmp_path, mirror, "cais/mmlu/anatomy/test-00000-of-00001.parquet",
-                        lambda rows: rows[3].update(answer=value))
-    res = harness("bench", "-t", "mmlu_loglik", "--limit", "57", "--data-dir", str(data),
-                  "--results-dir", str(tmp_path / "results"))
+    data = _mirror_with(
+        tmp_path,
+        mirror,
+        "cais/mmlu/anatomy/test-00000-of-00001.parquet",
+        lambda rows: rows[3].update(answer=value),
+    )
+    res = harness(
+        "bench",
+        "-t",
+        "mmlu_loglik",
+        "--limit",
+        "57",
+        "--data-dir",
+        str(data),
+        "--results-dir",
+        str(tmp_path / "results"),
+    )
     assert res.returncode == 2
-    assert "anatomy/test-00000-of-00001.parquet row 3, field 'answer'" in res.stderr and "--skip-bad-rows" in res.stderr
-    assert not (tmp_path / "results" / ".journal").exists() or not any((tmp_path / "results" / ".journal").iterdir())
+    assert (
+        "anatomy/test-00000-of-00001.parquet row 3, field 'answer'" in res.stderr
+        and "--skip-bad-rows" in res.stderr
+    )
+    assert not (tmp_path / "results" / ".journal").exists() or not any(
+        (tmp_path / "results" / ".journal").iterdir()
+    )
 
 
 def test_bad_gsm8k_row_is_skipped_and_counted_with_the_flag(tmp_path, mirror):
     from harness.models.catalogue import resolve
     from harness.tasks.settings import plan_task
 
-    data = _mirror_with(tmp_path, mirror, "openai/gsm8k/main/test-00000-of-00001.parquet",
-                        lambda rows: rows[5].update(answer="no final answer here"))
+    data = _mirror_with(
+        tmp_path,
+        mirror,
+        "openai/gsm8k/main/test-00000-of-00001.parquet",
+        lambda rows: rows[5].update(answer="no final answer here"),
+    )
     entry = resolve("smollm2-135m")
     with pytest.raises(HarnessError, match="row 5, field 'answer'"):
         plan_task("gsm8k", entry, full=True, data_dir=data)
@@ -391,35 +519,44 @@ def test_config_hash_covers_the_data_bytes(tmp_path, mirror):
     from harness.models.catalogue import resolve
     from harness.tasks.settings import plan_task
 
-    data = _mirror_with(tmp_path, mirror, "openai/gsm8k/main/test-00000-of-00001.parquet",
-                        lambda rows: rows[1000].update(question=rows[1000]["question"] + " "))
+    data = _mirror_with(
+        tmp_path,
+        mirror,
+        "openai/gsm8k/main/test-00000-of-00001.parquet",
+        lambda rows: rows[1000].update(question=rows[1000]["question"] + " "),
+    )
     entry = resolve("smollm2-135m")
     a = plan_task("gsm8k", entry, limit=10, data_dir=mirror)
-    b = plan_task("gsm8k", entry, limit=10, data_dir=data, allow_modified_data=True)  # same ids, row 1000 unsampled
+    b = plan_task(
+        "gsm8k", entry, limit=10, data_dir=data, allow_modified_data=True
+    )  # same ids, row 1000 unsampled
     assert a.samples == b.samples and a.config_hash() != b.config_hash()
 
 
 # ---------------------------------------------------------------- 7. every option validated, one message each
-@pytest.mark.parametrize("args,match", [
-    (["--tasks", ""], "--tasks names no task"),
-    (["--tasks", " , "], "--tasks names no task"),
-    (["--tasks", "gsm8k,gsm8k"], "--tasks lists gsm8k more than once"),
-    (["--tasks", "gsm8k,hellaswag"], "unknown task(s) hellaswag"),
-    (["--max-branches", "0"], "--max-branches"),
-    (["--threads", "-1"], "--threads"),
-    (["--threads", "100000"], "--threads"),
-    (["--gpu-layers", "-5"], "--gpu-layers"),
-    (["--parallel", "0"], "--parallel"),
-    (["--limit", "0"], "--limit"),
-    (["--request-timeout", "0"], "--request-timeout"),
-    (["--retry-for", "-1"], "--retry-for"),
-    (["--concurrency", "0"], "--concurrency"),
-    (["-m", "/tmp"], "a folder"),
-    (["-m", "/nonexistent/model.bin"], "no such file"),
-    (["-m", "missing.gguf"], "'missing.gguf': the GGUF file was not found"),  # was "unknown model"
-    (["--base-url", "ftp://host/v1"], "not an http(s) URL"),
-    (["--base-url", "http://host:notaport/v1"], "not a valid URL"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--tasks", ""], "--tasks names no task"),
+        (["--tasks", " , "], "--tasks names no task"),
+        (["--tasks", "gsm8k,gsm8k"], "--tasks lists gsm8k more than once"),
+        (["--tasks", "gsm8k,hellaswag"], "unknown task(s) hellaswag"),
+        (["--max-branches", "0"], "--max-branches"),
+        (["--threads", "-1"], "--threads"),
+        (["--threads", "100000"], "--threads"),
+        (["--gpu-layers", "-5"], "--gpu-layers"),
+        (["--parallel", "0"], "--parallel"),
+        (["--limit", "0"], "--limit"),
+        (["--request-timeout", "0"], "--request-timeout"),
+        (["--retry-for", "-1"], "--retry-for"),
+        (["--concurrency", "0"], "--concurrency"),
+        (["-m", "/tmp"], "a folder"),
+        (["-m", "/nonexistent/model.bin"], "no such file"),
+        (["-m", "missing.gguf"], "'missing.gguf': the GGUF file was not found"),  # was "unknown model"
+        (["--base-url", "ftp://host/v1"], "not an http(s) URL"),
+        (["--base-url", "http://host:notaport/v1"], "not a valid URL"),
+    ],
+)
 def test_bad_options_are_one_message_before_any_work(tmp_path, args, match):
     res = harness("bench", *args, "--results-dir", str(tmp_path), timeout=120)
     assert res.returncode == 2, res.stderr
@@ -453,7 +590,9 @@ def test_disk_full_while_journaling_keeps_every_acknowledged_result(tiny_disk):
     (tiny_disk / "probe").unlink(missing_ok=True)
     with pytest.raises(HarnessError) as still:  # still full: the rerun says so, no traceback
         Journal(tiny_disk / "j.jsonl", ident)
-    assert "No space left" in still.value.format_message() and "free disk space" in still.value.format_message()
+    assert (
+        "No space left" in still.value.format_message() and "free disk space" in still.value.format_message()
+    )
     filler.unlink()  # the user frees space and reruns
     again = Journal(tiny_disk / "j.jsonl", ident)
     assert len(acknowledged) > 10 and all(again.get(k) == v for k, v in acknowledged.items())  # nothing lost

@@ -91,8 +91,18 @@ def _journal(path, n=6):
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("line", [b"null", b"[1, 2]", b'"text"', b"42", b"\xff\xfe\x00 not utf-8",
-                                  b'{"k": ["not", "a", "str"], "v": 1, "crc": 0}', b"{" * 5000])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"null",
+        b"[1, 2]",
+        b'"text"',
+        b"42",
+        b"\xff\xfe\x00 not utf-8",
+        b'{"k": ["not", "a", "str"], "v": 1, "crc": 0}',
+        b"{" * 5000,
+    ],
+)
 def test_any_bad_line_is_skipped_and_counted(tmp_path, line):
     path = tmp_path / "j.jsonl"
     data = _journal(path)
@@ -149,13 +159,13 @@ def test_damaged_journal_always_resumes_with_every_intact_line(tmp_path_factory,
             data += arg
         elif kind == "insert":
             pos, blob = arg
-            data[pos % (len(data) + 1):pos % (len(data) + 1)] = blob
+            data[pos % (len(data) + 1) : pos % (len(data) + 1)] = blob
         elif kind == "flip":
             pos, mask = arg
             if data:
                 data[pos % len(data)] ^= mask
         else:
-            del data[arg % (len(data) + 1):]
+            del data[arg % (len(data) + 1) :]
     path.write_bytes(bytes(data))
     j = Journal(path, IDENT)  # never raises, whatever the bytes
     # Every line that is still exactly as written comes back with its result; nothing else does.

@@ -16,10 +16,17 @@ TYPES = [3, 3, 3, 3, 1]
 
 
 def llama3_facts(end_of_turn: str, eos: str = "<|end_of_text|>") -> dict:
-    template = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-                "{{ m['content'] | trim }}" + end_of_turn + "{% endfor %}")
-    return {"tokenizer.chat_template": template, "tokenizer.ggml.tokens": TOKENS, "tokenizer.ggml.token_type": TYPES,
-            "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": TOKENS.index(eos)}
+    template = (
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+        "{{ m['content'] | trim }}" + end_of_turn + "{% endfor %}"
+    )
+    return {
+        "tokenizer.chat_template": template,
+        "tokenizer.ggml.tokens": TOKENS,
+        "tokenizer.ggml.token_type": TYPES,
+        "tokenizer.ggml.bos_token_id": 0,
+        "tokenizer.ggml.eos_token_id": TOKENS.index(eos),
+    }
 
 
 def test_an_end_of_turn_llama_cpp_stops_at_is_instruct_with_a_note():
@@ -54,6 +61,11 @@ def test_one_template_hash_whatever_the_route_did_to_trailing_whitespace():
     in_gguf = "{% for m in messages %}{{ m['content'] }}<|eot_id|>{% endfor %}\n"
     from_server = in_gguf.rstrip()
     assert template_sha256(in_gguf) == template_sha256(from_server)
-    assert hashlib.sha256(in_gguf.encode()).hexdigest()[:16] != hashlib.sha256(from_server.encode()).hexdigest()[:16]
-    assert template_sha256("plain") == hashlib.sha256(b"plain").hexdigest()[:16]  # unchanged without trailing space
+    assert (
+        hashlib.sha256(in_gguf.encode()).hexdigest()[:16]
+        != hashlib.sha256(from_server.encode()).hexdigest()[:16]
+    )
+    assert (
+        template_sha256("plain") == hashlib.sha256(b"plain").hexdigest()[:16]
+    )  # unchanged without trailing space
     assert template_sha256(None) is None

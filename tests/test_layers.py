@@ -17,8 +17,9 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"  # import-linter's c
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
     """``lint-imports`` on the package under ``root`` with ``root``'s pyproject.toml (no cache left behind)."""
     env = dict(os.environ, PYTHONPATH=str(root))  # the harness/ under root, not the installed checkout
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], capture_output=True, text=True, cwd=root,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], capture_output=True, text=True, cwd=root, env=env, timeout=300
+    )
 
 
 def test_the_layers_contract_is_kept():
@@ -35,3 +36,20 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     done = _lint_imports(tmp_path)
     assert done.returncode != 0, done.stdout[-4000:]
     assert "harness.records.record -> harness.run.runner" in done.stdout, done.stdout[-4000:]
+
+
+RUFF = Path(sys.executable).parent / "ruff"
+
+
+def test_the_code_is_linted_and_formatted():
+    """``make lint``'s ruff half: the rules of pyproject.toml ([tool.ruff.lint]) and ``ruff format`` at its line
+    length (110), so a line too long, an unused import or a hand-formatted block fails here, not in review."""
+    for args in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [str(RUFF), *args, "harness", "tests", "scripts"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"ruff {' '.join(args)}:\n{done.stdout[-4000:]}{done.stderr[-2000:]}"

@@ -32,8 +32,12 @@ def machine(monkeypatch):
     """A pretended machine: no Hub, the given RAM, GPUs and free disk."""
 
     def set_(ram="24GiB", gpus="none", disk="500GiB"):
-        for k, v in {"HF_HUB_OFFLINE": "1", "HARNESS_MEMORY_AVAILABLE": ram, "HARNESS_GPU_FREE": gpus,
-                     "HARNESS_DISK_FREE": disk}.items():
+        for k, v in {
+            "HF_HUB_OFFLINE": "1",
+            "HARNESS_MEMORY_AVAILABLE": ram,
+            "HARNESS_GPU_FREE": gpus,
+            "HARNESS_DISK_FREE": disk,
+        }.items():
             monkeypatch.setenv(k, v)
 
     set_()
@@ -59,7 +63,10 @@ def test_every_catalogue_entry_sizes_fit_and_recommendation(machine):
             elif want:
                 assert (q.size, q.size_source) == (want, "catalogue"), (name, q.quant)
             else:
-                assert q.size == int(entry.params * bpw[q.quant] / 8) and q.size_source.startswith("≈"), (name, q.quant)
+                assert q.size == int(entry.params * bpw[q.quant] / 8) and q.size_source.startswith("≈"), (
+                    name,
+                    q.quant,
+                )
             assert q.shape is not None
             # Only a quant that can run here is timed (a slice of one that fits nowhere would be probed for nothing).
             if q.fits_ram or q.gpu_layers:
@@ -68,8 +75,15 @@ def test_every_catalogue_entry_sizes_fit_and_recommendation(machine):
                 assert q.seconds is None, (name, q.quant)
             # The fit is the preflight's own verdict, with the same KV cache it would size.
             try:
-                fit_or_refuse(q.size, q.shape, task_costs(entry, TASKS), EngineSettings(), name, placed=("cpu", []),
-                              available=24 * GIB)
+                fit_or_refuse(
+                    q.size,
+                    q.shape,
+                    task_costs(entry, TASKS),
+                    EngineSettings(),
+                    name,
+                    placed=("cpu", []),
+                    available=24 * GIB,
+                )
                 fits = True
             except HarnessError:
                 fits = False
@@ -132,7 +146,11 @@ def plan_size(plan, quant):
 def test_plan_tasks_equal_the_runners(mirror):
     """The plan sizes its KV cache and counts its questions from the task settings without reading data: the
     same figures as the runner's own plan (plan_task)."""
-    for name, kind in (("smollm2-135m", "instruct"), ("llama3.1-8b", "base"), ("llama3.1-8b-instruct", "instruct")):
+    for name, kind in (
+        ("smollm2-135m", "instruct"),
+        ("llama3.1-8b", "base"),
+        ("llama3.1-8b-instruct", "instruct"),
+    ):
         entry = dataclasses.replace(resolve(name), kind=kind)
         for task in ("gsm8k", "gsm8k_5shot", "mmlu", "mmlu_loglik", "mmlu_cloze", "mmlu_cot"):
             if task_spec(task, kind).get("requires_kind") not in (None, kind):
@@ -158,12 +176,21 @@ def test_token_table_reproduces_committed_runs():
 def _run(args, env=None, timeout=600):
     import os
 
-    return subprocess.run([str(HARNESS), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [str(HARNESS), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HARNESS_MEMORY_AVAILABLE": "24GiB", "HARNESS_GPU_FREE": "none",
-               "HARNESS_DISK_FREE": "500GiB"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HARNESS_MEMORY_AVAILABLE": "24GiB",
+    "HARNESS_GPU_FREE": "none",
+    "HARNESS_DISK_FREE": "500GiB",
+}
 
 
 def test_cli_plan_and_its_messages():
@@ -182,8 +209,10 @@ def test_cli_plan_and_its_messages():
 
 
 def test_bench_refuses_a_run_over_budget(tmp_path):
-    out = _run(["bench", "--tasks", "gsm8k", "--full", "--budget", "0.01", "--results-dir", str(tmp_path)],
-               OFFLINE_ENV)
+    out = _run(
+        ["bench", "--tasks", "gsm8k", "--full", "--budget", "0.01", "--results-dir", str(tmp_path)],
+        OFFLINE_ENV,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     assert "over --budget 0.01 h" in out.stderr and "method: time = " in out.stderr
     assert "plan: smollm2-135m Q4_1 gsm8k[1319]" in out.stderr
@@ -195,19 +224,39 @@ def test_estimate_beside_a_real_run(tmp_path, mirror):
     """A small real bench of the offline model, then `harness plan --check-runs` on it: the prompt tokens the
     plan counted are the engine's exactly (16 is a measured subset size); the time ratio is printed, not
     asserted (the machine is shared)."""
-    out = _run(["bench", "--tasks", "mmlu_cloze", "--limit", "16", "--threads", "2", "--data-dir", str(mirror),
-                "--results-dir", str(tmp_path)], OFFLINE_ENV, timeout=3600)  # ~15 s on an idle 2-core machine
+    out = _run(
+        [
+            "bench",
+            "--tasks",
+            "mmlu_cloze",
+            "--limit",
+            "16",
+            "--threads",
+            "2",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path),
+        ],
+        OFFLINE_ENV,
+        timeout=3600,
+    )  # ~15 s on an idle 2-core machine
     assert out.returncode == 0, out.stderr[-3000:]
     assert "plan: smollm2-135m Q4_1 mmlu_cloze[16]" in out.stderr
     check = _run(["plan", "--check-runs", "--results-dir", str(tmp_path)], OFFLINE_ENV)
     assert check.returncode == 0, check.stderr
     print(check.stdout)
-    rec = json.loads(next(p for p in (tmp_path / "runs").glob("*.json") if ".lm_eval." not in p.name).read_text())
+    rec = json.loads(
+        next(p for p in (tmp_path / "runs").glob("*.json") if ".lm_eval." not in p.name).read_text()
+    )
     if rec["efficiency"]["contended"]:  # a busy machine's run is left out of the check, and the check says so
         assert "1 contended run(s) left out" in check.stdout
         return
     row = next(ln for ln in check.stdout.splitlines() if ln.startswith("smollm2-135m Q4_1 mmlu_cloze[16]"))
-    assert f" {rec['timing']['prompt_tokens']} / {rec['timing']['prompt_tokens']} " in f" {' '.join(row.split())} "
+    assert (
+        f" {rec['timing']['prompt_tokens']} / {rec['timing']['prompt_tokens']} "
+        in f" {' '.join(row.split())} "
+    )
     assert "est/actual" in check.stdout
 
 
@@ -232,11 +281,32 @@ def test_hub_model_plan_reads_only_the_header(tmp_path, mirror):
         hub.fake_size[Q4] = Q4_SIZE
         hub.files[("acme/big-GGUF", "Big-70B-Instruct-Q4_K_M.gguf")] = g
         hub.fake_size["Big-70B-Instruct-Q4_K_M.gguf"] = Q4_SIZE
-        env = env_for(hub, tmp_path, mirror, HARNESS_MEMORY_AVAILABLE="24GiB", HARNESS_GPU_FREE="none",
-                      HARNESS_DISK_FREE="500GiB")
+        env = env_for(
+            hub,
+            tmp_path,
+            mirror,
+            HARNESS_MEMORY_AVAILABLE="24GiB",
+            HARNESS_GPU_FREE="none",
+            HARNESS_DISK_FREE="500GiB",
+        )
         for model in ("hf:acme/big-GGUF/Big-70B-Instruct-Q4_K_M.gguf", "llama3.3-70b"):
-            out = subprocess.run([str(HARNESS), "plan", model, "--quant", "Q4_K_M", "--tasks", "gsm8k", "--rates",
-                                  "reference"], capture_output=True, text=True, env=env, timeout=300)
+            out = subprocess.run(
+                [
+                    str(HARNESS),
+                    "plan",
+                    model,
+                    "--quant",
+                    "Q4_K_M",
+                    "--tasks",
+                    "gsm8k",
+                    "--rates",
+                    "reference",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
             assert out.returncode == 0, out.stderr
             row = next(ln for ln in out.stdout.splitlines() if ln.startswith("Q4_K_M"))
             assert f"{Q4_SIZE / 1e9:.1f} GB" in row and "≈" not in row  # the Hub's size, not an estimate

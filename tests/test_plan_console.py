@@ -20,9 +20,24 @@ BAR = re.compile(r"^(?P<desc>[^|\r\n]*?):?\s+\d+%\|")
 def test_small_bench_has_one_bar_per_task(tmp_path, mirror):
     tasks = ["mmlu_cloze", "mmlu_loglik"]
     out = subprocess.run(
-        [str(HARNESS), "bench", "--tasks", ",".join(tasks), "--limit", "2", "--threads", "2", "--data-dir",
-         str(mirror), "--results-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=1200, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            str(HARNESS),
+            "bench",
+            "--tasks",
+            ",".join(tasks),
+            "--limit",
+            "2",
+            "--threads",
+            "2",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     err_lines = [ln.strip() for ln in re.split(r"[\r\n]+", out.stderr) if ln.strip()]

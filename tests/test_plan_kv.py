@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("task", ["gsm8k", "mmlu_cot"])
-def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, mirror, tmp_path, monkeypatch):
+def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(
+    task, engine, mirror, tmp_path, monkeypatch
+):
     from harness.backends.llamacpp.backend import LlamaCppBackend
     from harness.backends.llamacpp.engine import LlamaEngine
     from harness.models.catalogue import resolve
@@ -32,13 +34,22 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
 
     def generate(self, prompts, until, max_new_tokens, **kw):  # the real generation, watched
         out = real_generate(self, prompts, until, max_new_tokens, **kw)
-        seen.update(longest=max(len(p) for p in prompts), budget=max(max_new_tokens), cells=self.context.size,
-                    streams=self.context.n_seq, llama_cpp=self.kv_allocated)
+        seen.update(
+            longest=max(len(p) for p in prompts),
+            budget=max(max_new_tokens),
+            cells=self.context.size,
+            streams=self.context.n_seq,
+            llama_cpp=self.kv_allocated,
+        )
         return out
 
     monkeypatch.setattr(LlamaEngine, "generate", generate)
-    session = LlamaCppBackend.loaded(engine, None, "test", 0.0, None, Path(engine.model_path))  # the loaded engine
-    journal = Journal(tmp_path / "j.jsonl", measurement("test", plan.config_hash(), engine.settings.as_record(), False))
+    session = LlamaCppBackend.loaded(
+        engine, None, "test", 0.0, None, Path(engine.model_path)
+    )  # the loaded engine
+    journal = Journal(
+        tmp_path / "j.jsonl", measurement("test", plan.config_hash(), engine.settings.as_record(), False)
+    )
     try:
         run_task(plan, entry, session, tmp_path, journal)
     finally:
@@ -47,7 +58,9 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
     assert seen["streams"] == settings.n_parallel + 1  # gen_streams: a stream per slot, plus the prefix's
     exact = planned_ctx([plan], settings, longest={task: seen["longest"]})["tasks"][task]
     assert exact["gen_budget"] == seen["budget"]
-    assert exact["cells"] == seen["cells"]  # from the exact prompt length: the engine's allocation, to the cell
+    assert (
+        exact["cells"] == seen["cells"]
+    )  # from the exact prompt length: the engine's allocation, to the cell
     # ... and what llama.cpp says it allocated: its n_ctx, and its KV log line's cells x streams and size.
     reported = seen["llama_cpp"]["report"]
     assert seen["llama_cpp"]["cells"] == exact["cells"] == reported["cells_per_stream"] * reported["streams"]
@@ -55,16 +68,28 @@ def test_preflight_kv_cells_equal_or_bound_the_engines_allocation(task, engine, 
     from harness.models.gguf_check import check_gguf
 
     shape = check_gguf(Path(engine.model_path), entry)
-    figures = fit_or_refuse(1, shape, [plan], settings, "test", placed=("cpu", []), available=1 << 50,
-                            longest={task: seen["longest"]})  # the preflight itself, from the header's shape
+    figures = fit_or_refuse(
+        1,
+        shape,
+        [plan],
+        settings,
+        "test",
+        placed=("cpu", []),
+        available=1 << 50,
+        longest={task: seen["longest"]},
+    )  # the preflight itself, from the header's shape
     assert figures["n_ctx"] == exact["cells"] and reported["layers"] == shape["n_layer"]
-    assert f"{figures['kv_bytes'] / 2**20:.2f}" == reported["mib"]  # the bytes, to the 0.01 MiB llama.cpp prints
+    assert (
+        f"{figures['kv_bytes'] / 2**20:.2f}" == reported["mib"]
+    )  # the bytes, to the 0.01 MiB llama.cpp prints
     bound = planned_ctx([plan], settings)["tasks"][task]  # before download: the measured per-task bound
     assert bound["prompt_tokens"] >= seen["longest"] and bound["cells"] >= seen["cells"]
     per_stream = seen["cells"] // seen["streams"]
-    print(f"{task}: engine {seen['cells']} cells ({seen['longest']}-token prompt + {seen['budget']}); preflight bound "
-          f"{bound['cells']} cells (<= {bound['prompt_tokens']}-token prompt): "
-          f"+{(bound['cells'] - seen['cells']) // seen['streams']} cells per stream of {per_stream}")
+    print(
+        f"{task}: engine {seen['cells']} cells ({seen['longest']}-token prompt + {seen['budget']}); preflight bound "
+        f"{bound['cells']} cells (<= {bound['prompt_tokens']}-token prompt): "
+        f"+{(bound['cells'] - seen['cells']) // seen['streams']} cells per stream of {per_stream}"
+    )
     assert prompt_bounds().longest  # the table the bound came from is loaded and validated
 
 

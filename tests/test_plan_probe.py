@@ -24,9 +24,15 @@ from harness.plan.render import checked_text
 HARNESS = Path(sys.executable).parent / "harness"
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough to build and time in seconds; every tensor kind of a Llama layer, a vocabulary past the bytes.
-TINY = SliceShape(n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=1000, layer_type="Q4_K", output_type="Q6_K")
-ENV = {"HF_HUB_OFFLINE": "1", "HARNESS_MEMORY_AVAILABLE": "24GiB", "HARNESS_GPU_FREE": "none",
-       "HARNESS_DISK_FREE": "500GiB"}
+TINY = SliceShape(
+    n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=1000, layer_type="Q4_K", output_type="Q6_K"
+)
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HARNESS_MEMORY_AVAILABLE": "24GiB",
+    "HARNESS_GPU_FREE": "none",
+    "HARNESS_DISK_FREE": "500GiB",
+}
 
 
 def test_block_layouts_are_ggml_s():
@@ -37,7 +43,9 @@ def test_block_layouts_are_ggml_s():
         assert all(0 <= off <= size - 2 for off in scales), name
 
 
-@pytest.mark.parametrize("layer, output", [("Q4_0", "Q4_0"), ("Q4_K", "Q6_K"), ("Q2_K", "Q8_0"), ("Q5_K", "Q3_K")])
+@pytest.mark.parametrize(
+    "layer, output", [("Q4_0", "Q4_0"), ("Q4_K", "Q6_K"), ("Q2_K", "Q8_0"), ("Q5_K", "Q3_K")]
+)
 def test_a_probe_slice_loads_and_runs_in_llama_cpp(layer, output, tmp_path):
     from harness.backends.llamacpp.engine import LlamaEngine
     from harness.backends.llamacpp.settings import EngineSettings
@@ -48,13 +56,17 @@ def test_a_probe_slice_loads_and_runs_in_llama_cpp(layer, output, tmp_path):
     engine = LlamaEngine(path, EngineSettings(threads=2, n_parallel=2))
     try:
         lc, m = engine.lc, engine.model
-        assert (lc.llama_model_n_layer(m), lc.llama_model_n_embd(m), lc.llama_model_n_head(m),
-                lc.llama_model_n_head_kv(m), engine.n_vocab) == (2, 256, 4, 2, 1000)
+        assert (
+            lc.llama_model_n_layer(m),
+            lc.llama_model_n_embd(m),
+            lc.llama_model_n_head(m),
+            lc.llama_model_n_head_kv(m),
+            engine.n_vocab,
+        ) == (2, 256, 4, 2, 1000)
         sp = engine.speed_probe(32, 2, 1, 64, streams=True)
         assert all(math.isfinite(sp[k]) and sp[k] > 0 for k in slice_probe.RATE_KEYS)
     finally:
         engine.close()
-
 
 
 @pytest.mark.parametrize("a, b, layers", [(0.010, 0.002, 16), (0.050, 0.0, 80), (0.0, 0.004, 1)])
@@ -78,19 +90,25 @@ def test_a_slope_measured_below_zero_is_no_slope():
 def test_probe_lengths_shrink_as_layers_grow():
     seventy = SliceShape(8192, 28672, 64, 8, 128256, "Q4_K", "Q6_K")
     one_b = SliceShape(2048, 8192, 32, 8, 128256, "Q4_0", "Q4_0")
-    assert slice_probe.probe_lengths(seventy, 80).prompt == 64 and slice_probe.probe_lengths(one_b, 16).prompt == 256
+    assert (
+        slice_probe.probe_lengths(seventy, 80).prompt == 64
+        and slice_probe.probe_lengths(one_b, 16).prompt == 256
+    )
     assert slice_probe.probe_lengths(one_b, 1).depths == (1, 1)
 
 
 def test_the_plan_states_the_checked_size_range():
     lo, hi, _ = plan_model()["checked"]
     assert "outside" not in checked_text((lo + hi) / 2)
-    assert "lies outside that range" in checked_text(70.6e9) and "lies outside that range" in checked_text(0.135e9)
+    assert "lies outside that range" in checked_text(70.6e9) and "lies outside that range" in checked_text(
+        0.135e9
+    )
 
 
 def _run(args, env, timeout=600):
-    return subprocess.run([str(HARNESS), *args], capture_output=True, text=True, env={**os.environ, **env},
-                          timeout=timeout)
+    return subprocess.run(
+        [str(HARNESS), *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
+    )
 
 
 def test_plan_of_a_gguf_here_times_its_slices_and_falls_back_by_name(tmp_path):
@@ -100,11 +118,16 @@ def test_plan_of_a_gguf_here_times_its_slices_and_falls_back_by_name(tmp_path):
     out = _run(args, {**ENV, "HARNESS_PROBE_CACHE": str(cache)})
     assert out.returncode == 0, out.stderr[-2000:]
     text = " ".join(out.stdout.split())
-    assert "llama.cpp timed now on slices of this model (1 and 2 of 3 layers: its hidden size 256, FFN 512, " \
-           "4/2 heads, vocabulary 1000, Q4_K layers, Q6_K output" in text, text
+    assert (
+        "llama.cpp timed now on slices of this model (1 and 2 of 3 layers: its hidden size 256, FFN 512, "
+        "4/2 heads, vocabulary 1000, Q4_K layers, Q6_K output" in text
+    ), text
     assert "this model (0.00B) lies outside that range: its estimate is unchecked" in text
     assert "FALLBACK" not in text and "building a 1-layer probe slice" in out.stderr
-    assert sorted(p.name.rsplit("-", 1)[1] for p in cache.iterdir()) == ["L1.gguf", "L2.gguf"]  # cached, complete
+    assert sorted(p.name.rsplit("-", 1)[1] for p in cache.iterdir()) == [
+        "L1.gguf",
+        "L2.gguf",
+    ]  # cached, complete
     again = _run(args, {**ENV, "HARNESS_PROBE_CACHE": str(cache)})
     assert again.returncode == 0 and "building" not in again.stderr  # the cache is used
     # No slice can be written (the cache folder would be inside a file): the numpy probes, named a fallback.
@@ -128,8 +151,12 @@ def test_check_runs_leaves_contended_runs_out_and_marks_runs_it_was_not_fitted_o
         shutil.copy(src / f"{stem}.json", runs / f"{stem}.json")
     cloze = "smollm2-135m-Q4_1-mmlu_cloze-fae4a51c1d79b5f1-20261122T121949Z"  # another run, marked contended
     busy = json.loads((src / f"{cloze}.json").read_text())
-    busy["efficiency"] = {"speed_probe": {"prompt_tokens_per_s": 1.0}, "floor_seconds": 1.0, "wall_over_floor": 9.0,
-                          "contended": True}
+    busy["efficiency"] = {
+        "speed_probe": {"prompt_tokens_per_s": 1.0},
+        "floor_seconds": 1.0,
+        "wall_over_floor": 9.0,
+        "contended": True,
+    }
     (runs / f"{cloze}.json").write_text(json.dumps(busy))
     out = _run(["plan", "--check-runs", "--rates", "reference", "--results-dir", str(tmp_path)], ENV)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -160,9 +187,16 @@ def test_the_calibration_is_timed_by_its_clock():
     from harness.plan.probes import BW_CAP
 
     ticks = itertools.count()
-    got = calibration.measure(n_parallel=2, cores=3, repeats=1, seconds=0.05, clock=lambda: float(next(ticks)))
-    assert got["speed"] == {"threads": 1, "prompt_tokens_per_s": 512.0, "decode_1_tokens_per_s": 16.0,
-                            "decode_batched_tokens_per_s": 32.0, "batched_sequences": 2}
+    got = calibration.measure(
+        n_parallel=2, cores=3, repeats=1, seconds=0.05, clock=lambda: float(next(ticks))
+    )
+    assert got["speed"] == {
+        "threads": 1,
+        "prompt_tokens_per_s": 512.0,
+        "decode_1_tokens_per_s": 16.0,
+        "decode_batched_tokens_per_s": 32.0,
+        "batched_sequences": 2,
+    }
     weights = local_model_path(resolve("smollm2-135m")).stat().st_size
     passes = min(weights, BW_CAP) // (4 * 4096) * 4 * 4096  # the bytes one matrix-vector pass reads
     assert got["probe"] == {"matmul_flops": 2 * 1024**3, "bandwidth": passes, "bandwidth_bytes": weights}

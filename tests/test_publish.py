@@ -14,11 +14,28 @@ from harness.publish.build import publish, stale, unpublished
 
 def _results(tmp_path):
     subjects = {"mmlu_llama_anatomy": 135, "mmlu_llama_virology": 166}
-    write_record(tmp_path, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True] * 3 + [False] * 47},
-                                       sizes={"gsm8k_cot_llama": 1319}, quant="Q4_1", n_params=1.345e8))
+    write_record(
+        tmp_path,
+        make_record(
+            "smollm2-135m",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * 3 + [False] * 47},
+            sizes={"gsm8k_cot_llama": 1319},
+            quant="Q4_1",
+            n_params=1.345e8,
+        ),
+    )
     for q in ("Q4_K_M", "Q8_0"):
-        write_record(tmp_path, make_record("llama3.1-8b-instruct", "mmlu",
-                                           {s: [True] * 7 + [False] * 3 for s in subjects}, sizes=subjects, quant=q))
+        write_record(
+            tmp_path,
+            make_record(
+                "llama3.1-8b-instruct",
+                "mmlu",
+                {s: [True] * 7 + [False] * 3 for s in subjects},
+                sizes=subjects,
+                quant=q,
+            ),
+        )
     return tmp_path
 
 
@@ -32,8 +49,15 @@ def test_publish_is_deterministic_and_complete(tmp_path):
     publish(b)
     sa, sb = _snapshot(a), _snapshot(b)
     assert sa == sb
-    for f in ("README.md", "claims.csv", "scores.csv", "report.html", "published.json",
-              "plots/claims-mmlu.png", "plots/quant-llama3.1-8b-instruct.png"):
+    for f in (
+        "README.md",
+        "claims.csv",
+        "scores.csv",
+        "report.html",
+        "published.json",
+        "plots/claims-mmlu.png",
+        "plots/quant-llama3.1-8b-instruct.png",
+    ):
         assert f in sa, f
     assert publish(a) == []  # nothing to rewrite the second time
     readme = (a / "README.md").read_text()
@@ -53,7 +77,9 @@ def test_stale_check_sees_new_records_and_edits(tmp_path):
     assert stale(d) == ["plots/claims-gsm8k.png"]
     publish(d)
     # A user's new run is not yet published: not stale (`make bench` then `make test` passes), but named.
-    new = write_record(d, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True] * 10}, quant="Q8_0"))
+    new = write_record(
+        d, make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True] * 10}, quant="Q8_0")
+    )
     assert stale(d) == [] and unpublished(d) == [new.name]
     assert "smollm2-135m,Q8_0" not in (d / "scores.csv").read_text()
     publish(d)  # `make publish` takes it in
@@ -100,11 +126,27 @@ window.addEventListener("load", () => {
 
 def _chromium(page, tmp_path, *extra):
     return subprocess.run(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--enable-logging=stderr",
-         "--window-size=1280,800", *extra, page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--enable-logging=stderr",
+            "--window-size=1280,800",
+            *extra,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -145,8 +187,15 @@ def test_summary_leads_the_readme(tmp_path):
     d = _results(tmp_path)
     publish(d)
     readme = (d / "README.md").read_text()
-    order = [readme.index(h) for h in ("## Headline scores", "## Judged claims", "## Claims awaiting a measurement",
-                                       "## All claims")]
+    order = [
+        readme.index(h)
+        for h in (
+            "## Headline scores",
+            "## Judged claims",
+            "## Claims awaiting a measurement",
+            "## All claims",
+        )
+    ]
     assert order == sorted(order)
     # Each awaiting group: the command that measures it (its tasks without a run: mmlu has two here) and its
     # estimate on the reference machine class.

@@ -29,8 +29,17 @@ def _setup(tmp_path, base_correct, new_correct, **new_kw):
     base = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": base_correct}, quant="Q4_1")
     write_json(tmp_path / "baselines" / "b.json", base)
     if new_correct is not None:
-        write_record(tmp_path / "new", make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": new_correct},
-                                                   quant="Q4_1", created="2026-11-23T00:00:00+00:00", **new_kw))
+        write_record(
+            tmp_path / "new",
+            make_record(
+                "smollm2-135m",
+                "gsm8k",
+                {"gsm8k_cot_llama": new_correct},
+                quant="Q4_1",
+                created="2026-11-23T00:00:00+00:00",
+                **new_kw,
+            ),
+        )
     (tmp_path / "new").mkdir(exist_ok=True)
     return regress(tmp_path / "baselines", tmp_path / "new")
 
@@ -63,9 +72,24 @@ def test_changed_setting_is_not_comparable_and_missing_run_fails(tmp_path):
 
 def test_cli_exit_codes(tmp_path):
     _setup(tmp_path, [True] * 40 + [False] * 60, [False] * 40 + [False] * 60)
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "regress", "--baselines", str(tmp_path / "baselines"),
-                          "--results-dir", str(tmp_path / "new")], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "regress",
+            "--baselines",
+            str(tmp_path / "baselines"),
+            "--results-dir",
+            str(tmp_path / "new"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "REGRESSED" in res.stdout and "FAILED" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "regress", "--baselines", str(tmp_path / "nope")],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "regress", "--baselines", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "make baseline" in res.stderr and "Traceback" not in res.stderr

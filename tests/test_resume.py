@@ -15,8 +15,23 @@ SAME = ("task", "metrics", "per_subtask", "samples")  # everything but timings, 
 
 
 def _cmd(mirror, results, task, limit, *extra):
-    return [sys.executable, "-m", "harness.cli", "bench", "--tasks", task, "--limit", str(limit), "--threads", "2",
-            "--data-dir", str(mirror), "--results-dir", str(results), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "bench",
+        "--tasks",
+        task,
+        "--limit",
+        str(limit),
+        "--threads",
+        "2",
+        "--data-dir",
+        str(mirror),
+        "--results-dir",
+        str(results),
+        *extra,
+    ]
 
 
 def _records(results):
@@ -71,7 +86,9 @@ def test_killed_runs_resume_to_the_same_record(tmp_path, mirror, task, limit, ex
     seed = int(os.environ.get("RESUME_TEST_SEED", seed))  # fixed: a failure reruns with the same kill delays
     rng = random.Random(seed)
     ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
-    ref = subprocess.run(_cmd(mirror, ref_dir, task, limit, *extra), capture_output=True, text=True, timeout=900)
+    ref = subprocess.run(
+        _cmd(mirror, ref_dir, task, limit, *extra), capture_output=True, text=True, timeout=900
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
     kills = _run_with_kills(_cmd(mirror, killed_dir, task, limit, *extra), killed_dir, 3, rng)
     (a,) = _records(ref_dir)
@@ -101,8 +118,12 @@ def test_ctrl_c_and_sigterm_say_how_to_resume_and_torn_line_is_redone(tmp_path, 
         seen = _journal_lines(tmp_path)
         with open(tmp_path / "err.txt", "w") as err:
             # SIGINT back to its default: a shell runs background jobs (CI, nohup) with SIGINT ignored.
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
-                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
             while proc.poll() is None and _journal_lines(tmp_path) <= seen:
                 time.sleep(0.05)
             proc.send_signal(sig)

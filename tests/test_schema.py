@@ -30,20 +30,33 @@ from harness.records.schema import (
     schema_text,
 )
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # The committed records: those the published manifest lists, and the baselines. Not every file in
 # results/runs/: a user's own new run lands there (the README's `make bench`, CI's first step) and is a
 # version-2 record.
-COMMITTED = sorted([ROOT / "results" / "runs" / name
-                    for name in json.loads((ROOT / "results" / "published.json").read_text())["records"]]
-                   + [p for p in (ROOT / "results" / "baselines").glob("*.json") if not p.name.endswith(".lm_eval.json")])
+COMMITTED = sorted(
+    [
+        ROOT / "results" / "runs" / name
+        for name in json.loads((ROOT / "results" / "published.json").read_text())["records"]
+    ]
+    + [p for p in (ROOT / "results" / "baselines").glob("*.json") if not p.name.endswith(".lm_eval.json")]
+)
 
 
 # Every run record in the repository: results/runs/ (any version; not the lm-eval results files beside them)
 # and the baselines.
-ALL_RECORDS = sorted({p for folder in ("runs", "baselines") for p in (ROOT / "results" / folder).glob("*.json")
-                      if not p.name.endswith(".lm_eval.json")} | set(COMMITTED))
+ALL_RECORDS = sorted(
+    {
+        p
+        for folder in ("runs", "baselines")
+        for p in (ROOT / "results" / folder).glob("*.json")
+        if not p.name.endswith(".lm_eval.json")
+    }
+    | set(COMMITTED)
+)
 
 
 def _validator() -> Draft202012Validator:
@@ -106,8 +119,10 @@ def test_the_json_schema_file_accepts_a_real_record_and_refuses_a_wrong_one(tmp_
     assert rec["schema_version"] == 2 and _errors(validator, rec) == []
     rec["task"]["n"] = "3"
     rec["samples"][0]["correct"] = "yes"
-    assert _errors(validator, rec) == ["samples.0.correct: 'yes' is not of type 'boolean'",
-                                       "task.n: '3' is not of type 'integer'"]
+    assert _errors(validator, rec) == [
+        "samples.0.correct: 'yes' is not of type 'boolean'",
+        "task.n: '3' is not of type 'integer'",
+    ]
 
 
 def test_the_json_schema_tells_the_versions_apart(tmp_path):
@@ -115,41 +130,67 @@ def test_the_json_schema_tells_the_versions_apart(tmp_path):
     version is accepted."""
     validator = _validator()
     v2 = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}, quant="Q4_1")
-    optional_in_v1 = ("harness_version", "harness_commit", "command", "packages", "resume", "lm_eval_results_file",
-                      "efficiency", "backend")
+    optional_in_v1 = (
+        "harness_version",
+        "harness_commit",
+        "command",
+        "packages",
+        "resume",
+        "lm_eval_results_file",
+        "efficiency",
+        "backend",
+    )
     v1 = {k: v for k, v in v2.items() if k not in optional_in_v1} | {"schema_version": 1}
     v1["model"] = {k: v for k, v in v2["model"].items() if k != "kind"}
     assert _errors(validator, v1) == []
     assert read_record(write_record(tmp_path, v1)).model.kind == "instruct"  # and the harness reads it
     for key in optional_in_v1:
-        assert _errors(validator, {k: v for k, v in v2.items() if k != key}) == [f": '{key}' is a required property"]
+        assert _errors(validator, {k: v for k, v in v2.items() if k != key}) == [
+            f": '{key}' is a required property"
+        ]
     assert _errors(validator, dict(v1, schema_version=2)) != []  # a version 2 record must have them
-    assert _errors(validator, {k: v for k, v in v1.items() if k != "task"}) == [": 'task' is a required property"]
+    assert _errors(validator, {k: v for k, v in v1.items() if k != "task"}) == [
+        ": 'task' is a required property"
+    ]
     assert _errors(validator, dict(v2, schema_version=3)) == ["schema_version: 2 was expected"]
 
 
 # ------------------------------------------------------------------------------------ round trip
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False, width=64)  # a record is strict JSON (issue #26)
-EXTRA = st.dictionaries(st.from_regex(r"x_[a-z]{1,6}", fullmatch=True),
-                        st.none() | st.booleans() | st.integers() | NAMES | st.lists(st.integers(), max_size=3),
-                        max_size=2)
+EXTRA = st.dictionaries(
+    st.from_regex(r"x_[a-z]{1,6}", fullmatch=True),
+    st.none() | st.booleans() | st.integers() | NAMES | st.lists(st.integers(), max_size=3),
+    max_size=2,
+)
 
 
 @st.composite
 def records(draw) -> dict:
     task = draw(st.sampled_from(["gsm8k", "mmlu", "mmlu_loglik", "mmlu_cot", "mmlu_cloze"]))
-    kind = "instruct" if task == "mmlu_cot" else draw(st.sampled_from(["base", "instruct"]))  # cot: instruct only
-    subs = draw(st.lists(st.from_regex(r"sub_[a-z]{1,8}", fullmatch=True), min_size=1, max_size=3, unique=True))
+    kind = (
+        "instruct" if task == "mmlu_cot" else draw(st.sampled_from(["base", "instruct"]))
+    )  # cot: instruct only
+    subs = draw(
+        st.lists(st.from_regex(r"sub_[a-z]{1,8}", fullmatch=True), min_size=1, max_size=3, unique=True)
+    )
     correct = {s: draw(st.lists(st.booleans(), min_size=1, max_size=6)) for s in subs}
-    rec = make_record(draw(NAMES), task, correct, quant=draw(NAMES), kind=kind,
-                      n_params=draw(st.integers(1, 10**12) | st.floats(1.0, 1e12)),
-                      created=draw(st.datetimes()).isoformat(timespec="seconds"),
-                      config_hash=draw(st.from_regex(r"[0-9a-f]{16}", fullmatch=True)))
+    rec = make_record(
+        draw(NAMES),
+        task,
+        correct,
+        quant=draw(NAMES),
+        kind=kind,
+        n_params=draw(st.integers(1, 10**12) | st.floats(1.0, 1e12)),
+        created=draw(st.datetimes()).isoformat(timespec="seconds"),
+        config_hash=draw(st.from_regex(r"[0-9a-f]{16}", fullmatch=True)),
+    )
     rec["timing"]["decode_seconds"] = draw(FLOATS)
     rec["timing"]["setup_seconds"] = draw(st.none() | st.floats(0, 1e6))
     rec["per_subtask"][subs[0]][next(iter(rec["metrics"]))]["stderr"] = draw(st.none() | st.floats(0, 1))
-    rec["samples"][0]["response"] = draw(NAMES | st.lists(st.tuples(FLOATS, st.booleans()).map(list), max_size=4))
+    rec["samples"][0]["response"] = draw(
+        NAMES | st.lists(st.tuples(FLOATS, st.booleans()).map(list), max_size=4)
+    )
     rec.update(draw(EXTRA))  # keys a newer harness may add: kept
     rec["model"].update(draw(EXTRA))
     return rec
@@ -169,15 +210,18 @@ def test_a_record_round_trips_through_the_schema(tmp_path_factory, rec):
 
 
 # ------------------------------------------------------------------------------------ wrong types
-@pytest.mark.parametrize("where,value,message", [
-    ("task.n", "3", "field task.n is str, not integer"),
-    ("model.kind", "chat", "field model.kind is str, not 'base' or 'instruct'"),
-    ("samples.0.correct", 1, "field samples.0.correct is int, not boolean"),
-    ("timing.wall_seconds", None, "field timing.wall_seconds is NoneType, not number"),
-    ("metrics", {}, "field metrics: dictionary should have at least 1 item after validation, not 0"),
-    ("hardware", "Test CPU", "field hardware is str, not dictionary"),
-    ("run_id", None, "field run_id is NoneType, not string"),
-])
+@pytest.mark.parametrize(
+    "where,value,message",
+    [
+        ("task.n", "3", "field task.n is str, not integer"),
+        ("model.kind", "chat", "field model.kind is str, not 'base' or 'instruct'"),
+        ("samples.0.correct", 1, "field samples.0.correct is int, not boolean"),
+        ("timing.wall_seconds", None, "field timing.wall_seconds is NoneType, not number"),
+        ("metrics", {}, "field metrics: dictionary should have at least 1 item after validation, not 0"),
+        ("hardware", "Test CPU", "field hardware is str, not dictionary"),
+        ("run_id", None, "field run_id is NoneType, not string"),
+    ],
+)
 def test_a_wrong_type_is_one_message_naming_the_field(tmp_path, where, value, message):
     rec = make_record("smollm2-135m", "gsm8k", {"gsm8k_cot_llama": [True, False]}, quant="Q4_1")
     *parents, last = where.split(".")
@@ -209,15 +253,38 @@ def test_the_builder_refuses_a_record_that_would_not_read_back():
     from harness.errors import HarnessError
     from harness.records.build import build_record
 
-    parts = dict(created="2026-11-30T00:00:00+00:00", stem="s", harness_version=None, harness_commit=None,
-                 command=None, packages=None, model={"name": "m", "kind": "instruct", "quant": "Q4_1"},
-                 backend={"settings": {}}, hardware={"cpu": "c", "cores": 2, "ram_gib": 1.0, "gpu": None},
-                 task={"name": "gsm8k", "config_hash": "h", "num_fewshot": 8, "chat": True, "full": False,
-                       "n": 1, "n_total": 2},
-                 metrics={"exact_match,strict-match": {"average": "micro", "value": 1.0, "stderr": None,
-                                                       "ci95": [0.0, 1.0], "n": 1}},
-                 per_subtask={}, samples=[{"task": "gsm8k", "doc_id": 0, "correct": True}],
-                 timing={"wall_seconds": 1.0})
+    parts = dict(
+        created="2026-11-30T00:00:00+00:00",
+        stem="s",
+        harness_version=None,
+        harness_commit=None,
+        command=None,
+        packages=None,
+        model={"name": "m", "kind": "instruct", "quant": "Q4_1"},
+        backend={"settings": {}},
+        hardware={"cpu": "c", "cores": 2, "ram_gib": 1.0, "gpu": None},
+        task={
+            "name": "gsm8k",
+            "config_hash": "h",
+            "num_fewshot": 8,
+            "chat": True,
+            "full": False,
+            "n": 1,
+            "n_total": 2,
+        },
+        metrics={
+            "exact_match,strict-match": {
+                "average": "micro",
+                "value": 1.0,
+                "stderr": None,
+                "ci95": [0.0, 1.0],
+                "n": 1,
+            }
+        },
+        per_subtask={},
+        samples=[{"task": "gsm8k", "doc_id": 0, "correct": True}],
+        timing={"wall_seconds": 1.0},
+    )
     assert build_record(**parts).task.n == 1
     parts["timing"] = {"wall_seconds": "1s"}
     with pytest.raises(HarnessError, match="run record would not be valid: field timing.wall_seconds is str"):

@@ -45,9 +45,16 @@ def secrets_(min_size: int = 3, alphabet=CHARS):
 def spellings(secret: str) -> set[str]:
     """Every form in which an output could show ``secret``."""
     esc = html.escape(secret, quote=True)
-    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), esc,
-            esc.replace("&#x27;", "&#39;").replace("&quot;", "&#34;"), json.dumps(secret)[1:-1],
-            json.dumps(secret, ensure_ascii=False)[1:-1]} - {""}
+    return {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        esc,
+        esc.replace("&#x27;", "&#39;").replace("&quot;", "&#34;"),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    } - {""}
 
 
 def leaks(text: str, secrets: list[str]) -> list[str]:
@@ -123,8 +130,9 @@ class _EchoKey(BaseHTTPRequestHandler):
     def _answer(self):
         n = int(self.headers.get("Content-Length") or 0)
         sent = self.rfile.read(n).decode(errors="replace") if n else ""
-        body = json.dumps({"error": {"message": f"bad key {self.headers.get('Authorization')} for {self.path} "
-                                                f"{sent}"}}).encode()
+        body = json.dumps(
+            {"error": {"message": f"bad key {self.headers.get('Authorization')} for {self.path} {sent}"}}
+        ).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -142,19 +150,28 @@ def _echo_server(status: int):
 
 
 def _harness(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(HARNESS), *args], capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, **env), errors="replace")
+    res = subprocess.run(
+        [str(HARNESS), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, **env),
+        errors="replace",
+    )
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     return res
 
 
-ASCII_KEY = st.text(alphabet=st.sampled_from("'\"<>&%@#/?:;=+|\\") | st.characters(min_codepoint=33, max_codepoint=126),
-                    min_size=3, max_size=14).map(lambda s: MARK + s)  # an HTTP header carries visible ASCII
+ASCII_KEY = st.text(
+    alphabet=st.sampled_from("'\"<>&%@#/?:;=+|\\") | st.characters(min_codepoint=33, max_codepoint=126),
+    min_size=3,
+    max_size=14,
+).map(lambda s: MARK + s)  # an HTTP header carries visible ASCII
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(user=secrets_(), password=secrets_(), query=secrets_(), key=ASCII_KEY, hf=secrets_())
-@example(user="Sx9al'ice", password="Sx9p<w\"d#/@%", query="Sx9t&o<k", key="Sx9k'\"<>&", hf="Sx9hf\u2603")
+@example(user="Sx9al'ice", password='Sx9p<w"d#/@%', query="Sx9t&o<k", key="Sx9k'\"<>&", hf="Sx9hf\u2603")
 def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_factory, mirror, smollm2_path):
     import openai_stub
 
@@ -173,8 +190,20 @@ def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_f
     try:
         base = stub.url.replace("http://", f"http://{quote(user, safe='')}:{quote(password, safe='')}@")
         url = f"{base}?token={quote(query, safe='')}"
-        common = ["--backend", "server", "-t", "gsm8k", "--limit", "2", "--data-dir", str(mirror),
-                  "--results-dir", str(results), "--api-key-env", "SECRET_KEY_VAR"]
+        common = [
+            "--backend",
+            "server",
+            "-t",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--data-dir",
+            str(mirror),
+            "--results-dir",
+            str(results),
+            "--api-key-env",
+            "SECRET_KEY_VAR",
+        ]
         res = _harness(["bench", "--base-url", url, *common], env)
         assert res.returncode == 0, res.stderr[-2000:]
         outputs += [res.stdout, res.stderr]
@@ -184,14 +213,25 @@ def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_f
     for status in (401, 500):  # a server echoing the key in its error body
         httpd = _echo_server(status)
         try:
-            res = _harness(["bench", "--base-url", f"http://127.0.0.1:{httpd.server_address[1]}/v1", *common,
-                            "--retry-for", "1"], env)
+            res = _harness(
+                [
+                    "bench",
+                    "--base-url",
+                    f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+                    *common,
+                    "--retry-for",
+                    "1",
+                ],
+                env,
+            )
         finally:
             httpd.shutdown()
             httpd.server_close()
         assert res.returncode == 2, res.stderr[-2000:]
         outputs += [res.stdout, res.stderr]
-    pub = _harness(["publish", "--results-dir", str(results)], {})  # knows no secret: the records must be clean
+    pub = _harness(
+        ["publish", "--results-dir", str(results)], {}
+    )  # knows no secret: the records must be clean
     assert pub.returncode == 0, pub.stderr
     outputs += [pub.stdout, pub.stderr]
     files = [p for p in results.rglob("*") if p.is_file() and p.suffix != ".png"]
@@ -204,8 +244,21 @@ def test_no_secret_reaches_any_output(user, password, query, key, hf, tmp_path_f
 
 def test_a_key_an_http_header_cannot_carry_is_one_message(tmp_path):
     """Before: UnicodeEncodeError deep in the HTTP client, an internal error (exit 70)."""
-    res = _harness(["bench", "--backend", "server", "--base-url", "http://127.0.0.1:9/v1", "-t", "gsm8k",
-                    "--results-dir", str(tmp_path), "--api-key-env", "SECRET_KEY_VAR"],
-                   {"SECRET_KEY_VAR": "Sx9\u2603key-value"})
+    res = _harness(
+        [
+            "bench",
+            "--backend",
+            "server",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "-t",
+            "gsm8k",
+            "--results-dir",
+            str(tmp_path),
+            "--api-key-env",
+            "SECRET_KEY_VAR",
+        ],
+        {"SECRET_KEY_VAR": "Sx9\u2603key-value"},
+    )
     assert res.returncode == 2 and "holds a character an HTTP header cannot carry" in res.stderr, res.stderr
     assert "key-value" not in res.stderr + res.stdout

@@ -20,8 +20,16 @@ PROMPT = "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"
 
 
 def _gen(n: int = 2) -> list[Instance]:
-    return [Instance("generate_until", {}, (PROMPT + f"Question {i}", {"until": ["STOP"], "max_gen_toks": 8}), i,
-                     metadata=("gsm8k_cot_llama", i, 1)) for i in range(n)]
+    return [
+        Instance(
+            "generate_until",
+            {},
+            (PROMPT + f"Question {i}", {"until": ["STOP"], "max_gen_toks": 8}),
+            i,
+            metadata=("gsm8k_cot_llama", i, 1),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture

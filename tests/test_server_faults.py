@@ -18,8 +18,15 @@ from harness.records.journal import Journal
 
 
 def gen_requests(n: int) -> list[Instance]:
-    return [Instance("generate_until", {}, (f"Question {i}: what is word{i}", {"until": ["STOP"], "max_gen_toks": 8}), i)
-            for i in range(n)]
+    return [
+        Instance(
+            "generate_until",
+            {},
+            (f"Question {i}: what is word{i}", {"until": ["STOP"], "max_gen_toks": 8}),
+            i,
+        )
+        for i in range(n)
+    ]
 
 
 def expected(req: Instance) -> str:
@@ -88,7 +95,7 @@ def test_server_dying_mid_run_resumes_without_loss(stub, tmp_path):
     out = lm.generate_until(reqs)
     j.close()
     assert out == [expected(r) for r in reqs]
-    resent = stub.prompts[len(before):]
+    resent = stub.prompts[len(before) :]
     assert len(resent) == 7 and not set(resent) & set(before)
 
 
@@ -96,8 +103,10 @@ def test_loglikelihood_from_echoed_prompt_logprobs():
     stub = StubServer(echo_logprobs=True)
     try:
         lm = ServerLM(ServerClient(stub.url))
-        reqs = [Instance("loglikelihood", {}, ("The answer is", " alpha beta"), 0),
-                Instance("loglikelihood", {}, ("Pick one:", " A"), 1)]
+        reqs = [
+            Instance("loglikelihood", {}, ("The answer is", " alpha beta"), 0),
+            Instance("loglikelihood", {}, ("Pick one:", " A"), 1),
+        ]
         got = lm.loglikelihood(reqs)
     finally:
         stub.close()
@@ -120,9 +129,23 @@ def test_cli_run_through_a_keyed_server_never_records_the_key(stub, tmp_path, mi
 
     stub.api_key = "sk-test-secret-123"
     stub.count_tokens = LocalVocab(smollm2_path).count  # true counts: the first prompt's BOS check passes
-    args = ("bench", "--backend", "server", "--base-url", stub.url.replace("http://", "http://user:pw@"),
-            "--api-key-env", "STUB_KEY", "-t", "gsm8k", "--limit", "3", "--data-dir", str(mirror),
-            "--results-dir", str(tmp_path))
+    args = (
+        "bench",
+        "--backend",
+        "server",
+        "--base-url",
+        stub.url.replace("http://", "http://user:pw@"),
+        "--api-key-env",
+        "STUB_KEY",
+        "-t",
+        "gsm8k",
+        "--limit",
+        "3",
+        "--data-dir",
+        str(mirror),
+        "--results-dir",
+        str(tmp_path),
+    )
     res = run_cli(*args, env_extra={"STUB_KEY": "wrong"})
     assert res.returncode == 2 and "refused the request (401" in res.stderr and "--api-key-env" in res.stderr
     res = run_cli(*args, env_extra={"STUB_KEY": stub.api_key})
@@ -134,4 +157,6 @@ def test_cli_run_through_a_keyed_server_never_records_the_key(stub, tmp_path, mi
     assert rec["backend"]["chat_template_source"].startswith("local GGUF")
     # 3 questions and the first prompt once more: the BOS check of a server that does not say (ServerLM._settle_bos)
     assert len(stub.prompts) == 4 and all(p.startswith("<|im_start|>system") for p in stub.prompts)
-    assert rec["backend"]["strip_bos"] is False and rec["backend"]["bos_check"].startswith("usage.prompt_tokens")
+    assert rec["backend"]["strip_bos"] is False and rec["backend"]["bos_check"].startswith(
+        "usage.prompt_tokens"
+    )

@@ -54,7 +54,9 @@ mangle = st.one_of(
 
 def _scorable(vals: list) -> bool:
     """Finite numbers <= 0 whose sum is finite too (-6e307 three times overflows: Hypothesis found it)."""
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= 0 for v in vals)
+    ok = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= 0 for v in vals
+    )
     return ok and math.isfinite(sum(vals))
 
 
@@ -70,7 +72,7 @@ def test_a_bad_logprob_is_never_scored(echo_stub, how):
     def rewrite(lp: dict) -> dict:
         vals = list(lp["token_logprobs"])
         if kind == "values":
-            vals[n_ctx:n_ctx + 3] = arg
+            vals[n_ctx : n_ctx + 3] = arg
             lp["token_logprobs"] = vals
         elif kind == "short":
             lp["token_logprobs"] = vals[:-arg]
@@ -102,7 +104,10 @@ def test_a_bad_logprob_is_never_scored(echo_stub, how):
 def test_request_names_its_data_row_not_its_place_in_the_subset():
     """lm-eval's doc_id is the place in the `samples` subset; messages name the data row it stands for."""
     req = Instance("generate_until", {}, ("q", {}), 0, metadata=("gsm8k_cot_llama", 1, 1))
-    assert request_name(req, "question", {"gsm8k_cot_llama": [803, 12]}) == "the question for gsm8k_cot_llama data row 803"
+    assert (
+        request_name(req, "question", {"gsm8k_cot_llama": [803, 12]})
+        == "the question for gsm8k_cot_llama data row 803"
+    )
     assert request_name(req, "question", None) == "the question for gsm8k_cot_llama data row 1"  # full split
 
 
@@ -158,7 +163,10 @@ def test_hang_message_states_the_real_times():
     finally:
         stub.close()
     msg = err.value.message
-    assert f"kept failing for {spent:.0f} s" in msg or f"kept failing for {spent - 1:.0f} s" in msg, (spent, msg)
+    assert f"kept failing for {spent:.0f} s" in msg or f"kept failing for {spent - 1:.0f} s" in msg, (
+        spent,
+        msg,
+    )
     assert "--retry-for 2 s" in msg or "--retry-for 3 s" in msg
 
 

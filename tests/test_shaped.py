@@ -66,8 +66,12 @@ def test_a_tiny_shape_loads_in_llama_cpp_with_its_metadata(quant, file_type, voc
     engine = LlamaEngine(path, EngineSettings(threads=2))
     try:
         lc, m = engine.lc, engine.model
-        assert (lc.llama_model_n_layer(m), lc.llama_model_n_embd(m), lc.llama_model_n_head(m),
-                lc.llama_model_n_head_kv(m)) == (shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv)
+        assert (
+            lc.llama_model_n_layer(m),
+            lc.llama_model_n_embd(m),
+            lc.llama_model_n_head(m),
+            lc.llama_model_n_head_kv(m),
+        ) == (shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv)
         assert engine.n_vocab == N_VOCAB and engine.n_ctx_train == shape.ctx_train
         assert engine.n_params == shape.n_params()
         assert float(engine.meta("llama.rope.freq_base")) == shape.rope_theta

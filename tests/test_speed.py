@@ -4,8 +4,13 @@ import pytest
 
 from harness.backends.llamacpp.speed import floor_seconds
 
-SPEED = {"prompt_tokens_per_s": 250.0, "decode_batched_tokens_per_s": 200.0, "prompt_len": 512,
-         "decode_batched_deep_tokens_per_s": 100.0, "deep_len": 1536}
+SPEED = {
+    "prompt_tokens_per_s": 250.0,
+    "decode_batched_tokens_per_s": 200.0,
+    "prompt_len": 512,
+    "decode_batched_deep_tokens_per_s": 100.0,
+    "deep_len": 1536,
+}
 
 
 def test_flat_floor_is_prompt_tokens_at_prompt_rate_plus_generated_at_batched_rate():
@@ -19,7 +24,9 @@ def test_floor_at_depth_interpolates_the_per_token_decode_time_linearly():
     assert floor_seconds(SPEED, 0, 400, mean_depth=1024) == pytest.approx(400 * 0.0075)
     assert floor_seconds(SPEED, 0, 400, mean_depth=1536) == pytest.approx(400 / 100)
     assert floor_seconds(SPEED, 0, 400, mean_depth=2048) == pytest.approx(400 * 0.0125)  # extrapolated
-    assert floor_seconds(SPEED, 0, 400, mean_depth=0) == pytest.approx(400 / 200)  # never below the faster rate
+    assert floor_seconds(SPEED, 0, 400, mean_depth=0) == pytest.approx(
+        400 / 200
+    )  # never below the faster rate
 
 
 @pytest.mark.slow
@@ -30,7 +37,14 @@ def test_probe_times_decode_at_two_depths_and_leaves_the_run_counters_alone(engi
     sp = probe(engine, prompt_tokens=128, decode_steps=4, deep=640)
     assert engine.stats.prompt_tokens == before
     assert sp["deep_len"] == 640 and sp["prompt_len"] == 128
-    assert min(sp["prompt_tokens_per_s"], sp["decode_batched_tokens_per_s"], sp["decode_batched_deep_tokens_per_s"]) > 0
+    assert (
+        min(
+            sp["prompt_tokens_per_s"],
+            sp["decode_batched_tokens_per_s"],
+            sp["decode_batched_deep_tokens_per_s"],
+        )
+        > 0
+    )
     engine.stats.prompt_tokens = 0
 
 

@@ -17,7 +17,9 @@ from harness.tasks.settings import plan_task
 
 @pytest.mark.slow
 def test_an_over_long_question_is_named_by_its_row_and_skipped_with_the_flag(tmp_path, mirror):
-    plan = plan_task("mmlu_loglik", resolve("smollm2-135m"), limit=2, data_dir=mirror)  # what `--limit 2` draws
+    plan = plan_task(
+        "mmlu_loglik", resolve("smollm2-135m"), limit=2, data_dir=mirror
+    )  # what `--limit 2` draws
     (kept, kept_ids), (task, (long_row,)) = sorted(plan.samples.items())
     subject = task.removeprefix("mmlu_")
 
@@ -26,12 +28,24 @@ def test_an_over_long_question_is_named_by_its_row_and_skipped_with_the_flag(tmp
         return data
 
     data = edited_mirror(tmp_path, mirror, f"cais/mmlu/{subject}/test-00000-of-00001.parquet", lengthen)
-    args = ("bench", "-t", "mmlu_loglik", "--limit", "2", "--threads", "2", "--allow-modified-data",
-            "--data-dir", str(data))
+    args = (
+        "bench",
+        "-t",
+        "mmlu_loglik",
+        "--limit",
+        "2",
+        "--threads",
+        "2",
+        "--allow-modified-data",
+        "--data-dir",
+        str(data),
+    )
     res = run_cli(*args, "--results-dir", str(tmp_path / "a"))
     assert res.returncode == 2, res.stderr[-2000:]
     # lm-eval's doc_id is 0 here (the first of the subject's subset): the message names the data row
-    assert f"the question for {task} data row {long_row}: its prompt and answer needs" in res.stderr, res.stderr
+    assert f"the question for {task} data row {long_row}: its prompt and answer needs" in res.stderr, (
+        res.stderr
+    )
     assert "--skip-bad-rows" in res.stderr and "Traceback" not in res.stderr
 
     res = run_cli(*args, "--skip-bad-rows", "--results-dir", str(tmp_path / "b"))

@@ -31,23 +31,53 @@ GSM8K = {"shots": 8, "cot": True, "chat": True, "metric": "em_maj1@1", "average"
 
 
 def claim(claimed, ci=None, model="llama3.1-8b-instruct"):
-    return Claim(id="c", model=model, task="gsm8k", setting=GSM8K, kind="value", claimed=claimed, relation=None,
-                 source="test", article=None, summary="", confirmed=True, claimed_ci95=ci)
+    return Claim(
+        id="c",
+        model=model,
+        task="gsm8k",
+        setting=GSM8K,
+        kind="value",
+        claimed=claimed,
+        relation=None,
+        source="test",
+        article=None,
+        summary="",
+        confirmed=True,
+        claimed_ci95=ci,
+    )
 
 
 def gsm8k_runs(tmp_path, right: int, n: int, quant="Q4_K_M"):
-    write_record(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k",
-                                       {"gsm8k_cot_llama": [True] * right + [False] * (n - right)},
-                                       sizes={"gsm8k_cot_llama": 1319}, quant=quant))
+    write_record(
+        tmp_path,
+        make_record(
+            "llama3.1-8b-instruct",
+            "gsm8k",
+            {"gsm8k_cot_llama": [True] * right + [False] * (n - right)},
+            sizes={"gsm8k_cot_llama": 1319},
+            quant=quant,
+        ),
+    )
     return load_runs(tmp_path).runs
 
 
 points = st.floats(min_value=0, max_value=100, allow_nan=False)
 
 
-@given(target=points, lo=points, hi=points, wider_lo=st.floats(0, 30), wider_hi=st.floats(0, 30),
-       m=st.floats(0.1, 5), a=st.floats(0, 5), strict=st.booleans(), value=st.booleans())
-def test_widening_never_turns_inconclusive_into_a_decision(target, lo, hi, wider_lo, wider_hi, m, a, strict, value):
+@given(
+    target=points,
+    lo=points,
+    hi=points,
+    wider_lo=st.floats(0, 30),
+    wider_hi=st.floats(0, 30),
+    m=st.floats(0.1, 5),
+    a=st.floats(0, 5),
+    strict=st.booleans(),
+    value=st.booleans(),
+)
+def test_widening_never_turns_inconclusive_into_a_decision(
+    target, lo, hi, wider_lo, wider_hi, m, a, strict, value
+):
     lo, hi = min(lo, hi), max(lo, hi)
     before, _ = judge(target, lo, hi, m, a, strict=strict, can_exceed=value)
     after, _ = judge(target, lo - wider_lo, hi + wider_hi, m, a, strict=strict, can_exceed=value)
@@ -75,7 +105,9 @@ def test_each_branch_through_records_at_its_boundary(tmp_path):
     (past,) = compare_claim(claim(floor_claim + 0.01), runs)
     assert at.verdict == HOLDS and at.decisive and "decisive" in at.strength()
     assert past.verdict == INCONCLUSIVE and not past.decisive
-    assert past.decidable is False or past.decide_n > 1319  # 1319 questions did not decide: no smaller run would
+    assert (
+        past.decidable is False or past.decide_n > 1319
+    )  # 1319 questions did not decide: no smaller run would
     (nr,) = compare_claim(claim(hi + c.allowance + 0.01), runs)
     assert nr.verdict == NOT_REPRODUCED and nr.decisive
     (ex,) = compare_claim(claim(lo - 0.01), runs)
@@ -90,8 +122,11 @@ def test_inconclusive_says_how_many_questions_would_decide(tmp_path):
     assert f"{c.decide_n} questions would decide" in c.strength()
     # The direct computation: the smallest subset whose interval at 80% clears 84.5 - 2 - 0.5 from above or
     # falls short of 84.5 - 0.5 from below, by the estimator the comparison uses, scanned one size at a time.
-    direct = next(n for n in range(1, 1320)
-                  if judge(84.5, *power.interval(0.8, {"gsm8k": 1319}, n, "micro"), 2.0, 0.5)[0] != INCONCLUSIVE)
+    direct = next(
+        n
+        for n in range(1, 1320)
+        if judge(84.5, *power.interval(0.8, {"gsm8k": 1319}, n, "micro"), 2.0, 0.5)[0] != INCONCLUSIVE
+    )
     assert c.decide_n == direct
 
 
@@ -132,8 +167,11 @@ def test_decision_size_is_the_smallest_that_decides():
     assert math.isclose(needed, 2.5 * Z95 / (Z95 + 0.8416212335729143))
     sizes = {"gsm8k": 1319}
     d = power.decision(0.9, sizes, 100, "micro", power.needed_half_width(2.7, 0.0, 0.8))
-    scan = next(n for n in range(1, 1320)
-                if power.half_width(0.9, sizes, n, "micro") <= power.needed_half_width(2.7, 0.0, 0.8))
+    scan = next(
+        n
+        for n in range(1, 1320)
+        if power.half_width(0.9, sizes, n, "micro") <= power.needed_half_width(2.7, 0.0, 0.8)
+    )
     assert d.decide_n == scan and not d.decides
     full = power.decision(0.845, sizes, 100, "micro", needed)
     assert full.decide_n is None and "not decidable" in full.text()
@@ -143,8 +181,9 @@ def test_stratified_decision_matches_a_scan():
     sizes = {f"s{i}": 100 + 37 * i for i in range(8)}
     needed = 5.0
     d = power.decision(0.6, sizes, 40, "macro", needed)
-    scan = next(n for n in range(1, sum(sizes.values()) + 1)
-                if power.half_width(0.6, sizes, n, "macro") <= needed)
+    scan = next(
+        n for n in range(1, sum(sizes.values()) + 1) if power.half_width(0.6, sizes, n, "macro") <= needed
+    )
     assert d.decide_n == scan
 
 
@@ -176,7 +215,11 @@ def test_every_catalogue_claim_has_a_planned_half_width_and_a_minimal_decide_siz
             if d.decision is None:
                 continue
             seen += 1
-            target = (d.claim.claimed if d.claim.kind == "value" else d.claim.relation["reference"]["value"] - float(d.claim.relation.get("margin") or 0)) / 100
+            target = (
+                d.claim.claimed
+                if d.claim.kind == "value"
+                else d.claim.relation["reference"]["value"] - float(d.claim.relation.get("margin") or 0)
+            ) / 100
             sizes = dec.split_sizes(d.claim.task, entry.kind)
             if len(sizes) == 1:
                 assert math.isclose(d.decision.half_width, _wilson_half(target, d.decision.n), rel_tol=1e-9)
@@ -198,20 +241,56 @@ def test_plan_and_bench_say_what_a_run_can_decide(tmp_path):
     from pathlib import Path
 
     harness = Path(sys.executable).parent / "harness"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARNESS_MEMORY_AVAILABLE": "24GiB", "HARNESS_GPU_FREE": "none",
-           "HARNESS_DISK_FREE": "500GiB"}
-    out = subprocess.run([str(harness), "plan", "llama3.1-8b-instruct", "--rates", "reference"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HARNESS_MEMORY_AVAILABLE": "24GiB",
+        "HARNESS_GPU_FREE": "none",
+        "HARNESS_DISK_FREE": "500GiB",
+    }
+    out = subprocess.run(
+        [str(harness), "plan", "llama3.1-8b-instruct", "--rates", "reference"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
-    assert "llama3.1-8b-instruct.gsm8k.card (84.5, margin 2): ±7.1 at 100: not decidable on this benchmark" in out.stdout
+    assert (
+        "llama3.1-8b-instruct.gsm8k.card (84.5, margin 2): ±7.1 at 100: not decidable on this benchmark"
+        in out.stdout
+    )
     assert "llama3.1-8b-instruct.mmlu.card (69.4, margin 2): ±3.8 at 570: decides from" in out.stdout
-    dec = subprocess.run([str(harness), "plan", "smollm2-135m", "-t", "gsm8k_5shot,mmlu_cloze", "--rates",
-                          "reference", "--decide"], capture_output=True, text=True, env=env, timeout=300)
+    dec = subprocess.run(
+        [
+            str(harness),
+            "plan",
+            "smollm2-135m",
+            "-t",
+            "gsm8k_5shot,mmlu_cloze",
+            "--rates",
+            "reference",
+            "--decide",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert dec.returncode == 0, dec.stderr
     assert "--decide: gsm8k_5shot 59, mmlu_cloze 1847" in dec.stdout
-    bad = subprocess.run([str(harness), "bench", "--decide", "--limit", "3"], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert bad.returncode == 2 and "--decide sizes each task itself" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(
+        [str(harness), "bench", "--decide", "--limit", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert (
+        bad.returncode == 2
+        and "--decide sizes each task itself" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
 
 
 def test_a_measured_quant_loss_is_cited_beside_the_allowance(tmp_path):
@@ -220,10 +299,21 @@ def test_a_measured_quant_loss_is_cited_beside_the_allowance(tmp_path):
     answers_f16 = [True] * 1187 + [False] * 132
     answers_q4 = [True] * 1150 + [False] * 169
     for quant, answers in (("F16", answers_f16), ("Q4_K_M", answers_q4)):
-        write_record(tmp_path, make_record("llama3.1-8b-instruct", "gsm8k", {"gsm8k_cot_llama": answers},
-                                           sizes={"gsm8k_cot_llama": 1319}, quant=quant,
-                                           sha256=f"{quant.lower():0<64}"[:64]))
+        write_record(
+            tmp_path,
+            make_record(
+                "llama3.1-8b-instruct",
+                "gsm8k",
+                {"gsm8k_cot_llama": answers},
+                sizes={"gsm8k_cot_llama": 1319},
+                quant=quant,
+                sha256=f"{quant.lower():0<64}"[:64],
+            ),
+        )
     runs = load_runs(tmp_path).runs
     rows = {r.quant: r for r in compare_claim(claim(88.0), runs)}
-    assert "measured loss vs F16: +2.8 points" in rows["Q4_K_M"].note and "(allowance 0.5)" in rows["Q4_K_M"].note
+    assert (
+        "measured loss vs F16: +2.8 points" in rows["Q4_K_M"].note
+        and "(allowance 0.5)" in rows["Q4_K_M"].note
+    )
     assert "measured loss" not in rows["F16"].note

@@ -35,7 +35,9 @@ class Claim:
     confirmed: bool
     claimed_params: float | None = None
     claimed_ci95: float | None = None  # the source's own +/- (95% interval half-width), where it prints one
-    mapping: dict | None = None  # {"by": "ours", "reason": ...} when the benchmark is our choice, not the source's
+    mapping: dict | None = (
+        None  # {"by": "ours", "reason": ...} when the benchmark is our choice, not the source's
+    )
 
     @property
     def mapping_ours(self) -> bool:
@@ -73,7 +75,9 @@ class Claim:
         if self.kind == "value":
             if self.claimed is None:
                 return "?"
-            return f"{self.claimed:.1f} ± {self.claimed_ci95:.1f}" if self.claimed_ci95 else f"{self.claimed:g}"
+            return (
+                f"{self.claimed:.1f} ± {self.claimed_ci95:.1f}" if self.claimed_ci95 else f"{self.claimed:g}"
+            )
         rel = self.relation or {}
         margin = f" - {rel['margin']:g}" if rel.get("margin") else ""
         if rel.get("other_model"):
@@ -91,10 +95,20 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
         row = c.model_dump(exclude_unset=True)
         out.append(
             Claim(
-                id=c.id, model=c.model, task=c.task, setting=row.get("setting"), kind=c.kind,
-                claimed=c.claimed, relation=row.get("relation"), source=c.source,
-                article=c.article, summary=c.summary, confirmed=bool(c.confirmed),
-                claimed_params=c.claimed_params, claimed_ci95=c.claimed_ci95, mapping=row.get("mapping"),
+                id=c.id,
+                model=c.model,
+                task=c.task,
+                setting=row.get("setting"),
+                kind=c.kind,
+                claimed=c.claimed,
+                relation=row.get("relation"),
+                source=c.source,
+                article=c.article,
+                summary=c.summary,
+                confirmed=bool(c.confirmed),
+                claimed_params=c.claimed_params,
+                claimed_ci95=c.claimed_ci95,
+                mapping=row.get("mapping"),
             )
         )
     return out

@@ -102,8 +102,16 @@ class Comparison:
         return f"undecided ({hw}; {self.decide_n} questions would decide)"
 
 
-def judge(target: float, lo: float, hi: float, margin_pts: float, allowance_pts: float, *, strict: bool = False,
-          can_exceed: bool = True) -> tuple[str, str]:
+def judge(
+    target: float,
+    lo: float,
+    hi: float,
+    margin_pts: float,
+    allowance_pts: float,
+    *,
+    strict: bool = False,
+    can_exceed: bool = True,
+) -> tuple[str, str]:
     """Verdict and the rule that decided it, for a measured 95% interval [lo, hi] against a claimed value
     or relation threshold ``target`` (points). ``strict``: the claim is "> target"; ``can_exceed``: a value
     claim, where an interval wholly above the claim is "exceeded" (a relation is then simply "holds").
@@ -123,13 +131,19 @@ def judge(target: float, lo: float, hi: float, margin_pts: float, allowance_pts:
         return NOT_REPRODUCED, f"hi {hi:.1f} + allowance {allowance_pts:g} < {target:.1f}"
     if lo >= floor and half <= tolerance:
         verdict = HOLDS if reaches else WITHIN_QUANT
-        return verdict, (f"lo {lo:.1f} >= {target:.1f} - margin {margin_pts:g} - allowance {allowance_pts:g} "
-                         f"= {floor:.1f}, half-width {half:.1f} <= {tolerance:g}")
+        return verdict, (
+            f"lo {lo:.1f} >= {target:.1f} - margin {margin_pts:g} - allowance {allowance_pts:g} "
+            f"= {floor:.1f}, half-width {half:.1f} <= {tolerance:g}"
+        )
     if lo >= floor:
-        return INCONCLUSIVE, (f"half-width {half:.1f} > margin {margin_pts:g} + allowance {allowance_pts:g}: "
-                              f"[{lo:.1f}, {hi:.1f}] is coarser than the difference it would have to tell")
-    return INCONCLUSIVE, (f"[{lo:.1f}, {hi:.1f}] covers {target:.1f} and a shortfall below {floor:.1f} "
-                          f"(margin {margin_pts:g} + allowance {allowance_pts:g})")
+        return INCONCLUSIVE, (
+            f"half-width {half:.1f} > margin {margin_pts:g} + allowance {allowance_pts:g}: "
+            f"[{lo:.1f}, {hi:.1f}] is coarser than the difference it would have to tell"
+        )
+    return INCONCLUSIVE, (
+        f"[{lo:.1f}, {hi:.1f}] covers {target:.1f} and a shortfall below {floor:.1f} "
+        f"(margin {margin_pts:g} + allowance {allowance_pts:g})"
+    )
 
 
 def setting_mismatch(claim: Claim, run: Run) -> list[str]:
@@ -143,12 +157,16 @@ def setting_mismatch(claim: Claim, run: Run) -> list[str]:
     if s.get("cot") is not None and bool(s["cot"]) != bool(spec.get("cot")):
         out.append("chain of thought differs")
     if s.get("chat") is not None and bool(s["chat"]) != t.chat:
-        out.append(f"chat template {'used' if s['chat'] else 'not used'} in the claim, {'used' if t.chat else 'not'} here")
+        out.append(
+            f"chat template {'used' if s['chat'] else 'not used'} in the claim, {'used' if t.chat else 'not'} here"
+        )
     if s.get("metric") not in (spec.get("claim_metrics") or {}):
         out.append(f"metric {s.get('metric')!r} is not what this task measures")
     if s.get("average") not in ("micro", "macro"):
         out.append("averaging not stated by the source")
-    if t.data_modified:  # --allow-modified-data / --skip-bad-rows (harness/tasks/data.py): not the claim's data
+    if (
+        t.data_modified
+    ):  # --allow-modified-data / --skip-bad-rows (harness/tasks/data.py): not the claim's data
         out.append("run on modified data (task.data_modified), not the data the claims were made on")
     return out
 
@@ -183,8 +201,18 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
     est = estimate(_strata(run, key), claim.setting["average"])
     m, lo, hi = 100 * est.value, 100 * est.lo, 100 * est.hi
     allow = allowance(run.quant, run.rec.model.n_params, claim.task)
-    base = dict(claim=claim, quant=run.quant, measured=m, lo=lo, hi=hi, n=est.n, n_total=est.n_total,
-                allowance=allow.points, allowance_source=allow.source, run_ids=(run.rec.run_id,))
+    base = dict(
+        claim=claim,
+        quant=run.quant,
+        measured=m,
+        lo=lo,
+        hi=hi,
+        n=est.n,
+        n_total=est.n_total,
+        allowance=allow.points,
+        allowance_source=allow.source,
+        run_ids=(run.rec.run_id,),
+    )
     notes = [_subset_note(est.n, est.n_total)]
     if allow.rule == "none":
         notes.append(f"no quantization allowance known for {run.quant} on {claim.task}")
@@ -194,24 +222,40 @@ def _compare_measured(claim: Claim, run: Run) -> Comparison:
     base.update(margin=marg.points, margin_source=marg.source)
     if claim.kind == "value":
         verdict, rule = judge(claim.claimed, lo, hi, marg.points, allow.points)
-        return _with_power(Comparison(verdict=verdict, delta=m - claim.claimed, note="; ".join(notes), rule=rule,
-                                      **base), est.value, run, key, claim)
+        return _with_power(
+            Comparison(verdict=verdict, delta=m - claim.claimed, note="; ".join(notes), rule=rule, **base),
+            est.value,
+            run,
+            key,
+            claim,
+        )
     rel = claim.relation
     ref = rel["reference"]
     if ref.get("value") is None:
         return Comparison(verdict=NOT_COMPARABLE, note=f"no source gives {ref.get('name')}'s figure", **base)
     ref_diff = reference_mismatch(claim)
     if ref_diff:  # e.g. a 5-shot MMLU figure against a 0-shot CoT claim: never compared
-        return Comparison(verdict=NOT_COMPARABLE, note="reference figure from another setting: " + "; ".join(ref_diff),
-                          **base)
+        return Comparison(
+            verdict=NOT_COMPARABLE,
+            note="reference figure from another setting: " + "; ".join(ref_diff),
+            **base,
+        )
     threshold = ref["value"] - float(rel.get("margin") or 0)
-    verdict, rule = judge(threshold, lo, hi, marg.points, allow.points, strict=rel["op"] == ">", can_exceed=False)
-    return _with_power(Comparison(verdict=verdict, delta=m - ref["value"], note="; ".join(notes), rule=rule, **base),
-                       est.value, run, key, claim)
+    verdict, rule = judge(
+        threshold, lo, hi, marg.points, allow.points, strict=rel["op"] == ">", can_exceed=False
+    )
+    return _with_power(
+        Comparison(verdict=verdict, delta=m - ref["value"], note="; ".join(notes), rule=rule, **base),
+        est.value,
+        run,
+        key,
+        claim,
+    )
 
 
-def deciding_half_width(measured: float, target: float, margin_pts: float, allowance_pts: float,
-                        can_exceed: bool = True) -> float:
+def deciding_half_width(
+    measured: float, target: float, margin_pts: float, allowance_pts: float, can_exceed: bool = True
+) -> float:
     """The half-width (points) at which a symmetric interval centred on ``measured`` would decide (see
     :func:`judge`): clear of ``target - margin - allowance`` and no wider than margin + allowance (holds),
     wholly short of ``target - allowance`` (not reproduced), or (value claims) wholly above the target
@@ -236,8 +280,12 @@ def _with_power(c: Comparison, p: float, run: Run, key: str, claim: Claim) -> Co
     sizes = {s.name: s.size for s in _strata(run, key)}
 
     def decides(lo: float, hi: float) -> bool:
-        return judge(target, lo, hi, c.margin, c.allowance or 0.0, strict=strict,
-                     can_exceed=claim.kind == "value")[0] != INCONCLUSIVE
+        return (
+            judge(
+                target, lo, hi, c.margin, c.allowance or 0.0, strict=strict, can_exceed=claim.kind == "value"
+            )[0]
+            != INCONCLUSIVE
+        )
 
     c.decide_n = power.smallest_deciding(p, sizes, claim.setting["average"], decides)
     c.decidable = c.decide_n is not None
@@ -265,12 +313,27 @@ def _compare_models(claim: Claim, run_a: Run, run_b: Run) -> Comparison:
     lo, hi = 100 * d.lo, 100 * d.hi
     # Both models are quantized here, so no allowance: the claim compares the two as they were run.
     verdict, rule = judge(-rel_margin, lo, hi, marg.points, 0.0, strict=rel["op"] == ">", can_exceed=False)
-    note = (f"paired on {d.n} shared questions ({d.a_only} won by {run_a.model} only, {d.b_only} by "
-            f"{run_b.model} only); {run_b.model} at {run_b.quant}")
+    note = (
+        f"paired on {d.n} shared questions ({d.a_only} won by {run_a.model} only, {d.b_only} by "
+        f"{run_b.model} only); {run_b.model} at {run_b.quant}"
+    )
     n_total = run_a.rec.task.n_total
-    c = Comparison(claim, verdict, note, quant=run_a.quant, measured=100 * d.value, lo=lo, hi=hi, n=d.n,
-                   n_total=n_total, delta=100 * d.value, run_ids=(run_a.rec.run_id, run_b.rec.run_id),
-                   margin=marg.points, margin_source=marg.source, rule=rule)
+    c = Comparison(
+        claim,
+        verdict,
+        note,
+        quant=run_a.quant,
+        measured=100 * d.value,
+        lo=lo,
+        hi=hi,
+        n=d.n,
+        n_total=n_total,
+        delta=100 * d.value,
+        run_ids=(run_a.rec.run_id, run_b.rec.run_id),
+        margin=marg.points,
+        margin_source=marg.source,
+        rule=rule,
+    )
     if verdict == INCONCLUSIVE:
         needed = deciding_half_width(100 * d.value, -rel_margin, marg.points, 0.0, can_exceed=False)
         c.decide_n = power.scaled_decide_n(d.n, (hi - lo) / 2, needed, n_total)
@@ -281,7 +344,9 @@ def _compare_models(claim: Claim, run_a: Run, run_b: Run) -> Comparison:
 def _compare_params(claim: Claim, runs: list[Run]) -> list[Comparison]:
     mine = [r for r in runs if r.model == claim.model and r.rec.model.n_params]
     if not mine:
-        return [Comparison(claim, NOT_COMPARABLE, "no run of this model (parameter count comes from its GGUF)")]
+        return [
+            Comparison(claim, NOT_COMPARABLE, "no run of this model (parameter count comes from its GGUF)")
+        ]
     tol = params_tolerance()
     out = {}
     for r in mine:
@@ -289,9 +354,16 @@ def _compare_params(claim: Claim, runs: list[Run]) -> list[Comparison]:
         rel = (n - claim.claimed_params) / claim.claimed_params
         verdict = HOLDS if abs(rel) <= tol else NOT_REPRODUCED
         note = f"GGUF tensors count {n / 1e9:.2f}B ({100 * rel:+.1f}%; names round within {100 * tol:g}%)"
-        out[r.quant] = Comparison(claim, verdict, note, quant=r.quant, measured=n / 1e9,
-                                  delta=(n - claim.claimed_params) / 1e9, run_ids=(r.rec.run_id,),
-                                  rule=f"|{100 * rel:+.1f}%| {'<=' if verdict == HOLDS else '>'} {100 * tol:g}%")
+        out[r.quant] = Comparison(
+            claim,
+            verdict,
+            note,
+            quant=r.quant,
+            measured=n / 1e9,
+            delta=(n - claim.claimed_params) / 1e9,
+            run_ids=(r.rec.run_id,),
+            rule=f"|{100 * rel:+.1f}%| {'<=' if verdict == HOLDS else '>'} {100 * tol:g}%",
+        )
     return [out[q] for q in sorted(out)]
 
 
@@ -315,8 +387,15 @@ def _compare_claim(claim: Claim, runs: list[Run]) -> list[Comparison]:
         run = best_run(runs, claim.model, claim.task, q)
         diff = setting_mismatch(claim, run)
         if diff:
-            rows.append(Comparison(claim, NOT_COMPARABLE, "setting differs: " + "; ".join(diff), quant=q,
-                                   run_ids=(run.rec.run_id,)))
+            rows.append(
+                Comparison(
+                    claim,
+                    NOT_COMPARABLE,
+                    "setting differs: " + "; ".join(diff),
+                    quant=q,
+                    run_ids=(run.rec.run_id,),
+                )
+            )
             continue
         other = (claim.relation or {}).get("other_model")
         if other:
@@ -326,19 +405,29 @@ def _compare_claim(claim: Claim, runs: list[Run]) -> list[Comparison]:
                 continue
             diff_b = setting_mismatch(claim, run_b)
             if diff_b:
-                rows.append(Comparison(claim, NOT_COMPARABLE, f"{other}: setting differs: " + "; ".join(diff_b), quant=q))
+                rows.append(
+                    Comparison(
+                        claim, NOT_COMPARABLE, f"{other}: setting differs: " + "; ".join(diff_b), quant=q
+                    )
+                )
                 continue
             rows.append(_compare_models(claim, run, run_b))
         else:
             row = _compare_measured(claim, run)
             loss = measured_loss(runs, claim.model, claim.task, q)
-            if loss is not None and row.verdict != NOT_COMPARABLE:  # the evidence beside the sourced allowance
-                row.note = "; ".join(x for x in (row.note, f"{loss.text()} (allowance {row.allowance:g})") if x)
+            if (
+                loss is not None and row.verdict != NOT_COMPARABLE
+            ):  # the evidence beside the sourced allowance
+                row.note = "; ".join(
+                    x for x in (row.note, f"{loss.text()} (allowance {row.allowance:g})") if x
+                )
             rows.append(row)
     return rows
 
 
-def compare_all(runs: list[Run], claims: list[Claim] | None = None, model: str | None = None) -> list[Comparison]:
+def compare_all(
+    runs: list[Run], claims: list[Claim] | None = None, model: str | None = None
+) -> list[Comparison]:
     """Every claim (or those of one model) against the runs, in catalogue order."""
     claims = load_claims() if claims is None else claims
     return [row for c in claims if model is None or c.model == model for row in compare_claim(c, runs)]

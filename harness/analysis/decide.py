@@ -36,8 +36,10 @@ def split_sizes(task: str, kind: str) -> dict[str, int]:
     for s in strata:
         cfg = ds["config"].format(subject=s) if s else ds["config"]
         if cfg not in rows:
-            raise HarnessError(f"{SIZES_FILE} has no row count for {ds['repo']} {cfg}",
-                               "add it (rows of the test split) and rerun.")
+            raise HarnessError(
+                f"{SIZES_FILE} has no row count for {ds['repo']} {cfg}",
+                "add it (rows of the test split) and rerun.",
+            )
         out[s or task] = rows[cfg]
     return out
 
@@ -67,8 +69,9 @@ def _target(claim: Claim) -> float | None:
     return ref["value"] - float(rel.get("margin") or 0)
 
 
-def claim_decisions(model: str, kind: str, quant: str, n_params: float | None, tasks: list[str],
-                    limits: dict[str, int | None]) -> list[ClaimDecision]:
+def claim_decisions(
+    model: str, kind: str, quant: str, n_params: float | None, tasks: list[str], limits: dict[str, int | None]
+) -> list[ClaimDecision]:
     """Every claim of ``model`` on ``tasks`` (value claims and relations), with what a run of ``limits[task]``
     questions (None: the full test) can decide, at ``quant``'s allowance."""
     out = []
@@ -85,7 +88,9 @@ def claim_decisions(model: str, kind: str, quant: str, n_params: float | None, t
         sizes = split_sizes(c.task, kind)
         needed = power.needed_half_width(margin(c).points, allowance(quant, n_params, c.task).points, pw)
         p = min(max(target / 100, 0.0), 1.0)
-        out.append(ClaimDecision(c, power.decision(p, sizes, limits.get(c.task), c.setting["average"], needed)))
+        out.append(
+            ClaimDecision(c, power.decision(p, sizes, limits.get(c.task), c.setting["average"], needed))
+        )
     return out
 
 
@@ -110,8 +115,10 @@ def render(decisions: list[ClaimDecision], power_: float | None = None) -> list[
     if not decisions:
         return []
     pw = decision_power() if power_ is None else power_
-    lines = [f"what this run can decide ({pw:.0%} power if the model scores what is claimed; 95% half-widths; "
-             "margins: tasks/verdict_margins.yaml, allowances: tasks/quant_allowance.yaml):"]
+    lines = [
+        f"what this run can decide ({pw:.0%} power if the model scores what is claimed; 95% half-widths; "
+        "margins: tasks/verdict_margins.yaml, allowances: tasks/quant_allowance.yaml):"
+    ]
     lines += [f"  {d.text()}" for d in decisions]
     return lines
 
@@ -122,8 +129,10 @@ def undecided_note(decisions: list[ClaimDecision]) -> str | None:
     if not bad:
         return None
     never = [d for d in bad if d.decision.decide_n is None]
-    text = (f"note: at this subset {len(bad)} of {len(decisions)} claim(s) about this model cannot be decided "
-            f"(e.g. {bad[0].claim.id}: {bad[0].decision.text()})")
+    text = (
+        f"note: at this subset {len(bad)} of {len(decisions)} claim(s) about this model cannot be decided "
+        f"(e.g. {bad[0].claim.id}: {bad[0].decision.text()})"
+    )
     if never:
         text += f"; {len(never)} not even on the full test set"
     return text + "; `--decide` sizes each task to decide them"
@@ -132,7 +141,9 @@ def undecided_note(decisions: list[ClaimDecision]) -> str | None:
 def planned_limit(entry, task: str, limit: int | None, full: bool) -> int | None:
     """The subset a task would run (None: the full test), as ``plan_task`` picks it: ``--full``, else
     ``--limit``, else the task's default."""
-    return None if full else (limit if limit is not None else task_spec(task, entry.kind).get("default_limit"))
+    return (
+        None if full else (limit if limit is not None else task_spec(task, entry.kind).get("default_limit"))
+    )
 
 
 def planned_limits(entry, tasks: list[str], limit: int | None, full: bool) -> dict[str, int | None]:

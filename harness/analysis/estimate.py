@@ -133,7 +133,9 @@ class PairedDiff:
     b_only: int
 
 
-def paired_difference(pairs: dict[str, list[tuple[bool, bool]]], sizes: dict[str, int], average: str) -> PairedDiff:
+def paired_difference(
+    pairs: dict[str, list[tuple[bool, bool]]], sizes: dict[str, int], average: str
+) -> PairedDiff:
     """Score difference of A and B on shared questions, per stratum (name -> [(a_correct, b_correct)]).
 
     Within a stratum of n shared questions with b = A-only and c = B-only wins, d = (b - c)/n and

@@ -34,7 +34,7 @@ def allocation(sizes: dict[str, int], limit: int | None) -> dict[str, int]:
     """Questions per stratum for ``limit`` questions: the harness's own stratified draw (seed 0; the seed
     only moves which strata get the remainder, not how many questions each gets beyond one)."""
     if len(sizes) == 1:
-        (name, size), = sizes.items()
+        ((name, size),) = sizes.items()
         return {name: size if limit is None else min(limit, size)}
     return {s: len(ids) for s, ids in pick_stratified(sizes, limit, 0).items()}
 
@@ -54,8 +54,9 @@ def half_width(p: float, sizes: dict[str, int], limit: int | None, average: str)
     return (hi - lo) / 2
 
 
-def smallest_deciding(p: float, sizes: dict[str, int], average: str,
-                      decides: Callable[[float, float], bool]) -> int | None:
+def smallest_deciding(
+    p: float, sizes: dict[str, int], average: str, decides: Callable[[float, float], bool]
+) -> int | None:
     """The smallest subset whose interval at score ``p`` satisfies ``decides(lo, hi)`` (points), or None
     when not even the full test does. Intervals narrow as the subset grows, so a bisection finds it;
     ``tests/test_verdicts.py`` checks it against a scan."""

@@ -17,7 +17,13 @@ from harness.records.record import read_record
 from harness.records.runs import Run, load_runs
 from harness.records.schema import RunRecord
 
-OK, IMPROVED, REGRESSED, NOT_COMPARABLE, MISSING = "ok", "improved", "REGRESSED", "not comparable", "no new run"
+OK, IMPROVED, REGRESSED, NOT_COMPARABLE, MISSING = (
+    "ok",
+    "improved",
+    "REGRESSED",
+    "not comparable",
+    "no new run",
+)
 
 
 def mcnemar_one_sided(worse: int, better: int) -> float:
@@ -84,15 +90,20 @@ def check_one(base: RunRecord, new: RunRecord | None, alpha: float, max_drop: fl
     return c
 
 
-def regress(baselines_dir: Path, results_dir: Path, alpha: float = 0.05, max_drop: float = 0.0) -> list[Check]:
+def regress(
+    baselines_dir: Path, results_dir: Path, alpha: float = 0.05, max_drop: float = 0.0
+) -> list[Check]:
     """Check every baseline record against the newest run of its model, quant and task in results_dir."""
     base_paths = sorted(p for p in Path(baselines_dir).glob("*.json") if not p.name.endswith(".lm_eval.json"))
     runs = load_runs(results_dir).runs
     out = []
     for p in base_paths:
         base = read_record(p)
-        cands = [r for r in runs if (r.model, r.quant, r.task) ==
-                 (base.model.name, base.model.quant, base.task.name)]
+        cands = [
+            r
+            for r in runs
+            if (r.model, r.quant, r.task) == (base.model.name, base.model.quant, base.task.name)
+        ]
         # Prefer a run of the very same setting; else the newest, which will be flagged not comparable.
         same = [r for r in cands if not _differences(base, r.rec)]
         pick: Run | None = max(same or cands, key=lambda r: r.sort_key(), default=None)

@@ -37,8 +37,10 @@ def _check_env_numbers() -> None:
         raw = os.environ.get(name, "").strip()
         if raw and not (raw.isdigit() and 0 < int(raw) <= 86_400):
             shown = raw if len(raw) <= 40 else raw[:20] + "..."
-            raise HarnessError(f"{name}={shown!r} is not a whole number of seconds (1 to 86400)",
-                               f"set {name} to e.g. 10, or unset it.")
+            raise HarnessError(
+                f"{name}={shown!r} is not a whole number of seconds (1 to 86400)",
+                f"set {name} to e.g. 10, or unset it.",
+            )
 
 
 for _module in (cmd_models, cmd_bench, cmd_results):
@@ -101,8 +103,10 @@ def _run() -> int:
         if os.environ.get("HARNESS_DEBUG"):
             raise
         log = _save_traceback()
-        last_word(f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}\n"
-                  f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}.")
+        last_word(
+            f"internal error: {type(exc).__name__}: {redact_text(str(exc))[:300]}\n"
+            f"  -> this is a bug in the harness; please report it with {log or 'HARNESS_DEBUG=1 output'}."
+        )
         return ExitCode.INTERNAL_ERROR
     return ExitCode.OK
 
@@ -134,4 +138,3 @@ def _save_traceback() -> str | None:
         return path
     except OSError:
         return None
-

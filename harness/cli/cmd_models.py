@@ -28,7 +28,9 @@ def models(quant: str | None) -> None:
             here = local_model_path(e) is not None
         except HarnessError:
             here = False
-        size = size_text(*catalogue_size(e))  # the size `harness plan` shows: the catalogue's, else ≈ estimate
+        size = size_text(
+            *catalogue_size(e)
+        )  # the size `harness plan` shows: the catalogue's, else ≈ estimate
         src = e.repo or f"pip:{e.package}"
         if not e.confirmed:
             src += " (unconfirmed)"

@@ -34,7 +34,9 @@ def threads_option(help: str = "CPU threads (0: all cores).") -> Decorator:
     return click.option("--threads", type=THREADS, default=0, help=help)
 
 
-def gpu_layers_option(help: str = "Layers to offload (-1: all when the build has a GPU backend).") -> Decorator:
+def gpu_layers_option(
+    help: str = "Layers to offload (-1: all when the build has a GPU backend).",
+) -> Decorator:
     """``--gpu-layers``: layers offloaded to the GPU (-1: all)."""
     return click.option("--gpu-layers", type=GPU_LAYERS, default=-1, help=help)
 
@@ -46,8 +48,13 @@ def parallel_option(help: str = "Generation sequences decoded together.") -> Dec
 
 def results_dir_option(help: str | None = None, default: str | None = str(RESULTS_DIR)) -> Decorator:
     """``--results-dir``: the folder holding runs/ (results/ by default; ``default=None``: the command picks)."""
-    return click.option("--results-dir", type=click.Path(file_okay=False), default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        "--results-dir",
+        type=click.Path(file_okay=False),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def quant_option(help: str = "Quant (default: the catalogue's).") -> Decorator:
@@ -75,19 +82,24 @@ def seed_option(help: str = "Subset seed.", type: click.ParamType = SEED) -> Dec
     return click.option("--seed", type=type, default=0, show_default=True, help=help)
 
 
-def data_dir_option(help: str = f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}); default: the Hub.") -> Decorator:
+def data_dir_option(
+    help: str = f"Local Hub-layout data mirror (or ${DATA_DIR_ENV}); default: the Hub.",
+) -> Decorator:
     """``--data-dir``: a local Hub-layout data mirror."""
     return click.option("--data-dir", type=click.Path(file_okay=False), help=help)
 
 
-def kind_option(help: str = "Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else "
-                "the GGUF's.") -> Decorator:
+def kind_option(
+    help: str = "Base (plain few-shot) or instruct (chat template). Default: the catalogue's, else "
+    "the GGUF's.",
+) -> Decorator:
     """``--kind``: base or instruct, overriding the catalogue and the GGUF."""
     return click.option("--kind", type=KINDS, help=help)
 
 
-def budget_option(help: str = "Hours the run may take: refused before it starts when `harness plan` estimates "
-                  "more.") -> Decorator:
+def budget_option(
+    help: str = "Hours the run may take: refused before it starts when `harness plan` estimates more.",
+) -> Decorator:
     """``--budget``: hours the run may take."""
     return click.option("--budget", type=BUDGET, help=help)
 
@@ -110,7 +122,9 @@ def parse_tasks(spec: str) -> list[str]:
         raise HarnessError(f"--tasks lists {', '.join(twice)} more than once", "name each task once.")
     unknown = [t for t in names if t not in known]
     if unknown:
-        raise HarnessError(f"unknown task(s) {', '.join(unknown)} in --tasks", f"choose from: {', '.join(known)}.")
+        raise HarnessError(
+            f"unknown task(s) {', '.join(unknown)} in --tasks", f"choose from: {', '.join(known)}."
+        )
     return names
 
 

@@ -18,9 +18,22 @@ from harness.datafiles.plan import PlanCalibration, PlanModel, PlanTokens, Promp
 from harness.datafiles.tasks import TaskSettings
 
 # Every typed data file, by its name under tasks/.
-MODELS: dict[str, type[DataFile]] = {m.FILE: m for m in (
-    Catalogue, TaskSettings, ClaimsFile, AllowanceFile, MarginsFile, DataPins, SplitSizes, PlanModel, PlanTokens,
-    PlanCalibration, PromptTokens)}
+MODELS: dict[str, type[DataFile]] = {
+    m.FILE: m
+    for m in (
+        Catalogue,
+        TaskSettings,
+        ClaimsFile,
+        AllowanceFile,
+        MarginsFile,
+        DataPins,
+        SplitSizes,
+        PlanModel,
+        PlanTokens,
+        PlanCalibration,
+        PromptTokens,
+    )
+}
 
 
 def load(name: str, path: Path | None = None) -> DataFile:

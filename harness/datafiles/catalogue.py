@@ -20,10 +20,15 @@ class QuantFiles(DataModel):
     """The file(s) of one quant: a single file, numbered shards, or raw byte parts to join."""
 
     files: list[FileName] = Field(description="must be a list of file names")
-    size: Annotated[int, Field(gt=0)] | None = Field(None, description="must be a positive byte count or null")
+    size: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="must be a positive byte count or null"
+    )
     sha256: Annotated[str, Field(pattern=SHA256)] | None = Field(
-        None, description="must be 64 lowercase hex digits or null")
-    split: Literal["single", "shards", "parts"] = Field("single", description="must be single, shards or parts")
+        None, description="must be 64 lowercase hex digits or null"
+    )
+    split: Literal["single", "shards", "parts"] = Field(
+        "single", description="must be single, shards or parts"
+    )
     joined: str | None = Field(None, description="must be a file name")
     note: str | None = Field(None, description="must be text")
 
@@ -42,12 +47,15 @@ class ModelEntry(DataModel):
     params: PositiveNumber = Field(description="must be a positive number")
     context_length: PositiveNumber = Field(description="must be a positive number")
     quants: Annotated[dict[str, QuantFiles], Entries("quant {key}"), Field(min_length=1)] = Field(
-        description="must map each quant name to its files")
+        description="must map each quant name to its files"
+    )
     gsm8k_max_gen_toks: PositiveNumber = Field(description="must be a positive number")
     aliases: list[str] | None = Field(None, description="must be a list of names")
     upstream: str | None = Field(None, description="must be a string")
     licence: str | None = Field(None, description="must be a string")
-    repo: Annotated[str, Field(pattern=r"^[^/]*/[^/]*$")] | None = Field(None, description="must be OWNER/NAME")
+    repo: Annotated[str, Field(pattern=r"^[^/]*/[^/]*$")] | None = Field(
+        None, description="must be OWNER/NAME"
+    )
     revision: str | None = Field(None, description="must be a string")
     confirmed: bool = Field(False, description="must be true or false")
     package: str | None = Field(None, description="must be a string")
@@ -84,4 +92,5 @@ class Catalogue(DataFile):
 
     default_quant: str = Field("Q4_K_M", description="must be a quant name")
     models: Annotated[dict[ModelName, ModelEntry], Entries("model {key!r}")] = Field(
-        description="must map each model name to its entry", json_schema_extra=_names_schema)
+        description="must map each model name to its entry", json_schema_extra=_names_schema
+    )

@@ -26,7 +26,9 @@ class ClaimSetting(DataModel):
 
     REQUIRED: ClassVar[tuple[str, ...]] = SETTING_KEYS
 
-    shots: Annotated[int, Field(ge=0)] | None = Field(None, description="must be a whole number of shots >= 0")
+    shots: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="must be a whole number of shots >= 0"
+    )
     cot: bool | None = Field(None, description="must be true or false")
     chat: bool | None = Field(None, description="must be true or false")
     metric: str | None = Field(None, description="must be the source's metric name")
@@ -54,7 +56,9 @@ class Reference(DataModel):
     value: PositiveNumber | None = Field(None, description="must be the figure in points, or null")
     source: str | None = Field(None, description="must be text")
     confirmed: bool | None = Field(None, description="must be true or false")
-    setting: ReferenceSetting | None = Field(None, description="must be the setting the figure was measured in")
+    setting: ReferenceSetting | None = Field(
+        None, description="must be the setting the figure was measured in"
+    )
 
     @model_validator(mode="after")
     def _setting_with_value(self) -> Reference:
@@ -91,11 +95,16 @@ class Claim(DataModel):
     id: NonEmptyText = Field(description="must be a non-empty id")
     model: str = Field(description="must be a catalogue model name")
     task: str | None = Field(None, description="must be a task of tasks/tasks.yaml, or null")
-    setting: ClaimSetting | None = Field(None, description="must be a mapping of shots, cot, chat, metric, average")
+    setting: ClaimSetting | None = Field(
+        None, description="must be a mapping of shots, cot, chat, metric, average"
+    )
     kind: Literal["value", "relation", "params"] = Field(description="must be one of value, relation, params")
-    claimed: NonNegativeNumber | None = Field(None, description="must be the claimed figure in points, or null")
+    claimed: NonNegativeNumber | None = Field(
+        None, description="must be the claimed figure in points, or null"
+    )
     claimed_ci95: PositiveNumber | None = Field(
-        None, description="is a positive half-width (points) on a value claim")
+        None, description="is a positive half-width (points) on a value claim"
+    )
     claimed_params: PositiveNumber | None = Field(None, description="must be a parameter count")
     relation: Relation | None = None
     source: str = Field("", description="must be text")
@@ -108,14 +117,16 @@ class Claim(DataModel):
     def _kind_needs(self) -> Claim:
         if self.kind != "params" and (not self.task or self.setting is None):
             raise ValueError(f"a {self.kind} claim needs a task and a setting")
-        if self.kind == "relation" and (self.relation is None or not (self.relation.other_model
-                                                                      or self.relation.reference)):
+        if self.kind == "relation" and (
+            self.relation is None or not (self.relation.other_model or self.relation.reference)
+        ):
             raise ValueError("relation needs op '>' or '>=' and other_model or reference")
         if self.kind == "params" and not self.claimed_params:
             raise ValueError("a params claim needs claimed_params")
         if self.claimed_ci95 is not None and self.kind != "value":
-            raise ValueError(f"claimed_ci95 is a positive half-width (points) on a value claim (got "
-                             f"{self.claimed_ci95!r})")
+            raise ValueError(
+                f"claimed_ci95 is a positive half-width (points) on a value claim (got {self.claimed_ci95!r})"
+            )
         return self
 
 
@@ -134,7 +145,8 @@ class ClaimsFile(DataFile):
 
     params_tolerance: PositiveNumber = Field(0.05, description="must be a positive fraction")
     claims: Annotated[list[Claim], Entries("claim {key}", key_field="id")] = Field(
-        [], description="must be a list of claims")
+        [], description="must be a list of claims"
+    )
     out_of_scope: list[OutOfScope] = Field([], description="must be a list of {article, summary}")
 
     @model_validator(mode="after")
@@ -155,7 +167,8 @@ class Allowance(DataModel):
     min_params_b: NonNegativeNumber = Field(0, description="must be billions of parameters")
     max_params_b: NonNegativeNumber | None = Field(None, description="must be billions of parameters")
     points: NonNegativeNumber | dict[str, NonNegativeNumber] = Field(
-        description="must be points, or a mapping of task (or default) to points")
+        description="must be points, or a mapping of task (or default) to points"
+    )
     source: str = Field("", description="must say where the figure comes from")
 
 
@@ -166,7 +179,8 @@ class AllowanceFile(DataFile):
     TITLE = "the quantization allowances file"
 
     allowances: Annotated[list[Allowance], Entries("allowance {key}", key_field="name")] = Field(
-        [], description="must be a list of rules")
+        [], description="must be a list of rules"
+    )
 
 
 class Margin(DataModel):
@@ -186,5 +200,5 @@ class MarginsFile(DataFile):
     power: Annotated[float, Field(ge=0.5, lt=1)] = Field(description="must be a number in [0.5, 1)")
     default: Margin
     tasks: Annotated[dict[str, Margin], Entries("margin {key!r}")] = Field(
-        {}, description="must map a task to its margin")
-
+        {}, description="must map a task to its margin"
+    )

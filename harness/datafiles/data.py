@@ -25,7 +25,8 @@ class DataPins(DataFile):
     HINT = "restore tasks/data_pins.yaml, or regenerate it: python -m harness.tasks.data DATA_DIR."
 
     files: Annotated[dict[str, Pin], Entries("pin {key!r}")] = Field(
-        description="must map each data file (repo/config/split) to {rows: N, sha256: 64 hex digits}")
+        description="must map each data file (repo/config/split) to {rows: N, sha256: 64 hex digits}"
+    )
 
 
 RowCount = Annotated[int, Field(gt=0, description="must be a positive row count")]
@@ -39,4 +40,5 @@ class SplitSizes(DataFile):
     HINT = "restore tasks/split_sizes.yaml from git."
 
     splits: Annotated[dict[str, dict[str, RowCount]], Entries("data set {key!r}")] = Field(
-        description="must map each data set (repo) to {config: rows}")
+        description="must map each data set (repo) to {config: rows}"
+    )

@@ -36,8 +36,9 @@ def read_yaml(path: Path, title: str) -> Any:
     try:
         return yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise DataFileError(f"cannot read {title} {path}: {exc}", f"restore tasks/{Path(path).name} from git.") \
-            from exc
+        raise DataFileError(
+            f"cannot read {title} {path}: {exc}", f"restore tasks/{Path(path).name} from git."
+        ) from exc
 
 
 def load_file(model: type[F], path: Path) -> F:
@@ -62,8 +63,9 @@ def validate(model: type[F], data: Any, path: Path) -> F:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise DataFileError(f"{Path(path).name}: {problem_message(model, exc, data)}",
-                            model.HINT.format(path=path)) from None
+        raise DataFileError(
+            f"{Path(path).name}: {problem_message(model, exc, data)}", model.HINT.format(path=path)
+        ) from None
 
 
 @dataclass
@@ -123,7 +125,7 @@ def _walk(model: type[BaseModel], loc: tuple, data: Any) -> tuple[list[_Step], b
             continue
         origin = typing.get_origin(tp)
         if origin is dict or origin is list:
-            if loc[i + 1:i + 2] == ("[key]",):  # the key itself is wrong (a model name with a space)
+            if loc[i + 1 : i + 2] == ("[key]",):  # the key itself is wrong (a model name with a space)
                 label = next((m for m in meta if isinstance(m, Entries)), None)
                 if label is not None:
                     steps.append(_Step("entry", label.name(part, _item(value, part)), None, None))
@@ -180,8 +182,11 @@ def problem_message(model: type[BaseModel], exc: ValidationError, data: Any) -> 
         names = [str(e["loc"][-1]) for e in errors if e["type"] == kind and tuple(e["loc"][:-1]) == loc[:-1]]
         steps, _, _ = _walk(model, loc[:-1], data)
         head, rest = _split(steps)
-        what = "missing field(s) " + ", ".join(names) if kind == "missing" else \
-            "unknown field(s) " + ", ".join(sorted(names))
+        what = (
+            "missing field(s) " + ", ".join(names)
+            if kind == "missing"
+            else "unknown field(s) " + ", ".join(sorted(names))
+        )
         return _say(head, [s.text for s in rest], what, ": ")
     steps, on_model, key_description = _walk(model, loc, data)
     head, rest = _split(steps)
@@ -193,7 +198,7 @@ def problem_message(model: type[BaseModel], exc: ValidationError, data: Any) -> 
     described = [i for i, s in enumerate(rest) if s.description]
     if described:
         at = rest[described[-1]]
-        return _say(head, path[:described[-1] + 1], f"{at.description} (got {_show(at.value)})")
+        return _say(head, path[: described[-1] + 1], f"{at.description} (got {_show(at.value)})")
     if kind in _NOT_A_MAPPING or on_model:
         return _say(head, path, "not a mapping of fields", ": ")
     return _say(head, path, first["msg"], ": ")

@@ -80,7 +80,9 @@ class Checked(DataModel):
 
 
 BitsPerWeight = Annotated[float, Field(ge=1, le=33)] | Annotated[int, Field(ge=1, le=33)]
-SliceTypes = Annotated[list[str], Field(min_length=2, max_length=2, description="must be [layers type, output type]")]
+SliceTypes = Annotated[
+    list[str], Field(min_length=2, max_length=2, description="must be [layers type, output type]")
+]
 
 
 class PlanModel(DataFile):
@@ -89,18 +91,24 @@ class PlanModel(DataFile):
     FILE = "plan_model.yaml"
     TITLE = "the plan assumptions"
 
-    bits_per_weight: dict[str, BitsPerWeight] = Field(description="must map a quant to its bits per weight (1 to 33)")
+    bits_per_weight: dict[str, BitsPerWeight] = Field(
+        description="must map a quant to its bits per weight (1 to 33)"
+    )
     shapes: Annotated[dict[int, Shape], Entries("shape {key}")] = Field(
-        description="must map a parameter count to its shape")
+        description="must map a parameter count to its shape"
+    )
     slice_types: dict[str, SliceTypes] = Field(description="must map a quant to [layers type, output type]")
     extrapolation: Interval
     checked: Checked
     fitted_runs: list[str] | None = Field(None, description="must list run names")
     typical_generated: Annotated[dict[str, Typical], Entries("task {key!r}")] = Field(
-        description="must map a task to its typical generated tokens")
+        description="must map a task to its typical generated tokens"
+    )
     overhead: Overheads
     fallback_overhead: Overheads
-    rate_spread: Annotated[float, Field(ge=1)] | Annotated[int, Field(ge=1)] = Field(description="must be a factor >= 1")
+    rate_spread: Annotated[float, Field(ge=1)] | Annotated[int, Field(ge=1)] = Field(
+        description="must be a factor >= 1"
+    )
     prompt_token_factor: Interval
 
 
@@ -110,9 +118,11 @@ class TokenRow(DataModel):
     docs: PositiveInt = Field(description="must be the test split's size")
     output: Literal["generate", "loglik"] = Field(description="must be generate or loglik")
     gen_budget: Annotated[int, Field(ge=0)] | Literal["model"] = Field(
-        description="must be generated tokens allowed per question, or 'model'")
+        description="must be generated tokens allowed per question, or 'model'"
+    )
     prompt_tokens: dict[PositiveInt, PositiveInt] = Field(
-        description="must map a subset size to its prompt tokens (positive)")
+        description="must map a subset size to its prompt tokens (positive)"
+    )
 
     @model_validator(mode="after")
     def _up_to_the_split(self) -> TokenRow:
@@ -129,7 +139,8 @@ class PlanTokens(DataFile):
     HINT = "rerun scripts/measure_plan_tokens.py."
 
     tasks: Annotated[dict[str, TokenRow], Entries("{key}")] = Field(
-        description="must map task/format to its token counts")
+        description="must map task/format to its token counts"
+    )
 
 
 class CalibrationModel(DataModel):
@@ -161,8 +172,10 @@ class CalibrationSpeed(DataModel):
     @model_validator(mode="after")
     def _batched_slower(self) -> CalibrationSpeed:
         if self.batched_sequences / self.decode_batched_tokens_per_s <= 1 / self.decode_1_tokens_per_s:
-            raise ValueError("shows a batched decode step measured faster than a one-sequence step (the machine "
-                             "was busy during the calibration)")
+            raise ValueError(
+                "shows a batched decode step measured faster than a one-sequence step (the machine "
+                "was busy during the calibration)"
+            )
         return self
 
 
@@ -196,7 +209,9 @@ class PlanCalibration(DataFile):
 class PromptMargin(DataModel):
     """bound = ceil(longest * factor) + plus: never smaller than the measured length."""
 
-    factor: Annotated[float, Field(ge=1)] | Annotated[int, Field(ge=1)] = Field(description="must be a factor >= 1")
+    factor: Annotated[float, Field(ge=1)] | Annotated[int, Field(ge=1)] = Field(
+        description="must be a factor >= 1"
+    )
     plus: Annotated[int, Field(ge=0)] = Field(description="must be whole tokens >= 0")
 
 
@@ -216,4 +231,5 @@ class PromptTokens(DataFile):
     margin: PromptMargin
     unknown_task: PositiveInt = Field(description="must be a positive token count")
     tasks: Annotated[dict[str, Longest], Entries("{key}")] = Field(
-        description="must map task/format to its longest prompt")
+        description="must map task/format to its longest prompt"
+    )

@@ -18,8 +18,11 @@ SCHEMA_DIR_NAME = "schema"  # under tasks/
 def json_schema(name: str) -> dict:
     """The JSON Schema (draft 2020-12) of the data file ``name`` (e.g. ``models.yaml``)."""
     model = MODELS[name]
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_file_name(name),
-            **model.model_json_schema()}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": schema_file_name(name),
+        **model.model_json_schema(),
+    }
 
 
 def schema_file_name(name: str) -> str:

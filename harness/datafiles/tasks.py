@@ -36,22 +36,30 @@ class TaskFields(DataModel):
     """The settings of a task that ``by_kind`` may override for one model kind."""
 
     title: str | None = Field(None, description="must be a title")
-    lm_eval_task: str | None = Field(None, description="must be an lm-eval task name ({subject}: one per subject)")
+    lm_eval_task: str | None = Field(
+        None, description="must be an lm-eval task name ({subject}: one per subject)"
+    )
     dataset: Dataset | None = Field(None, description="must be a mapping of repo, config, splits and columns")
     num_fewshot: Annotated[int, Field(ge=0)] | None = Field(None, description="must be a whole number >= 0")
-    chat: Literal["always", "never", "instruct"] | None = Field(None, description="must be always, never or instruct")
+    chat: Literal["always", "never", "instruct"] | None = Field(
+        None, description="must be always, never or instruct"
+    )
     max_gen_toks: Annotated[int, Field(gt=0)] | Literal["model"] | None = Field(
-        None, description="must be a positive whole number or 'model'")
+        None, description="must be a positive whole number or 'model'"
+    )
     metrics: Annotated[list[Metric], Field(min_length=1)] | None = Field(
-        None, description="must be a non-empty list of [metric, filter] pairs")
+        None, description="must be a non-empty list of [metric, filter] pairs"
+    )
     default_limit: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="must be a positive whole number or null")
+        None, description="must be a positive whole number or null"
+    )
     stratify: str | None = Field(None, description="must be the field to stratify the subset by, or null")
     subjects: str | None = Field(None, description="must name a list under 'subjects'")
     requires_kind: Kind | None = Field(None, description="must be base or instruct")
     cot: bool | None = Field(None, description="must be true or false")
     claim_metrics: dict[str, str] | None = Field(
-        None, description="must map a published metric name to a record metric ('metric,filter')")
+        None, description="must map a published metric name to a record metric ('metric,filter')"
+    )
 
 
 class ByKind(DataModel):
@@ -78,8 +86,9 @@ class TaskSetting(TaskFields):
             s = self.for_kind(kind)
             missing = [k for k in REQUIRED if s.get(k) is None]
             if missing:
-                raise ValueError(f"missing field(s) {', '.join(missing)}" + (f" for {kind} models" if self.by_kind
-                                                                              else ""))
+                raise ValueError(
+                    f"missing field(s) {', '.join(missing)}" + (f" for {kind} models" if self.by_kind else "")
+                )
             if "{subject}" in s["lm_eval_task"] and not s.get("subjects"):
                 raise ValueError("lm_eval_task has {subject} but the task names no subjects")
         return self
@@ -93,7 +102,8 @@ class TaskSettings(DataFile):
     HINT = "fix that task in {path}."
 
     tasks: Annotated[dict[str, TaskSetting], Entries("task {key!r}")] = Field(
-        description="must map each task name to its settings")
+        description="must map each task name to its settings"
+    )
     subjects: dict[str, list[str]] = Field(description="must map a subject list's name to its subjects")
 
     @model_validator(mode="after")

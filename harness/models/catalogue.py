@@ -107,9 +107,17 @@ def resolve(name: str, quant: str | None = None, data: dict | None = None) -> Mo
     if name.endswith(".gguf"):  # a file name, found or not: never looked up as a catalogue name
         return _local_entry(Path(name), quant)
     if "/" in name:
-        what = "a folder" if Path(name).is_dir() else "not a .gguf file" if Path(name).exists() else "no such file"
-        raise HarnessError(f"--model {name!r}: {what}",
-                           "give a catalogue name (see `harness models`), a path to a .gguf file, or hf:OWNER/REPO/FILE.gguf.")
+        what = (
+            "a folder"
+            if Path(name).is_dir()
+            else "not a .gguf file"
+            if Path(name).exists()
+            else "no such file"
+        )
+        raise HarnessError(
+            f"--model {name!r}: {what}",
+            "give a catalogue name (see `harness models`), a path to a .gguf file, or hf:OWNER/REPO/FILE.gguf.",
+        )
     if not _SAFE_NAME.match(name):
         raise HarnessError(
             f"model name {name!r} contains characters that are not allowed",
@@ -165,9 +173,11 @@ def _local_entry(path: Path, quant: str | None) -> ModelEntry:
 
     if not path.is_file():
         what = "is not a file" if path.exists() else "was not found"
-        raise HarnessError(f"--model {str(path)!r}: the GGUF file {what}",
-                           "check the path (relative paths start from the current directory), or give a catalogue "
-                           "name (see `harness models`).")
+        raise HarnessError(
+            f"--model {str(path)!r}: the GGUF file {what}",
+            "check the path (relative paths start from the current directory), or give a catalogue "
+            "name (see `harness models`).",
+        )
     try:
         kind, evidence = kind_from_gguf(path)
     except HarnessError as exc:  # a broken template: decide_kind raises it unless --kind settles the kind

@@ -31,17 +31,33 @@ from harness.models.gguf_header import HeaderError, read_file_header, read_heade
 # clock is given (https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct/blob/main/tokenizer_config.json).
 CHAT_DATE = date(2024, 7, 26)
 DATE_STRING = "26 Jul 2024"  # CHAT_DATE as the Llama 3.x templates write it ("%d %b %Y")
-PROVIDED = ("messages", "add_generation_prompt", "bos_token", "eos_token", "date_string", "strftime_now",
-            "raise_exception")
+PROVIDED = (
+    "messages",
+    "add_generation_prompt",
+    "bos_token",
+    "eos_token",
+    "date_string",
+    "strftime_now",
+    "raise_exception",
+)
 
 # A probe conversation: what follows the assistant's words is the template's end-of-turn marker.
 _PROBE_REPLY = "Probe reply 7."
-_PROBE = [{"role": "user", "content": "Probe question?"}, {"role": "assistant", "content": _PROBE_REPLY},
-          {"role": "user", "content": "Next?"}]
+_PROBE = [
+    {"role": "user", "content": "Probe question?"},
+    {"role": "assistant", "content": _PROBE_REPLY},
+    {"role": "user", "content": "Next?"},
+]
 
 
-def render_chat(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str,
-                model: str = "the model") -> str:
+def render_chat(
+    template: str,
+    messages: list[dict],
+    add_generation_prompt: bool,
+    bos: str,
+    eos: str,
+    model: str = "the model",
+) -> str:
     """Render a chat template the way transformers does, with the fixed date (module docstring).
 
     With ``add_generation_prompt=False`` the last (assistant) message is continued, like transformers'
@@ -53,8 +69,12 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
 
     try:
         text = _compiled(template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos,
-            date_string=DATE_STRING, strftime_now=_strftime_frozen,
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos,
+            eos_token=eos,
+            date_string=DATE_STRING,
+            strftime_now=_strftime_frozen,
         )
     except TemplateError as exc:
         raise template_error(model, exc) from exc
@@ -117,9 +137,11 @@ def turn_end_text(template: str, bos: str, eos: str, model: str = "the model") -
     text = render_chat(template, _PROBE, True, bos, eos, model)
     at = text.find(_PROBE_REPLY)
     if at < 0:
-        raise HarnessError(f"the chat template of {model} does not write the assistant's message verbatim",
-                           "fix the template in the GGUF, or run a base-format task (--kind base).")
-    return text[at + len(_PROBE_REPLY):]
+        raise HarnessError(
+            f"the chat template of {model} does not write the assistant's message verbatim",
+            "fix the template in the GGUF, or run a base-format task (--kind base).",
+        )
+    return text[at + len(_PROBE_REPLY) :]
 
 
 def marker_of(text: str) -> str:
@@ -129,9 +151,16 @@ def marker_of(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- GGUF header
-_WANT = {"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-         "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens",
-         "tokenizer.ggml.token_type", "general.architecture"}
+_WANT = {
+    "tokenizer.chat_template",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.eot_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "general.architecture",
+}
 
 
 def gguf_tokenizer_facts(path: Path) -> dict:
@@ -140,9 +169,11 @@ def gguf_tokenizer_facts(path: Path) -> dict:
     try:
         return read_file_header(path, _WANT).values
     except HeaderError as exc:
-        raise HarnessError(f"cannot read the tokenizer metadata of {Path(path).name}: "
-                           f"{exc.message.removeprefix(Path(path).name + ': ')}",
-                           "check that it is a complete GGUF file (download it again).") from exc
+        raise HarnessError(
+            f"cannot read the tokenizer metadata of {Path(path).name}: "
+            f"{exc.message.removeprefix(Path(path).name + ': ')}",
+            "check that it is a complete GGUF file (download it again).",
+        ) from exc
 
 
 def remote_tokenizer_facts(fetch, name: str) -> dict:
@@ -151,9 +182,11 @@ def remote_tokenizer_facts(fetch, name: str) -> dict:
     try:
         return read_header(fetch, _WANT).values
     except HeaderError as exc:
-        raise HarnessError(f"cannot read the tokenizer metadata of {name}: {exc.message}",
-                           "the file on the Hub is not a complete GGUF file; pass --kind base|instruct "
-                           "to run it anyway, or pick another file.") from exc
+        raise HarnessError(
+            f"cannot read the tokenizer metadata of {name}: {exc.message}",
+            "the file on the Hub is not a complete GGUF file; pass --kind base|instruct "
+            "to run it anyway, or pick another file.",
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------- kind evidence
@@ -164,11 +197,32 @@ _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp's llama_token_type values for specia
 # a list of tokens that cause end-of-generation ... determined based on the token text"). A template that ends
 # a turn with one of these stops where it should in llama.cpp even when the GGUF's eos is another token: early
 # Llama 3 Instruct conversions declare eos <|end_of_text|> and end turns with <|eot_id|>.
-LLAMA_CPP_EOG_TEXTS = frozenset({
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
-})
+LLAMA_CPP_EOG_TEXTS = frozenset(
+    {
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "</s>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "[EOS]",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
+        "[e~[",
+    }
+)
 
 
 def template_sha256(template: str | None) -> str | None:
@@ -212,23 +266,32 @@ def kind_from_facts(facts: dict, name: str) -> tuple[str, str]:
     stripped = after.lstrip()
     hit = max((t for t in special if t and stripped.startswith(t)), key=len, default=None)
     if hit is None:  # the template does not belong to this vocabulary: no kind can be read from it
-        what = (f"ends an assistant turn with {marker_of(after)!r}, which is not a special token of its vocabulary "
-                "(template and vocabulary do not match)" if stripped
-                else "writes nothing after an assistant message (no end-of-turn token)")
+        what = (
+            f"ends an assistant turn with {marker_of(after)!r}, which is not a special token of its vocabulary "
+            "(template and vocabulary do not match)"
+            if stripped
+            else "writes nothing after an assistant message (no end-of-turn token)"
+        )
         raise HarnessError(
             f"the chat template of {name} {what}",
             "fix the GGUF's tokenizer.chat_template, or pass --kind base to run it without the template.",
         )
-    declared = {facts.get("tokenizer.ggml.eos_token_id"): "end-of-sequence",
-                facts.get("tokenizer.ggml.eot_token_id"): "end-of-turn"}
+    declared = {
+        facts.get("tokenizer.ggml.eos_token_id"): "end-of-sequence",
+        facts.get("tokenizer.ggml.eot_token_id"): "end-of-turn",
+    }
     role = declared.get(special[hit])
     if role:
-        return "instruct", (f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), the "
-                            f"model's {role} token")
+        return "instruct", (
+            f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), the "
+            f"model's {role} token"
+        )
     if hit in LLAMA_CPP_EOG_TEXTS:
-        return "instruct", (f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), which "
-                            f"llama.cpp ends generation at, though the declared end of sequence is {eos or 'none'} "
-                            "(note: an early Llama 3 Instruct conversion looks like this; --kind base overrides)")
+        return "instruct", (
+            f"GGUF: chat template present; it ends a turn with {hit} (id {special[hit]}), which "
+            f"llama.cpp ends generation at, though the declared end of sequence is {eos or 'none'} "
+            "(note: an early Llama 3 Instruct conversion looks like this; --kind base overrides)"
+        )
     # A template says "chat model", its end of turn says nothing llama.cpp would stop at: the evidence conflicts,
     # and deciding either way could score the model in the wrong format (issue #26).
     raise HarnessError(

@@ -79,7 +79,9 @@ def join_parts(parts: list[Path], dest: Path) -> Path:
     except BaseException as exc:  # disk full, a part gone, Ctrl-C: never leave a half-joined file behind
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise HarnessError(f"joining the parts of {dest.name} failed: {exc.strerror or exc}",
-                               "free some space (the join needs the parts' size again), then rerun.") from exc
+            raise HarnessError(
+                f"joining the parts of {dest.name} failed: {exc.strerror or exc}",
+                "free some space (the join needs the parts' size again), then rerun.",
+            ) from exc
         raise
     return dest

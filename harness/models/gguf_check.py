@@ -28,12 +28,17 @@ def gguf_summary(path: Path) -> dict:
     try:
         header = read_file_header(path, _not_tokenizer, tensors=True)
     except HeaderError as exc:
-        raise HarnessError(f"{path.name} is a damaged GGUF file ({exc.message.removeprefix(path.name + ': ')})",
-                           "download it again, or pass a complete .gguf file.") from exc
+        raise HarnessError(
+            f"{path.name} is a damaged GGUF file ({exc.message.removeprefix(path.name + ': ')})",
+            "download it again, or pass a complete .gguf file.",
+        ) from exc
     size = path.stat().st_size
     if header.data_end is not None and size < header.data_end:
-        raise HarnessError(f"{path.name} is a damaged GGUF file (truncated: its tensors need {header.data_end:,} "
-                           f"bytes, the file has {size:,})", "download it again.")
+        raise HarnessError(
+            f"{path.name} is a damaged GGUF file (truncated: its tensors need {header.data_end:,} "
+            f"bytes, the file has {size:,})",
+            "download it again.",
+        )
     arch = header.text("general.architecture") or ""
     return {
         **model_shape(arch, header.num),
@@ -67,9 +72,12 @@ def check_gguf(path: Path, entry=None, more_shards: list[Path] = ()) -> dict:
                 "the upload or the catalogue entry is wrong; pick another quant or model (`harness models`).",
             )
         # A user's own GGUF (a path or hf:) of another family: run it beside the Llama models, and say so.
-        print(f"note: {Path(path).name} is a {info['architecture']!r} model, not Llama-architecture: it runs "
-              "through llama.cpp like any GGUF it can load; the record names its architecture, and Meta's "
-              "claims are not compared with it", file=sys.stderr)
+        print(
+            f"note: {Path(path).name} is a {info['architecture']!r} model, not Llama-architecture: it runs "
+            "through llama.cpp like any GGUF it can load; the record names its architecture, and Meta's "
+            "claims are not compared with it",
+            file=sys.stderr,
+        )
     if entry is not None and entry.params and all_tensors_counted:
         rel = abs(info["n_params"] - entry.params) / entry.params
         if rel > PARAMS_TOLERANCE:
@@ -109,8 +117,12 @@ def read_header_shape(fetch: Callable[[int, int], bytes], first: int = FIRST_REA
 
     def shape_known(values: dict, key: str) -> bool:
         arch = values.get("general.architecture")
-        return key.startswith("tokenizer.") and bool(arch) and f"{arch}.block_count" in values \
+        return (
+            key.startswith("tokenizer.")
+            and bool(arch)
+            and f"{arch}.block_count" in values
             and f"{arch}.attention.head_count" in values
+        )
 
     try:
         header = read_header(fetch, _not_tokenizer, stop=shape_known, first=first)
@@ -118,5 +130,10 @@ def read_header_shape(fetch: Callable[[int, int], bytes], first: int = FIRST_REA
         hint = "download the file again." if exc.truncated else "check the repo and file name."
         raise HarnessError(f"the GGUF header cannot be read: {exc.message}", hint) from exc
     arch = header.text("general.architecture") or ""
-    return {**model_shape(arch, header.num), "architecture": arch or None, "name": header.text("general.name"),
-            "split_count": header.num("split.count", 1), "fetched": header.fetched}
+    return {
+        **model_shape(arch, header.num),
+        "architecture": arch or None,
+        "name": header.text("general.name"),
+        "split_count": header.num("split.count", 1),
+        "fetched": header.fetched,
+    }

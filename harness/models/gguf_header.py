@@ -24,7 +24,19 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 # Value types and the struct format of the fixed-size ones (gguf.md, "gguf_metadata_value_type").
-SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 STRING, ARRAY = 8, 9
 FIRST_READ = 1 << 20  # bytes asked for first: most headers' shape keys fit; a Llama 3 header is ~9 MB
 MAX_HEADER = 512 << 20  # a header larger than this is not one the harness can use (corrupt length fields)
@@ -71,12 +83,16 @@ class _Bytes:
 
     def need(self, n: int) -> None:
         if n < 0 or self.pos + n > MAX_HEADER:
-            raise HeaderError(f"a length field of {n} bytes at offset {self.pos} is not a plausible header "
-                              "(corrupt file)")
+            raise HeaderError(
+                f"a length field of {n} bytes at offset {self.pos} is not a plausible header (corrupt file)"
+            )
         while len(self.buf) < self.pos + n:
             if self.eof:
-                raise HeaderError(f"the header ends early: {n} bytes wanted at offset {self.pos}, the file "
-                                  f"has {len(self.buf)} (truncated file)", truncated=True)
+                raise HeaderError(
+                    f"the header ends early: {n} bytes wanted at offset {self.pos}, the file "
+                    f"has {len(self.buf)} (truncated file)",
+                    truncated=True,
+                )
             more = max(self.first, len(self.buf), self.pos + n - len(self.buf))
             data = self.fetch(len(self.buf), len(self.buf) + more - 1)
             self.eof = len(data) < more
@@ -85,7 +101,7 @@ class _Bytes:
 
     def take(self, n: int) -> bytes:
         self.need(n)
-        out = bytes(self.buf[self.pos:self.pos + n])
+        out = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return out
 
@@ -124,9 +140,14 @@ class _Bytes:
         raise HeaderError(f"unknown GGUF value type {vtype} at offset {self.pos}")
 
 
-def read_header(fetch: Fetch, keep: Container[str] | Callable[[str], bool] = (), *,
-                stop: Callable[[dict, str], bool] | None = None, tensors: bool = False,
-                first: int = FIRST_READ) -> Header:
+def read_header(
+    fetch: Fetch,
+    keep: Container[str] | Callable[[str], bool] = (),
+    *,
+    stop: Callable[[dict, str], bool] | None = None,
+    tensors: bool = False,
+    first: int = FIRST_READ,
+) -> Header:
     """Read a GGUF header through ``fetch``, keeping the values of the keys in ``keep`` (a set, or a
     predicate on the key).
 
@@ -141,8 +162,9 @@ def read_header(fetch: Fetch, keep: Container[str] | Callable[[str], bool] = (),
             raise HeaderError("not a GGUF file (bad magic)")
         version = r.unpack("<I")
         if version < 2:
-            raise HeaderError(f"GGUF version {version} is too old to read (use a file converted by a recent "
-                              "llama.cpp)")
+            raise HeaderError(
+                f"GGUF version {version} is too old to read (use a file converted by a recent llama.cpp)"
+            )
         n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
         header = Header(version=version, n_tensors=n_tensors)
         walked_all = True
@@ -174,7 +196,9 @@ def read_header(fetch: Fetch, keep: Container[str] | Callable[[str], bool] = (),
                 try:
                     block, size = GGML_QUANT_SIZES[ttype]
                 except (KeyError, ValueError) as exc:
-                    raise HeaderError(f"a tensor of unknown type {ttype} (corrupt file, or a newer GGUF)") from exc
+                    raise HeaderError(
+                        f"a tensor of unknown type {ttype} (corrupt file, or a newer GGUF)"
+                    ) from exc
                 elements.append(n)
                 end = max(end, offset + n // block * size)
             align = header.num("general.alignment", 32) or 32
@@ -196,12 +220,14 @@ def file_fetch(path: Path) -> Fetch:
             if start >= size:
                 return b""
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return m[start:min(end + 1, size)]
+                return m[start : min(end + 1, size)]
 
     return fetch
 
 
-def read_file_header(path: Path, keep: Container[str] | Callable[[str], bool] = (), *, tensors: bool = False) -> Header:
+def read_file_header(
+    path: Path, keep: Container[str] | Callable[[str], bool] = (), *, tensors: bool = False
+) -> Header:
     """:func:`read_header` of a file on disk; a bad file is a message naming it."""
     try:
         return read_header(file_fetch(path), keep, tensors=tensors)

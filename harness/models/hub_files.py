@@ -49,7 +49,9 @@ def _friendly(exc: Exception, entry: ModelEntry, what: str) -> HarnessError:
             "and set HF_TOKEN=<token> (or run `hf auth login`).",
         )
     if isinstance(exc, RevisionNotFoundError):
-        return HarnessError(f"revision {entry.revision} of {entry.repo} does not exist", "fix the catalogue's revision pin.")
+        return HarnessError(
+            f"revision {entry.revision} of {entry.repo} does not exist", "fix the catalogue's revision pin."
+        )
     if isinstance(exc, (EntryNotFoundError, RepositoryNotFoundError)) or status == 404:
         return HarnessError(
             f"{what} was not found on the Hub (404) in {entry.repo}@{entry.revision}",
@@ -131,8 +133,9 @@ def remote_files(entry: ModelEntry) -> dict[str, dict]:
     return out
 
 
-def range_fetch(entry: ModelEntry, filename: str,
-                log: list[tuple[int, int]] | None = None) -> Callable[[int, int], bytes]:
+def range_fetch(
+    entry: ModelEntry, filename: str, log: list[tuple[int, int]] | None = None
+) -> Callable[[int, int], bytes]:
     """``fetch(start, end)`` over HTTP range requests on the Hub's resolve URL (redirects followed,
     token sent only to the Hub: httpx drops it on a redirect to another host)."""
     from huggingface_hub import constants, hf_hub_url
@@ -147,7 +150,9 @@ def range_fetch(entry: ModelEntry, filename: str,
             if r.status_code == 416:  # past the end of the file
                 return b""
             hf_raise_for_status(r)
-            skip = start if r.status_code == 200 else 0  # a server that ignores Range: read up to the end only
+            skip = (
+                start if r.status_code == 200 else 0
+            )  # a server that ignores Range: read up to the end only
             want = end - start + 1
             buf = bytearray()
             for chunk in r.iter_bytes():
@@ -187,7 +192,9 @@ _SIZES: dict[str, int] = {}  # file size, once a read came back short
 
 def remote_shape(entry: ModelEntry) -> dict:
     """Layer and attention shape of the quant's GGUF, from its header read with range requests (~1 MB)."""
-    first = entry.files.files[0]  # a single file, the first shard, or the first byte part: all start with the header
+    first = entry.files.files[
+        0
+    ]  # a single file, the first shard, or the first byte part: all start with the header
     return read_header_shape(range_fetch(entry, first))
 
 
@@ -195,18 +202,20 @@ def quant_sizes(entry: ModelEntry, remote: bool = True) -> dict[str, int | None]
     """Total bytes of each quant of the entry's model: the catalogue's figure, else (``remote``) the Hub's
     file metadata (one request for all quants); None where neither is known."""
     if entry.local_path or entry.family == "hub":
-        return {entry.quant: entry.files.size or (entry.local_path.stat().st_size if entry.local_path else None)}
+        return {
+            entry.quant: entry.files.size or (entry.local_path.stat().st_size if entry.local_path else None)
+        }
     from harness.models.catalogue import load_catalogue
 
     model = load_catalogue()["models"].get(entry.name) or {}
     quants = {q: v for q, v in (model.get("quants") or {}).items() if isinstance(v, dict)}
     out: dict[str, int | None] = {q: v.get("size") for q, v in quants.items()}
-    missing = {q: list(v.get("files") or []) for q, v in quants.items() if not v.get("size") and v.get("files")}
+    missing = {
+        q: list(v.get("files") or []) for q, v in quants.items() if not v.get("size") and v.get("files")
+    }
     if remote and missing and entry.repo:
         got = _paths_info(entry, [f for fs in missing.values() for f in fs])
         for q, fs in missing.items():
             if all(f in got and got[f].size is not None for f in fs):
                 out[q] = sum(got[f].size for f in fs)
     return out
-
-

@@ -57,7 +57,9 @@ def package_file_path(package: str, relpath: str) -> Path:
     for f in dist.files or []:
         if str(f) == relpath:
             return Path(dist.locate_file(f)).resolve()
-    raise HarnessError(f"{package} does not contain {relpath}", f"reinstall it: `pip install --force-reinstall {package}`.")
+    raise HarnessError(
+        f"{package} does not contain {relpath}", f"reinstall it: `pip install --force-reinstall {package}`."
+    )
 
 
 def local_model_path(entry: ModelEntry) -> Path | None:

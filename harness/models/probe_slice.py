@@ -55,8 +55,10 @@ class SliceShape:
     @property
     def key(self) -> str:
         """The cache key: every field that changes the file."""
-        return (f"e{self.n_embd}-f{self.n_ff}-h{self.n_head}-kv{self.n_head_kv}-d{self.hd}-v{self.n_vocab}-"
-                f"{self.layer_type}-{self.output_type}")
+        return (
+            f"e{self.n_embd}-f{self.n_ff}-h{self.n_head}-kv{self.n_head_kv}-d{self.hd}-v{self.n_vocab}-"
+            f"{self.layer_type}-{self.output_type}"
+        )
 
     @property
     def hd(self) -> int:
@@ -70,16 +72,20 @@ class SliceShape:
     def matrices(self, n_layer: int) -> list[tuple[str, tuple[int, int], str]]:
         """(name, (rows, columns), type) of every matrix of an ``n_layer`` slice, in file order."""
         q, kv = self.n_head * self.hd, self.n_head_kv * self.hd
-        out = [("token_embd.weight", (self.n_vocab, self.n_embd), self.layer_type),
-               ("output.weight", (self.n_vocab, self.n_embd), self.output_type)]
+        out = [
+            ("token_embd.weight", (self.n_vocab, self.n_embd), self.layer_type),
+            ("output.weight", (self.n_vocab, self.n_embd), self.output_type),
+        ]
         for i in range(n_layer):
-            out += [(f"blk.{i}.attn_q.weight", (q, self.n_embd), self.layer_type),
-                    (f"blk.{i}.attn_k.weight", (kv, self.n_embd), self.layer_type),
-                    (f"blk.{i}.attn_v.weight", (kv, self.n_embd), self.layer_type),
-                    (f"blk.{i}.attn_output.weight", (self.n_embd, q), self.layer_type),
-                    (f"blk.{i}.ffn_gate.weight", (self.n_ff, self.n_embd), self.layer_type),
-                    (f"blk.{i}.ffn_up.weight", (self.n_ff, self.n_embd), self.layer_type),
-                    (f"blk.{i}.ffn_down.weight", (self.n_embd, self.n_ff), self.layer_type)]
+            out += [
+                (f"blk.{i}.attn_q.weight", (q, self.n_embd), self.layer_type),
+                (f"blk.{i}.attn_k.weight", (kv, self.n_embd), self.layer_type),
+                (f"blk.{i}.attn_v.weight", (kv, self.n_embd), self.layer_type),
+                (f"blk.{i}.attn_output.weight", (self.n_embd, q), self.layer_type),
+                (f"blk.{i}.ffn_gate.weight", (self.n_ff, self.n_embd), self.layer_type),
+                (f"blk.{i}.ffn_up.weight", (self.n_ff, self.n_embd), self.layer_type),
+                (f"blk.{i}.ffn_down.weight", (self.n_embd, self.n_ff), self.layer_type),
+            ]
         # A row length the type's block does not divide: Q8_0, as llama.cpp's quantizer falls back for such rows.
         return [(n, rc, t if rc[1] % BLOCKS[t][0] == 0 else "Q8_0") for n, rc, t in out]
 
@@ -104,12 +110,20 @@ def synthetic_vocab_fields(n_vocab: int) -> dict:
     import gguf
 
     if n_vocab < 300:
-        raise HarnessError(f"a vocabulary of {n_vocab} tokens is too small for a probe slice", "check the model's shape.")
+        raise HarnessError(
+            f"a vocabulary of {n_vocab} tokens is too small for a probe slice", "check the model's shape."
+        )
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     tokens += [f"tok{i}" for i in range(len(tokens), n_vocab)]
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [
+        gguf.TokenType.BYTE
+    ] * 256
     types += [gguf.TokenType.NORMAL] * (n_vocab - len(types))
-    return {"tokens": tokens, "scores": [0.0] * 259 + [-float(i) for i in range(n_vocab - 259)], "types": types}
+    return {
+        "tokens": tokens,
+        "scores": [0.0] * 259 + [-float(i) for i in range(n_vocab - 259)],
+        "types": types,
+    }
 
 
 def build_probe_slice(shape: SliceShape, n_layer: int, out: Path, seed: int = 0) -> Path:
@@ -124,9 +138,23 @@ def build_probe_slice(shape: SliceShape, n_layer: int, out: Path, seed: int = 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     voc = synthetic_vocab_fields(shape.n_vocab)
-    w = llama_writer(tmp, LlamaHeader(
-        "probe slice, random weights (timing only)", n_layer, 131072, shape.n_embd, shape.n_ff, shape.n_head,
-        shape.n_head_kv, shape.hd, 500000.0, 1e-5, shape.n_vocab, head_dim=shape.hd))
+    w = llama_writer(
+        tmp,
+        LlamaHeader(
+            "probe slice, random weights (timing only)",
+            n_layer,
+            131072,
+            shape.n_embd,
+            shape.n_ff,
+            shape.n_head,
+            shape.n_head_kv,
+            shape.hd,
+            500000.0,
+            1e-5,
+            shape.n_vocab,
+            head_dim=shape.hd,
+        ),
+    )
     w.add_tokenizer_model("llama")
     w.add_token_list(voc["tokens"])
     w.add_token_scores(voc["scores"])
@@ -137,14 +165,21 @@ def build_probe_slice(shape: SliceShape, n_layer: int, out: Path, seed: int = 0)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     f32 = np.dtype(np.float32)
-    norms = ["output_norm.weight"] + [f"blk.{i}.{n}_norm.weight" for i in range(n_layer) for n in ("attn", "ffn")]
+    norms = ["output_norm.weight"] + [
+        f"blk.{i}.{n}_norm.weight" for i in range(n_layer) for n in ("attn", "ffn")
+    ]
     ones = np.ones(shape.n_embd, np.float32)
     for name in norms:
         w.add_tensor_info(name, ones.shape, f32, ones.nbytes)
     mats = shape.matrices(n_layer)
     for name, (rows, cols), t in mats:
-        w.add_tensor_info(name, (rows, cols), f32, rows * cols // BLOCKS[t][0] * BLOCKS[t][1],
-                          raw_dtype=gguf.GGMLQuantizationType[t])
+        w.add_tensor_info(
+            name,
+            (rows, cols),
+            f32,
+            rows * cols // BLOCKS[t][0] * BLOCKS[t][1],
+            raw_dtype=gguf.GGMLQuantizationType[t],
+        )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()

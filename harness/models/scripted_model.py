@@ -53,8 +53,13 @@ BASE_SCRIPT = (" The", " answer", " is", " ")
 MMLU_TRIGGER = ":"  # last token of MMLU's "...Answer:"
 BOS, EOT, EOS_BASE = "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"
 # Meta's vocabulary metadata the scripted files copy from the vocab GGUF (the rest is written here).
-_VOCAB_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-               "tokenizer.ggml.merges")
+_VOCAB_KEYS = (
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,9 @@ class Vocab:
         try:
             return self._index[key]
         except KeyError:
-            raise HarnessError(f"the vocabulary has no single token {text!r}", "use another scripted answer.") from None
+            raise HarnessError(
+                f"the vocabulary has no single token {text!r}", "use another scripted answer."
+            ) from None
 
     def __post_init__(self) -> None:
         self._index = {t: i for i, t in enumerate(self.tokens)}
@@ -104,17 +111,29 @@ def read_vocab(vocab_gguf: Path) -> Vocab:
     for key in _VOCAB_KEYS:
         fld = reader.fields.get(key)
         if fld is None:
-            raise HarnessError(f"{Path(vocab_gguf).name} has no {key}", "use llama.cpp's ggml-vocab-llama-bpe.gguf.")
+            raise HarnessError(
+                f"{Path(vocab_gguf).name} has no {key}", "use llama.cpp's ggml-vocab-llama-bpe.gguf."
+            )
         fields[key] = (fld.contents(), fld.types[0], fld.types[1] if len(fld.types) > 1 else None)
     if fields["tokenizer.ggml.pre"][0] != "llama-bpe" or len(fields["tokenizer.ggml.tokens"][0]) != 128256:
-        raise HarnessError(f"{Path(vocab_gguf).name} is not the Llama 3 vocabulary (pre-tokenizer llama-bpe, "
-                           "128,256 tokens)", "use llama.cpp's models/ggml-vocab-llama-bpe.gguf.")
+        raise HarnessError(
+            f"{Path(vocab_gguf).name} is not the Llama 3 vocabulary (pre-tokenizer llama-bpe, "
+            "128,256 tokens)",
+            "use llama.cpp's models/ggml-vocab-llama-bpe.gguf.",
+        )
     return Vocab(fields, list(fields["tokenizer.ggml.tokens"][0]))
 
 
-def build_scripted_model(vocab: Vocab, out: Path, template: str | None, answer: str = "18", letter: str | None = "B",
-                         name: str = "scripted-llama3", drop_tokens: tuple[str, ...] = (),
-                         end: str | None = None) -> Scripted:
+def build_scripted_model(
+    vocab: Vocab,
+    out: Path,
+    template: str | None,
+    answer: str = "18",
+    letter: str | None = "B",
+    name: str = "scripted-llama3",
+    drop_tokens: tuple[str, ...] = (),
+    end: str | None = None,
+) -> Scripted:
     """Write a scripted Llama 3 GGUF (module docstring): instruct when ``template`` is given, else base.
 
     Instruct: ``eos`` = ``<|eot_id|>``, ``add_bos_token`` = true, ``tokenizer.chat_template`` = ``template``.
@@ -194,5 +213,6 @@ def build_scripted_model(vocab: Vocab, out: Path, template: str | None, answer: 
     w.write_tensors_to_file()
     w.close()
     tmp.replace(out)  # no half-written model under the final name
-    return Scripted(out, "instruct" if instruct else "base", answer, letter, tuple(nxt),
-                    end_id, vocab.id(BOS), template)
+    return Scripted(
+        out, "instruct" if instruct else "base", answer, letter, tuple(nxt), end_id, vocab.id(BOS), template
+    )

@@ -89,19 +89,24 @@ class Shape:
         if not self.tied:
             out.append(("output.weight", (N_VOCAB, self.n_embd)))
         for i in range(self.n_layer):
-            out += [(f"blk.{i}.attn_q.weight", (self.n_head * hd, self.n_embd)),
-                    (f"blk.{i}.attn_k.weight", (kv, self.n_embd)),
-                    (f"blk.{i}.attn_v.weight", (kv, self.n_embd)),
-                    (f"blk.{i}.attn_output.weight", (self.n_embd, self.n_head * hd)),
-                    (f"blk.{i}.ffn_gate.weight", (self.n_ff, self.n_embd)),
-                    (f"blk.{i}.ffn_up.weight", (self.n_ff, self.n_embd)),
-                    (f"blk.{i}.ffn_down.weight", (self.n_embd, self.n_ff))]
+            out += [
+                (f"blk.{i}.attn_q.weight", (self.n_head * hd, self.n_embd)),
+                (f"blk.{i}.attn_k.weight", (kv, self.n_embd)),
+                (f"blk.{i}.attn_v.weight", (kv, self.n_embd)),
+                (f"blk.{i}.attn_output.weight", (self.n_embd, self.n_head * hd)),
+                (f"blk.{i}.ffn_gate.weight", (self.n_ff, self.n_embd)),
+                (f"blk.{i}.ffn_up.weight", (self.n_ff, self.n_embd)),
+                (f"blk.{i}.ffn_down.weight", (self.n_embd, self.n_ff)),
+            ]
         return out
 
     def n_params(self) -> int:
         """Parameters as llama.cpp counts them (every tensor's elements; rope_freqs included)."""
-        return (sum(r * c for _, (r, c) in self.matrices()) + self.n_embd * (2 * self.n_layer + 1)
-                + self.head_dim // 2)
+        return (
+            sum(r * c for _, (r, c) in self.matrices())
+            + self.n_embd * (2 * self.n_layer + 1)
+            + self.head_dim // 2
+        )
 
     def rope_freqs(self) -> np.ndarray:
         """Llama 3 RoPE scaling factors per frequency, as llama.cpp's converter computes them (module docstring)."""
@@ -117,7 +122,9 @@ class Shape:
             elif wavelen > low_wavelen:
                 out.append(self.rope_factor)
             else:
-                smooth = (self.original_ctx / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor)
+                smooth = (self.original_ctx / wavelen - self.low_freq_factor) / (
+                    self.high_freq_factor - self.low_freq_factor
+                )
                 out.append(1 / ((1 - smooth) / self.rope_factor + smooth))
         return np.array(out, dtype=np.float32)
 
@@ -131,12 +138,42 @@ class Shape:
 # 8B  https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json: 32 layers, hidden 4096, FFN 14336,
 #     32 heads, 8 KV heads (head_dim 128), llama3 scaling factor 8, not tied.
 SHAPES: dict[str, Shape] = {
-    "1b": Shape("1b", "Llama 3.2 1B", 16, 2048, 8192, 32, 8, True, 32.0,
-                "https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json"),
-    "3b": Shape("3b", "Llama 3.2 3B", 28, 3072, 8192, 24, 8, True, 32.0,
-                "https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json"),
-    "8b": Shape("8b", "Llama 3.1 8B", 32, 4096, 14336, 32, 8, False, 8.0,
-                "https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
+    "1b": Shape(
+        "1b",
+        "Llama 3.2 1B",
+        16,
+        2048,
+        8192,
+        32,
+        8,
+        True,
+        32.0,
+        "https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json",
+    ),
+    "3b": Shape(
+        "3b",
+        "Llama 3.2 3B",
+        28,
+        3072,
+        8192,
+        24,
+        8,
+        True,
+        32.0,
+        "https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json",
+    ),
+    "8b": Shape(
+        "8b",
+        "Llama 3.1 8B",
+        32,
+        4096,
+        14336,
+        32,
+        8,
+        False,
+        8.0,
+        "https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json",
+    ),
     # For tests: the real vocabulary and RoPE, two small untied blocks (every tensor kind, fast to build).
     "tiny": Shape("tiny", "Llama 3 (tiny test shape)", 2, 64, 128, 4, 2, False, 32.0, "tests only"),
 }
@@ -173,13 +210,30 @@ def llama3_vocab(dest: Path = VOCAB_DIR) -> Path:
     sdist_dir = Path(dest) / "sdist"
     name = f"llama_cpp_python-{version}.tar.gz"
     if not (sdist_dir / name).is_file():
-        res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet",
-                              f"llama-cpp-python=={version}", "-d", str(sdist_dir)],
-                             capture_output=True, text=True, timeout=900)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "--quiet",
+                f"llama-cpp-python=={version}",
+                "-d",
+                str(sdist_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if res.returncode != 0 or not (sdist_dir / name).is_file():
-            raise HarnessError(f"pip could not fetch the llama-cpp-python {version} sdist (it holds the Llama 3 "
-                               f"vocabulary): {res.stderr.strip()[-300:]}",
-                               "check access to PyPI, or put the sdist in " + str(sdist_dir) + ".")
+            raise HarnessError(
+                f"pip could not fetch the llama-cpp-python {version} sdist (it holds the Llama 3 "
+                f"vocabulary): {res.stderr.strip()[-300:]}",
+                "check access to PyPI, or put the sdist in " + str(sdist_dir) + ".",
+            )
     with tarfile.open(sdist_dir / name) as tar:
         src = tar.extractfile(f"llama_cpp_python-{version}/vendor/llama.cpp/models/{VOCAB}")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +241,11 @@ def llama3_vocab(dest: Path = VOCAB_DIR) -> Path:
         tmp.write_bytes(src.read())
         tmp.replace(out)
     if _sha256(out) != VOCAB_SHA256:
-        raise HarnessError(f"{out} from llama-cpp-python {version} is not the vocabulary the harness was checked "
-                           "against (sha256 differs)", "use the pinned llama-cpp-python (constraints.txt).")
+        raise HarnessError(
+            f"{out} from llama-cpp-python {version} is not the vocabulary the harness was checked "
+            "against (sha256 differs)",
+            "use the pinned llama-cpp-python (constraints.txt).",
+        )
     return out
 
 
@@ -208,8 +265,14 @@ def _random_matrix_q(rows: int, cols: int, qtype, rng: np.random.Generator) -> n
     return out
 
 
-def build_shaped_model(shape: Shape, quant: str, out: Path, vocab: Vocab | Path, seed: int = 0,
-                       log: Callable[[str], None] | None = None) -> Path:
+def build_shaped_model(
+    shape: Shape,
+    quant: str,
+    out: Path,
+    vocab: Vocab | Path,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Write ``shape`` with random ``quant`` (Q8_0 / Q4_0) weights to ``out`` (module docstring); return ``out``.
 
     ``vocab``: the Llama 3 vocabulary GGUF (:func:`llama3_vocab`), or its fields already read (``read_vocab``).
@@ -227,10 +290,23 @@ def build_shaped_model(shape: Shape, quant: str, out: Path, vocab: Vocab | Path,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    w = llama_writer(tmp, LlamaHeader(
-        f"{shape.title} shape, random weights (benchmark only)", shape.n_layer, shape.ctx_train, shape.n_embd,
-        shape.n_ff, shape.n_head, shape.n_head_kv, shape.head_dim, shape.rope_theta, shape.rms_eps, N_VOCAB,
-        file_type=ftype))
+    w = llama_writer(
+        tmp,
+        LlamaHeader(
+            f"{shape.title} shape, random weights (benchmark only)",
+            shape.n_layer,
+            shape.ctx_train,
+            shape.n_embd,
+            shape.n_ff,
+            shape.n_head,
+            shape.n_head_kv,
+            shape.head_dim,
+            shape.rope_theta,
+            shape.rms_eps,
+            N_VOCAB,
+            file_type=ftype,
+        ),
+    )
     for key, (value, vtype, sub) in vocab.fields.items():
         w.add_key_value(key, value, vtype, sub_type=sub)
     w.add_bos_token_id(vocab.id("<|begin_of_text|>"))
@@ -241,10 +317,15 @@ def build_shaped_model(shape: Shape, quant: str, out: Path, vocab: Vocab | Path,
     from gguf.quants import quant_shape_to_byte_shape
 
     f32 = np.dtype(np.float32)
-    small = [("rope_freqs.weight", shape.rope_freqs()), ("output_norm.weight", np.ones(shape.n_embd, np.float32))]
+    small = [
+        ("rope_freqs.weight", shape.rope_freqs()),
+        ("output_norm.weight", np.ones(shape.n_embd, np.float32)),
+    ]
     for i in range(shape.n_layer):
-        small += [(f"blk.{i}.attn_norm.weight", np.ones(shape.n_embd, np.float32)),
-                  (f"blk.{i}.ffn_norm.weight", np.ones(shape.n_embd, np.float32))]
+        small += [
+            (f"blk.{i}.attn_norm.weight", np.ones(shape.n_embd, np.float32)),
+            (f"blk.{i}.ffn_norm.weight", np.ones(shape.n_embd, np.float32)),
+        ]
     for name, arr in small:
         w.add_tensor_info(name, arr.shape, f32, arr.nbytes)
     mats = shape.matrices()
@@ -266,8 +347,13 @@ def build_shaped_model(shape: Shape, quant: str, out: Path, vocab: Vocab | Path,
     return out
 
 
-def ensure_shaped_model(name: str, quant: str = "Q4_0", cache: Path = CACHE_DIR, seed: int = 0,
-                        log: Callable[[str], None] | None = print) -> Path:
+def ensure_shaped_model(
+    name: str,
+    quant: str = "Q4_0",
+    cache: Path = CACHE_DIR,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> Path:
     """The cached benchmark model of shape ``name``, built first when missing (about 25 s per billion
     parameters on one core)."""
     shape = shape_of(name)
@@ -277,8 +363,10 @@ def ensure_shaped_model(name: str, quant: str = "Q4_0", cache: Path = CACHE_DIR,
     if path.is_file():
         return path
     if log:
-        log(f"building {path.name}: {shape.title} shapes ({shape.n_params() / 1e9:.2f} B parameters), "
-            f"random {quant.upper()} weights, into {path.parent}")
+        log(
+            f"building {path.name}: {shape.title} shapes ({shape.n_params() / 1e9:.2f} B parameters), "
+            f"random {quant.upper()} weights, into {path.parent}"
+        )
     return build_shaped_model(shape, quant, path, llama3_vocab(), seed=seed, log=log)
 
 
@@ -286,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m harness.models.shaped 1b,3b --quant Q4_0,Q8_0`` (``make bench-models``): build what is missing."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Build Llama-3-shaped benchmark GGUFs (random weights) into "
-                                             f"{CACHE_DIR}, skipping those already there.")
+    ap = argparse.ArgumentParser(
+        description="Build Llama-3-shaped benchmark GGUFs (random weights) into "
+        f"{CACHE_DIR}, skipping those already there."
+    )
     ap.add_argument("shapes", nargs="?", default="1b", help=f"comma-separated: {', '.join(SHAPES)}")
     ap.add_argument("--quant", default="Q4_0", help=f"comma-separated: {', '.join(QUANTS)}")
     a = ap.parse_args(argv)

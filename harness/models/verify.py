@@ -37,11 +37,16 @@ def verify_download(path: Path, name: str, remote: dict, entry: ModelEntry) -> N
     size = path.stat().st_size
     if remote["size"] is not None and size != remote["size"]:
         quarantine(path)
-        raise HarnessError(f"{name}: {size} bytes on disk, the Hub says {remote['size']}", "rerun the download.")
+        raise HarnessError(
+            f"{name}: {size} bytes on disk, the Hub says {remote['size']}", "rerun the download."
+        )
     bad = _mismatch(path, _expected(path, entry, remote.get("sha256")))
     if bad:
         quarantine(path)
-        raise HarnessError(f"{name}: {bad}", "the file was corrupted or the upload changed; it was removed: rerun the download.")
+        raise HarnessError(
+            f"{name}: {bad}",
+            "the file was corrupted or the upload changed; it was removed: rerun the download.",
+        )
 
 
 def _mismatch(path: Path, expected: list[tuple[str, str]], fresh: bool = False) -> str | None:
@@ -83,15 +88,19 @@ def verify_model(entry: ModelEntry) -> list[tuple[str, str, str]]:
         paths = [(Path(local_model_path(entry)), entry.files.files[0] if entry.files.files else "")]
     else:
         if not entry.files.files:
-            raise HarnessError(f"the file layout of {entry.name} {entry.quant} is unknown", "pick another quant.")
+            raise HarnessError(
+                f"the file layout of {entry.name} {entry.quant} is unknown", "pick another quant."
+            )
         from huggingface_hub import try_to_load_from_cache
 
         paths = []
         for f in entry.files.files:
             got = try_to_load_from_cache(entry.repo, f, revision=entry.revision)
             if not isinstance(got, str):
-                raise HarnessError(f"{entry.name} {entry.quant}: {f} is not downloaded",
-                                   f"run `harness download {entry.name} --quant {entry.quant}`.")
+                raise HarnessError(
+                    f"{entry.name} {entry.quant}: {f} is not downloaded",
+                    f"run `harness download {entry.name} --quant {entry.quant}`.",
+                )
             paths.append((Path(got), f))
     out = []
     for p, name in paths:
@@ -99,15 +108,21 @@ def verify_model(entry: ModelEntry) -> list[tuple[str, str, str]]:
         bad = _mismatch(p, expected, fresh=True)
         if bad:
             quarantine(p)
-            raise HarnessError(f"{name or p.name}: {bad}; the file is corrupted and was removed",
-                               f"run `harness download {entry.name} --quant {entry.quant}` to fetch it again.")
-        out.append((name or p.name, file_sha256(p), ", ".join(s for s, _ in expected) or "nothing (no known hash)"))
+            raise HarnessError(
+                f"{name or p.name}: {bad}; the file is corrupted and was removed",
+                f"run `harness download {entry.name} --quant {entry.quant}` to fetch it again.",
+            )
+        out.append(
+            (name or p.name, file_sha256(p), ", ".join(s for s, _ in expected) or "nothing (no known hash)")
+        )
     if entry.files.split == "parts":
         joined = joined_path(entry)
         if joined.is_file() and joined.stat().st_size != sum(p.stat().st_size for p, _ in paths):
             quarantine(joined)
-            raise HarnessError(f"{joined.name} is not the size of its parts: removed",
-                               f"run `harness download {entry.name} --quant {entry.quant}` to join them again.")
+            raise HarnessError(
+                f"{joined.name} is not the size of its parts: removed",
+                f"run `harness download {entry.name} --quant {entry.quant}` to join them again.",
+            )
         main = joined
     else:
         main = paths[0][0]
@@ -125,5 +140,3 @@ def quarantine(path: Path) -> None:
             p.unlink()
         except OSError:
             pass
-
-

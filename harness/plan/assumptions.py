@@ -25,36 +25,56 @@ def plan_model(path: Path = MODEL_FILE) -> dict:
         slice_keys = ("n_embd", "n_ff", "n_head", "n_vocab")
         out = {
             "bpw": {str(q): float(v) for q, v in d["bits_per_weight"].items()},
-            "shapes": {int(p): {k: int(s[k]) for k in shape_keys + slice_keys if k in s or k in shape_keys}
-                       for p, s in d["shapes"].items()},
+            "shapes": {
+                int(p): {k: int(s[k]) for k in shape_keys + slice_keys if k in s or k in shape_keys}
+                for p, s in d["shapes"].items()
+            },
             "slice_types": {str(q): (str(v[0]), str(v[1])) for q, v in d["slice_types"].items()},
-            "typical": {str(t): (float(v["tokens"]), str(v["source"])) for t, v in d["typical_generated"].items()},
-            **{key: {str(k): (float(v["point"]), float(v["high"]), str(v["source"])) for k, v in d[key].items()}
-               for key in ("overhead", "fallback_overhead")},
-            "extrapolation": (float(d["extrapolation"]["low"]), float(d["extrapolation"]["high"]),
-                              str(d["extrapolation"]["source"])),
-            "checked": (float(d["checked"]["low_params"]), float(d["checked"]["high_params"]),
-                        str(d["checked"]["source"])),
+            "typical": {
+                str(t): (float(v["tokens"]), str(v["source"])) for t, v in d["typical_generated"].items()
+            },
+            **{
+                key: {
+                    str(k): (float(v["point"]), float(v["high"]), str(v["source"])) for k, v in d[key].items()
+                }
+                for key in ("overhead", "fallback_overhead")
+            },
+            "extrapolation": (
+                float(d["extrapolation"]["low"]),
+                float(d["extrapolation"]["high"]),
+                str(d["extrapolation"]["source"]),
+            ),
+            "checked": (
+                float(d["checked"]["low_params"]),
+                float(d["checked"]["high_params"]),
+                str(d["checked"]["source"]),
+            ),
             "fitted_runs": [str(x) for x in d.get("fitted_runs") or []],
             "rate_spread": float(d["rate_spread"]),
             "token_factor": (float(d["prompt_token_factor"]["low"]), float(d["prompt_token_factor"]["high"])),
         }
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise HarnessError(f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml.")
+        raise HarnessError(
+            f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml."
+        )
     from harness.models.probe_slice import BLOCKS
 
     lo, hi, _ = out["extrapolation"]
     c_lo, c_hi, _ = out["checked"]
-    bad = [q for q, v in out["bpw"].items() if not 1 <= v <= 33] + \
-          [k for o in ("overhead", "fallback_overhead") for k, (p, h, _) in out[o].items() if not 1 <= p <= h] + \
-          [q for q, ts in out["slice_types"].items() if any(t not in BLOCKS for t in ts)] + \
-          (["extrapolation"] if not 0 < lo <= 1 <= hi else []) + \
-          (["checked"] if not 0 < c_lo <= c_hi else []) + \
-          (["rate_spread"] if out["rate_spread"] < 1 else []) + \
-          (["prompt_token_factor"] if not 0 < out["token_factor"][0] <= 1 <= out["token_factor"][1] else [])
+    bad = (
+        [q for q, v in out["bpw"].items() if not 1 <= v <= 33]
+        + [k for o in ("overhead", "fallback_overhead") for k, (p, h, _) in out[o].items() if not 1 <= p <= h]
+        + [q for q, ts in out["slice_types"].items() if any(t not in BLOCKS for t in ts)]
+        + (["extrapolation"] if not 0 < lo <= 1 <= hi else [])
+        + (["checked"] if not 0 < c_lo <= c_hi else [])
+        + (["rate_spread"] if out["rate_spread"] < 1 else [])
+        + (["prompt_token_factor"] if not 0 < out["token_factor"][0] <= 1 <= out["token_factor"][1] else [])
+    )
     if bad or not set(out["overhead"]) == set(out["fallback_overhead"]) == {"generate", "loglik"}:
-        raise HarnessError(f"{path}: implausible figures for {', '.join(bad) or 'overhead (generate, loglik)'}",
-                           "restore tasks/plan_model.yaml.")
+        raise HarnessError(
+            f"{path}: implausible figures for {', '.join(bad) or 'overhead (generate, loglik)'}",
+            "restore tasks/plan_model.yaml.",
+        )
     return out
 
 
@@ -69,17 +89,27 @@ def plan_tokens(path: Path = TOKENS_FILE) -> dict:
         for key, v in d["tasks"].items():
             points = sorted((int(n), int(t)) for n, t in v["prompt_tokens"].items())
             budget = v["gen_budget"]
-            out[str(key)] = {"docs": int(v["docs"]), "output": str(v["output"]),
-                             "budget": budget if budget == "model" else int(budget),
-                             "points": [(0, 0), *points]}
+            out[str(key)] = {
+                "docs": int(v["docs"]),
+                "output": str(v["output"]),
+                "budget": budget if budget == "model" else int(budget),
+                "points": [(0, 0), *points],
+            }
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise HarnessError(f"cannot read the task token table {path}: {exc}", "restore tasks/plan_tokens.yaml.")
+        raise HarnessError(
+            f"cannot read the task token table {path}: {exc}", "restore tasks/plan_tokens.yaml."
+        )
     for key, v in out.items():
         pts = v["points"]
-        if v["output"] not in ("generate", "loglik") or pts[-1][0] != v["docs"] or \
-                any(b[0] <= a[0] or b[1] <= 0 for a, b in zip(pts, pts[1:])):
-            raise HarnessError(f"{path}: {key} has an unknown output type or bad points",
-                               "rerun scripts/measure_plan_tokens.py.")
+        if (
+            v["output"] not in ("generate", "loglik")
+            or pts[-1][0] != v["docs"]
+            or any(b[0] <= a[0] or b[1] <= 0 for a, b in zip(pts, pts[1:]))
+        ):
+            raise HarnessError(
+                f"{path}: {key} has an unknown output type or bad points",
+                "rerun scripts/measure_plan_tokens.py.",
+            )
     return out
 
 
@@ -108,12 +138,17 @@ def task_costs(entry, tasks: list[str], limit: int | None = None, full: bool = F
     for name in tasks:
         spec = task_spec(name, entry.kind)
         if spec.get("requires_kind") and spec["requires_kind"] != entry.kind:
-            raise HarnessError(f"task {name} is defined for {spec['requires_kind']} models; {entry.name} is a "
-                               f"{entry.kind} model", "pick the instruct variant of the model, or another task.")
+            raise HarnessError(
+                f"task {name} is defined for {spec['requires_kind']} models; {entry.name} is a "
+                f"{entry.kind} model",
+                "pick the instruct variant of the model, or another task.",
+            )
         chat = spec.get("chat") == "always" or (spec.get("chat") == "instruct" and entry.is_instruct)
         key = f"{name}/{'chat' if chat else 'plain'}"
         if key not in table:
-            raise HarnessError(f"no measured token counts for {key}", "run scripts/measure_plan_tokens.py for it.")
+            raise HarnessError(
+                f"no measured token counts for {key}", "run scripts/measure_plan_tokens.py for it."
+            )
         t = table[key]
         lim = None if full else (limit if limit is not None else spec.get("default_limit"))
         n = t["docs"] if lim is None else min(int(lim), t["docs"])
@@ -126,8 +161,19 @@ def task_costs(entry, tasks: list[str], limit: int | None = None, full: bool = F
             configs = ({"output_type": "generate_until", "generation_kwargs": {"max_gen_toks": budget}},)
         typical = model["typical"].get(name, (0.0, ""))[0] if t["output"] == "generate" else 0.0
         gen = min(typical, budget)
-        out.append(TaskCost(name, chat, n, t["output"], _interpolate(t["points"], n), gen, budget, configs,
-                            _question_tokens(t["points"]) + gen / 2))
+        out.append(
+            TaskCost(
+                name,
+                chat,
+                n,
+                t["output"],
+                _interpolate(t["points"], n),
+                gen,
+                budget,
+                configs,
+                _question_tokens(t["points"]) + gen / 2,
+            )
+        )
     return out
 
 

@@ -70,24 +70,48 @@ def calibration(path: Path = CALIBRATION_FILE) -> Calibration:
         d = yaml.safe_load(Path(path).read_text())
         p, s = d["probe"], d["speed"]
         cal = Calibration(
-            date=str(d["date"]), command=str(d["command"]), machine=str(d["machine"]), model=str(d["model"]["name"]),
-            params=int(d["model"]["params"]), weights_bytes=int(d["model"]["weights_bytes"]),
-            n_layer=int(d["model"]["n_layer"]), threads=int(s["threads"]),
-            probe=Probe(float(p["matmul_flops"]), float(p["bandwidth"]), int(p["bandwidth_bytes"]),
-                        f"calibration of {d['date']}"),
-            prompt_tps=float(s["prompt_tokens_per_s"]), decode_1_tps=float(s["decode_1_tokens_per_s"]),
+            date=str(d["date"]),
+            command=str(d["command"]),
+            machine=str(d["machine"]),
+            model=str(d["model"]["name"]),
+            params=int(d["model"]["params"]),
+            weights_bytes=int(d["model"]["weights_bytes"]),
+            n_layer=int(d["model"]["n_layer"]),
+            threads=int(s["threads"]),
+            probe=Probe(
+                float(p["matmul_flops"]),
+                float(p["bandwidth"]),
+                int(p["bandwidth_bytes"]),
+                f"calibration of {d['date']}",
+            ),
+            prompt_tps=float(s["prompt_tokens_per_s"]),
+            decode_1_tps=float(s["decode_1_tokens_per_s"]),
             decode_batched_tps=float(s["decode_batched_tokens_per_s"]),
-            batched_sequences=int(s["batched_sequences"]))
+            batched_sequences=int(s["batched_sequences"]),
+        )
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"cannot read the plan calibration {path}: {exc}",
-                           "restore tasks/plan_calibration.yaml or rerun `harness plan --calibrate`.")
-    if min(cal.probe.flops, cal.probe.bandwidth, cal.prompt_tps, cal.decode_1_tps, cal.decode_batched_tps) <= 0 \
-            or cal.params <= 0 or cal.weights_bytes <= 0 or cal.n_layer <= 0 or cal.batched_sequences < 2:
-        raise HarnessError(f"{path}: every rate and size must be positive, with 2 or more batched sequences",
-                           "rerun `harness plan --calibrate`.")
+        raise HarnessError(
+            f"cannot read the plan calibration {path}: {exc}",
+            "restore tasks/plan_calibration.yaml or rerun `harness plan --calibrate`.",
+        )
+    if (
+        min(cal.probe.flops, cal.probe.bandwidth, cal.prompt_tps, cal.decode_1_tps, cal.decode_batched_tps)
+        <= 0
+        or cal.params <= 0
+        or cal.weights_bytes <= 0
+        or cal.n_layer <= 0
+        or cal.batched_sequences < 2
+    ):
+        raise HarnessError(
+            f"{path}: every rate and size must be positive, with 2 or more batched sequences",
+            "rerun `harness plan --calibrate`.",
+        )
     if cal.batched_sequences / cal.decode_batched_tps <= 1 / cal.decode_1_tps:
-        raise HarnessError(f"{path}: a batched decode step measured faster than a one-sequence step (the machine "
-                           "was busy during the calibration)", "rerun `harness plan --calibrate` on a quieter machine.")
+        raise HarnessError(
+            f"{path}: a batched decode step measured faster than a one-sequence step (the machine "
+            "was busy during the calibration)",
+            "rerun `harness plan --calibrate` on a quieter machine.",
+        )
     return cal
 
 
@@ -97,13 +121,24 @@ def reference_machine(path: Path = CALIBRATION_FILE) -> dict:
     cal = calibration(path)
     try:
         d = yaml.safe_load(Path(path).read_text())["reference"]
-        out = {"name": str(d["name"]), "ram_bytes": int(d["ram_bytes"]),
-               "probe": Probe(float(d["matmul_flops"]), float(d["bandwidth"]), int(d["bandwidth_bytes"]),
-                              f"reference machine class: {d['name']}, calibrated {cal.date}")}
+        out = {
+            "name": str(d["name"]),
+            "ram_bytes": int(d["ram_bytes"]),
+            "probe": Probe(
+                float(d["matmul_flops"]),
+                float(d["bandwidth"]),
+                int(d["bandwidth_bytes"]),
+                f"reference machine class: {d['name']}, calibrated {cal.date}",
+            ),
+        }
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"cannot read the reference machine of {path}: {exc}", "rerun `harness plan --calibrate`.")
+        raise HarnessError(
+            f"cannot read the reference machine of {path}: {exc}", "rerun `harness plan --calibrate`."
+        )
     if min(out["ram_bytes"], out["probe"].flops, out["probe"].bandwidth) <= 0:
-        raise HarnessError(f"{path}: the reference machine's figures must be positive", "rerun `harness plan --calibrate`.")
+        raise HarnessError(
+            f"{path}: the reference machine's figures must be positive", "rerun `harness plan --calibrate`."
+        )
     return out
 
 
@@ -112,8 +147,13 @@ def reference_probe() -> Probe:
     return reference_machine()["probe"]
 
 
-def calibrate(n_parallel: int = 8, path: Path = CALIBRATION_FILE, cores: int | None = None, repeats: int = 5,
-              seconds: float = 2.0) -> dict:
+def calibrate(
+    n_parallel: int = 8,
+    path: Path = CALIBRATION_FILE,
+    cores: int | None = None,
+    repeats: int = 5,
+    seconds: float = 2.0,
+) -> dict:
     """Measure the calibration on this machine (:func:`measure`) and write it to ``path``; returns what was written.
 
     Run in a child process so that numpy's BLAS and llama.cpp both start with one thread, timed there by the
@@ -123,18 +163,29 @@ def calibrate(n_parallel: int = 8, path: Path = CALIBRATION_FILE, cores: int | N
     import sys
 
     one = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    code = (f"from harness.plan.calibration import measure, write; from pathlib import Path; "
-            f"write(measure({int(n_parallel)}, {cores!r}, {int(repeats)}, {float(seconds)!r}), Path({str(path)!r}))")
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **one}, capture_output=True, text=True)
+    code = (
+        f"from harness.plan.calibration import measure, write; from pathlib import Path; "
+        f"write(measure({int(n_parallel)}, {cores!r}, {int(repeats)}, {float(seconds)!r}), Path({str(path)!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **one}, capture_output=True, text=True
+    )
     if proc.returncode:
-        raise HarnessError(f"the calibration failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}",
-                           "run it again; `harness speed` must work on the offline model.")
+        raise HarnessError(
+            f"the calibration failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}",
+            "run it again; `harness speed` must work on the offline model.",
+        )
     calibration.cache_clear()
     return yaml.safe_load(Path(path).read_text())
 
 
-def measure(n_parallel: int = 8, cores: int | None = None, repeats: int = 5, seconds: float = 2.0,
-            clock: Callable[[], float] = time.process_time) -> dict:
+def measure(
+    n_parallel: int = 8,
+    cores: int | None = None,
+    repeats: int = 5,
+    seconds: float = 2.0,
+    clock: Callable[[], float] = time.process_time,
+) -> dict:
     """The calibration's figures on this machine: ``harness speed``'s probe on the offline model (best of
     ``repeats``, one llama.cpp thread) beside the two numpy probes over its weights' size (``seconds`` each),
     every interval timed by ``clock``. The default, the process's CPU time, not the wall clock: a machine
@@ -162,7 +213,9 @@ def measure(n_parallel: int = 8, cores: int | None = None, repeats: int = 5, sec
     shape = read_header_shape(file_fetch(Path(path_gguf)))
     engine = LlamaEngine(path_gguf, EngineSettings(threads=1, n_parallel=n_parallel))
     try:
-        speed = speed_mod.probe(engine, repeats=repeats, clock=clock)  # `harness speed`'s probe, timed by ``clock``
+        speed = speed_mod.probe(
+            engine, repeats=repeats, clock=clock
+        )  # `harness speed`'s probe, timed by ``clock``
     finally:
         engine.close()
     flops = matmul_flops(seconds, clock=clock)
@@ -177,20 +230,44 @@ def measure(n_parallel: int = 8, cores: int | None = None, repeats: int = 5, sec
         "command": "harness plan --calibrate",
         "clock": "process CPU time, one thread (llama.cpp --threads 1, BLAS 1 thread)",
         "machine": machine,
-        "model": {"name": f"{entry.name} {entry.quant}", "params": int(entry.params), "weights_bytes": weights,
-                  "n_layer": int(shape["n_layer"])},
-        "probe": {"matmul_flops": round(flops), "bandwidth": round(small), "bandwidth_bytes": min(weights, BW_CAP)},
-        "speed": {"threads": 1, **{k: speed[k] for k in ("prompt_tokens_per_s", "decode_1_tokens_per_s",
-                                                         "decode_batched_tokens_per_s", "batched_sequences")}},
-        "reference": {"name": f"an idle {cores}-core machine of this CPU ({cpu}; probes x {cores} cores)",
-                      "matmul_flops": round(flops * cores), "bandwidth": round(big * cores),
-                      "bandwidth_bytes": BW_CAP, "ram_bytes": psutil.virtual_memory().total},
+        "model": {
+            "name": f"{entry.name} {entry.quant}",
+            "params": int(entry.params),
+            "weights_bytes": weights,
+            "n_layer": int(shape["n_layer"]),
+        },
+        "probe": {
+            "matmul_flops": round(flops),
+            "bandwidth": round(small),
+            "bandwidth_bytes": min(weights, BW_CAP),
+        },
+        "speed": {
+            "threads": 1,
+            **{
+                k: speed[k]
+                for k in (
+                    "prompt_tokens_per_s",
+                    "decode_1_tokens_per_s",
+                    "decode_batched_tokens_per_s",
+                    "batched_sequences",
+                )
+            },
+        },
+        "reference": {
+            "name": f"an idle {cores}-core machine of this CPU ({cpu}; probes x {cores} cores)",
+            "matmul_flops": round(flops * cores),
+            "bandwidth": round(big * cores),
+            "bandwidth_bytes": BW_CAP,
+            "ram_bytes": psutil.virtual_memory().total,
+        },
     }
 
 
 def write(figures: dict, path: Path = CALIBRATION_FILE) -> None:
     """Write :func:`measure`'s figures to ``path`` under the header that says where they come from."""
-    head = ("# Written by `harness plan --calibrate` (harness/plan/calibration.py): `harness speed` on the offline model\n"
-            "# beside the matmul and memory probes, on one thread and the CPU-time clock, on the machine named\n"
-            "# below; `reference` is the machine class of the published report's estimates. Do not edit.\n")
+    head = (
+        "# Written by `harness plan --calibrate` (harness/plan/calibration.py): `harness speed` on the offline model\n"
+        "# beside the matmul and memory probes, on one thread and the CPU-time clock, on the machine named\n"
+        "# below; `reference` is the machine class of the published report's estimates. Do not edit.\n"
+    )
     Path(path).write_text(head + yaml.safe_dump(figures, sort_keys=False))

@@ -14,8 +14,9 @@ from harness.plan.estimate import QuantPlan, estimate_seconds, quant_facts, quan
 from harness.plan.render import duration_text, interval_text
 
 
-def check_runs(results_dir: Path, rate_source: str = "here",
-               log: Callable[[str], None] | None = None) -> tuple[list[dict], int]:
+def check_runs(
+    results_dir: Path, rate_source: str = "here", log: Callable[[str], None] | None = None
+) -> tuple[list[dict], int]:
     """The estimate of each run's own plan (its model, task, subset size and engine settings) beside its measured
     wall time and tokens, and how many runs were left out as contended (``efficiency.contended``: the machine was
     busy with other work, so its wall time says nothing of the machine). Each row says whether the run is one the
@@ -74,25 +75,40 @@ def _check_one(rec: dict, rate_source: str, cache: dict, log: Callable[[str], No
         cache[key] = quant_rates(entry, q, settings, probe, rate_source == "here", log)
     (lo, pt, hi), _ = estimate_seconds([cost], cache[key])
     wall = float(timing["wall_seconds"])
-    return {"run": _run_name(rec), "created": rec.get("created"), "prompt_est": cost.prompt_tokens,
-            "prompt_actual": int(timing.get("prompt_tokens") or 0), "gen_est": round(cost.n * cost.gen_point),
-            "gen_actual": int(timing.get("generated_tokens") or 0), "seconds": (lo, pt, hi), "wall": wall,
-            "ratio": pt / wall if wall else math.nan, "within": lo <= wall <= hi,
-            "rates": cache[key].method.split(":")[0]}
+    return {
+        "run": _run_name(rec),
+        "created": rec.get("created"),
+        "prompt_est": cost.prompt_tokens,
+        "prompt_actual": int(timing.get("prompt_tokens") or 0),
+        "gen_est": round(cost.n * cost.gen_point),
+        "gen_actual": int(timing.get("generated_tokens") or 0),
+        "seconds": (lo, pt, hi),
+        "wall": wall,
+        "ratio": pt / wall if wall else math.nan,
+        "within": lo <= wall <= hi,
+        "rates": cache[key].method.split(":")[0],
+    }
 
 
 def render_check(rows: list[dict], contended: int = 0) -> str:
     """:func:`check_runs`'s rows as a table, and how many contended runs were left out."""
-    lines = [f"{'run':<40} {'sample':<13} {'prompt tok est/actual':>22} {'gen tok est/actual':>19} "
-             f"{'wall est (interval)':>26} {'actual':>8} {'est/actual':>10}"]
+    lines = [
+        f"{'run':<40} {'sample':<13} {'prompt tok est/actual':>22} {'gen tok est/actual':>19} "
+        f"{'wall est (interval)':>26} {'actual':>8} {'est/actual':>10}"
+    ]
     for r in rows:
         if "skipped" in r:
             lines.append(f"{r['run']:<40} skipped: {r['skipped']}")
             continue
-        lines.append(f"{r['run']:<40} {r['sample']:<13} {r['prompt_est']:>10} / {r['prompt_actual']:<9} "
-                     f"{r['gen_est']:>8} / {r['gen_actual']:<8} {interval_text(r['seconds']):>26} "
-                     f"{duration_text(r['wall']):>8} {r['ratio']:>9.2f}{'' if r['within'] else ' (outside the interval)'}")
-    lines.append(f"{contended} contended run(s) left out (efficiency.contended: the machine was busy with other "
-                 "work); runs without that mark are kept" if contended else
-                 "no contended run left out (runs recorded before efficiency.contended existed are kept)")
+        lines.append(
+            f"{r['run']:<40} {r['sample']:<13} {r['prompt_est']:>10} / {r['prompt_actual']:<9} "
+            f"{r['gen_est']:>8} / {r['gen_actual']:<8} {interval_text(r['seconds']):>26} "
+            f"{duration_text(r['wall']):>8} {r['ratio']:>9.2f}{'' if r['within'] else ' (outside the interval)'}"
+        )
+    lines.append(
+        f"{contended} contended run(s) left out (efficiency.contended: the machine was busy with other "
+        "work); runs without that mark are kept"
+        if contended
+        else "no contended run left out (runs recorded before efficiency.contended existed are kept)"
+    )
     return "\n".join(lines)

@@ -79,7 +79,9 @@ class Plan:
     why: str
 
 
-def quant_facts(entry, network: bool = True, local: bool = True) -> tuple[int | None, str, int, dict | None, str]:
+def quant_facts(
+    entry, network: bool = True, local: bool = True
+) -> tuple[int | None, str, int, dict | None, str]:
     """Size (and where it came from), bytes to download, shape (and where from) of one quant. ``local``:
     a file already on this machine gives both (its size, its header)."""
     from harness.models.gguf_check import read_header_shape
@@ -139,21 +141,36 @@ def estimate_seconds(costs: list[TaskCost], r: rates.Rates) -> tuple[tuple, list
         lo = floor(r.fast, c.prompt_tokens * f_lo, c.n * c.gen_point / 2)
         pt = floor(r.point, c.prompt_tokens, c.n * c.gen_point) * point_ovh
         hi = floor(r.slow, c.prompt_tokens * f_hi, c.n * c.gen_budget) * high_ovh
-        rows.append({"task": c.name, "n": c.n, "prompt_tokens": c.prompt_tokens,
-                     "generated_point": round(c.n * c.gen_point), "generated_max": c.n * c.gen_budget,
-                     "seconds": (lo, pt, hi)})
+        rows.append(
+            {
+                "task": c.name,
+                "n": c.n,
+                "prompt_tokens": c.prompt_tokens,
+                "generated_point": round(c.n * c.gen_point),
+                "generated_max": c.n * c.gen_budget,
+                "seconds": (lo, pt, hi),
+            }
+        )
         tot = [tot[0] + lo, tot[1] + pt, tot[2] + hi]
     return tuple(tot), rows
 
 
-def quant_rates(entry, q: QuantPlan, settings, probe: Probe | None, local: bool,
-                log: Callable[[str], None] | None) -> rates.Rates:
+def quant_rates(
+    entry, q: QuantPlan, settings, probe: Probe | None, local: bool, log: Callable[[str], None] | None
+) -> rates.Rates:
     """The rates of one quant: stored numpy figures when ``probe`` is given (the reference machine class), else
     llama.cpp timed here on a slice of it, else (no slice possible) the numpy probes here, named a fallback."""
     m = plan_model()
     if probe is not None:
-        r = rates.fallback_rates(q.params, q.size, q.shape["n_layer"], probe, settings.n_parallel, m["rate_spread"],
-                                 "stored figures of the reference machine class")
+        r = rates.fallback_rates(
+            q.params,
+            q.size,
+            q.shape["n_layer"],
+            probe,
+            settings.n_parallel,
+            m["rate_spread"],
+            "stored figures of the reference machine class",
+        )
         return dataclasses.replace(r, method=r.method.replace("FALLBACK (", "(", 1))
     target = slice_target(entry, q.quant, q.params, q.shape, local)
     why = target if isinstance(target, str) else ""
@@ -163,16 +180,25 @@ def quant_rates(entry, q: QuantPlan, settings, probe: Probe | None, local: bool,
             return measure_slice(shape, n_layer, settings, m["extrapolation"][:2], log=log)
         except HarnessError as exc:
             why = f"the slice could not be timed: {exc.message}"
-    return rates.fallback_rates(q.params, q.size, q.shape["n_layer"], probe_now(min(q.size, BW_CAP)),
-                                settings.n_parallel, m["rate_spread"], why)
+    return rates.fallback_rates(
+        q.params,
+        q.size,
+        q.shape["n_layer"],
+        probe_now(min(q.size, BW_CAP)),
+        settings.n_parallel,
+        m["rate_spread"],
+        why,
+    )
 
 
 def recommend(quants: list[QuantPlan], budget_hours: float | None) -> tuple[str | None, str]:
     """The largest quant that fits (RAM, or GPU offload with the rest in RAM), has room on disk and, with a
     budget, whose point estimate is within it."""
     if not any(q.size and q.shape for q in quants):
-        return None, ("the size or shape is unknown before download: the Hub was not asked (HF_HUB_OFFLINE) or did "
-                      "not answer, and the catalogue has neither")
+        return None, (
+            "the size or shape is unknown before download: the Hub was not asked (HF_HUB_OFFLINE) or did "
+            "not answer, and the catalogue has neither"
+        )
     ok = [q for q in quants if q.fits and q.disk_ok and q.size]
     if not ok:
         return None, "no quant fits this machine's memory and disk"
@@ -180,12 +206,16 @@ def recommend(quants: list[QuantPlan], budget_hours: float | None) -> tuple[str 
         within = [q for q in ok if q.seconds and q.seconds[1] <= budget_hours * 3600]
         if not within:
             fastest = min(ok, key=lambda q: q.seconds[1] if q.seconds else math.inf)
-            return None, (f"no quant that fits finishes within {budget_hours:g} h (the quickest, {fastest.quant}, "
-                          f"~{duration_text(fastest.seconds[1])}): fewer questions (--limit) or fewer tasks")
+            return None, (
+                f"no quant that fits finishes within {budget_hours:g} h (the quickest, {fastest.quant}, "
+                f"~{duration_text(fastest.seconds[1])}): fewer questions (--limit) or fewer tasks"
+            )
         ok = within
     best = max(ok, key=lambda q: q.size)
-    return best.quant, ("the largest quant that fits" + (f" and finishes within {budget_hours:g} h"
-                                                         if budget_hours is not None else ""))
+    return best.quant, (
+        "the largest quant that fits"
+        + (f" and finishes within {budget_hours:g} h" if budget_hours is not None else "")
+    )
 
 
 def quant_names(entry) -> list[str]:
@@ -198,21 +228,51 @@ def quant_names(entry) -> list[str]:
     return [q for q, v in quants.items() if isinstance(v, dict)] or [entry.quant]
 
 
-def make_plan(model: str, quant: str | None = None, tasks: list[str] | None = None, limit: int | None = None,
-              full: bool = False, budget_hours: float | None = None, settings=None,
-              probe: Probe | None = None, kind: str | None = None, network: bool = True,
-              log: Callable[[str], None] | None = None) -> Plan:
+def make_plan(
+    model: str,
+    quant: str | None = None,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    full: bool = False,
+    budget_hours: float | None = None,
+    settings=None,
+    probe: Probe | None = None,
+    kind: str | None = None,
+    network: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Plan:
     """The plan of ``model`` (a catalogue name, a .gguf path or hf:...; every quant, or ``quant``)."""
     from harness.models.catalogue import resolve
 
-    return plan_entry(resolve(model, quant), quant is not None, tasks, limit, full, budget_hours, settings, probe,
-                      kind, network, log=log)
+    return plan_entry(
+        resolve(model, quant),
+        quant is not None,
+        tasks,
+        limit,
+        full,
+        budget_hours,
+        settings,
+        probe,
+        kind,
+        network,
+        log=log,
+    )
 
 
-def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: int | None = None,
-               full: bool = False, budget_hours: float | None = None, settings=None,
-               probe: Probe | None = None, kind: str | None = None, network: bool = True,
-               machine: dict | None = None, log: Callable[[str], None] | None = None) -> Plan:
+def plan_entry(
+    entry,
+    one_quant: bool,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    full: bool = False,
+    budget_hours: float | None = None,
+    settings=None,
+    probe: Probe | None = None,
+    kind: str | None = None,
+    network: bool = True,
+    machine: dict | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Plan:
     """Fit and time per quant of ``entry``'s model (only ``entry.quant`` with ``one_quant``) and the
     recommendation. ``network``: may ask the Hub for sizes and headers it lacks (never weights).
     ``probe``: stored numpy-probe figures (the reference machine class) instead of timing llama.cpp here.
@@ -233,13 +293,15 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
     else:
         avail, devs, free = available_memory(), gpus() if settings.gpu_layers != 0 else [], disk_free()
     quants, entries = [], {}
-    for q in ([entry.quant] if one_quant else quant_names(entry)):
+    for q in [entry.quant] if one_quant else quant_names(entry):
         e = entry if q == entry.quant else dataclasses.replace(resolve(entry.name, q), kind=entry.kind)
         entries[q] = e
         size, source, download, shape, shape_source = quant_facts(e, network, local=machine is None)
         params = e.params or (size * 8 / plan_model()["bpw"].get(q, 5.0) if size else 0)
         need = download * (2 if e.files.split == "parts" else 1)  # byte parts are joined beside the cache
-        qp = QuantPlan(q, size, source, download, need, shape, shape_source, params=params, disk_ok=need <= free)
+        qp = QuantPlan(
+            q, size, source, download, need, shape, shape_source, params=params, disk_ok=need <= free
+        )
         if shape and size:
             qp.kv = kv_cache_bytes(shape["n_layer"], shape["n_kv_heads"], shape["head_dim"], ctx["cells"])
             qp.n_ctx = ctx["cells"]
@@ -250,8 +312,11 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
     # Only a quant that can run here is timed: a slice of a model that fits neither RAM nor a GPU would cost
     # a probe (minutes and gigabytes for a 70B slice) before the refusal it cannot change.
     timed = [q for q in quants if q.shape and q.size and q.params and (q.fits_ram or q.gpu_layers)]
-    method = ("none: the size or shape is unknown" if not any(q.shape and q.size for q in quants)
-              else "none: no quant fits this machine")
+    method = (
+        "none: the size or shape is unknown"
+        if not any(q.shape and q.size for q in quants)
+        else "none: no quant fits this machine"
+    )
     if timed:
         probed = next((q for q in timed if q.quant == entry.quant), timed[0])
         r = quant_rates(entries[probed.quant], probed, settings, probe, machine is None, log)
@@ -260,5 +325,19 @@ def plan_entry(entry, one_quant: bool, tasks: list[str] | None = None, limit: in
             qp.rates = r if qp is probed else rates.scaled_rates(r, probed.size, qp.size, qp.quant)
             qp.seconds, qp.per_task = estimate_seconds(costs, qp.rates)
     rec, why = recommend(quants, budget_hours)
-    return Plan(entry.name, entry.kind, quants[0].params if quants else 0, costs, settings.n_parallel, quants,
-                avail, free, download_dir(), devs, method, budget_hours, rec, why)
+    return Plan(
+        entry.name,
+        entry.kind,
+        quants[0].params if quants else 0,
+        costs,
+        settings.n_parallel,
+        quants,
+        avail,
+        free,
+        download_dir(),
+        devs,
+        method,
+        budget_hours,
+        rec,
+        why,
+    )

@@ -16,7 +16,9 @@ from harness.disk import free_disk
 from harness.errors import HarnessError
 
 MEMORY_AVAILABLE_ENV = "HARNESS_MEMORY_AVAILABLE"
-GPU_FREE_ENV = "HARNESS_GPU_FREE"  # e.g. "24GiB,8GiB": pretend these GPUs (free memory) are here; "none": no GPU
+GPU_FREE_ENV = (
+    "HARNESS_GPU_FREE"  # e.g. "24GiB,8GiB": pretend these GPUs (free memory) are here; "none": no GPU
+)
 DISK_FREE_ENV = "HARNESS_DISK_FREE"  # e.g. "100GiB": free space where downloads go
 MAX_SIZE = 2**60  # bytes (1 EiB): a size from the environment above this is a mistake
 
@@ -43,8 +45,10 @@ def parse_size(raw: str, env: str) -> int:
     base = 1024 if m.group(3).lower().startswith("i") or not m.group(3) else 1000
     size = Decimal(m.group(1)) * base**unit  # exact: a 400-digit value is a number too large, not an overflow
     if size > MAX_SIZE:
-        raise HarnessError(f"{env}={_short(raw)!r} is larger than any machine ({MAX_SIZE // 2**50} PiB at most)",
-                           "write the size in bytes or e.g. 20GiB, 512MiB.")
+        raise HarnessError(
+            f"{env}={_short(raw)!r} is larger than any machine ({MAX_SIZE // 2**50} PiB at most)",
+            "write the size in bytes or e.g. 20GiB, 512MiB.",
+        )
     return int(size)
 
 
@@ -59,8 +63,15 @@ def gpus() -> list[dict]:
     if raw:
         if raw.lower() == "none":
             return []
-        return [{"device": f"GPU{i}", "description": f"{GPU_FREE_ENV}", "free_bytes": parse_size(s, GPU_FREE_ENV),
-                 "total_bytes": parse_size(s, GPU_FREE_ENV)} for i, s in enumerate(raw.split(","))]
+        return [
+            {
+                "device": f"GPU{i}",
+                "description": f"{GPU_FREE_ENV}",
+                "free_bytes": parse_size(s, GPU_FREE_ENV),
+                "total_bytes": parse_size(s, GPU_FREE_ENV),
+            }
+            for i, s in enumerate(raw.split(","))
+        ]
     from harness.backends.llamacpp.devices import local_gpus
 
     return local_gpus()
@@ -90,8 +101,11 @@ def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), else what the platform module knows."""
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return cpu

@@ -23,8 +23,9 @@ MIB = 2**20
 BW_CAP = 512 * MIB  # past any last-level cache: what a multi-GB model's decode sees
 
 
-def matmul_flops(seconds: float = 0.5, n: int = 1024, clock: Callable[[], float] = time.perf_counter,
-                 best: bool = True) -> float:
+def matmul_flops(
+    seconds: float = 0.5, n: int = 1024, clock: Callable[[], float] = time.perf_counter, best: bool = True
+) -> float:
     """Float32 FLOP/s of an n x n matrix product over ``seconds``: the best product (``best``) or the median
     (what a busy machine gives a long run), each timed by ``clock``."""
     import numpy as np
@@ -42,8 +43,12 @@ def matmul_flops(seconds: float = 0.5, n: int = 1024, clock: Callable[[], float]
             return max(got) if best else statistics.median(got)
 
 
-def memory_bandwidth(nbytes: int = BW_CAP, seconds: float = 0.5, clock: Callable[[], float] = time.perf_counter,
-                     best: bool = True) -> float:
+def memory_bandwidth(
+    nbytes: int = BW_CAP,
+    seconds: float = 0.5,
+    clock: Callable[[], float] = time.perf_counter,
+    best: bool = True,
+) -> float:
     """Bytes/s of a float32 matrix-vector product reading ``nbytes`` (capped at 512 MiB) per pass: the best
     pass or the median (``best``)."""
     import numpy as np
@@ -73,13 +78,19 @@ class Probe:
 
     def describe(self) -> str:
         """The probe in the plan's method line."""
-        return (f"matmul {self.flops / 1e9:.1f} GFLOP/s, memory {self.bandwidth / 1e9:.1f} GB/s "
-                f"(over {self.bw_bytes / MIB:.0f} MiB); {self.source}")
+        return (
+            f"matmul {self.flops / 1e9:.1f} GFLOP/s, memory {self.bandwidth / 1e9:.1f} GB/s "
+            f"(over {self.bw_bytes / MIB:.0f} MiB); {self.source}"
+        )
 
 
 def probe_now(weights_bytes: int) -> Probe:
     """Both probes on this machine now, about a second in all, wall clock and every core: the median pass, so
     that a machine busy with other work is judged as a long run will find it, not by its best moment."""
     size = min(int(weights_bytes), BW_CAP)
-    return Probe(matmul_flops(best=False), memory_bandwidth(size, best=False), size,
-                 "measured now (median of 0.5 s each, all cores)")
+    return Probe(
+        matmul_flops(best=False),
+        memory_bandwidth(size, best=False),
+        size,
+        "measured now (median of 0.5 s each, all cores)",
+    )

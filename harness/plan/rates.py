@@ -31,8 +31,14 @@ class Rates:
     sliced: bool = True  # llama.cpp timed on a slice; False: the numpy fallback (or stored reference figures)
 
 
-def token_rates(params: float, weights_bytes: int, n_layer: int, probe: Probe, n_parallel: int,
-                cal: Calibration | None = None) -> dict:
+def token_rates(
+    params: float,
+    weights_bytes: int,
+    n_layer: int,
+    probe: Probe,
+    n_parallel: int,
+    cal: Calibration | None = None,
+) -> dict:
     """Prompt and decode rates (tokens/s) of a model on a probed machine, in the shape of
     ``harness.backends.llamacpp.speed.probe`` so its ``floor_seconds`` applies.
 
@@ -42,27 +48,39 @@ def token_rates(params: float, weights_bytes: int, n_layer: int, probe: Probe, n
     """
     cal = cal or calibration()
     prompt = cal.prompt_eff * probe.flops / (2 * params)
-    t1 = weights_bytes / probe.bandwidth + n_layer * cal.decode_overhead_per_layer * cal.probe.flops / probe.flops
+    t1 = (
+        weights_bytes / probe.bandwidth
+        + n_layer * cal.decode_overhead_per_layer * cal.probe.flops / probe.flops
+    )
     extra = 2 * params / (cal.batch_eff * probe.flops)
     tb = t1 + (n_parallel - 1) * extra
-    return {"prompt_tokens_per_s": prompt, "decode_1_tokens_per_s": 1 / t1,
-            "decode_batched_tokens_per_s": n_parallel / tb, "batched_sequences": n_parallel}
+    return {
+        "prompt_tokens_per_s": prompt,
+        "decode_1_tokens_per_s": 1 / t1,
+        "decode_batched_tokens_per_s": n_parallel / tb,
+        "batched_sequences": n_parallel,
+    }
 
 
-def fallback_rates(params: float, weights_bytes: int, n_layer: int, probe: Probe, n_parallel: int,
-                   spread: float, why: str) -> Rates:
+def fallback_rates(
+    params: float, weights_bytes: int, n_layer: int, probe: Probe, n_parallel: int, spread: float, why: str
+) -> Rates:
     """The fallback: :func:`token_rates` from the numpy probes, the interval the rates /``spread``..x``spread``
     (one calibration point: no measured spread). ``why``: why the slice was not used, for the method line."""
     cal = calibration()
     point = token_rates(params, weights_bytes, n_layer, probe, n_parallel, cal)
-    scale = {k: point[k] for k in ("prompt_tokens_per_s", "decode_1_tokens_per_s", "decode_batched_tokens_per_s")}
+    scale = {
+        k: point[k] for k in ("prompt_tokens_per_s", "decode_1_tokens_per_s", "decode_batched_tokens_per_s")
+    }
     fast = dict(point, **{k: v * spread for k, v in scale.items()})
     slow = dict(point, **{k: v / spread for k, v in scale.items()})
-    method = (f"FALLBACK ({why}): numpy probes, not llama.cpp: {probe.describe()}; prompt = {cal.prompt_eff:.2f} x "
-              f"FLOP/s / (2 x params), decode step = weights / bandwidth + {cal.decode_overhead_per_layer * 1e3:.2f} ms "
-              f"per layer + (sequences - 1) x 2 x params / ({cal.batch_eff:.2f} x FLOP/s); factors from "
-              f"`{cal.command}` on {cal.machine}, {cal.date}, which need not hold on this CPU; the interval scales "
-              f"the rates by /{spread:g}..x{spread:g}")
+    method = (
+        f"FALLBACK ({why}): numpy probes, not llama.cpp: {probe.describe()}; prompt = {cal.prompt_eff:.2f} x "
+        f"FLOP/s / (2 x params), decode step = weights / bandwidth + {cal.decode_overhead_per_layer * 1e3:.2f} ms "
+        f"per layer + (sequences - 1) x 2 x params / ({cal.batch_eff:.2f} x FLOP/s); factors from "
+        f"`{cal.command}` on {cal.machine}, {cal.date}, which need not hold on this CPU; the interval scales "
+        f"the rates by /{spread:g}..x{spread:g}"
+    )
     return Rates(point, fast, slow, method, sliced=False)
 
 
@@ -74,6 +92,10 @@ def scaled_rates(r: Rates, from_bytes: int, to_bytes: int, quant: str) -> Rates:
     def one(d: dict) -> dict:
         return {k: (v * f if k.startswith("decode_") and k.endswith("_per_s") else v) for k, v in d.items()}
 
-    return Rates(one(r.point), one(r.fast), one(r.slow),
-                 f"{quant}: the probed quant's rates, decode scaled by the weights' bytes ({1 / f:.2f}x)",
-                 sliced=r.sliced)
+    return Rates(
+        one(r.point),
+        one(r.fast),
+        one(r.slow),
+        f"{quant}: the probed quant's rates, decode scaled by the weights' bytes ({1 / f:.2f}x)",
+        sliced=r.sliced,
+    )

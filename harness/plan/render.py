@@ -42,13 +42,19 @@ def rates_text(q: QuantPlan) -> str:
     r = q.rates
     if r is None:
         return f"{q.quant}: no rates"
-    dec = "decode_streams_tokens_per_s" if r.point.get("decode_streams_tokens_per_s") else "decode_batched_tokens_per_s"
+    dec = (
+        "decode_streams_tokens_per_s"
+        if r.point.get("decode_streams_tokens_per_s")
+        else "decode_batched_tokens_per_s"
+    )
 
     def rate(key: str) -> str:
         return f"{r.point[key]:.1f} ({r.slow[key]:.1f}–{r.fast[key]:.1f})"
 
-    return (f"{q.quant}: prompt {rate('prompt_tokens_per_s')} tok/s, batched decode {rate(dec)} tok/s "
-            f"({r.point.get('batched_sequences')} sequences{', in KV streams' if 'streams' in dec else ''})")
+    return (
+        f"{q.quant}: prompt {rate('prompt_tokens_per_s')} tok/s, batched decode {rate(dec)} tok/s "
+        f"({r.point.get('batched_sequences')} sequences{', in KV streams' if 'streams' in dec else ''})"
+    )
 
 
 def method_text(rates_method: str) -> str:
@@ -70,7 +76,9 @@ def method_text(rates_method: str) -> str:
 def checked_text(params: float) -> str:
     """The range of model sizes the estimate was checked on against real runs, and whether ``params`` is in it."""
     lo, hi, source = plan_model()["checked"]
-    text = f"checked against real runs on models of {lo / 1e9:.2f}B-{hi / 1e9:.2f}B parameters only ({source})"
+    text = (
+        f"checked against real runs on models of {lo / 1e9:.2f}B-{hi / 1e9:.2f}B parameters only ({source})"
+    )
     if params and not lo * 0.95 <= params <= hi * 1.05:
         text += f"; this model ({params / 1e9:.2f}B) lies outside that range: its estimate is unchecked"
     return text
@@ -85,10 +93,15 @@ def render(plan: Plan) -> str:
 
 def render_head(plan: Plan) -> list[str]:
     """The plan's first two lines: the model and its tasks, this machine's memory, GPUs and disk."""
-    tasks = ", ".join(f"{c.name} ({c.n} questions{f', budget {c.gen_budget} tokens' if c.gen_budget else ''})"
-                      for c in plan.tasks)
-    gpu = ("no GPU" if not plan.gpus else
-           ", ".join(f"{g['device']} {g['free_bytes'] / GIB:.1f} GiB free" for g in plan.gpus))
+    tasks = ", ".join(
+        f"{c.name} ({c.n} questions{f', budget {c.gen_budget} tokens' if c.gen_budget else ''})"
+        for c in plan.tasks
+    )
+    gpu = (
+        "no GPU"
+        if not plan.gpus
+        else ", ".join(f"{g['device']} {g['free_bytes'] / GIB:.1f} GiB free" for g in plan.gpus)
+    )
     return [
         f"plan: {plan.model} ({plan.kind}, {f'{plan.params / 1e9:.2f}B' if plan.params else 'unknown'} params): "
         f"{tasks}; --parallel {plan.n_parallel}",
@@ -104,7 +117,11 @@ def render_table(plan: Plan) -> list[str]:
         if q.size is None:
             rows.append((q.quant, "size unknown", "", "", ""))
             continue
-        dl = "here" if q.download == 0 else (size_text(q.size, q.size_source) + ("" if q.disk_ok else " (NO ROOM)"))
+        dl = (
+            "here"
+            if q.download == 0
+            else (size_text(q.size, q.size_source) + ("" if q.disk_ok else " (NO ROOM)"))
+        )
         if q.shape is None:
             rows.append((q.quant, dl, "shape unknown", "", ""))
             continue
@@ -117,15 +134,20 @@ def render_table(plan: Plan) -> list[str]:
 
 def render_notes(plan: Plan) -> list[str]:
     """The notes under the table: recommendation, sources, rates, checked range, method."""
+
     def fill(text: str) -> str:
         return textwrap.fill(text, width=110, subsequent_indent="  ")
 
     lines = [f"recommended: {plan.recommended or 'none'} ({plan.why})"]
     sources = sorted({q.size_source for q in plan.quants if q.size} | {q.shape_source for q in plan.quants})
     n_ctx = max((q.n_ctx for q in plan.quants), default=0)
-    lines.append(fill(f"sizes and shapes: {'; '.join(sources)}; KV cache for {n_ctx} cells (what the engine "
-                      "allocates for these tasks: harness/backends/llamacpp/sizing.py); free disk counts a byte-split "
-                      "quant twice (joined)"))
+    lines.append(
+        fill(
+            f"sizes and shapes: {'; '.join(sources)}; KV cache for {n_ctx} cells (what the engine "
+            "allocates for these tasks: harness/backends/llamacpp/sizing.py); free disk counts a byte-split "
+            "quant twice (joined)"
+        )
+    )
     lines += [fill(f"rates: {rates_text(q)}") for q in plan.quants if q.rates]
     lines.append(fill(f"{checked_text(plan.params)}"))
     lines.append(fill(f"method: {method_text(plan.rates_method)}"))
@@ -136,8 +158,17 @@ def one_line(plan: Plan, quant: str) -> str:
     """The plan of one quant in one line (printed by `harness bench` before it starts)."""
     q = next(x for x in plan.quants if x.quant == quant)
     tasks = "+".join(f"{c.name}[{c.n}]" for c in plan.tasks)
-    mem = (f"{(q.size + q.kv) / GIB:.1f} GiB of {plan.available / GIB:.1f} GiB RAM" if q.size and q.shape
-           else "memory unknown")
-    how = "llama.cpp timed on a slice" if q.rates and q.rates.method.startswith("llama.cpp") else "numpy fallback"
-    return (f"plan: {plan.model} {quant} {tasks}: ~{interval_text(q.seconds)} on this machine ({how}), needs {mem}"
-            f" (`harness plan {plan.model}` for the method)")
+    mem = (
+        f"{(q.size + q.kv) / GIB:.1f} GiB of {plan.available / GIB:.1f} GiB RAM"
+        if q.size and q.shape
+        else "memory unknown"
+    )
+    how = (
+        "llama.cpp timed on a slice"
+        if q.rates and q.rates.method.startswith("llama.cpp")
+        else "numpy fallback"
+    )
+    return (
+        f"plan: {plan.model} {quant} {tasks}: ~{interval_text(q.seconds)} on this machine ({how}), needs {mem}"
+        f" (`harness plan {plan.model}` for the method)"
+    )

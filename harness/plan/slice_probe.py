@@ -30,10 +30,18 @@ from harness.plan.rates import Rates
 
 # Below this share of wall time x threads in CPU time, the probe ran on a busy machine and says so.
 BUSY_SHARE = 0.8
-CACHE_ENV = "HARNESS_PROBE_CACHE"  # where probe slices are cached (default: ~/.cache/llama-bench-harness/probe)
+CACHE_ENV = (
+    "HARNESS_PROBE_CACHE"  # where probe slices are cached (default: ~/.cache/llama-bench-harness/probe)
+)
 # The speed probe's figures, each a rate in tokens/s: per token they are times, extrapolated per layer.
-RATE_KEYS = ("prompt_tokens_per_s", "decode_1_tokens_per_s", "decode_batched_tokens_per_s",
-             "decode_batched_deep_tokens_per_s", "decode_streams_tokens_per_s", "decode_streams_deep_tokens_per_s")
+RATE_KEYS = (
+    "prompt_tokens_per_s",
+    "decode_1_tokens_per_s",
+    "decode_batched_tokens_per_s",
+    "decode_batched_deep_tokens_per_s",
+    "decode_streams_tokens_per_s",
+    "decode_streams_deep_tokens_per_s",
+)
 
 
 def probe_cache() -> Path:
@@ -68,9 +76,16 @@ def probe_lengths(shape, n_layer: int) -> ProbeLengths:
     return ProbeLengths((1, d2), prompt, 4, 2 * prompt, 2)
 
 
-def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, float] = (1.0, 1.0),
-                  lengths: ProbeLengths | None = None, cache: Path | None = None,
-                  log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> Rates:
+def measure_slice(
+    shape,
+    n_layer: int,
+    settings,
+    extrapolation: tuple[float, float] = (1.0, 1.0),
+    lengths: ProbeLengths | None = None,
+    cache: Path | None = None,
+    log: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Rates:
     """Time llama.cpp on slices of ``shape`` (harness.models.probe_slice.SliceShape) and extrapolate to ``n_layer``
     layers (module docstring). ``settings``: the run's EngineSettings (RPC workers are left out: the estimate does
     not cover them). ``extrapolation``: the checked error of the per-layer extrapolation, (low, high) factors on
@@ -86,7 +101,9 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
         path = cache / f"slice-{shape.key}-L{depth}.gguf"
         if not path.is_file():
             if log:
-                log(f"plan: building a {depth}-layer probe slice ({shape.slice_bytes(depth) / 1e9:.1f} GB) in {cache}")
+                log(
+                    f"plan: building a {depth}-layer probe slice ({shape.slice_bytes(depth) / 1e9:.1f} GB) in {cache}"
+                )
             try:
                 build_probe_slice(shape, depth, path)
             except OSError as exc:
@@ -95,8 +112,10 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
                         p.unlink(missing_ok=True)  # nothing half-written under the final name
                     except OSError:
                         pass
-                raise HarnessError(f"the probe slice could not be written to {cache}: {exc.strerror or exc}",
-                                   f"free disk space there, or set {CACHE_ENV} to another folder.") from None
+                raise HarnessError(
+                    f"the probe slice could not be written to {cache}: {exc.strerror or exc}",
+                    f"free disk space there, or set {CACHE_ENV} to another folder.",
+                ) from None
         if log:
             log(f"plan: timing llama.cpp on the {depth}-layer slice ({lengths.repeats} repeats)")
         samples[depth], got = time_slice(path, settings, lengths)
@@ -105,16 +124,21 @@ def measure_slice(shape, n_layer: int, settings, extrapolation: tuple[float, flo
     base = {"batched_sequences": settings.n_parallel, "prompt_len": lengths.prompt, "deep_len": lengths.deep}
     d1, d2 = lengths.depths
     seconds = clock() - t_start
-    method = (f"llama.cpp timed now on slices of this model ({d1} and {d2} of {n_layer} layers: its hidden size "
-              f"{shape.n_embd}, FFN {shape.n_ff}, {shape.n_head}/{shape.n_head_kv} heads, vocabulary {shape.n_vocab}, "
-              f"{shape.layer_type} layers, {shape.output_type} output; random weights), "
-              f"{lengths.repeats} repeats, {info['threads']} threads, --parallel {settings.n_parallel}"
-              f"{', on the GPU' if info['gpu_offload'] else ', on the CPU'}; time per token = a + b x layers through "
-              f"the two slices, extrapolated to {n_layer}; the interval: the repeats' spread, "
-              f"x{extrapolation[0]:g}..x{extrapolation[1]:g} for the extrapolation's checked error ({seconds:.0f} s)"
-              + (f"; the machine was busy during the probe (it got {info['cpu_share']:.0%} of {info['threads']} "
-                 "threads' CPU time): these are a busy machine's rates" if not info["gpu_offload"]
-                 and info["cpu_share"] < BUSY_SHARE else ""))
+    method = (
+        f"llama.cpp timed now on slices of this model ({d1} and {d2} of {n_layer} layers: its hidden size "
+        f"{shape.n_embd}, FFN {shape.n_ff}, {shape.n_head}/{shape.n_head_kv} heads, vocabulary {shape.n_vocab}, "
+        f"{shape.layer_type} layers, {shape.output_type} output; random weights), "
+        f"{lengths.repeats} repeats, {info['threads']} threads, --parallel {settings.n_parallel}"
+        f"{', on the GPU' if info['gpu_offload'] else ', on the CPU'}; time per token = a + b x layers through "
+        f"the two slices, extrapolated to {n_layer}; the interval: the repeats' spread, "
+        f"x{extrapolation[0]:g}..x{extrapolation[1]:g} for the extrapolation's checked error ({seconds:.0f} s)"
+        + (
+            f"; the machine was busy during the probe (it got {info['cpu_share']:.0%} of {info['threads']} "
+            "threads' CPU time): these are a busy machine's rates"
+            if not info["gpu_offload"] and info["cpu_share"] < BUSY_SHARE
+            else ""
+        )
+    )
     return Rates({**base, **point}, {**base, **fast}, {**base, **slow}, method, seconds)
 
 
@@ -130,16 +154,19 @@ def time_slice(path: Path, settings, lengths: ProbeLengths) -> tuple[list[dict],
         raise HarnessError(f"llama.cpp is not importable here ({exc})", "run `make setup`.") from None
     try:
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        out = [engine.speed_probe(lengths.prompt, lengths.steps, 1, lengths.deep, streams=True)
-               for _ in range(lengths.repeats)]
+        out = [
+            engine.speed_probe(lengths.prompt, lengths.steps, 1, lengths.deep, streams=True)
+            for _ in range(lengths.repeats)
+        ]
         share = (time.process_time() - cpu0) / max((time.perf_counter() - wall0) * engine.threads, 1e-9)
         return out, {"threads": engine.threads, "gpu_offload": bool(engine.gpu_offload), "cpu_share": share}
     finally:
         engine.close()
 
 
-def extrapolate(samples: dict[int, list[dict]], n_layer: int, error: tuple[float, float] = (1.0, 1.0)
-                ) -> tuple[dict, dict, dict]:
+def extrapolate(
+    samples: dict[int, list[dict]], n_layer: int, error: tuple[float, float] = (1.0, 1.0)
+) -> tuple[dict, dict, dict]:
     """Per rate: seconds per token at each slice depth -> a + b x depth through the two depths' medians -> the
     rate at ``n_layer`` layers (the point). The interval's ends: the point's time per token times the widest
     spread of the repeats around their median at either depth (fastest / median, slowest / median), times
@@ -162,8 +189,9 @@ def extrapolate(samples: dict[int, list[dict]], n_layer: int, error: tuple[float
     return out
 
 
-def slice_target(entry, quant: str, params: float, shape: dict | None,
-                 local: bool = True) -> tuple[object, int] | str:
+def slice_target(
+    entry, quant: str, params: float, shape: dict | None, local: bool = True
+) -> tuple[object, int] | str:
     """What the probe slice copies from one quant of the model (harness.models.probe_slice.SliceShape) and its layer
     count; or why no slice can be made (a string). A file here: its own header and tensor types (the gguf
     package's reader); else the published shape of the catalogue's parameter count (tasks/plan_model.yaml
@@ -183,8 +211,19 @@ def slice_target(entry, quant: str, params: float, shape: dict | None,
         return f"no published shape for {entry.name} {quant} (tasks/plan_model.yaml shapes, slice_types)"
     if any(t not in BLOCKS for t in types):
         return f"no probe slice for {types}"
-    return (SliceShape(known["n_embd"], known["n_ff"], known["n_head"], known["n_kv_heads"], known["n_vocab"],
-                       types[0], types[1], known["head_dim"]), known["n_layer"])
+    return (
+        SliceShape(
+            known["n_embd"],
+            known["n_ff"],
+            known["n_head"],
+            known["n_kv_heads"],
+            known["n_vocab"],
+            types[0],
+            types[1],
+            known["head_dim"],
+        ),
+        known["n_layer"],
+    )
 
 
 def _local_file(entry) -> Path | None:
@@ -224,6 +263,16 @@ def file_slice_target(path: Path) -> tuple[object, int]:
     vocab = num(f"{arch}.vocab_size", 0) or len(reader.fields["tokenizer.ggml.tokens"].data)
     layer = types.get("blk.0.ffn_up.weight") or types["blk.0.attn_q.weight"]
     output = types.get("output.weight") or types["token_embd.weight"]
-    return (SliceShape(n_embd, num(f"{arch}.feed_forward_length"), n_head, num(f"{arch}.attention.head_count_kv", n_head),
-                       vocab, layer, output, num(f"{arch}.attention.key_length", n_embd // n_head)),
-            num(f"{arch}.block_count"))
+    return (
+        SliceShape(
+            n_embd,
+            num(f"{arch}.feed_forward_length"),
+            n_head,
+            num(f"{arch}.attention.head_count_kv", n_head),
+            vocab,
+            layer,
+            output,
+            num(f"{arch}.attention.key_length", n_embd // n_head),
+        ),
+        num(f"{arch}.block_count"),
+    )

@@ -25,7 +25,9 @@ def final_summary(paths: list[Path], results_dir: Path, model: str) -> str:
         out.append(f"\njudged claims about {model}:")
         out.append(claims_table(judged, verdict_first=True))
     if waiting:
-        out.append(f"{waiting} claim(s) about {model} not comparable yet (`harness compare -m {model}` lists them)")
+        out.append(
+            f"{waiting} claim(s) about {model} not comparable yet (`harness compare -m {model}` lists them)"
+        )
     names = " ".join(str(p) for p in paths)
     out.append(f"\nrecord{'s' if len(paths) > 1 else ''}: {names}")
     return "\n".join(out)

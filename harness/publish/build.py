@@ -41,8 +41,20 @@ from harness.redact import redact_command
 from harness.tasks.settings import task_spec
 
 MANIFEST = "published.json"
-README_CLAIM_COLUMNS = ("claim", "setting", "claimed", "source (short)", "article", "quant", "measured", "95% CI", "n",
-                        "verdict", "strength", "note")
+README_CLAIM_COLUMNS = (
+    "claim",
+    "setting",
+    "claimed",
+    "source (short)",
+    "article",
+    "quant",
+    "measured",
+    "95% CI",
+    "n",
+    "verdict",
+    "strength",
+    "note",
+)
 
 
 HEADLINE_COLUMNS = ("model", "quant", "task", "metric", "score", "95% CI", "n")
@@ -97,48 +109,103 @@ def build(results_dir: Path, names: set[str] | None = None) -> tuple[dict[str, s
         spec = quant_spec(model, runs, keys)
         if spec:
             plots[f"plots/quant-{model}.png"] = spec
-    measured = claims_spec("measured", [c for c in comps if c.measured is not None and c.claim.kind == "value"],
-                           any_task=True)
+    measured = claims_spec(
+        "measured", [c for c in comps if c.measured is not None and c.claim.kind == "value"], any_task=True
+    )
     if measured["rows"]:
         plots["plots/claims-measured.png"] = measured
-    plot_list = [{"path": p, "title": ("claims with a measurement" if s.get("task") == "measured" else
-                                       f"{s['task']}: measured vs claimed" if s["kind"] == "claims"
-                                       else f"{s['model']}: score vs quant")} for p, s in plots.items()]
+    plot_list = [
+        {
+            "path": p,
+            "title": (
+                "claims with a measurement"
+                if s.get("task") == "measured"
+                else f"{s['task']}: measured vs claimed"
+                if s["kind"] == "claims"
+                else f"{s['model']}: score vs quant"
+            ),
+        }
+        for p, s in plots.items()
+    ]
     # The summary: headline scores, judged claims and the plots of what was measured; then what awaits a run.
     heads = headline_rows(runs)
     summary_plots = [p for p in plot_list if p["path"] == "plots/claims-measured.png"] or plot_list[:1]
     models = []
     for model in sorted({r.model for r in runs}):
         quant_plot = f"plots/quant-{model}.png"
-        models.append({"model": model, "rows": [h for h in heads if h["model"] == model],
-                       "quants": sorted({r.quant for r in runs if r.model == model}),
-                       "plot": quant_plot if quant_plot in plots else None})
-    other_plots = [p for p in plot_list if p not in summary_plots and not p["path"].startswith("plots/quant-")]
+        models.append(
+            {
+                "model": model,
+                "rows": [h for h in heads if h["model"] == model],
+                "quants": sorted({r.quant for r in runs if r.model == model}),
+                "plot": quant_plot if quant_plot in plots else None,
+            }
+        )
+    other_plots = [
+        p for p in plot_list if p not in summary_plots and not p["path"].startswith("plots/quant-")
+    ]
     audits = latest_audits(results_dir)
-    records = [{"file": r.path.name, "model": r.model, "quant": r.quant, "task": r.task, "n": r.n,
-                "created": r.rec.created, "command": redact_command(r.rec.command),
-                "audit": _audit_text(audits.get(r.path.name))} for r in runs]
+    records = [
+        {
+            "file": r.path.name,
+            "model": r.model,
+            "quant": r.quant,
+            "task": r.task,
+            "n": r.n,
+            "created": r.rec.created,
+            "command": redact_command(r.rec.command),
+            "audit": _audit_text(audits.get(r.path.name)),
+        }
+        for r in runs
+    ]
     lrows = ladder_rows(ladders(runs))
-    ctx = dict(ladder_columns=LADDER_COLUMNS, ladder_rows=lrows, n_runs=len(runs), n_dupes=dupes,
-               n_claims=len(claims), verdict_counts=verdict_counts,
-               hardware=hardware, plots=plot_list, records=records, headlines=heads, judged=judged_rows(comps),
-               awaiting=awaiting(comps, reference_estimate), reference=reference_text(), models=models,
-               summary_plots=summary_plots, other_plots=other_plots)
+    ctx = dict(
+        ladder_columns=LADDER_COLUMNS,
+        ladder_rows=lrows,
+        n_runs=len(runs),
+        n_dupes=dupes,
+        n_claims=len(claims),
+        verdict_counts=verdict_counts,
+        hardware=hardware,
+        plots=plot_list,
+        records=records,
+        headlines=heads,
+        judged=judged_rows(comps),
+        awaiting=awaiting(comps, reference_estimate),
+        reference=reference_text(),
+        models=models,
+        summary_plots=summary_plots,
+        other_plots=other_plots,
+    )
     # Every string a record brings is bounded before it is published (a hash keeps long ones apart).
     ctx, crow, srow, heads = bounded_all(ctx), bounded_all(crow), bounded_all(srow), bounded_all(heads)
     # Tables are rendered from the bounded rows (a whole table is long by nature, and is not cut).
     ctx["ladder_table"] = markdown_table(ctx["ladder_rows"], LADDER_COLUMNS) if ctx["ladder_rows"] else ""
     # HTML templates are escaped, the markdown one is not.
-    env = Environment(loader=PackageLoader("harness.publish", "templates"), undefined=StrictUndefined,
-                      keep_trailing_newline=True, autoescape=select_autoescape(["html.j2"]))
+    env = Environment(
+        loader=PackageLoader("harness.publish", "templates"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=select_autoescape(["html.j2"]),
+    )
     readme = env.get_template("results_readme.md.j2").render(
-        headlines_table=(markdown_table([h | {"95% CI": h["ci"]} for h in heads], HEADLINE_COLUMNS) if heads
-                         else "(no runs yet)"),
+        headlines_table=(
+            markdown_table([h | {"95% CI": h["ci"]} for h in heads], HEADLINE_COLUMNS)
+            if heads
+            else "(no runs yet)"
+        ),
         claims_table=markdown_table(crow, README_CLAIM_COLUMNS),
-        scores_table=markdown_table(srow, SCORE_COLUMNS), **ctx)
+        scores_table=markdown_table(srow, SCORE_COLUMNS),
+        **ctx,
+    )
     html = env.get_template("report.html.j2").render(
-        claim_columns=CLAIM_COLUMNS, claim_rows=crow, score_columns=SCORE_COLUMNS, score_rows=srow,
-        colours=COLOURS, **ctx)
+        claim_columns=CLAIM_COLUMNS,
+        claim_rows=crow,
+        score_columns=SCORE_COLUMNS,
+        score_rows=srow,
+        colours=COLOURS,
+        **ctx,
+    )
     texts = {
         "README.md": readme,
         "claims.csv": _csv(crow, CLAIM_COLUMNS + VERDICT_COLUMNS + ("article",)),
@@ -160,11 +227,22 @@ def _spec_sha(spec: dict) -> str:
     return _sha(json.dumps(spec, sort_keys=True).encode())
 
 
-def _manifest(texts: dict[str, str], plots: dict[str, dict], png_sha: dict[str, str], records: dict[str, str],
-              audits: dict[str, dict] | None = None) -> str:
+def _manifest(
+    texts: dict[str, str],
+    plots: dict[str, dict],
+    png_sha: dict[str, str],
+    records: dict[str, str],
+    audits: dict[str, dict] | None = None,
+) -> str:
     files = {p: _sha(t.encode()) for p, t in sorted(texts.items())}
     data = {p: _spec_sha(s) for p, s in sorted(plots.items())}
-    out = {"generator": "harness publish", "files": files, "plot_data": data, "png": png_sha, "records": records}
+    out = {
+        "generator": "harness publish",
+        "files": files,
+        "plot_data": data,
+        "png": png_sha,
+        "records": records,
+    }
     if audits:  # each listed record's latest `harness audit` (when, where, K, seed, result)
         out["audits"] = {name: a for name, a in sorted(audits.items()) if name in records}
     return json.dumps(out, indent=1, sort_keys=True, allow_nan=False) + "\n"
@@ -199,10 +277,14 @@ def publish(results_dir: Path) -> list[Path]:
             if f"plots/{old.name}" not in plots:
                 old.unlink()
                 written.append(old)
-        atomic_write_text(results_dir / MANIFEST, _manifest(texts, plots, png_sha, records, latest_audits(results_dir)))
+        atomic_write_text(
+            results_dir / MANIFEST, _manifest(texts, plots, png_sha, records, latest_audits(results_dir))
+        )
     except OSError as exc:
-        raise HarnessError(f"cannot write published files in {results_dir}: {exc}",
-                           "check free space and permissions of the results folder.") from exc
+        raise HarnessError(
+            f"cannot write published files in {results_dir}: {exc}",
+            "check free space and permissions of the results folder.",
+        ) from exc
     return written
 
 
@@ -230,7 +312,9 @@ def stale(results_dir: Path) -> list[str]:
     if manifest is None:
         return [MANIFEST]
     now = _record_hashes(results_dir)
-    out = sorted(f"runs/{name} (changed or missing)" for name, h in manifest["records"].items() if now.get(name) != h)
+    out = sorted(
+        f"runs/{name} (changed or missing)" for name, h in manifest["records"].items() if now.get(name) != h
+    )
     texts, plots = build(results_dir, set(manifest["records"]))
     for rel, text in texts.items():
         path = results_dir / rel
@@ -240,8 +324,11 @@ def stale(results_dir: Path) -> list[str]:
     for rel, h in want.items():
         path = results_dir / rel
         # A plot is current when it shows the current data and is the file the publisher wrote.
-        if (manifest.get("plot_data", {}).get(rel) != h or not path.exists()
-                or manifest.get("png", {}).get(rel) != _sha(path.read_bytes())):
+        if (
+            manifest.get("plot_data", {}).get(rel) != h
+            or not path.exists()
+            or manifest.get("png", {}).get(rel) != _sha(path.read_bytes())
+        ):
             out.append(rel)
     extra = set(manifest.get("plot_data", {})) - set(want)
     out += sorted(f"{p} (no longer produced)" for p in extra)

@@ -14,9 +14,14 @@ from harness.records.runs import Run
 
 # Verdict colours (colour-blind safe Okabe-Ito palette).
 # Orange for "inconclusive": an interval too wide to tell the claim from a shortfall of the margin.
-COLOURS = {"holds": "#009E73", "holds within quantization allowance": "#56B4E9", "inconclusive": "#E69F00",
-           "not reproduced": "#D55E00", "exceeded": "#CC79A7", "not comparable": "#999999"}
-
+COLOURS = {
+    "holds": "#009E73",
+    "holds within quantization allowance": "#56B4E9",
+    "inconclusive": "#E69F00",
+    "not reproduced": "#D55E00",
+    "exceeded": "#CC79A7",
+    "not comparable": "#999999",
+}
 
 
 def claims_spec(task: str, comps: list[Comparison], any_task: bool = False) -> dict:
@@ -30,8 +35,18 @@ def claims_spec(task: str, comps: list[Comparison], any_task: bool = False) -> d
         label = f"{c.claim.model} {what}[{c.quant or 'no run'}] ({c.claim.id.split('.')[-1]})"
         # The shortfall a "holds" must rule out: from the claim down by margin + allowance.
         floor = None if c.margin is None else c.claim.claimed - c.margin - (c.allowance or 0.0)
-        rows.append({"label": label, "claimed": c.claim.claimed, "measured": c.measured, "lo": c.lo, "hi": c.hi,
-                     "verdict": c.verdict, "setting": c.claim.setting_text(), "floor": floor})
+        rows.append(
+            {
+                "label": label,
+                "claimed": c.claim.claimed,
+                "measured": c.measured,
+                "lo": c.lo,
+                "hi": c.hi,
+                "verdict": c.verdict,
+                "setting": c.claim.setting_text(),
+                "floor": floor,
+            }
+        )
     return {"kind": "claims", "task": task, "rows": rows}
 
 
@@ -43,8 +58,9 @@ def quant_spec(model: str, runs: list[Run], key_of: dict[str, str]) -> dict | No
             continue
         m = r.rec.metrics.get(key_of[r.task])
         if m:
-            series.setdefault(r.task, []).append({"quant": r.quant, "value": 100 * m.value,
-                                                  "lo": 100 * m.ci95[0], "hi": 100 * m.ci95[1]})
+            series.setdefault(r.task, []).append(
+                {"quant": r.quant, "value": 100 * m.value, "lo": 100 * m.ci95[0], "hi": 100 * m.ci95[1]}
+            )
     if len({p["quant"] for pts in series.values() for p in pts}) < 2:
         return None
     order = {q: i for i, q in enumerate(QUANT_ORDER)}
@@ -71,32 +87,62 @@ def render(spec: dict) -> bytes:
 def _claims_figure(plt, spec: dict):
     rows = spec["rows"]
     compact = spec["task"] == "measured"  # the summary's plot: beside the text, so narrow and legible
-    fig, ax = plt.subplots(figsize=(5.0, 0.5 * max(len(rows), 2) + 1.3) if compact
-                           else (8, 0.38 * max(len(rows), 3) + 1.2))
+    fig, ax = plt.subplots(
+        figsize=(5.0, 0.5 * max(len(rows), 2) + 1.3) if compact else (8, 0.38 * max(len(rows), 3) + 1.2)
+    )
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
-        ax.plot([r["claimed"]], [y], marker="D", color="black", markersize=5, linestyle="none",
-                label="claimed" if i == 0 else None)
+        ax.plot(
+            [r["claimed"]],
+            [y],
+            marker="D",
+            color="black",
+            markersize=5,
+            linestyle="none",
+            label="claimed" if i == 0 else None,
+        )
         if r.get("floor") is not None:
             ax.plot([r["floor"], r["claimed"]], [y + 0.22, y + 0.22], color="black", linewidth=1, alpha=0.6)
         if r["measured"] is not None:
             col = COLOURS.get(r["verdict"], "#999999")
-            ax.errorbar([r["measured"]], [y], xerr=[[r["measured"] - r["lo"]], [r["hi"] - r["measured"]]],
-                        fmt="o", color=col, capsize=3, markersize=5)
+            ax.errorbar(
+                [r["measured"]],
+                [y],
+                xerr=[[r["measured"] - r["lo"]], [r["hi"] - r["measured"]]],
+                fmt="o",
+                color=col,
+                capsize=3,
+                markersize=5,
+            )
     ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
     ax.set_xlim(0, 100)
-    ax.set_xlabel("score (%): measured, 95% interval (colour: verdict); claimed: black diamond;\n"
-                  "holds only if the interval clears the black bar's left end" if compact
-                  else "score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond; a claim holds"
-                  " only if the interval clears the left end of the bar above it")
+    ax.set_xlabel(
+        "score (%): measured, 95% interval (colour: verdict); claimed: black diamond;\n"
+        "holds only if the interval clears the black bar's left end"
+        if compact
+        else "score (%) - measured with 95% interval (colour: verdict), claimed as a black diamond; a claim holds"
+        " only if the interval clears the left end of the bar above it"
+    )
     ax.set_title("claims with a measurement" if compact else f"{spec['task']}: measured vs claimed")
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], marker="D", color="black", linestyle="none", label="claimed"),
-               plt.Line2D([], [], color="black", alpha=0.6, label="claimed - margin - allowance")]
-    handles += [plt.Line2D([], [], marker="o", color=c, linestyle="none", label=v) for v, c in COLOURS.items()
-                if v != "not comparable"]
+    handles = [
+        plt.Line2D([], [], marker="D", color="black", linestyle="none", label="claimed"),
+        plt.Line2D([], [], color="black", alpha=0.6, label="claimed - margin - allowance"),
+    ]
+    handles += [
+        plt.Line2D([], [], marker="o", color=c, linestyle="none", label=v)
+        for v, c in COLOURS.items()
+        if v != "not comparable"
+    ]
     if compact:
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=7, frameon=False)
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.28),
+            ncol=3,
+            fontsize=7,
+            frameon=False,
+        )
     else:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return fig

@@ -13,10 +13,37 @@ from harness.records.record import read_record
 from harness.records.runs import Run
 from harness.records.schema import Hardware, RunRecord
 
-SCORE_COLUMNS = ("model", "quant", "task", "setting", "metric", "filter", "avg", "n", "value", "stderr", "95% CI",
-                 "wall", "hardware")
-CLAIM_COLUMNS = ("claim", "model", "setting", "claimed", "source", "quant", "measured", "95% CI", "n", "delta",
-                 "allowance", "verdict", "strength", "note")
+SCORE_COLUMNS = (
+    "model",
+    "quant",
+    "task",
+    "setting",
+    "metric",
+    "filter",
+    "avg",
+    "n",
+    "value",
+    "stderr",
+    "95% CI",
+    "wall",
+    "hardware",
+)
+CLAIM_COLUMNS = (
+    "claim",
+    "model",
+    "setting",
+    "claimed",
+    "source",
+    "quant",
+    "measured",
+    "95% CI",
+    "n",
+    "delta",
+    "allowance",
+    "verdict",
+    "strength",
+    "note",
+)
 # What decided each verdict, for the CSV: the old reading ("the claim lies inside the interval") stays
 # computable from the interval, and the new one is stated with its numbers.
 VERDICT_COLUMNS = ("margin", "margin source", "rule", "decide n")
@@ -70,14 +97,23 @@ def score_rows(recs: list[RunRecord]) -> list[dict]:
         for key, m in r.metrics.items():
             metric, filt = key.split(",")[:2]
             lo, hi = m.ci95
-            rows.append({
-                "model": r.model.name, "quant": r.model.quant, "task": r.task.name,
-                "setting": setting_text(r), "metric": metric, "filter": filt, "avg": m.average,
-                "n": str(m.n), "value": _pct(100 * m.value),
-                "stderr": _pct(None if m.stderr is None else 100 * m.stderr),
-                "95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]",
-                "wall": f"{r.timing.wall_seconds:.0f}s", "hardware": hardware_text(r.hardware),
-            })
+            rows.append(
+                {
+                    "model": r.model.name,
+                    "quant": r.model.quant,
+                    "task": r.task.name,
+                    "setting": setting_text(r),
+                    "metric": metric,
+                    "filter": filt,
+                    "avg": m.average,
+                    "n": str(m.n),
+                    "value": _pct(100 * m.value),
+                    "stderr": _pct(None if m.stderr is None else 100 * m.stderr),
+                    "95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+                    "wall": f"{r.timing.wall_seconds:.0f}s",
+                    "hardware": hardware_text(r.hardware),
+                }
+            )
     return rows
 
 
@@ -91,22 +127,38 @@ def claim_rows(comps: list[Comparison]) -> list[dict]:
         ci = "-" if c.lo is None else f"[{c.lo:.1f}, {c.hi:.1f}]"
         n = "-" if c.n is None else (f"{c.n}" if c.n == c.n_total else f"{c.n}/{c.n_total}")
         delta = "-" if c.delta is None else (f"{c.delta:+.2f}B" if is_params else f"{c.delta:+.1f}")
-        rows.append({
-            "claim": cl.id, "model": cl.model, "setting": cl.setting_text(), "claimed": cl.claim_text(),
-            "source": cl.source_text(), "source (short)": cl.source_text(short=True), "article": cl.article or "",
-            "quant": c.quant or "-", "measured": measured,
-            "95% CI": ci, "n": n, "delta": delta, "allowance": "-" if c.allowance is None else f"{c.allowance:g}",
-            "verdict": c.verdict, "strength": c.strength(), "note": c.note,
-            "margin": "-" if c.margin is None else f"{c.margin:g}", "margin source": c.margin_source,
-            "rule": c.rule, "decide n": "-" if c.decide_n is None else str(c.decide_n),
-        })
+        rows.append(
+            {
+                "claim": cl.id,
+                "model": cl.model,
+                "setting": cl.setting_text(),
+                "claimed": cl.claim_text(),
+                "source": cl.source_text(),
+                "source (short)": cl.source_text(short=True),
+                "article": cl.article or "",
+                "quant": c.quant or "-",
+                "measured": measured,
+                "95% CI": ci,
+                "n": n,
+                "delta": delta,
+                "allowance": "-" if c.allowance is None else f"{c.allowance:g}",
+                "verdict": c.verdict,
+                "strength": c.strength(),
+                "note": c.note,
+                "margin": "-" if c.margin is None else f"{c.margin:g}",
+                "margin source": c.margin_source,
+                "rule": c.rule,
+                "decide n": "-" if c.decide_n is None else str(c.decide_n),
+            }
+        )
     return rows
 
 
 def markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
     """A padded markdown table (readable as plain text too)."""
-    cells = [list(columns)] + [[bounded(str(r.get(c, ""))).replace("|", "\\|").replace("\n", " ") for c in columns]
-                               for r in rows]
+    cells = [list(columns)] + [
+        [bounded(str(r.get(c, ""))).replace("|", "\\|").replace("\n", " ") for c in columns] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

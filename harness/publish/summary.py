@@ -10,8 +10,14 @@ from harness.errors import HarnessError
 from harness.records.runs import Run
 from harness.tasks.settings import task_spec
 
-VERDICT_MARK = {"holds": "✅", "holds within quantization allowance": "☑️", "inconclusive": "❔",
-                "not reproduced": "❌", "exceeded": "🔼", "not comparable": "⚪"}
+VERDICT_MARK = {
+    "holds": "✅",
+    "holds within quantization allowance": "☑️",
+    "inconclusive": "❔",
+    "not reproduced": "❌",
+    "exceeded": "🔼",
+    "not comparable": "⚪",
+}
 NO_MEASUREMENT = "no measurement"
 
 
@@ -25,9 +31,17 @@ def headline_rows(runs: list[Run]) -> list[dict]:
         if not m:
             continue
         t = r.rec.task
-        rows.append({"model": r.model, "quant": r.quant, "task": r.task, "metric": head.replace(",", " "),
-                     "score": f"{100 * m.value:.1f}", "ci": f"[{100 * m.ci95[0]:.1f}, {100 * m.ci95[1]:.1f}]",
-                     "n": f"{t.n}" if t.full else f"{t.n}/{t.n_total}"})
+        rows.append(
+            {
+                "model": r.model,
+                "quant": r.quant,
+                "task": r.task,
+                "metric": head.replace(",", " "),
+                "score": f"{100 * m.value:.1f}",
+                "ci": f"[{100 * m.ci95[0]:.1f}, {100 * m.ci95[1]:.1f}]",
+                "n": f"{t.n}" if t.full else f"{t.n}/{t.n_total}",
+            }
+        )
     return sorted(rows, key=lambda x: (x["model"], x["task"], x["quant"]))
 
 
@@ -38,13 +52,27 @@ def judged_rows(comps: list[Comparison]) -> list[dict]:
         if c.verdict == NOT_COMPARABLE:
             continue
         n = "-" if c.n is None else (f"{c.n}" if c.n == c.n_total else f"{c.n}/{c.n_total}")
-        measured = "-" if c.measured is None else (f"{c.measured:.2f}B" if c.claim.kind == "params"
-                                                   else f"{c.measured:.1f}")
-        out.append({"verdict": c.verdict, "mark": VERDICT_MARK.get(c.verdict, ""), "claim": c.claim.id,
-                    "strength": c.strength(),
-                    "model": c.claim.model, "claimed": c.claim.claim_text(), "setting": c.claim.setting_text(),
-                    "quant": c.quant or "-", "measured": measured,
-                    "ci": "-" if c.lo is None else f"[{c.lo:.1f}, {c.hi:.1f}]", "n": n, "note": c.note})
+        measured = (
+            "-"
+            if c.measured is None
+            else (f"{c.measured:.2f}B" if c.claim.kind == "params" else f"{c.measured:.1f}")
+        )
+        out.append(
+            {
+                "verdict": c.verdict,
+                "mark": VERDICT_MARK.get(c.verdict, ""),
+                "claim": c.claim.id,
+                "strength": c.strength(),
+                "model": c.claim.model,
+                "claimed": c.claim.claim_text(),
+                "setting": c.claim.setting_text(),
+                "quant": c.quant or "-",
+                "measured": measured,
+                "ci": "-" if c.lo is None else f"[{c.lo:.1f}, {c.hi:.1f}]",
+                "n": n,
+                "note": c.note,
+            }
+        )
     return out
 
 
@@ -59,10 +87,24 @@ def awaiting(comps: list[Comparison], estimate=None) -> list[dict]:
     for model, cs in groups.items():
         tasks = sorted({c.claim.task for c in cs if c.claim.task}) or ["gsm8k"]
         command = f"make bench MODEL={model} TASKS={','.join(tasks)}"
-        claims = [{"claim": c.claim.id, "claimed": c.claim.claim_text(), "setting": c.claim.setting_text(),
-                   "note": c.note} for c in cs]
-        out.append({"model": model, "tasks": tasks, "command": command, "claims": claims,
-                    "estimate": estimate(model, tasks) if estimate else ""})
+        claims = [
+            {
+                "claim": c.claim.id,
+                "claimed": c.claim.claim_text(),
+                "setting": c.claim.setting_text(),
+                "note": c.note,
+            }
+            for c in cs
+        ]
+        out.append(
+            {
+                "model": model,
+                "tasks": tasks,
+                "command": command,
+                "claims": claims,
+                "estimate": estimate(model, tasks) if estimate else "",
+            }
+        )
     return out
 
 
@@ -77,8 +119,14 @@ def reference_estimate(model: str, tasks: list[str]) -> str:
 
     try:
         ref = calibration.reference_machine()
-        plan = plan_entry(resolve(model), True, tasks, probe=ref["probe"], network=False,
-                          machine={"available": ref["ram_bytes"], "gpus": [], "disk_free": 10**15})
+        plan = plan_entry(
+            resolve(model),
+            True,
+            tasks,
+            probe=ref["probe"],
+            network=False,
+            machine={"available": ref["ram_bytes"], "gpus": [], "disk_free": 10**15},
+        )
     except HarnessError as exc:
         return f"no estimate ({exc.message})"
     q = plan.quants[0]
@@ -97,5 +145,7 @@ def reference_text() -> str:
 
     ref = calibration.reference_machine()
     cal = calibration.calibration()
-    return (f"{ref['name']}, {ref['ram_bytes'] / GIB:.0f} GiB RAM, no GPU (probes: {ref['probe'].flops / 1e9:.0f} "
-            f"GFLOP/s, {ref['probe'].bandwidth / 1e9:.0f} GB/s; calibrated {cal.date} with `{cal.command}`)")
+    return (
+        f"{ref['name']}, {ref['ram_bytes'] / GIB:.0f} GiB RAM, no GPU (probes: {ref['probe'].flops / 1e9:.0f} "
+        f"GFLOP/s, {ref['probe'].bandwidth / 1e9:.0f} GB/s; calibrated {cal.date} with `{cal.command}`)"
+    )

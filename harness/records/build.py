@@ -84,5 +84,7 @@ def build_record(
     try:
         return RunRecord.model_validate(_plain(raw))
     except ValidationError as exc:  # a harness bug: said plainly; the caller has not removed the journal yet
-        raise HarnessError(f"the run record would not be valid: {validation_message(exc)}",
-                           "report this; the finished requests are kept in the journal, so a rerun resumes.") from exc
+        raise HarnessError(
+            f"the run record would not be valid: {validation_message(exc)}",
+            "report this; the finished requests are kept in the journal, so a rerun resumes.",
+        ) from exc

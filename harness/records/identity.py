@@ -1,4 +1,4 @@
-""""The same measurement": the one definition of which facts make two results comparable.
+""" "The same measurement": the one definition of which facts make two results comparable.
 
 Two results are the same measurement when they share the weights (the sha256 of the bytes; for a
 server run, the server, its model id and file), the task configuration hash (prompts, filters,
@@ -29,7 +29,12 @@ NEUTRAL_SETTINGS = frozenset({"threads", "seed", "rpc_servers"})
 def measurement(weights: object, config_hash: str, settings: dict, gpu_offload: bool | None) -> dict:
     """The identity of a measurement from its parts (see the module docstring)."""
     kept = {k: v for k, v in sorted(settings.items()) if k not in NEUTRAL_SETTINGS}
-    return {"weights": weights, "task_config_hash": config_hash, "settings": kept, "gpu_offload": bool(gpu_offload)}
+    return {
+        "weights": weights,
+        "task_config_hash": config_hash,
+        "settings": kept,
+        "gpu_offload": bool(gpu_offload),
+    }
 
 
 def server_weights(server: dict, model_name: str) -> list:

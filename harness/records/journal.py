@@ -61,8 +61,10 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a+b")
         except OSError as exc:
-            raise HarnessError(f"cannot open the run journal {self.path}: {exc.strerror or exc}",
-                               "check that the results folder is writable and not full.") from exc
+            raise HarnessError(
+                f"cannot open the run journal {self.path}: {exc.strerror or exc}",
+                "check that the results folder is writable and not full.",
+            ) from exc
         try:
             fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -112,8 +114,12 @@ class Journal:
             self._write("\n")  # a torn last line stays a line of its own; new lines start clean
         if not header_seen:
             ident = json.loads(json.dumps(self.identity, default=str))
-            self._write(json.dumps({"journal": VERSION, "identity": ident, "crc": _crc("journal", ident)},
-                                   allow_nan=False) + "\n")
+            self._write(
+                json.dumps(
+                    {"journal": VERSION, "identity": ident, "crc": _crc("journal", ident)}, allow_nan=False
+                )
+                + "\n"
+            )
             self._sync(force=True)
 
     def _set_aside(self) -> None:
@@ -122,8 +128,10 @@ class Journal:
         os.replace(self.path, aside)
         fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
         self._f.close()
-        print(f"warning: {self.path.name} belonged to another run setting; moved to {aside.name}, starting afresh",
-              file=sys.stderr)
+        print(
+            f"warning: {self.path.name} belonged to another run setting; moved to {aside.name}, starting afresh",
+            file=sys.stderr,
+        )
         self._f = open(self.path, "a+b")
         fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -132,8 +140,10 @@ class Journal:
             self._f.write(s.encode())
             self._f.flush()
         except OSError as exc:
-            raise HarnessError(f"cannot write the run journal {self.path}: {exc.strerror or exc}",
-                               "free disk space, then rerun the same command: finished requests are kept.") from exc
+            raise HarnessError(
+                f"cannot write the run journal {self.path}: {exc.strerror or exc}",
+                "free disk space, then rerun the same command: finished requests are kept.",
+            ) from exc
 
     def _sync(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -157,11 +167,17 @@ class Journal:
         """Record one finished request (flushed now, fsynced within the interval)."""
         value = redact_value(value)  # a completion that echoes a secret is kept masked (harness.redact)
         try:
-            line = json.dumps({"k": key, "v": value, "crc": _crc(key, value)}, separators=(",", ":"),
-                              allow_nan=False) + "\n"
+            line = (
+                json.dumps(
+                    {"k": key, "v": value, "crc": _crc(key, value)}, separators=(",", ":"), allow_nan=False
+                )
+                + "\n"
+            )
         except ValueError as exc:  # NaN or infinity: never written as a score's input (strict JSON)
-            raise HarnessError(f"request {key} gave a value that is not a number ({exc})",
-                               "report this with the model and the task; finished requests are kept.") from exc
+            raise HarnessError(
+                f"request {key} gave a value that is not a number ({exc})",
+                "report this with the model and the task; finished requests are kept.",
+            ) from exc
         self._write(line)
         self.entries[key] = value
         self.added += 1

@@ -22,8 +22,15 @@ def upgrade_v1(rec: dict) -> dict:
     are null (unknown) in version 2, and a model without ``kind`` was read as instruct, as before.
     (What a version 1 record may lack is declared in harness.records.schema.RunRecordV1, for the JSON Schema.)"""
     out = dict(rec, schema_version=2)
-    for key in ("harness_version", "harness_commit", "command", "packages", "resume", "lm_eval_results_file",
-                "efficiency"):
+    for key in (
+        "harness_version",
+        "harness_commit",
+        "command",
+        "packages",
+        "resume",
+        "lm_eval_results_file",
+        "efficiency",
+    ):
         out.setdefault(key, None)
     if isinstance(out.get("model"), dict):
         out["model"] = {"kind": "instruct", **out["model"]} if "kind" not in out["model"] else out["model"]
@@ -50,9 +57,12 @@ def validation_message(exc: ValidationError) -> str:
     if first["type"] == "missing":
         text = f"field {where} is missing"
     elif first["type"].endswith(("_type", "literal_error")):
-        wanted = " or ".join(dict.fromkeys(
-            e["msg"].removeprefix("Input should be ").removeprefix("a valid ").split(" or instance of")[0]
-            for e in here))
+        wanted = " or ".join(
+            dict.fromkeys(
+                e["msg"].removeprefix("Input should be ").removeprefix("a valid ").split(" or instance of")[0]
+                for e in here
+            )
+        )
         text = f"field {where} is {type(first.get('input')).__name__}, not {wanted}"
     else:
         text = f"field {where}: {first['msg'][0].lower()}{first['msg'][1:]}"

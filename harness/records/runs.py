@@ -51,8 +51,11 @@ class Run:
 def record_paths(results_dir: Path) -> list[Path]:
     """Run record files under RESULTS_DIR/runs (lm-eval's own JSON beside them and hidden temp files excluded)."""
     runs = Path(results_dir) / "runs"
-    return sorted(p for p in runs.glob("*.json")
-                  if not p.name.endswith(".lm_eval.json") and not p.name.startswith(".") and p.is_file())
+    return sorted(
+        p
+        for p in runs.glob("*.json")
+        if not p.name.endswith(".lm_eval.json") and not p.name.startswith(".") and p.is_file()
+    )
 
 
 @dataclass

@@ -119,7 +119,9 @@ class Backend(_Part):
     prompt_logprobs: bool | None = None
     chat_template_source: str | None = None
     strip_bos: bool | None = None
-    bos_check: str | None = None  # server runs: how strip_bos was decided (the server's tokenizer, or token counts)
+    bos_check: str | None = (
+        None  # server runs: how strip_bos was decided (the server's tokenizer, or token counts)
+    )
     requests: int | None = None
     retries: int | None = None
     chat_template_sha256: str | None = None  # of the template right-stripped (chat_format.template_sha256)
@@ -368,7 +370,7 @@ def json_schema() -> dict:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "llama-bench-harness run record",
         "description": "One run of one task on one model: results/runs/<stem>.json (schema_version 2, or 1 for "
-                       "records written before version 2).",
+        "records written before version 2).",
         "type": "object",
         "if": {"properties": {"schema_version": {"const": 1}}, "required": ["schema_version"]},
         "then": refs[(RunRecordV1, "validation")],

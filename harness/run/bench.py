@@ -83,9 +83,19 @@ class BenchOptions:
 
     def plans(self, model: ModelEntry) -> list[TaskPlan]:
         """Every task planned for ``model`` (data read and checked, subsets drawn)."""
-        return [plan_task(t, model, limit=self.limit_of(t)[0], full=self.limit_of(t)[1], seed=self.seed,
-                          data_dir=self.data_dir, skip_bad_rows=self.skip_bad_rows,
-                          allow_modified_data=self.allow_modified_data) for t in self.tasks]
+        return [
+            plan_task(
+                t,
+                model,
+                limit=self.limit_of(t)[0],
+                full=self.limit_of(t)[1],
+                seed=self.seed,
+                data_dir=self.data_dir,
+                skip_bad_rows=self.skip_bad_rows,
+                allow_modified_data=self.allow_modified_data,
+            )
+            for t in self.tasks
+        ]
 
 
 def run_bench(options: BenchOptions, backend: BenchBackend) -> list[Path]:
@@ -141,21 +151,35 @@ def bench(opts: BenchOptions, log: Log) -> BenchOutcome:
     if opts.data_dir is None and entry.kind != UNDECIDED and not opts.download_only:
         from harness import hub
 
-        if hub.offline() or hub.unreachable():  # no Hub: data not in its cache fails now, before the plan's probe
+        if (
+            hub.offline() or hub.unreachable()
+        ):  # no Hub: data not in its cache fails now, before the plan's probe
             opts.plans(entry)
     if not opts.download_only:  # the plan's one line (time, memory) before anything is fetched or loaded
         from harness.plan.command import bench_plan
         from harness.run.deciding import undecided_line
 
         limits = [opts.limit_of(t) for t in opts.tasks]  # the largest subset: the plan line is an upper bound
-        bench_plan(entry, list(opts.tasks), max((n for n, f in limits if n is not None), default=None),
-                   any(f for _, f in limits), opts.engine, opts.budget, opts.kind, log)
+        bench_plan(
+            entry,
+            list(opts.tasks),
+            max((n for n, f in limits if n is not None), default=None),
+            any(f for _, f in limits),
+            opts.engine,
+            opts.budget,
+            opts.kind,
+            log,
+        )
         note = undecided_line(entry, opts.kind, opts.tasks, opts.limit_of)
         if note:
             log(note)
     judged = False
-    if (opts.kind is None and entry.kind == UNDECIDED and not opts.download_only
-            and local_model_path(entry) is None):
+    if (
+        opts.kind is None
+        and entry.kind == UNDECIDED
+        and not opts.download_only
+        and local_model_path(entry) is None
+    ):
         # An hf: GGUF not on this machine: whether it can run is judged first, from the model's shape alone (a
         # 1 MiB header read), sized as an instruct model (its chat prompts are the longer ones). Reading the
         # tokenizer metadata that tells base from instruct goes further into the file, so it comes after.
@@ -167,16 +191,34 @@ def bench(opts: BenchOptions, log: Log) -> BenchOutcome:
     if path is None or opts.download_only:
         # Judged before a byte of weights is fetched: a model that cannot run here is refused now, not hours later.
         if not judged:
-            refuse_before_download(entry, opts.plans(entry), opts.engine, download_only=opts.download_only,
-                                   note=" (--download-only)" if opts.download_only else "")
+            refuse_before_download(
+                entry,
+                opts.plans(entry),
+                opts.engine,
+                download_only=opts.download_only,
+                note=" (--download-only)" if opts.download_only else "",
+            )
         path = download_model(entry)
         if opts.download_only:
             return BenchOutcome(entry.name, downloaded=path)
     elif entry.repo:
-        path = download_model(entry)  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
-    paths = run_bench(opts, LlamaCppBackend(entry, Path(path), opts.engine, opts.verbose, engines=opts.engines,
-                                            engine_process=opts.engine_process, max_restarts=opts.max_restarts,
-                                            fit=preflight_file, notify=above_bars))
+        path = download_model(
+            entry
+        )  # cached: re-checks the bytes' sha256 (once per file version); refetches if corrupted
+    paths = run_bench(
+        opts,
+        LlamaCppBackend(
+            entry,
+            Path(path),
+            opts.engine,
+            opts.verbose,
+            engines=opts.engines,
+            engine_process=opts.engine_process,
+            max_restarts=opts.max_restarts,
+            fit=preflight_file,
+            notify=above_bars,
+        ),
+    )
     return BenchOutcome(entry.name, paths)
 
 
@@ -195,7 +237,9 @@ def download_judged(entry: ModelEntry, log: Log) -> Path:
     except HarnessError as exc:
         log(f"cannot judge whether {entry.name} fits here (planning the default tasks failed: {exc.message})")
     else:
-        refuse_before_download(entry, plans, EngineSettings(), download_only=True, note=" (default bench settings)")
+        refuse_before_download(
+            entry, plans, EngineSettings(), download_only=True, note=" (default bench settings)"
+        )
     return download_model(entry)
 
 
@@ -219,8 +263,11 @@ def _server_backend(entry: ModelEntry, opts: BenchOptions) -> ServerBackend:
         raise HarnessError("--backend server needs --base-url", "e.g. --base-url http://127.0.0.1:8080/v1.")
     key = api_key_from_env(srv.api_key_env)
     if key is not None and not (key.isascii() and key.isprintable()):  # sent as an HTTP header: visible ASCII
-        raise HarnessError(f"the value of {srv.api_key_env} holds a character an HTTP header cannot carry "
-                           "(non-ASCII or a control character)", f"check {srv.api_key_env}: API keys are ASCII.")
+        raise HarnessError(
+            f"the value of {srv.api_key_env} holds a character an HTTP header cannot carry "
+            "(non-ASCII or a control character)",
+            f"check {srv.api_key_env}: API keys are ASCII.",
+        )
     client = ServerClient(srv.base_url, key, srv.model, srv.request_timeout, srv.retry_for)
     try:
         local = local_model_path(entry)  # its chat template (when the server reports none) and token counts

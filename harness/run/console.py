@@ -123,8 +123,16 @@ def task_progress(task: str, questions: int, stats) -> Callable[[str, int], Call
 
     def make(what: str, total: int) -> Callable[[int], None]:
         if "bar" not in state:
-            state["bar"] = tqdm(total=questions, desc=task, unit="q", file=stream(), dynamic_ncols=True,
-                                mininterval=0.5, disable=False, leave=True)
+            state["bar"] = tqdm(
+                total=questions,
+                desc=task,
+                unit="q",
+                file=stream(),
+                dynamic_ncols=True,
+                mininterval=0.5,
+                disable=False,
+                leave=True,
+            )
             state["t0"] = time.perf_counter()
             state["tok0"] = stats.prompt_tokens + stats.generated_tokens
         bar = state["bar"]
@@ -145,4 +153,3 @@ def task_progress(task: str, questions: int, stats) -> Callable[[str, int], Call
         return advance
 
     return make
-

@@ -17,26 +17,38 @@ def claims_entry(entry: ModelEntry, kind: str | None) -> ModelEntry | None:
     return None if entry.kind == UNDECIDED else entry
 
 
-def deciding_limits(model: str, quant: str | None, kind: str | None, tasks: list[str], limit: int | None,
-                    full: bool) -> tuple[tuple[str, int | None], ...]:
+def deciding_limits(
+    model: str, quant: str | None, kind: str | None, tasks: list[str], limit: int | None, full: bool
+) -> tuple[tuple[str, int | None], ...]:
     """``--decide``: each task's subset that decides every claim of the model (refused with --limit/--full, and
     for a model no claim is about)."""
     from harness.analysis.decide import decide
     from harness.models.catalogue import resolve
 
     if limit is not None or full:
-        raise HarnessError("--decide sizes each task itself: it cannot be combined with --limit or --full",
-                           "drop --limit/--full, or drop --decide.")
+        raise HarnessError(
+            "--decide sizes each task itself: it cannot be combined with --limit or --full",
+            "drop --limit/--full, or drop --decide.",
+        )
     entry = claims_entry(resolve(model, quant), kind)
     if entry is None:
-        raise HarnessError(f"--decide needs a catalogue model (claims are about catalogue models); {model} is not one",
-                           "run with --limit N or --full.")
+        raise HarnessError(
+            f"--decide needs a catalogue model (claims are about catalogue models); {model} is not one",
+            "run with --limit N or --full.",
+        )
     limits = decide(entry, tasks)
     return tuple(limits.items())
 
 
-def plan_claims(model: str, quant: str | None, kind: str | None, tasks: list[str], limit: int | None, full: bool,
-                decide: bool) -> tuple[list[str], int | None, bool]:
+def plan_claims(
+    model: str,
+    quant: str | None,
+    kind: str | None,
+    tasks: list[str],
+    limit: int | None,
+    full: bool,
+    decide: bool,
+) -> tuple[list[str], int | None, bool]:
     """``harness plan``'s claims section, and the (limit, full) its time estimate uses: as given, or with
     ``decide`` the largest of the deciding sizes (an upper bound)."""
     limits = dict(deciding_limits(model, quant, kind, tasks, limit, full)) if decide else None
@@ -47,8 +59,15 @@ def plan_claims(model: str, quant: str | None, kind: str | None, tasks: list[str
     return lines, limit, full
 
 
-def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list[str], limit: int | None,
-                    full: bool, limits: dict[str, int | None] | None) -> list[str]:
+def _decision_lines(
+    model: str,
+    quant: str | None,
+    kind: str | None,
+    tasks: list[str],
+    limit: int | None,
+    full: bool,
+    limits: dict[str, int | None] | None,
+) -> list[str]:
     """Each claim's expected half-width and decide-size (none for a GGUF that is no catalogue model)."""
     from harness.analysis.decide import for_entry, planned_limits, render
     from harness.models.catalogue import resolve
@@ -66,8 +85,12 @@ def _decision_lines(model: str, quant: str | None, kind: str | None, tasks: list
     return lines
 
 
-def undecided_line(entry: ModelEntry, kind: str | None, tasks: tuple[str, ...],
-                   limit_of: Callable[[str], tuple[int | None, bool]]) -> str | None:
+def undecided_line(
+    entry: ModelEntry,
+    kind: str | None,
+    tasks: tuple[str, ...],
+    limit_of: Callable[[str], tuple[int | None, bool]],
+) -> str | None:
     """The bench plan line's companion: which claims of this model the planned subsets cannot decide (None:
     every claim can be decided, or no claim is about it). ``limit_of(task)`` -> (limit, full)."""
     from harness.analysis.decide import for_entry, planned_limit, undecided_note

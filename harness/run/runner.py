@@ -61,7 +61,11 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
                 values += vals
                 se = mean_stderr(vals)
                 task_means[task] = (sum(vals) / len(vals), se, len(vals))
-                per_task.setdefault(task, {})[key] = {"value": task_means[task][0], "stderr": se, "n": len(vals)}
+                per_task.setdefault(task, {})[key] = {
+                    "value": task_means[task][0],
+                    "stderr": se,
+                    "n": len(vals),
+                }
         if not values:
             continue
         n = len(values)
@@ -89,8 +93,14 @@ def summarise(plan: TaskPlan, samples: dict[str, list[dict]]) -> tuple[dict, dic
             else:
                 se = combined_stderr([s for _, s, _ in task_means.values()])
                 ci = list(wald_interval(macro, se))
-            metrics[f"{key},macro"] = {"average": "macro", "value": macro, "stderr": se, "ci95": ci, "n": n,
-                                       "n_subtasks": k}
+            metrics[f"{key},macro"] = {
+                "average": "macro",
+                "value": macro,
+                "stderr": se,
+                "ci95": ci,
+                "n": n,
+                "n_subtasks": k,
+            }
     head_metric, head_filter = plan.metrics[0]
     for task, rows in samples.items():
         for r in rows:
@@ -177,7 +187,9 @@ def load_avg_1min() -> float | None:
         return None
 
 
-def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_dir: Path, journal: Journal) -> Path:
+def run_task(
+    plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_dir: Path, journal: Journal
+) -> Path:
     """Evaluate one planned task on a started backend and write its record (plus lm-eval's own results
     JSON beside it)."""
     import lm_eval
@@ -186,13 +198,19 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     counters = backend.stats(plan)
     stats0 = dict(counters.as_record())
     config_hash = journal.identity["task_config_hash"]  # computed once by the caller for the journal
-    lm = backend.make_lm(plan, progress=console.task_progress(plan.name, plan.n_samples, counters), journal=journal)
+    lm = backend.make_lm(
+        plan, progress=console.task_progress(plan.name, plan.n_samples, counters), journal=journal
+    )
     started = datetime.now(UTC)
-    engine_cpu = getattr(backend, "engine_cpu_seconds", lambda: 0.0)  # llama.cpp's threads in engine processes
+    engine_cpu = getattr(
+        backend, "engine_cpu_seconds", lambda: 0.0
+    )  # llama.cpp's threads in engine processes
     load_start, cpu0 = load_avg_1min(), time.process_time() + engine_cpu()
     t0 = time.perf_counter()
     try:
-        with console.quiet():  # one bar per task; lm-eval's own bars and warnings go to the log (--verbose: shown)
+        with (
+            console.quiet()
+        ):  # one bar per task; lm-eval's own bars and warnings go to the log (--verbose: shown)
             try:
                 res, too_long = evaluate(lm_eval, lm, plan), None
             except TooLong as exc:  # found before any decoding: --skip-bad-rows leaves those questions out
@@ -201,20 +219,27 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
                 res, too_long = None, exc.rows
         if too_long:
             plan = plan.without(too_long)
-            print(f"{plan.name}: left out {len({(r['task'], r['row']) for r in too_long})} question(s) too long "
-                  "for the model's context (--skip-bad-rows; listed in the record's task.skipped_rows)",
-                  file=sys.stderr)
+            print(
+                f"{plan.name}: left out {len({(r['task'], r['row']) for r in too_long})} question(s) too long "
+                "for the model's context (--skip-bad-rows; listed in the record's task.skipped_rows)",
+                file=sys.stderr,
+            )
             lm.samples = plan.samples  # messages name data rows through the new subset
             with console.quiet():
                 res = evaluate(lm_eval, lm, plan)
     except KeyboardInterrupt:  # the caller closes the journal on every way out
-        print(f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
-              " rerun the same command to resume.", file=sys.stderr)
+        print(
+            f"\ninterrupted: {len(journal)} finished request(s) of {plan.name} are kept in {journal.path};"
+            " rerun the same command to resume.",
+            file=sys.stderr,
+        )
         raise
     wall = time.perf_counter() - t0
     cpu = time.process_time() + engine_cpu() - cpu0
     stats = counters.as_record()
-    delta = {k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))}
+    delta = {
+        k: v - stats0.get(k, 0) for k, v in stats.items() if k != "n_ctx" and isinstance(v, (int, float))
+    }
     # Start-up (#18 item 6): process start to this task's first llama_decode, as the engine reports it.
     delta["setup_seconds"] = lm.setup_seconds() if hasattr(lm, "setup_seconds") else None
     # Engine processes (harness/backends/llamacpp/engine_proc.py) hold the model: their peak counts too.
@@ -230,20 +255,46 @@ def run_task(plan: TaskPlan, model: ModelEntry, backend: BenchBackend, results_d
     facts = backend.backend_facts(plan)
     if backend.speed:
         floor = floor_seconds(backend.speed, delta["prompt_tokens"], delta["generated_tokens"])
-        efficiency = {"speed_probe": backend.speed, "floor_seconds": round(floor, 3),
-                      "wall_over_floor": round(wall / floor, 3) if floor else None,
-                      "contended": contended(cpu, wall, facts.get("threads"))}
-    resume = {"journal": journal.path.name, "requests_from_journal": len(journal) - journal.added,
-              "requests_computed": journal.added, "torn_lines_skipped": journal.torn,
-              "requests_replayed": delta.get("replayed_requests", 0)}
+        efficiency = {
+            "speed_probe": backend.speed,
+            "floor_seconds": round(floor, 3),
+            "wall_over_floor": round(wall / floor, 3) if floor else None,
+            "contended": contended(cpu, wall, facts.get("threads")),
+        }
+    resume = {
+        "journal": journal.path.name,
+        "requests_from_journal": len(journal) - journal.added,
+        "requests_computed": journal.added,
+        "torn_lines_skipped": journal.torn,
+        "requests_replayed": delta.get("replayed_requests", 0),
+    }
     # The engine processes' deaths during this task (harness/backends/llamacpp/engine_proc.py); backends without
     # an engine process (a server, the in-process engine) have none to report.
     resume |= getattr(backend, "resume_facts", lambda p: {})(plan)
     # One hash for the same GGUF on every route: of the template right-stripped (chat_format.template_sha256).
-    facts["chat_template_sha256"] = template_sha256(getattr(lm, "_template", None) or "") if plan.chat else None
-    record = _record(plan, model, backend.model_facts(), facts, config_hash, stem, started, metrics, per_task, log,
-                     wall, backend.load_seconds, delta, resume, efficiency)
-    lm_eval_out = {k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res}
+    facts["chat_template_sha256"] = (
+        template_sha256(getattr(lm, "_template", None) or "") if plan.chat else None
+    )
+    record = _record(
+        plan,
+        model,
+        backend.model_facts(),
+        facts,
+        config_hash,
+        stem,
+        started,
+        metrics,
+        per_task,
+        log,
+        wall,
+        backend.load_seconds,
+        delta,
+        resume,
+        efficiency,
+    )
+    lm_eval_out = {
+        k: res[k] for k in ("results", "configs", "versions", "n-shot", "higher_is_better") if k in res
+    }
     write_json(out_dir / f"{stem}.lm_eval.json", _finite(json.loads(json.dumps(lm_eval_out, default=str))))
     path = out_dir / f"{stem}.json"
     write_record(path, record)
@@ -258,8 +309,11 @@ def open_journal(results_dir: Path, model: ModelEntry, task: str, ident: dict) -
     path = Path(results_dir) / ".journal" / name
     j = Journal(path, ident)
     if len(j):
-        print(f"resuming {task}: {len(j)} finished request(s) from {path}"
-              + (f" ({j.torn} torn line(s) skipped)" if j.torn else ""), file=sys.stderr)
+        print(
+            f"resuming {task}: {len(j)} finished request(s) from {path}"
+            + (f" ({j.torn} torn line(s) skipped)" if j.torn else ""),
+            file=sys.stderr,
+        )
     return j
 
 
@@ -309,8 +363,23 @@ def task_facts(plan: TaskPlan, config_hash: str) -> dict:
     }
 
 
-def _record(plan, model, model_facts, backend, config_hash, stem, started, metrics, per_task, log, wall,
-            load_seconds, delta, resume, efficiency) -> RunRecord:
+def _record(
+    plan,
+    model,
+    model_facts,
+    backend,
+    config_hash,
+    stem,
+    started,
+    metrics,
+    per_task,
+    log,
+    wall,
+    load_seconds,
+    delta,
+    resume,
+    efficiency,
+) -> RunRecord:
     """The run record (harness/records/schema.py), through the one builder."""
     return build_record(
         created=started.isoformat(timespec="seconds"),

@@ -24,7 +24,9 @@ from harness.paths import DATA_DIR_ENV, TASKS_DIR, data_dir
 PINS_FILE = TASKS_DIR / "data_pins.yaml"
 
 
-def parquet_file(repo: str, config: str, split: str, revision: str = "main", local: Path | None = None) -> Path:
+def parquet_file(
+    repo: str, config: str, split: str, revision: str = "main", local: Path | None = None
+) -> Path:
     """Path of one split's parquet file; downloaded into the HF cache when no mirror is given."""
     name = f"{config}/{split}-00000-of-00001.parquet"
     local = local if local is not None else data_dir()
@@ -52,8 +54,9 @@ def parquet_file(repo: str, config: str, split: str, revision: str = "main", loc
         cached = try_to_load_from_cache(repo, name, revision=revision, repo_type="dataset")
         if isinstance(cached, str):
             return Path(cached)
-        raise HarnessError(f"{why}, and {repo}/{name} is not in its cache",
-                           f"connect to the network, or {mirror_hint}.")
+        raise HarnessError(
+            f"{why}, and {repo}/{name} is not in its cache", f"connect to the network, or {mirror_hint}."
+        )
     try:
         with hub.quiet_retries():
             return Path(hf_hub_download(repo, name, repo_type="dataset", revision=revision))
@@ -70,10 +73,14 @@ def check_columns(path: Path, required: list[str]) -> int:
         meta = pq.read_schema(path)
         rows = pq.ParquetFile(path).metadata.num_rows
     except Exception as exc:  # pyarrow raises several unrelated types for a broken file
-        raise HarnessError(f"{path} is not a readable parquet file: {exc}", "re-download or restore it.") from exc
+        raise HarnessError(
+            f"{path} is not a readable parquet file: {exc}", "re-download or restore it."
+        ) from exc
     missing = [c for c in required if c not in meta.names]
     if missing:
-        raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}", "the file is not the expected data set.")
+        raise HarnessError(
+            f"{path} lacks column(s) {', '.join(missing)}", "the file is not the expected data set."
+        )
     if rows == 0:
         raise HarnessError(f"{path} has no rows", "re-download or restore it.")
     return rows
@@ -150,7 +157,9 @@ def bad_rows(path: Path, repo: str) -> list[BadRow]:
     try:
         rows = pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several unrelated types for a broken file
-        raise HarnessError(f"{path} is not a readable parquet file: {exc}", "re-download or restore it.") from exc
+        raise HarnessError(
+            f"{path} is not a readable parquet file: {exc}", "re-download or restore it."
+        ) from exc
     out = []
     for i, row in enumerate(rows):
         problem = check(row)
@@ -187,12 +196,20 @@ class DataDrift:
     pinned_sha256: str
 
     def as_record(self) -> dict:
-        return {"file": self.file, "rows": self.rows, "sha256": self.sha256, "pinned_rows": self.pinned_rows,
-                "pinned_sha256": self.pinned_sha256}
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "pinned_rows": self.pinned_rows,
+            "pinned_sha256": self.pinned_sha256,
+        }
 
     def __str__(self) -> str:
-        what = (f"{self.rows} rows where the claims' data has {self.pinned_rows}" if self.rows != self.pinned_rows
-                else f"the same {self.rows} rows in number, but other content")
+        what = (
+            f"{self.rows} rows where the claims' data has {self.pinned_rows}"
+            if self.rows != self.pinned_rows
+            else f"the same {self.rows} rows in number, but other content"
+        )
         return f"{self.file} has {what} (content sha256 {self.sha256[:16]}, pinned {self.pinned_sha256[:16]})"
 
 
@@ -208,7 +225,9 @@ def content_sha256(path: Path, columns: list[str]) -> tuple[int, str]:
     try:
         rows = pq.read_table(path, columns=columns).to_pylist()
     except Exception as exc:  # pyarrow raises several unrelated types for a broken file
-        raise HarnessError(f"{path} is not a readable parquet file: {exc}", "re-download or restore it.") from exc
+        raise HarnessError(
+            f"{path} is not a readable parquet file: {exc}", "re-download or restore it."
+        ) from exc
     h = hashlib.sha256()
     for row in rows:
         h.update(json.dumps([row[c] for c in columns], ensure_ascii=False, separators=(",", ":")).encode())
@@ -249,7 +268,9 @@ def write_pins(mirror: Path, out: Path = PINS_FILE) -> None:
             for split in ds["splits"].values():
                 name = pin_name(ds["repo"], config, split)
                 if name not in files:
-                    rows, sha = content_sha256(parquet_file(ds["repo"], config, split, local=mirror), ds["columns"])
+                    rows, sha = content_sha256(
+                        parquet_file(ds["repo"], config, split, local=mirror), ds["columns"]
+                    )
                     files[name] = {"rows": rows, "sha256": sha}
     head = Path(out).read_text().split("\nfiles:")[0] if Path(out).exists() else "schema_version: 1"
     body = "".join(f"  {k}: {{rows: {v['rows']}, sha256: {v['sha256']}}}\n" for k, v in sorted(files.items()))

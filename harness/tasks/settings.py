@@ -42,26 +42,36 @@ class TaskPlan:
     seed: int = 0
     skipped_rows: list[dict] = field(default_factory=list)  # bad test rows left out (--skip-bad-rows)
     data_modified: list[dict] = field(default_factory=list)  # files unlike their pins (--allow-modified-data)
-    skip_bad_rows: bool = False  # --skip-bad-rows: over-long questions found when the task runs are left out too
+    skip_bad_rows: bool = (
+        False  # --skip-bad-rows: over-long questions found when the task runs are left out too
+    )
 
     def without(self, rows: list[dict]) -> TaskPlan:
         """This plan without the given test rows (``{"task", "row", ...}``: questions found unscorable when the
         task ran, e.g. too long for the model's context), which join ``skipped_rows``."""
         drop = {(r["task"], r["row"]) for r in rows}
-        base = self.samples if self.samples is not None else {t: list(range(n)) for t, n in self.sizes.items()}
+        base = (
+            self.samples if self.samples is not None else {t: list(range(n)) for t, n in self.sizes.items()}
+        )
         samples = {t: [i for i in ids if (t, i) not in drop] for t, ids in base.items()}
         samples = {t: ids for t, ids in samples.items() if ids}
         if not samples:
-            raise HarnessError(f"task {self.name}: every sampled question is too long for the model",
-                               "use a model with a longer context, or fewer few-shot examples.")
+            raise HarnessError(
+                f"task {self.name}: every sampled question is too long for the model",
+                "use a model with a longer context, or fewer few-shot examples.",
+            )
         seen, new = set(), []
         for r in rows:
             if (r["task"], r["row"]) not in seen:
                 seen.add((r["task"], r["row"]))
                 new.append(r)
-        return replace(self, samples=samples, configs=[c for c in self.configs if c["task"] in samples],
-                       data_files={k: v for k, v in self.data_files.items() if k in samples},
-                       skipped_rows=[*self.skipped_rows, *new])
+        return replace(
+            self,
+            samples=samples,
+            configs=[c for c in self.configs if c["task"] in samples],
+            data_files={k: v for k, v in self.data_files.items() if k in samples},
+            skipped_rows=[*self.skipped_rows, *new],
+        )
 
     @property
     def n_samples(self) -> int:
@@ -77,8 +87,12 @@ class TaskPlan:
         """Hash of the task definition: prompts, filters, metrics, shots, the data files' sha256 (the
         bytes, wherever they were read from) and the subset."""
         blob = json.dumps(
-            {"configs": [_portable(c) for c in self.configs], "samples": self.samples, "chat": self.chat,
-             "data_sha256": self.data_files},
+            {
+                "configs": [_portable(c) for c in self.configs],
+                "samples": self.samples,
+                "chat": self.chat,
+                "data_sha256": self.data_files,
+            },
             sort_keys=True,
             default=_jsonable,
         )
@@ -159,7 +173,9 @@ def lm_eval_config(name: str) -> dict:
 
     entry = task_manager().task_index.get(name) or task_manager(full=True).task_index.get(name)
     if entry is None or not entry.yaml_path:
-        raise HarnessError(f"lm-eval has no task {name!r}", "check lm-eval's version (pinned in pyproject.toml).")
+        raise HarnessError(
+            f"lm-eval has no task {name!r}", "check lm-eval's version (pinned in pyproject.toml)."
+        )
     return dict(load_yaml(entry.yaml_path, resolve_func=True))
 
 
@@ -214,8 +230,11 @@ def plan_task(
                 raise HarnessError(
                     f"bad data row in task {name}: {bad[0]}{more}",
                     "restore the data file (re-download it, or fix --data-dir); "
-                    + ("with --skip-bad-rows such test rows are left out and counted in the record."
-                       if split_key == "test" else "few-shot rows cannot be skipped."),
+                    + (
+                        "with --skip-bad-rows such test rows are left out and counted in the record."
+                        if split_key == "test"
+                        else "few-shot rows cannot be skipped."
+                    ),
                 )
             if bad:
                 skipped[lm_name] = bad
@@ -241,7 +260,9 @@ def plan_task(
             num_fewshot=shots,
         )
         cfg.pop("tag", None)
-        cfg["metadata"] = dict(cfg.get("metadata") or {}, source_dataset=f"{ds['repo']}/{ds['config'].format(subject=subject)}")
+        cfg["metadata"] = dict(
+            cfg.get("metadata") or {}, source_dataset=f"{ds['repo']}/{ds['config'].format(subject=subject)}"
+        )
         if max_gen_toks is not None and cfg.get("output_type") == "generate_until":
             gk = dict(cfg.get("generation_kwargs") or {})
             gk["max_gen_toks"] = int(max_gen_toks)
@@ -281,8 +302,11 @@ def plan_task(
         data_files={k: v for k, v in hashes.items() if k in samples},
         limit=limit,
         seed=seed,
-        skipped_rows=[{"task": t, **b.as_record(), "file": Path(b.file).name} for t, rows in skipped.items()
-                      for b in rows],
+        skipped_rows=[
+            {"task": t, **b.as_record(), "file": Path(b.file).name}
+            for t, rows in skipped.items()
+            for b in rows
+        ],
         data_modified=list(modified.values()),
         skip_bad_rows=skip_bad_rows,
     )

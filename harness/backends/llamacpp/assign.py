@@ -38,8 +38,9 @@ def spread(units: list[tuple[int, list[int]]], n: int) -> list[set[int]]:
     return shares
 
 
-def loglikelihood_units(requests: Sequence[tuple[Sequence[int], Sequence[int]]],
-                        min_shared: int) -> list[tuple[int, list[int]]]:
+def loglikelihood_units(
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]], min_shared: int
+) -> list[tuple[int, list[int]]]:
     """Shared-prefix groups of log-likelihood requests as (tokens decoded, request indices)."""
     items = loglikelihood_items(requests)
     out = []
@@ -49,8 +50,9 @@ def loglikelihood_units(requests: Sequence[tuple[Sequence[int], Sequence[int]]],
     return out
 
 
-def generation_units_of(prompts: Sequence[Sequence[int]], budgets: Sequence[int], min_shared: int,
-                        unit: int) -> list[tuple[int, list[int]]]:
+def generation_units_of(
+    prompts: Sequence[Sequence[int]], budgets: Sequence[int], min_shared: int, unit: int
+) -> list[tuple[int, list[int]]]:
     """Generation scheduling units as (prompt suffix + budget tokens, request indices)."""
     order, seqs, clusters = generation_plan(prompts, min_shared)
     out = []

@@ -23,8 +23,15 @@ class FitCheck(Protocol):
     ``preflight_file``: the fit decision sits above the backends): refuses (HarnessError) weights + planned KV
     cache that this machine cannot hold; returns the GGUF header summary and whether layers are offloaded."""
 
-    def __call__(self, model: ModelEntry, model_path: Path, plans: list[TaskPlan], settings: EngineSettings,
-                 quant_sizes: dict | None = None, copies: int = 1) -> tuple[dict, bool]: ...
+    def __call__(
+        self,
+        model: ModelEntry,
+        model_path: Path,
+        plans: list[TaskPlan],
+        settings: EngineSettings,
+        quant_sizes: dict | None = None,
+        copies: int = 1,
+    ) -> tuple[dict, bool]: ...
 
 
 class LlamaCppBackend:
@@ -38,9 +45,19 @@ class LlamaCppBackend:
     (harness/backends/llamacpp/assign.py), so a run resumes with another ``--engines``.
     """
 
-    def __init__(self, model: ModelEntry, model_path: Path, settings: EngineSettings, verbose: bool = False,
-                 engines: int = 1, engine_process: bool = True, max_restarts: int = MAX_RESTARTS, *,
-                 fit: FitCheck | None, notify: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        model: ModelEntry,
+        model_path: Path,
+        settings: EngineSettings,
+        verbose: bool = False,
+        engines: int = 1,
+        engine_process: bool = True,
+        max_restarts: int = MAX_RESTARTS,
+        *,
+        fit: FitCheck | None,
+        notify: Callable[[str], None] | None = None,
+    ):
         self.model, self.model_path, self.settings, self.verbose = model, Path(model_path), settings, verbose
         self.engines, self.engine_process, self.max_restarts = engines, engine_process, max_restarts
         self.fit, self.notify = fit, notify  # fit None: an engine already loaded (loaded()), nothing to judge
@@ -52,8 +69,15 @@ class LlamaCppBackend:
         self._gpu = False
 
     @classmethod
-    def loaded(cls, engine: LlamaEngine, model: ModelEntry | None, sha: str, load_seconds: float = 0.0,
-               speed: dict | None = None, model_path: Path | None = None) -> LlamaCppBackend:
+    def loaded(
+        cls,
+        engine: LlamaEngine,
+        model: ModelEntry | None,
+        sha: str,
+        load_seconds: float = 0.0,
+        speed: dict | None = None,
+        model_path: Path | None = None,
+    ) -> LlamaCppBackend:
         """A backend around an engine that is already loaded (tests, scripts)."""
         self = cls(model, Path(model_path or engine.model_path), engine.settings, fit=None)
         self.engine, self._sha, self.load_seconds, self.speed = engine, sha, load_seconds, speed
@@ -69,8 +93,14 @@ class LlamaCppBackend:
         from harness.models.hub_files import quant_sizes
 
         # Weights + planned KV cache fit? (and whether layers are offloaded: part of the identity)
-        _, self._gpu = self.fit(self.model, self.model_path, plans, self.settings,
-                                quant_sizes(self.model, remote=False), copies=self.engines)
+        _, self._gpu = self.fit(
+            self.model,
+            self.model_path,
+            plans,
+            self.settings,
+            quant_sizes(self.model, remote=False),
+            copies=self.engines,
+        )
 
     def sha256(self) -> str:
         """The sha256 of the weights' bytes (hashed once; remembered by harness.hashing)."""
@@ -90,8 +120,14 @@ class LlamaCppBackend:
 
         t0 = time.perf_counter()
         if self.engine_process:
-            self.engine = EngineProcess(self.model_path, self.settings, verbose=self.verbose, engines=self.engines,
-                                        max_restarts=self.max_restarts, notify=self.notify)
+            self.engine = EngineProcess(
+                self.model_path,
+                self.settings,
+                verbose=self.verbose,
+                engines=self.engines,
+                max_restarts=self.max_restarts,
+                notify=self.notify,
+            )
         else:
             self.engine = LlamaEngine(self.model_path, self.settings, verbose=self.verbose)
         self.load_seconds = time.perf_counter() - t0
@@ -121,8 +157,10 @@ class LlamaCppBackend:
         """The record's ``resume.engine_restarts``: the engine processes' deaths during ``plan``'s task."""
         if not isinstance(self.engine, EngineProcess):
             return {}
-        causes = [{k: r[k] for k in ("engine", "cause", "requests_kept")}
-                  for r in self.engine.restarts[self._restarts_before :]]
+        causes = [
+            {k: r[k] for k in ("engine", "cause", "requests_kept")}
+            for r in self.engine.restarts[self._restarts_before :]
+        ]
         return {"engine_restarts": {"count": len(causes), "causes": causes}}
 
     def stats(self, plan: TaskPlan):
@@ -162,4 +200,3 @@ class LlamaCppBackend:
             out["gpus"] = [{k: d[k] for k in ("device", "description", "total_bytes")} for d in engine.gpus]
             out["gpu_layers_offloaded"] = engine.layers_offloaded
         return out
-

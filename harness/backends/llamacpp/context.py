@@ -29,8 +29,18 @@ class LlamaContext:
     stream for all sequences, or one each) and ``kv_allocated`` (what llama.cpp reported allocating).
     """
 
-    def __init__(self, lc, model, settings: EngineSettings, threads: int, stats: EngineStats, *,
-                 n_vocab: int, n_ctx_train: int, model_path: str):
+    def __init__(
+        self,
+        lc,
+        model,
+        settings: EngineSettings,
+        threads: int,
+        stats: EngineStats,
+        *,
+        n_vocab: int,
+        n_ctx_train: int,
+        model_path: str,
+    ):
         self.lc = lc
         self.model = model
         self.settings = settings
@@ -73,7 +83,9 @@ class LlamaContext:
         cparams.n_threads_batch = self.threads
         cparams.kv_unified = unified
         cparams.flash_attn_type = (
-            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.settings.flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if self.settings.flash_attn
+            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         forget_kv_report()
         ctx = lc.llama_init_from_model(self.model, cparams)

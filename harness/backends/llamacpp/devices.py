@@ -32,7 +32,10 @@ def ggml_lib() -> ctypes.CDLL:
     lib.ggml_backend_reg_dev_count.restype, lib.ggml_backend_reg_dev_count.argtypes = sz, [vp]
     lib.ggml_backend_reg_dev_get.restype, lib.ggml_backend_reg_dev_get.argtypes = vp, [vp, sz]
     lib.ggml_backend_dev_name.restype, lib.ggml_backend_dev_name.argtypes = ctypes.c_char_p, [vp]
-    lib.ggml_backend_dev_description.restype, lib.ggml_backend_dev_description.argtypes = ctypes.c_char_p, [vp]
+    lib.ggml_backend_dev_description.restype, lib.ggml_backend_dev_description.argtypes = (
+        ctypes.c_char_p,
+        [vp],
+    )
     lib.ggml_backend_dev_memory.restype = None
     lib.ggml_backend_dev_memory.argtypes = [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]
     lib.ggml_backend_dev_by_type.restype, lib.ggml_backend_dev_by_type.argtypes = vp, [ctypes.c_int]
@@ -67,11 +70,18 @@ def _gpus_from_child() -> list[dict]:
     if spec is None or spec.origin is None:
         return []
     lib_dir = Path(spec.origin).parent / "lib"
-    if sys.platform.startswith("linux") and lib_dir.is_dir() and all(
-            p.name.startswith(_NOT_GPU_LIBS) for p in lib_dir.iterdir() if ".so" in p.name):
+    if (
+        sys.platform.startswith("linux")
+        and lib_dir.is_dir()
+        and all(p.name.startswith(_NOT_GPU_LIBS) for p in lib_dir.iterdir() if ".so" in p.name)
+    ):
         return []  # a CPU build (and RPC): no GPU backend to ask
-    done = subprocess.run([sys.executable, "-m", "harness.backends.llamacpp.devices"], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.backends.llamacpp.devices"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"listing llama.cpp's GPUs failed: {done.stderr[-1000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -91,11 +101,15 @@ def _gpus_here() -> list[dict]:
             continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        out.append({"device": lib.ggml_backend_dev_name(dev).decode(),
-                    "description": (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
-                    "free_bytes": free.value, "total_bytes": total.value})
+        out.append(
+            {
+                "device": lib.ggml_backend_dev_name(dev).decode(),
+                "description": (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                "free_bytes": free.value,
+                "total_bytes": total.value,
+            }
+        )
     return out
-
 
 
 if __name__ == "__main__":  # local_gpus() for a process that keeps llama.cpp out (see there)

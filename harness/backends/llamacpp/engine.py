@@ -51,8 +51,13 @@ class LlamaEngine:
     context_class: type[LlamaContext] = LlamaContext
     loglik_class: type[LoglikScheduler] = LoglikScheduler
 
-    def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, verbose: bool = False,
-                 device: int | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        settings: EngineSettings | None = None,
+        verbose: bool = False,
+        device: int | None = None,
+    ):
         """``device``: the one GPU this engine's layers go to (``--engines N`` on N GPUs: engine i on GPU i,
         llama.cpp's ``split_mode`` none with ``main_gpu``); None: llama.cpp spreads them over every GPU."""
         import llama_cpp as lc  # heavy: imported only when a model is really loaded
@@ -100,8 +105,16 @@ class LlamaEngine:
         self.n_ctx_train = lc.llama_model_n_ctx_train(model)
         self.n_params = lc.llama_model_n_params(model)
         self.threads = self.settings.threads or os.cpu_count() or 1
-        self.context = self.context_class(lc, model, self.settings, self.threads, EngineStats(), n_vocab=self.n_vocab,
-                                          n_ctx_train=self.n_ctx_train, model_path=self.model_path)
+        self.context = self.context_class(
+            lc,
+            model,
+            self.settings,
+            self.threads,
+            EngineStats(),
+            n_vocab=self.n_vocab,
+            n_ctx_train=self.n_ctx_train,
+            model_path=self.model_path,
+        )
         self.loglik = self.loglik_class(self.context)
         self.generation = Generator(self.context, tok)
 
@@ -206,11 +219,19 @@ class LlamaEngine:
 
         return max(0.0, self.first_decode_unix - psutil.Process().create_time())
 
-    def speed_probe(self, prompt_tokens: int = 512, decode_steps: int = 16, repeats: int = 1,
-                    deep: int | None = None, streams: bool = False,
-                    clock: Callable[[], float] = time.perf_counter) -> dict:
+    def speed_probe(
+        self,
+        prompt_tokens: int = 512,
+        decode_steps: int = 16,
+        repeats: int = 1,
+        deep: int | None = None,
+        streams: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> dict:
         """This machine's prompt and decode rates on this model (harness/backends/llamacpp/speed_probe.py)."""
-        return speed_probe(self.context, self.tokenize, prompt_tokens, decode_steps, repeats, deep, streams, clock)
+        return speed_probe(
+            self.context, self.tokenize, prompt_tokens, decode_steps, repeats, deep, streams, clock
+        )
 
     # ------------------------------------------------------------------ requests
     def loglikelihood(

@@ -33,9 +33,21 @@ class EngineChild:
     def __init__(self, index: int, verbose: bool):
         p_in, c_out = os.pipe()  # child -> parent
         c_in, p_out = os.pipe()  # parent -> child
-        cmd = [sys.executable, "-m", "harness.backends.llamacpp.worker", str(c_in), str(c_out), str(os.getpid())]
-        self.proc = subprocess.Popen(cmd, pass_fds=(c_in, c_out), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.backends.llamacpp.worker",
+            str(c_in),
+            str(c_out),
+            str(os.getpid()),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            pass_fds=(c_in, c_out),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         os.close(c_in)
         os.close(c_out)
         self.index = index

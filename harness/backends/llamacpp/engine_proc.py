@@ -34,9 +34,15 @@ class EngineProcess:
     """LlamaEngine's interface (what harness/backends/llamacpp/lm_model.py, backend.py and the speed probe use),
     served by engine processes. ``notify`` prints a restart line (the bench's console)."""
 
-    def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, verbose: bool = False,
-                 engines: int = 1, max_restarts: int = MAX_RESTARTS,
-                 notify: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        settings: EngineSettings | None = None,
+        verbose: bool = False,
+        engines: int = 1,
+        max_restarts: int = MAX_RESTARTS,
+        notify: Callable[[str], None] | None = None,
+    ):
         self.settings = settings or EngineSettings()
         self.model_path = str(model_path)
         self.stats = EngineStats()
@@ -64,7 +70,12 @@ class EngineProcess:
         f = facts[0]
         self.pids = [x["pid"] for x in facts]
         self.n_vocab, self.n_ctx_train, self.n_params = f["n_vocab"], f["n_ctx_train"], f["n_params"]
-        self.add_bos, self.bos_id, self.eos_id, self.eot_id = f["add_bos"], f["bos_id"], f["eos_id"], f["eot_id"]
+        self.add_bos, self.bos_id, self.eos_id, self.eot_id = (
+            f["add_bos"],
+            f["bos_id"],
+            f["eos_id"],
+            f["eot_id"],
+        )
         self._eog = frozenset(f["eog_ids"])
         self.threads = sum(x["threads"] for x in facts)
         self.gpu_offload, self.layers_offloaded = f["gpu_offload"], f["layers_offloaded"]
@@ -110,9 +121,14 @@ class EngineProcess:
         w.stop()
         self._workers[k] = None
         what = "the engine process" + (f" {k + 1} of {self.n_engines}" if self.n_engines > 1 else "")
-        self.restarts.append({"engine": k, "cause": cause, "stderr_tail": list(w.tail), "requests_kept": done})
-        line = (f"{what} (pid {w.proc.pid}) died: {cause}" + (f"; its last output: {tail}" if tail else "")
-                + f"; {done} finished request(s) kept")
+        self.restarts.append(
+            {"engine": k, "cause": cause, "stderr_tail": list(w.tail), "requests_kept": done}
+        )
+        line = (
+            f"{what} (pid {w.proc.pid}) died: {cause}"
+            + (f"; its last output: {tail}" if tail else "")
+            + f"; {done} finished request(s) kept"
+        )
         if deaths >= self.max_restarts:
             self.notify(line)
             raise HarnessError(
@@ -243,29 +259,43 @@ class EngineProcess:
         return max(0.0, self.first_decode_unix - psutil.Process().create_time())
 
     # ------------------------------------------------------------------ requests
-    def loglikelihood(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
-                      progress: Callable[[int], None] | None = None, skip: frozenset[int] | set[int] = frozenset(),
-                      on_result: Callable[[int, tuple[float, bool]], None] | None = None) -> list:
+    def loglikelihood(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        progress: Callable[[int], None] | None = None,
+        skip: frozenset[int] | set[int] = frozenset(),
+        on_result: Callable[[int, tuple[float, bool]], None] | None = None,
+    ) -> list:
         """LlamaEngine.loglikelihood, in the engine processes (their results journaled as they arrive)."""
         if not requests:
             return []
         shares = None
         if self.n_engines > 1:
-            shares = assign.spread(assign.loglikelihood_units(requests, self.settings.min_shared_prefix),
-                                   self.n_engines)
+            shares = assign.spread(
+                assign.loglikelihood_units(requests, self.settings.min_shared_prefix), self.n_engines
+            )
         return self._run(("ll", list(requests)), len(requests), skip, shares, progress, on_result)
 
-    def generate(self, prompts: Sequence[Sequence[int]], until: Sequence[Sequence[str]],
-                 max_new_tokens: Sequence[int], progress: Callable[[int], None] | None = None,
-                 skip: frozenset[int] | set[int] = frozenset(),
-                 on_result: Callable[[int, str], None] | None = None) -> list:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        until: Sequence[Sequence[str]],
+        max_new_tokens: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+        skip: frozenset[int] | set[int] = frozenset(),
+        on_result: Callable[[int, str], None] | None = None,
+    ) -> list:
         """LlamaEngine.generate, in the engine processes (each finished request journaled as it arrives)."""
         if not prompts:
             return []
         shares = None
         if self.n_engines > 1:
-            shares = assign.spread(assign.generation_units_of(prompts, max_new_tokens, self.settings.min_shared_prefix,
-                                                              self.settings.gen_unit), self.n_engines)
+            shares = assign.spread(
+                assign.generation_units_of(
+                    prompts, max_new_tokens, self.settings.min_shared_prefix, self.settings.gen_unit
+                ),
+                self.n_engines,
+            )
         args = ("gen", [list(p) for p in prompts], [list(u) for u in until], list(max_new_tokens))
         return self._run(args, len(prompts), skip, shares, progress, on_result)
 

@@ -65,8 +65,10 @@ class Generator:
             for plen, members in clusters
         )
         if self.settings.gen_streams:
-            per_seq = max(plen + max(len(seqs[m]) - plen + max_new_tokens[order[m]] for m in members)
-                          for plen, members in clusters)
+            per_seq = max(
+                plen + max(len(seqs[m]) - plen + max_new_tokens[order[m]] for m in members)
+                for plen, members in clusters
+            )
             ctx.ensure(per_seq + 1, n_par + 1, unified=False)
         else:
             ctx.ensure(need + self.settings.n_batch, n_par + 1)

@@ -48,20 +48,27 @@ def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = Fa
     out: dict = {
         "bos": tok(engine.bos_id) | {"add_bos_token": engine.add_bos} if engine.bos_id >= 0 else None,
         "bos_rule": "one BOS: the harness adds it when the model wants one and the prompt text does not already "
-                    "start with it (a Llama 3 chat template writes it itself)",
-        "stop": {"eos": tok(engine.eos_id), "eot": tok(engine.eot_id),
-                 "end_of_generation": [tok(i) for i in engine.eog_ids()]},
+        "start with it (a Llama 3 chat template writes it itself)",
+        "stop": {
+            "eos": tok(engine.eos_id),
+            "eot": tok(engine.eot_id),
+            "end_of_generation": [tok(i) for i in engine.eog_ids()],
+        },
         "chat_template": None,
     }
     if not template:
         return out
-    facts = {"source": "GGUF metadata tokenizer.chat_template",
-             "sha256": hashlib.sha256(template.encode()).hexdigest(), "date_string": DATE_STRING,
-             "strftime_now": f"frozen at {CHAT_DATE.isoformat()}"}
+    facts = {
+        "source": "GGUF metadata tokenizer.chat_template",
+        "sha256": hashlib.sha256(template.encode()).hexdigest(),
+        "date_string": DATE_STRING,
+        "strftime_now": f"frozen at {CHAT_DATE.isoformat()}",
+    }
     out["chat_template"] = facts
     try:
-        probe = render_chat(template, [{"role": "user", "content": "Probe question?"}], True, bos_text, eos_text,
-                            name)
+        probe = render_chat(
+            template, [{"role": "user", "content": "Probe question?"}], True, bos_text, eos_text, name
+        )
         ids = engine.tokenize(probe)
         facts["starts_with_bos"] = bool(bos_text) and probe.startswith(bos_text)
         lead = 0
@@ -69,21 +76,29 @@ def prompt_format(engine: LlamaEngine, name: str | None = None, check: bool = Fa
             lead += 1
         facts["probe_leading_bos"] = lead  # 1 with a BOS, 0 without; 2 would be a double BOS
         if lead > 1:
-            raise HarnessError(f"the chat template of {name} starts a prompt with BOS ({bos_text}) twice",
-                               "fix the template in the GGUF, or run a base-format task (--kind base).")
+            raise HarnessError(
+                f"the chat template of {name} starts a prompt with BOS ({bos_text}) twice",
+                "fix the template in the GGUF, or run a base-format task (--kind base).",
+            )
         after = turn_end_text(template, bos_text, eos_text, name)
         marker = marker_of(after)
         marker_ids = engine.tokenize(marker, add_bos=False) if marker else []
         end = engine.tokenize(after, add_bos=False)[:1]
-        facts["end_of_turn"] = (tok(end[0]) | {"marker": marker, "ends_generation": engine.is_eog(end[0])}
-                                if end else None)
+        facts["end_of_turn"] = (
+            tok(end[0]) | {"marker": marker, "ends_generation": engine.is_eog(end[0])} if end else None
+        )
         if not marker:
-            raise HarnessError(f"the chat template of {name} writes nothing after an assistant message: no end of "
-                               "turn, so generation would not stop at the end of an answer",
-                               "fix the template in the GGUF, or run a base-format task (--kind base).")
+            raise HarnessError(
+                f"the chat template of {name} writes nothing after an assistant message: no end of "
+                "turn, so generation would not stop at the end of an answer",
+                "fix the template in the GGUF, or run a base-format task (--kind base).",
+            )
         if len(marker_ids) != 1 or not engine.is_eog(marker_ids[0]):
-            what = (f"is not one token of its vocabulary (it splits into {len(marker_ids)})" if len(marker_ids) != 1
-                    else f"is token {marker_ids[0]}, which does not end generation")
+            what = (
+                f"is not one token of its vocabulary (it splits into {len(marker_ids)})"
+                if len(marker_ids) != 1
+                else f"is token {marker_ids[0]}, which does not end generation"
+            )
             raise HarnessError(
                 f"the chat template of {name} ends an assistant turn with {marker!r}, which {what}: "
                 "generation would not stop at the end of an answer",
@@ -120,10 +135,14 @@ class LlamaBenchLM(TemplateLM):
             entry = resolve(model, quant)
             path = local_model_path(entry)
             if path is None:
-                raise HarnessError(f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`.")
+                raise HarnessError(
+                    f"{entry.name} {entry.quant} is not downloaded", f"run `harness download {model}`."
+                )
             engine = LlamaEngine(path, EngineSettings(**{k: _num(v) for k, v in settings.items()}))
         self.engine = engine
-        engine.first_decode_unix = None  # this task's start-up ends at its first decode (engine.setup_seconds)
+        engine.first_decode_unix = (
+            None  # this task's start-up ends at its first decode (engine.setup_seconds)
+        )
         self.max_gen_toks = int(max_gen_toks)
         self._progress = progress
         self.journal = journal  # finished requests of an interrupted run, and where new ones are saved
@@ -173,10 +192,18 @@ class LlamaBenchLM(TemplateLM):
         self._check_chat()
         return self._template
 
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         self._check_chat()
-        return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos,
-                           self.tokenizer_name)
+        return render_chat(
+            self._template or "",
+            chat_history,
+            add_generation_prompt,
+            self._bos,
+            self._eos,
+            self.tokenizer_name,
+        )
 
     def _check_chat(self) -> None:
         """Before the first chat prompt: a template that cannot frame a conversation stops the run with one
@@ -201,8 +228,15 @@ class LlamaBenchLM(TemplateLM):
             return
         n, req = over[0]
         more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
-        rows = [{"task": getattr(r, "task_name", None), "row": data_row(r, self.samples), "field": "question",
-                 "problem": f"its {what} needs {k} tokens; the model's context is {limit}"} for k, r in over]
+        rows = [
+            {
+                "task": getattr(r, "task_name", None),
+                "row": data_row(r, self.samples),
+                "field": "question",
+                "problem": f"its {what} needs {k} tokens; the model's context is {limit}",
+            }
+            for k, r in over
+        ]
         raise TooLong(
             f"{request_name(req, 'question', self.samples)}: its {what} needs {n} tokens; "
             f"{Path(self.engine.model_path).name} has a context of {limit}{more}",
@@ -234,14 +268,20 @@ class LlamaBenchLM(TemplateLM):
             seen.clear()
         return seen.setdefault(arr.tobytes(), arr), cont
 
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests, disable_tqdm: bool = False, **kwargs
+    ) -> list[tuple[float, bool]]:
         pairs = [(ctx, cont) for _, ctx, cont in requests]
-        self._too_long([len(c) + len(x) for c, x in pairs], getattr(self, "_ll_instances", None) or [None] * len(pairs),
-                       "prompt and answer")
+        self._too_long(
+            [len(c) + len(x) for c, x in pairs],
+            getattr(self, "_ll_instances", None) or [None] * len(pairs),
+            "prompt and answer",
+        )
         keys = [request_key("ll", token_array(ctx).tolist(), list(cont)) for ctx, cont in pairs]
         done, save = self._resume(keys)
-        out = self.engine.loglikelihood(pairs, progress=self._bar("log-likelihood", len(pairs)), skip=set(done),
-                                        on_result=save)
+        out = self.engine.loglikelihood(
+            pairs, progress=self._bar("log-likelihood", len(pairs)), skip=set(done), on_result=save
+        )
         for i, v in done.items():
             out[i] = (float(v[0]), bool(v[1]))
         return out
@@ -259,11 +299,19 @@ class LlamaBenchLM(TemplateLM):
             prompts.append(self.tok_encode(context))
             until.append(list(stops))
             budget.append(int(gen_kwargs.get("max_gen_toks", self.max_gen_toks)))
-        self._too_long([len(p) + b for p, b in zip(prompts, budget)], list(requests), "prompt plus its generation budget")
+        self._too_long(
+            [len(p) + b for p, b in zip(prompts, budget)], list(requests), "prompt plus its generation budget"
+        )
         keys = [request_key("gen", p, u, b) for p, u, b in zip(prompts, until, budget)]
         done, save = self._resume(keys)
-        out = self.engine.generate(prompts, until, budget, progress=self._bar("generation", len(prompts)),
-                                   skip=set(done), on_result=save)
+        out = self.engine.generate(
+            prompts,
+            until,
+            budget,
+            progress=self._bar("generation", len(prompts)),
+            skip=set(done),
+            on_result=save,
+        )
         for i, v in done.items():
             out[i] = v
         return out

@@ -15,7 +15,9 @@ _LOG_INFO, _LOG_ERROR, _LOG_CONT = 2, 4, 5  # enum ggml_log_level (ggml.h)
 # llama.cpp's report of a new context's KV cache (src/llama-kv-cache.cpp, llama_kv_cache's constructor):
 # "llama_kv_cache: size =  405.00 MiB (  2048 cells,  30 layers,  9/9 seqs), K (f16): ..." where the cells
 # are per stream and "9/9" is n_seq_max/n_stream. The last one seen, for the check after each context.
-_KV_LINE = re.compile(rb"llama_kv_cache: size = *([0-9.]+) MiB \( *(\d+) cells, *(\d+) layers, *(\d+)/(\d+) seqs\)")
+_KV_LINE = re.compile(
+    rb"llama_kv_cache: size = *([0-9.]+) MiB \( *(\d+) cells, *(\d+) layers, *(\d+)/(\d+) seqs\)"
+)
 _kv_report: list[dict | None] = [None]
 _interrupted = [False]  # set by the unraisable hook when Ctrl-C hit inside the log callback
 _callback: list = [None]  # the installed ctypes callback: it must outlive the C side's use of it
@@ -77,8 +79,13 @@ def parse_kv_line(text: bytes) -> dict | None:
     if not m:
         return None
     mib, cells, layers, seqs, streams = m.groups()
-    return {"mib": mib.decode(), "cells_per_stream": int(cells), "layers": int(layers), "n_seq_max": int(seqs),
-            "streams": int(streams)}
+    return {
+        "mib": mib.decode(),
+        "cells_per_stream": int(cells),
+        "layers": int(layers),
+        "n_seq_max": int(seqs),
+        "streams": int(streams),
+    }
 
 
 def check_kv_allocation(lc, ctx, planned: int) -> dict:

@@ -41,8 +41,11 @@ class LoglikScheduler:
         longest = max(len(it.tokens) for it in items)
         ctx.check_fits(longest, "log-likelihood request")
         # Several branches per batch get a KV stream each (in one unified cache their log-probs shifted).
-        ctx.ensure(longest + self.settings.n_batch, self.settings.max_branches + 1,
-                   unified=self.settings.max_branches == 1)
+        ctx.ensure(
+            longest + self.settings.n_batch,
+            self.settings.max_branches + 1,
+            unified=self.settings.max_branches == 1,
+        )
         results: list[Result | None] = [None] * len(requests)
         clusters = loglikelihood_clusters(items, self.settings.min_shared_prefix)
         if skip and progress:
@@ -69,9 +72,14 @@ class LoglikScheduler:
                 self.score_pack(pack, plen, results, progress, on_result)
         return results
 
-    def score_pack(self, pack: list[Branch], plen: int, results: list[Result | None],
-                   progress: Callable[[int], None] | None, on_result: Callable[[int, Result], None] | None = None,
-                   ) -> None:
+    def score_pack(
+        self,
+        pack: list[Branch],
+        plen: int,
+        results: list[Result | None],
+        progress: Callable[[int], None] | None,
+        on_result: Callable[[int, Result], None] | None = None,
+    ) -> None:
         """Decode one pack of branches (sequence k + 1 for the k-th, each from the prefix in sequence 0) and
         deliver their scores; the branches' sequences are dropped afterwards."""
         ctx = self.context
@@ -95,9 +103,13 @@ class LoglikScheduler:
             ctx.drop(k + 1)
 
     @staticmethod
-    def deliver(pack: list[Branch], logits: np.ndarray, results: list[Result | None],
-                progress: Callable[[int], None] | None, on_result: Callable[[int, Result], None] | None = None,
-                ) -> None:
+    def deliver(
+        pack: list[Branch],
+        logits: np.ndarray,
+        results: list[Result | None],
+        progress: Callable[[int], None] | None,
+        on_result: Callable[[int, Result], None] | None = None,
+    ) -> None:
         """A decoded pack's logit rows (each item's last ``n_out`` positions, in pack order) as each consumer's
         (log-prob of its continuation, whether it is the greedy one)."""
         lse = _logsumexp(logits)

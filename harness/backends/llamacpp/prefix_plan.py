@@ -50,8 +50,9 @@ def order_key(tokens: np.ndarray) -> bytes:
     return tokens.astype(">u4").tobytes()
 
 
-def cluster_by_prefix(seqs: Sequence[Sequence[int]], min_shared: int,
-                      reserve: list[int]) -> list[tuple[int, list[int]]]:
+def cluster_by_prefix(
+    seqs: Sequence[Sequence[int]], min_shared: int, reserve: list[int]
+) -> list[tuple[int, list[int]]]:
     """Group sequences (already sorted) into runs sharing a long prefix; return (prefix length, members).
 
     ``reserve[i]`` tokens at the end of sequence i stay out of the shared prefix (their logits are read).
@@ -93,7 +94,9 @@ def loglikelihood_items(requests: Sequence[tuple[Sequence[int], Sequence[int]]])
     by_ctx: dict[bytes, tuple[np.ndarray, list[int]]] = {}
     for i, (ctx, cont) in enumerate(requests):
         if len(ctx) == 0 or len(cont) == 0:
-            raise HarnessError("a log-likelihood request has an empty context or continuation", "fix the task.")
+            raise HarnessError(
+                "a log-likelihood request has an empty context or continuation", "fix the task."
+            )
         arr = token_array(ctx)
         by_ctx.setdefault(arr.tobytes(), (arr, []))[1].append(i)
     items: list[Branch] = []
@@ -115,8 +118,9 @@ def loglikelihood_clusters(items: list[Branch], min_shared: int) -> list[tuple[i
     return cluster_by_prefix([it.tokens for it in items], min_shared, [it.n_out for it in items])
 
 
-def generation_plan(prompts: Sequence[Sequence[int]],
-                    min_shared: int) -> tuple[list[int], list[list[int]], list[tuple[int, list[int]]]]:
+def generation_plan(
+    prompts: Sequence[Sequence[int]], min_shared: int
+) -> tuple[list[int], list[list[int]], list[tuple[int, list[int]]]]:
     """Generation's fixed order: (request index per sorted position, sorted prompts, shared-prefix groups of
     sorted positions)."""
     order = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))

@@ -50,11 +50,16 @@ def parse_endpoints(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
             continue
         m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", item)
         if not m or not 0 < int(m.group(2)) < 65536:
-            raise HarnessError(f"RPC worker {item!r} is not host:port", "write workers as --rpc 10.0.0.2:50052,10.0.0.3:50052.")
+            raise HarnessError(
+                f"RPC worker {item!r} is not host:port",
+                "write workers as --rpc 10.0.0.2:50052,10.0.0.3:50052.",
+            )
         out.append(item)
     if not out:  # `--rpc ','` or `--rpc ''`: asked for workers and named none; running locally would hide it
-        raise HarnessError(f"--rpc {spec!r} names no worker" if isinstance(spec, str) else "--rpc names no worker",
-                           "write workers as --rpc 10.0.0.2:50052,10.0.0.3:50052, or leave --rpc out to run here.")
+        raise HarnessError(
+            f"--rpc {spec!r} names no worker" if isinstance(spec, str) else "--rpc names no worker",
+            "write workers as --rpc 10.0.0.2:50052,10.0.0.3:50052, or leave --rpc out to run here.",
+        )
     return tuple(out)
 
 
@@ -78,7 +83,8 @@ def add_workers(endpoints: tuple[str, ...]) -> list[dict]:
     lib = ggml_lib()
     reg = lib.ggml_backend_reg_by_name(b"RPC")
     add = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(
-        lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_add_server"))
+        lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_add_server")
+    )
     out: list[dict] = []
     for ep in endpoints:
         if ep not in _registered:
@@ -98,8 +104,14 @@ def add_workers(endpoints: tuple[str, ...]) -> list[dict]:
                 dev = lib.ggml_backend_reg_dev_get(wreg, i)
                 free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
                 lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-                devs.append({"endpoint": ep, "device": lib.ggml_backend_dev_name(dev).decode(),
-                             "free_bytes": free.value, "total_bytes": total.value})
+                devs.append(
+                    {
+                        "endpoint": ep,
+                        "device": lib.ggml_backend_dev_name(dev).decode(),
+                        "free_bytes": free.value,
+                        "total_bytes": total.value,
+                    }
+                )
             _registered[ep] = devs
         out += _registered[ep]
     return out
@@ -112,8 +124,10 @@ def _handshake_in_child(endpoint: str) -> None:
     try:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired as exc:
-        raise HarnessError(f"RPC worker {endpoint} did not complete the handshake in 120 s",
-                           "check that the port belongs to a `harness rpc-worker` / llama.cpp rpc-server.") from exc
+        raise HarnessError(
+            f"RPC worker {endpoint} did not complete the handshake in 120 s",
+            "check that the port belongs to a `harness rpc-worker` / llama.cpp rpc-server.",
+        ) from exc
     if res.returncode != 0:
         said = [ln for ln in res.stderr.splitlines() if "RPC" in ln or "rpc" in ln]
         raise HarnessError(
@@ -132,9 +146,14 @@ def serve_worker(host: str, port: int, threads: int, cache_dir: str | None = Non
     lib = ggml_lib()
     cpu = lib.ggml_backend_dev_by_type(CPU_DEVICE)
     reg = lib.ggml_backend_reg_by_name(b"RPC")
-    start = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
-                             ctypes.POINTER(ctypes.c_void_p))(
-        lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_start_server"))
+    start = ctypes.CFUNCTYPE(
+        None,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_void_p),
+    )(lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_start_server"))
     devices = (ctypes.c_void_p * 1)(cpu)
     endpoint = f"{host}:{port}".encode()
     cache = cache_dir.encode() if cache_dir else None
@@ -143,4 +162,6 @@ def serve_worker(host: str, port: int, threads: int, cache_dir: str | None = Non
     t.start()
     while t.is_alive():
         t.join(0.5)
-    raise HarnessError(f"the RPC worker on {host}:{port} stopped", "is the port already in use? pick another --port.")
+    raise HarnessError(
+        f"the RPC worker on {host}:{port} stopped", "is the port already in use? pick another --port."
+    )

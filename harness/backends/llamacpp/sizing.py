@@ -56,9 +56,13 @@ def prompt_bounds(path: Path = PROMPT_TOKENS_FILE) -> PromptBounds:
         longest = {str(k): int(v["longest"]) for k, v in data["tasks"].items()}
         out = PromptBounds(longest, float(margin["factor"]), int(margin["plus"]), int(data["unknown_task"]))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"cannot read the prompt-length table {path}: {exc}", "restore tasks/prompt_tokens.yaml.")
+        raise HarnessError(
+            f"cannot read the prompt-length table {path}: {exc}", "restore tasks/prompt_tokens.yaml."
+        )
     if out.factor < 1 or out.plus < 0 or any(v <= 0 for v in out.longest.values()):
-        raise HarnessError(f"{path}: the margin must not shrink the measured lengths", "restore tasks/prompt_tokens.yaml.")
+        raise HarnessError(
+            f"{path}: the margin must not shrink the measured lengths", "restore tasks/prompt_tokens.yaml."
+        )
     return out
 
 
@@ -81,7 +85,9 @@ def planned_ctx(plans: list, settings, longest: dict[str, int] | None = None) ->
     measured bound of tasks/prompt_tokens.yaml. Returns the cells and how each task was sized.
     """
     n_par, n_batch = settings.n_parallel, settings.n_batch
-    probe = round_ctx(512 + n_par * 17 + n_batch)  # harness/backends/llamacpp/speed_probe.py: 512-token prompt, 16 steps
+    probe = round_ctx(
+        512 + n_par * 17 + n_batch
+    )  # harness/backends/llamacpp/speed_probe.py: 512-token prompt, 16 steps
     per_task = {}
     for plan in plans:
         prompt = (longest or {}).get(plan.name)

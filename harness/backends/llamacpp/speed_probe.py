@@ -11,9 +11,16 @@ from harness.backends.llamacpp.context import LlamaContext
 from harness.backends.llamacpp.settings import EngineStats
 
 
-def speed_probe(context: LlamaContext, tokenize: Callable[..., list[int]], prompt_tokens: int = 512,
-                decode_steps: int = 16, repeats: int = 1, deep: int | None = None, streams: bool = False,
-                clock: Callable[[], float] = time.perf_counter) -> dict:
+def speed_probe(
+    context: LlamaContext,
+    tokenize: Callable[..., list[int]],
+    prompt_tokens: int = 512,
+    decode_steps: int = 16,
+    repeats: int = 1,
+    deep: int | None = None,
+    streams: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
     """This machine's rates on this model, like llama.cpp's llama-bench: prompt tokens/s (one
     ``prompt_tokens`` prefill), decode tokens/s of one sequence and of ``n_parallel`` sequences (one token
     each per call, branched from the prompt), best of ``repeats``. ``deep``: the batched decode again at
@@ -65,7 +72,9 @@ def speed_probe(context: LlamaContext, tokenize: Callable[..., list[int]], promp
             ctx.drop(1)
             best["decode_n"] = max(best["decode_n"], batched(prompt_tokens))
         deep_rate = None
-        if deep and deep > prompt_tokens:  # once: the prompt grows to ``deep`` tokens, the same batched decode
+        if (
+            deep and deep > prompt_tokens
+        ):  # once: the prompt grows to ``deep`` tokens, the same batched decode
             ctx.prefill(toks, seq=0, start=prompt_tokens)
             deep_rate = batched(deep)
         if streams and deep and deep > prompt_tokens:
@@ -78,12 +87,19 @@ def speed_probe(context: LlamaContext, tokenize: Callable[..., list[int]], promp
         ctx.clear()
         ctx.stats = saved
         ctx.probing = False
-    out = {"prompt_tokens_per_s": round(best["prompt"], 1), "decode_1_tokens_per_s": round(best["decode_1"], 1),
-           "decode_batched_tokens_per_s": round(best["decode_n"], 1), "batched_sequences": n_par,
-           "prompt_len": prompt_tokens, "decode_steps": decode_steps}
+    out = {
+        "prompt_tokens_per_s": round(best["prompt"], 1),
+        "decode_1_tokens_per_s": round(best["decode_1"], 1),
+        "decode_batched_tokens_per_s": round(best["decode_n"], 1),
+        "batched_sequences": n_par,
+        "prompt_len": prompt_tokens,
+        "decode_steps": decode_steps,
+    }
     if deep_rate is not None:
         out.update(decode_batched_deep_tokens_per_s=round(deep_rate, 1), deep_len=deep)
     if stream_rates:
-        out.update(decode_streams_tokens_per_s=round(stream_rates[prompt_tokens], 1),
-                   decode_streams_deep_tokens_per_s=round(stream_rates[deep], 1))
+        out.update(
+            decode_streams_tokens_per_s=round(stream_rates[prompt_tokens], 1),
+            decode_streams_deep_tokens_per_s=round(stream_rates[deep], 1),
+        )
     return out

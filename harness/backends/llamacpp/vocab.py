@@ -23,8 +23,10 @@ class LocalVocab:
         try:
             self._llama = llama_cpp.Llama(model_path=str(self.path), vocab_only=True, verbose=False)
         except (ValueError, OSError) as exc:
-            raise HarnessError(f"cannot read the tokenizer of {self.path.name}: {exc}",
-                               "check that it is a complete GGUF file (download it again).") from exc
+            raise HarnessError(
+                f"cannot read the tokenizer of {self.path.name}: {exc}",
+                "check that it is a complete GGUF file (download it again).",
+            ) from exc
 
     def count(self, text: str) -> int:
         """Tokens of ``text`` as written: special-token text (a template's BOS) parsed, no BOS added."""

@@ -62,11 +62,21 @@ def _die_with_parent(ppid: int) -> None:
 def facts(engine) -> dict:
     """What the parent's proxy answers without asking again: vocabulary and model facts, placement."""
     return {
-        "pid": os.getpid(), "n_vocab": engine.n_vocab, "n_ctx_train": engine.n_ctx_train,
-        "n_params": engine.n_params, "add_bos": engine.add_bos, "bos_id": engine.bos_id, "eos_id": engine.eos_id,
-        "eot_id": engine.eot_id, "eog_ids": engine.eog_ids(), "threads": engine.threads,
-        "gpu_offload": engine.gpu_offload, "gpus": engine.gpus, "layers_offloaded": engine.layers_offloaded,
-        "rpc_devices": engine.rpc_devices, "system_info": engine.system_info(),
+        "pid": os.getpid(),
+        "n_vocab": engine.n_vocab,
+        "n_ctx_train": engine.n_ctx_train,
+        "n_params": engine.n_params,
+        "add_bos": engine.add_bos,
+        "bos_id": engine.bos_id,
+        "eos_id": engine.eos_id,
+        "eot_id": engine.eot_id,
+        "eog_ids": engine.eog_ids(),
+        "threads": engine.threads,
+        "gpu_offload": engine.gpu_offload,
+        "gpus": engine.gpus,
+        "layers_offloaded": engine.layers_offloaded,
+        "rpc_devices": engine.rpc_devices,
+        "system_info": engine.system_info(),
     }
 
 

@@ -74,11 +74,16 @@ class ServerClient:
         ids = [m["id"] for m in listed]
         if self.model is None:
             if not ids:
-                raise HarnessError(f"{self.endpoint}/models lists no model", "pass --server-model with the served model's id.")
+                raise HarnessError(
+                    f"{self.endpoint}/models lists no model",
+                    "pass --server-model with the served model's id.",
+                )
             self.model = ids[0]
         elif ids and self.model not in ids:
-            raise HarnessError(f"the server at {self.endpoint} does not serve {self.model!r}",
-                               f"it serves: {', '.join(ids)}; pass one of them as --server-model.")
+            raise HarnessError(
+                f"the server at {self.endpoint} does not serve {self.model!r}",
+                f"it serves: {', '.join(ids)}; pass one of them as --server-model.",
+            )
         info = ServerInfo(endpoint=self.endpoint, kind="openai-compatible", model_id=self.model)
         props = self.http.request("GET", f"{self.root}/props", optional=True)
         if props and "default_generation_settings" in props:  # llama.cpp's llama-server
@@ -109,8 +114,12 @@ class ServerClient:
         """llama-cpp-python's ``POST /extras/tokenize`` (the tokens its completions see: ``Llama.tokenize``
         with ``special=True`` and the model's own BOS rule); None where the server has no such endpoint."""
         try:
-            got = self.http.request("POST", f"{self.root}/extras/tokenize", json={"input": text, "model": self.model},
-                               optional=True)
+            got = self.http.request(
+                "POST",
+                f"{self.root}/extras/tokenize",
+                json={"input": text, "model": self.model},
+                optional=True,
+            )
         except HarnessError:  # another server's answer to an unknown path (400, 422...): not this kind
             return None
         tokens = got.get("tokens") if isinstance(got, dict) else None
@@ -128,7 +137,9 @@ class ServerClient:
         if kind == "llama-server":
             with_, without = ({"content": "a", "add_special": flag} for flag in (True, False))
         elif kind == "vllm":
-            with_, without = ({"model": self.model, "prompt": "a", "add_special_tokens": flag} for flag in (True, False))
+            with_, without = (
+                {"model": self.model, "prompt": "a", "add_special_tokens": flag} for flag in (True, False)
+            )
         else:
             return None
         try:
@@ -143,14 +154,22 @@ class ServerClient:
     # ------------------------------------------------------------------ completions
     def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> Completion:
         """Greedy completion of a text prompt (temperature 0), cut at the first stop string."""
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "top_p": 1.0,
-                "n": 1, "seed": 0}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "n": 1,
+            "seed": 0,
+        }
         if stop:
             body["stop"] = list(stop)
         return completion_of(self.http.request("POST", f"{self.api}/completions", json=body), self.endpoint)
 
-    def prompt_logprobs(self, prompt: str, request: str | None = None
-                        ) -> tuple[list[str], list[object], list[int], list[dict | None]]:
+    def prompt_logprobs(
+        self, prompt: str, request: str | None = None
+    ) -> tuple[list[str], list[object], list[int], list[dict | None]]:
         """Tokens, log-probs, character offsets and top-1 alternatives of the prompt itself (``echo``).
 
         Raises when the server does not echo the prompt with its log-probs (llama-server ignores ``echo``):
@@ -159,8 +178,14 @@ class ServerClient:
         field. The log-prob values are returned as the server sent them; ``replies.logprob_problem`` judges
         the ones a caller scores (the first token of a prompt has none, legitimately).
         """
-        body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "echo": True,
-                "logprobs": 1}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 1,
+        }
         data = self.http.request("POST", f"{self.api}/completions", json=body)
         return prompt_logprobs_of(data, self.endpoint, prompt, request)
 

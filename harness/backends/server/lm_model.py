@@ -61,7 +61,11 @@ def gguf_chat_facts(path: Path) -> tuple[str | None, str, str]:
         i = facts.get(key)
         return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
 
-    return facts.get("tokenizer.chat_template"), token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    return (
+        facts.get("tokenizer.chat_template"),
+        token("tokenizer.ggml.bos_token_id"),
+        token("tokenizer.ggml.eos_token_id"),
+    )
 
 
 @register_model("llama-bench-server")
@@ -99,10 +103,13 @@ class ServerLM(LM):
         adds = client.adds_bos(self.info.kind, self._bos) if self._bos else False
         self.strip_bos = bool(adds)
         self.bos_check = f"{self.info.kind} tokenizer endpoint" if self._bos and adds is not None else None
-        self._bos_pending = adds is None  # a server of unknown kind: settled on the first prompt (_settle_bos)
+        self._bos_pending = (
+            adds is None
+        )  # a server of unknown kind: settled on the first prompt (_settle_bos)
 
-    def attach(self, progress=None, journal: Journal | None = None,
-               samples: dict[str, list[int]] | None = None) -> ServerLM:
+    def attach(
+        self, progress=None, journal: Journal | None = None, samples: dict[str, list[int]] | None = None
+    ) -> ServerLM:
         """Set the progress bar factory, the run journal (what the runner owns) and the plan's subset (messages
         name requests by data row), and return self."""
         self._progress, self.journal, self.samples = progress, journal, samples
@@ -124,7 +131,9 @@ class ServerLM(LM):
             )
         return self._template
 
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         return render_chat(self._template or "", chat_history, add_generation_prompt, self._bos, self._eos)
 
     def _settle_bos(self, prompt: str) -> None:
@@ -150,18 +159,24 @@ class ServerLM(LM):
         served = self.client.complete(prompt, 1, []).prompt_tokens
         if served == local + 1:
             self.strip_bos = True
-            again = self.client.complete(prompt[len(self._bos):], 1, []).prompt_tokens
+            again = self.client.complete(prompt[len(self._bos) :], 1, []).prompt_tokens
             if again != local:
                 raise HarnessError(
                     f"{where} counts {served} prompt tokens where {self._local_gguf.name} counts {local} "
                     f"(one BOS more), and {again} without the template's BOS: it does not tokenize like that file",
                     "check that the server runs the model's own GGUF.",
                 )
-            print(f"note: {where} adds BOS itself (usage.prompt_tokens {served} = {local} + 1): the template's "
-                  f"{self._bos} is left out of every prompt, so each is decoded with one BOS", file=sys.stderr)
+            print(
+                f"note: {where} adds BOS itself (usage.prompt_tokens {served} = {local} + 1): the template's "
+                f"{self._bos} is left out of every prompt, so each is decoded with one BOS",
+                file=sys.stderr,
+            )
         elif served != local:
-            what = ("reports no usage.prompt_tokens" if served == 0
-                    else f"counts {served} prompt tokens where {self._local_gguf.name} counts {local}")
+            what = (
+                "reports no usage.prompt_tokens"
+                if served == 0
+                else f"counts {served} prompt tokens where {self._local_gguf.name} counts {local}"
+            )
             raise HarnessError(
                 f"{where} {what} for the first prompt, so whether it adds a second BOS cannot be told",
                 "check that the server runs the model's own GGUF and reports usage; or serve it with llama-server, "
@@ -171,7 +186,7 @@ class ServerLM(LM):
 
     def _wire(self, prompt: str) -> str:
         if self.strip_bos and prompt.startswith(self._bos):
-            return prompt[len(self._bos):]
+            return prompt[len(self._bos) :]
         return prompt
 
     # -------------------------------------------------------------- requests
@@ -216,17 +231,27 @@ class ServerLM(LM):
             # (The echo ends with the one generated token the request had to ask for: not ours.)
             idx = [k for k, o in enumerate(offs) if len(context) <= o < len(context) + len(cont)]
             if not idx:
-                raise HarnessError(f"the server's tokens of {cont!r} ({names[i]}) could not be located in its echo",
-                                   "report this with the server's name and version.")
+                raise HarnessError(
+                    f"the server's tokens of {cont!r} ({names[i]}) could not be located in its echo",
+                    "report this with the server's name and version.",
+                )
             for k in idx:  # every scored token's log-prob checked where it enters (issue #26 item 2)
                 problem = logprob_problem(vals[k])
                 if problem:
-                    raise BadLogprobs(self.client.endpoint, names[i], f"logprobs.token_logprobs[{k}]",
-                                      f"(token {toks[k]!r}) {problem}")
+                    raise BadLogprobs(
+                        self.client.endpoint,
+                        names[i],
+                        f"logprobs.token_logprobs[{k}]",
+                        f"(token {toks[k]!r}) {problem}",
+                    )
             ll = sum(float(vals[k]) for k in idx)
             if not math.isfinite(ll):  # finite terms can still overflow (Hypothesis found -6e307 x 3)
-                raise BadLogprobs(self.client.endpoint, names[i], "logprobs.token_logprobs",
-                                  f"sums to {ll} over the continuation's tokens, not a finite number")
+                raise BadLogprobs(
+                    self.client.endpoint,
+                    names[i],
+                    "logprobs.token_logprobs",
+                    f"sums to {ll} over the continuation's tokens, not a finite number",
+                )
             greedy = all(not tops[k] or max(tops[k], key=tops[k].get) == toks[k] for k in idx)
             return [ll, greedy], len(toks), 0
 
@@ -284,7 +309,9 @@ class ServerLM(LM):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-        self.stats.retries += self.client.retries - retries0  # the client (and its counter) may serve other tasks
+        self.stats.retries += (
+            self.client.retries - retries0
+        )  # the client (and its counter) may serve other tasks
         if error is not None:
             raise error
         return out

@@ -31,12 +31,17 @@ def completion_of(data: dict, endpoint: str) -> Completion:
     if not isinstance(text, str):
         raise MalformedAnswer(endpoint, "`text` is not a string")
     finish = choice.get("finish_reason")
-    return Completion(text, _int_field(usage, "prompt_tokens", endpoint), _int_field(usage, "completion_tokens", endpoint),
-                      finish if isinstance(finish, str) else None)
+    return Completion(
+        text,
+        _int_field(usage, "prompt_tokens", endpoint),
+        _int_field(usage, "completion_tokens", endpoint),
+        finish if isinstance(finish, str) else None,
+    )
 
 
-def prompt_logprobs_of(data: dict, endpoint: str, prompt: str, request: str | None
-                       ) -> tuple[list[str], list[object], list[int], list[dict | None]]:
+def prompt_logprobs_of(
+    data: dict, endpoint: str, prompt: str, request: str | None
+) -> tuple[list[str], list[object], list[int], list[dict | None]]:
     """Tokens, log-probs, character offsets and top-1 alternatives of ``prompt`` in an ``echo`` answer.
 
     :class:`NoPromptLogprobs` when the answer does not echo the prompt with its log-probs; with ``request``
@@ -76,8 +81,10 @@ def _first_choice(data: dict, endpoint: str) -> dict:
     """The first completion of an answer, checked for shape (a malformed answer is a message, not a crash)."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices:
-        raise HarnessError(f"{endpoint}/completions answered without a completion",
-                           "check the server's log; it may have run out of context or memory.")
+        raise HarnessError(
+            f"{endpoint}/completions answered without a completion",
+            "check the server's log; it may have run out of context or memory.",
+        )
     if not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise MalformedAnswer(endpoint, "`choices` is not a list of objects")
     return choices[0]
@@ -87,8 +94,10 @@ class MalformedAnswer(HarnessError):
     """The server answered 200 with JSON that is not an OpenAI completion."""
 
     def __init__(self, endpoint: str, what: str):
-        super().__init__(f"{endpoint}/completions answered with a malformed completion: {what}",
-                         "check that --base-url points at an OpenAI-compatible /v1/completions API.")
+        super().__init__(
+            f"{endpoint}/completions answered with a malformed completion: {what}",
+            "check that --base-url points at an OpenAI-compatible /v1/completions API.",
+        )
 
 
 def _int_field(obj: dict, key: str, endpoint: str) -> int:
@@ -123,8 +132,14 @@ def _legacy_problem(toks: object, vals: object, offs: object, top: object) -> tu
         return "logprobs.tokens", "holds something other than token strings"
     if not all(isinstance(o, int) and not isinstance(o, bool) for o in offs):
         return "logprobs.text_offset", "holds something other than integer offsets"
-    if not all(t is None or (isinstance(t, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         for x in t.values())) for t in top):
+    if not all(
+        t is None
+        or (
+            isinstance(t, dict)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in t.values())
+        )
+        for t in top
+    ):
         return "logprobs.top_logprobs", "holds something other than token -> log-prob objects"
     return None
 

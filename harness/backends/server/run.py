@@ -34,7 +34,9 @@ def api_key_from_env(name: str | None) -> str | None:
         return None
     key = os.environ.get(name)
     if not key:
-        raise HarnessError(f"--api-key-env names {name}, which is not set", f"export {name}=<the server's key> first.")
+        raise HarnessError(
+            f"--api-key-env names {name}, which is not set", f"export {name}=<the server's key> first."
+        )
     return key
 
 
@@ -45,13 +47,17 @@ def server_model(model: ModelEntry, quant_given: bool, served_file: str | None) 
     if not detected or detected.upper() == model.quant.upper():
         return model
     if quant_given:
-        raise HarnessError(f"--quant {model.quant} but the server runs {served_file} ({detected})",
-                           f"pass --quant {detected}, or point --base-url at the server running {model.quant}.")
+        raise HarnessError(
+            f"--quant {model.quant} but the server runs {served_file} ({detected})",
+            f"pass --quant {detected}, or point --base-url at the server running {model.quant}.",
+        )
     try:
         return resolve(model.name, detected)
     except HarnessError as exc:
-        raise HarnessError(f"the server runs {served_file} ({detected}); the catalogue has no {detected} of {model.name}",
-                           "check --model (the record names it), or add the quant to tasks/models.yaml.") from exc
+        raise HarnessError(
+            f"the server runs {served_file} ({detected}); the catalogue has no {detected} of {model.name}",
+            "check --model (the record names it), or add the quant to tasks/models.yaml.",
+        ) from exc
 
 
 class ServerBackend:
@@ -65,8 +71,14 @@ class ServerBackend:
     load_seconds = 0.0  # the server loaded the model before this run
     speed = None
 
-    def __init__(self, model: ModelEntry, quant_given: bool, client: ServerClient, concurrency: int,
-                 local_gguf: Path | None = None):
+    def __init__(
+        self,
+        model: ModelEntry,
+        quant_given: bool,
+        client: ServerClient,
+        concurrency: int,
+        local_gguf: Path | None = None,
+    ):
         self.requested, self.quant_given, self.client = model, quant_given, client
         self.concurrency, self.local_gguf = concurrency, local_gguf
         self.info = None
@@ -81,9 +93,11 @@ class ServerBackend:
             known = {f.lower() for f in (*model.files.files, model.files.main_file)}
             if info.model_file and info.model_file.lower() not in known:
                 # Not an error (a renamed or re-quantized file is legitimate), but the record will name MODEL.
-                print(f"warning: the server runs {info.model_file}; the catalogue's file for {model.name} "
-                      f"{model.quant} is {model.files.main_file}. The record will say {model.name}: check --model.",
-                      file=sys.stderr)
+                print(
+                    f"warning: the server runs {info.model_file}; the catalogue's file for {model.name} "
+                    f"{model.quant} is {model.files.main_file}. The record will say {model.name}: check --model.",
+                    file=sys.stderr,
+                )
         return self.model
 
     def check(self, plans: list[TaskPlan]) -> None:
@@ -92,9 +106,13 @@ class ServerBackend:
         if loglik and not logprobs:
             err = NoPromptLogprobs(self.client.endpoint)
             raise HarnessError(f"{', '.join(loglik)}: {err.message}", err.hint)
-        self.lms = {p.name: ServerLM(self.client, self.info, self.concurrency, local_gguf=self.local_gguf)
-                    for p in plans}
-        probe_lm = next(iter(self.lms.values()))  # chat template source and BOS handling are the same for every task
+        self.lms = {
+            p.name: ServerLM(self.client, self.info, self.concurrency, local_gguf=self.local_gguf)
+            for p in plans
+        }
+        probe_lm = next(
+            iter(self.lms.values())
+        )  # chat template source and BOS handling are the same for every task
         self.facts = {
             "name": "llama-bench-server (OpenAI-compatible /v1/completions)",
             "server": self.info.as_record(),
@@ -105,8 +123,12 @@ class ServerBackend:
         }
 
     def identity(self, plan: TaskPlan) -> dict:
-        return measurement(server_weights(self.info.as_record(), self.model.name), plan.config_hash(),
-                           self.facts["settings"], None)
+        return measurement(
+            server_weights(self.info.as_record(), self.model.name),
+            plan.config_hash(),
+            self.facts["settings"],
+            None,
+        )
 
     def start(self) -> None:
         pass
@@ -126,5 +148,9 @@ class ServerBackend:
     def backend_facts(self, plan: TaskPlan) -> dict:
         lm = self.lms[plan.name]
         # strip_bos as the task ran: a server of unknown kind is settled on its first prompt (ServerLM._settle_bos)
-        return self.facts | {"requests": lm.stats.requests, "retries": lm.stats.retries, "strip_bos": lm.strip_bos,
-                             "bos_check": lm.bos_check}
+        return self.facts | {
+            "requests": lm.stats.requests,
+            "retries": lm.stats.retries,
+            "strip_bos": lm.strip_bos,
+            "bos_check": lm.bos_check,
+        }

@@ -41,12 +41,20 @@ def split_base_url(base_url: str) -> tuple[str, dict[str, str], tuple[str, str] 
         parts = urlsplit(base_url.strip())
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise HarnessError(f"--base-url {redact_url(base_url)!r} is not a valid URL ({exc})",
-                           "give the server's address, e.g. http://127.0.0.1:8080/v1.") from None
+        raise HarnessError(
+            f"--base-url {redact_url(base_url)!r} is not a valid URL ({exc})",
+            "give the server's address, e.g. http://127.0.0.1:8080/v1.",
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HarnessError(f"--base-url {redact_url(base_url)!r} is not an http(s) URL",
-                           "give the server's address, e.g. http://127.0.0.1:8080/v1.")
-    auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username or parts.password else None
+        raise HarnessError(
+            f"--base-url {redact_url(base_url)!r} is not an http(s) URL",
+            "give the server's address, e.g. http://127.0.0.1:8080/v1.",
+        )
+    auth = (
+        (unquote(parts.username or ""), unquote(parts.password or ""))
+        if parts.username or parts.password
+        else None
+    )
     netloc = parts.netloc.rsplit("@", 1)[-1]
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")), params, auth
@@ -124,19 +132,30 @@ class Transport:
             asked_wait = 0.0  # the server's Retry-After, seconds
             t_attempt = time.monotonic()
             try:
-                r = self.session().request(method, url, json=json, params=self.params or None, auth=self.auth,
-                                            headers=self._headers(), timeout=(min(10.0, read_timeout), read_timeout))
+                r = self.session().request(
+                    method,
+                    url,
+                    json=json,
+                    params=self.params or None,
+                    auth=self.auth,
+                    headers=self._headers(),
+                    timeout=(min(10.0, read_timeout), read_timeout),
+                )
             except requests.exceptions.Timeout:
                 last = f"no answer within {time.monotonic() - t_attempt:.0f} s"
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 # urllib3 raises ProtocolError(IncompleteRead) for a body shorter than its Content-Length and
                 # for a chunked stream that ends without its last chunk; requests wraps both like this.
                 last = f"the answer was cut off mid-body ({_reason(exc)}): the connection dropped"
             except requests.exceptions.ConnectionError as exc:
                 last = f"connection failed ({_reason(exc)})"
             except requests.exceptions.RequestException as exc:  # invalid URL parts, too many redirects...
-                raise HarnessError(f"request to {public_url(url)} failed: {type(exc).__name__}",
-                                   "check --base-url.") from None
+                raise HarnessError(
+                    f"request to {public_url(url)} failed: {type(exc).__name__}", "check --base-url."
+                ) from None
             else:
                 if r.status_code < 400:
                     try:
@@ -144,17 +163,23 @@ class Transport:
                     except ValueError:
                         data = None
                     if not isinstance(data, dict):
-                        raise HarnessError(f"{public_url(url)} answered with something that is not a JSON object",
-                                           "check that --base-url points at an OpenAI-compatible API.") from None
+                        raise HarnessError(
+                            f"{public_url(url)} answered with something that is not a JSON object",
+                            "check that --base-url points at an OpenAI-compatible API.",
+                        ) from None
                     return data
                 if optional and r.status_code in (404, 405):
                     return None
                 if r.status_code in (401, 403):
-                    raise HarnessError(f"{public_url(url)} refused the request ({r.status_code}: {_detail(r)})",
-                                       "pass the server's key through --api-key-env NAME (the variable holding it).")
+                    raise HarnessError(
+                        f"{public_url(url)} refused the request ({r.status_code}: {_detail(r)})",
+                        "pass the server's key through --api-key-env NAME (the variable holding it).",
+                    )
                 if r.status_code not in _TRANSIENT_STATUS:
-                    raise HarnessError(f"{public_url(url)} rejected the request ({r.status_code}: {_detail(r)})",
-                                       "check --base-url and that the server serves /v1/completions for this model.")
+                    raise HarnessError(
+                        f"{public_url(url)} rejected the request ({r.status_code}: {_detail(r)})",
+                        "check --base-url and that the server serves /v1/completions for this model.",
+                    )
                 last = f"HTTP {r.status_code} ({_detail(r)})"
                 asked_wait = retry_after_seconds(r.headers.get("Retry-After"))
                 if asked_wait:
@@ -165,8 +190,11 @@ class Transport:
                 deadline = now + self.retry_seconds
             wait_s = max(delay, asked_wait)
             if now + wait_s >= deadline:
-                beyond = (f"; the server asked to wait {asked_wait:.0f} s, past the retry window"
-                          if asked_wait and now + delay < deadline else "")
+                beyond = (
+                    f"; the server asked to wait {asked_wait:.0f} s, past the retry window"
+                    if asked_wait and now + delay < deadline
+                    else ""
+                )
                 raise ServerUnavailable(
                     f"the server at {self.endpoint} kept failing for {now - started:.0f} s over {attempts} "
                     f"attempt(s): last, {last}{beyond} (retries go on for --retry-for {self.retry_seconds:.0f} s "
@@ -211,8 +239,15 @@ def retry_after_seconds(value: str | None) -> float:
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
-    for key in ("Connection refused", "Connection reset", "Name or service not known", "Remote end closed",
-                "IncompleteRead", "InvalidChunkLength", "Response ended prematurely"):
+    for key in (
+        "Connection refused",
+        "Connection reset",
+        "Name or service not known",
+        "Remote end closed",
+        "IncompleteRead",
+        "InvalidChunkLength",
+        "Response ended prematurely",
+    ):
         if key in text:
             return key.lower()
     return type(exc).__name__
