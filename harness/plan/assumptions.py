@@ -7,8 +7,8 @@ import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
+from harness.datafiles import load_file
+from harness.datafiles.plan import PlanModel, PlanTokens
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 
@@ -18,99 +18,57 @@ TOKENS_FILE = TASKS_DIR / "plan_tokens.yaml"
 
 @lru_cache(maxsize=1)
 def plan_model(path: Path = MODEL_FILE) -> dict:
-    """tasks/plan_model.yaml, checked."""
-    try:
-        d = yaml.safe_load(Path(path).read_text())
-        shape_keys = ("n_layer", "n_kv_heads", "head_dim")
-        slice_keys = ("n_embd", "n_ff", "n_head", "n_vocab")
-        out = {
-            "bpw": {str(q): float(v) for q, v in d["bits_per_weight"].items()},
-            "shapes": {
-                int(p): {k: int(s[k]) for k in shape_keys + slice_keys if k in s or k in shape_keys}
-                for p, s in d["shapes"].items()
-            },
-            "slice_types": {str(q): (str(v[0]), str(v[1])) for q, v in d["slice_types"].items()},
-            "typical": {
-                str(t): (float(v["tokens"]), str(v["source"])) for t, v in d["typical_generated"].items()
-            },
-            **{
-                key: {
-                    str(k): (float(v["point"]), float(v["high"]), str(v["source"])) for k, v in d[key].items()
-                }
-                for key in ("overhead", "fallback_overhead")
-            },
-            "extrapolation": (
-                float(d["extrapolation"]["low"]),
-                float(d["extrapolation"]["high"]),
-                str(d["extrapolation"]["source"]),
-            ),
-            "checked": (
-                float(d["checked"]["low_params"]),
-                float(d["checked"]["high_params"]),
-                str(d["checked"]["source"]),
-            ),
-            "fitted_runs": [str(x) for x in d.get("fitted_runs") or []],
-            "rate_spread": float(d["rate_spread"]),
-            "token_factor": (float(d["prompt_token_factor"]["low"]), float(d["prompt_token_factor"]["high"])),
-        }
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise HarnessError(
-            f"cannot read the plan assumptions {path}: {exc}", "restore tasks/plan_model.yaml."
-        )
+    """tasks/plan_model.yaml, validated by its type (harness/datafiles/plan.py ``PlanModel``), as the plan's
+    figures; the slice types must be block types the probe slice can build."""
     from harness.models.probe_slice import BLOCKS
 
-    lo, hi, _ = out["extrapolation"]
-    c_lo, c_hi, _ = out["checked"]
-    bad = (
-        [q for q, v in out["bpw"].items() if not 1 <= v <= 33]
-        + [k for o in ("overhead", "fallback_overhead") for k, (p, h, _) in out[o].items() if not 1 <= p <= h]
-        + [q for q, ts in out["slice_types"].items() if any(t not in BLOCKS for t in ts)]
-        + (["extrapolation"] if not 0 < lo <= 1 <= hi else [])
-        + (["checked"] if not 0 < c_lo <= c_hi else [])
-        + (["rate_spread"] if out["rate_spread"] < 1 else [])
-        + (["prompt_token_factor"] if not 0 < out["token_factor"][0] <= 1 <= out["token_factor"][1] else [])
-    )
-    if bad or not set(out["overhead"]) == set(out["fallback_overhead"]) == {"generate", "loglik"}:
+    d = load_file(PlanModel, path)
+    out = {
+        "bpw": {q: float(v) for q, v in d.bits_per_weight.items()},
+        "shapes": {
+            p: {k: int(v) for k, v in s.model_dump().items() if v is not None} for p, s in d.shapes.items()
+        },
+        "slice_types": {q: (v[0], v[1]) for q, v in d.slice_types.items()},
+        "typical": {t: (float(v.tokens), v.source) for t, v in d.typical_generated.items()},
+        **{
+            key: {k: (float(v.point), float(v.high), v.source) for k, v in getattr(d, key)}
+            for key in ("overhead", "fallback_overhead")
+        },
+        "extrapolation": (
+            float(d.extrapolation.low),
+            float(d.extrapolation.high),
+            str(d.extrapolation.source),
+        ),
+        "checked": (float(d.checked.low_params), float(d.checked.high_params), d.checked.source),
+        "fitted_runs": list(d.fitted_runs or []),
+        "rate_spread": float(d.rate_spread),
+        "token_factor": (float(d.prompt_token_factor.low), float(d.prompt_token_factor.high)),
+    }
+    bad = [q for q, ts in out["slice_types"].items() if any(t not in BLOCKS for t in ts)]
+    if bad:
         raise HarnessError(
-            f"{path}: implausible figures for {', '.join(bad) or 'overhead (generate, loglik)'}",
-            "restore tasks/plan_model.yaml.",
+            f"{Path(path).name}: slice_types of {', '.join(bad)} name a block type the probe slice cannot build "
+            f"(known: {', '.join(sorted(BLOCKS))})",
+            "restore tasks/plan_model.yaml from git.",
         )
     return out
 
 
 @lru_cache(maxsize=1)
 def plan_tokens(path: Path = TOKENS_FILE) -> dict:
-    """tasks/plan_tokens.yaml: per task/format, the docs, output type, budget and measured prompt
-    tokens at each subset size (checked: sizes grow, up to the whole split). Tokens need not grow with the
-    size: a small MMLU subset has one question per subject, and a prefix shared by nobody costs each time."""
-    try:
-        d = yaml.safe_load(Path(path).read_text())
-        out = {}
-        for key, v in d["tasks"].items():
-            points = sorted((int(n), int(t)) for n, t in v["prompt_tokens"].items())
-            budget = v["gen_budget"]
-            out[str(key)] = {
-                "docs": int(v["docs"]),
-                "output": str(v["output"]),
-                "budget": budget if budget == "model" else int(budget),
-                "points": [(0, 0), *points],
-            }
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise HarnessError(
-            f"cannot read the task token table {path}: {exc}", "restore tasks/plan_tokens.yaml."
-        )
-    for key, v in out.items():
-        pts = v["points"]
-        if (
-            v["output"] not in ("generate", "loglik")
-            or pts[-1][0] != v["docs"]
-            or any(b[0] <= a[0] or b[1] <= 0 for a, b in zip(pts, pts[1:]))
-        ):
-            raise HarnessError(
-                f"{path}: {key} has an unknown output type or bad points",
-                "rerun scripts/measure_plan_tokens.py.",
-            )
-    return out
+    """tasks/plan_tokens.yaml (validated by ``PlanTokens``): per task/format, the docs, output type, budget and
+    measured prompt tokens at each subset size, up to the whole split. Tokens need not grow with the size: a
+    small MMLU subset has one question per subject, and a prefix shared by nobody costs each time."""
+    d = load_file(PlanTokens, path)
+    return {
+        key: {
+            "docs": v.docs,
+            "output": v.output,
+            "budget": v.gen_budget,
+            "points": [(0, 0), *sorted(v.prompt_tokens.items())],
+        }
+        for key, v in d.tasks.items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.datafiles import load_file
+from harness.datafiles.plan import PlanCalibration
 from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 from harness.plan.probes import BW_CAP, Probe, matmul_flops, memory_bandwidth
@@ -65,81 +67,41 @@ class Calibration:
 
 @lru_cache(maxsize=1)
 def calibration(path: Path = CALIBRATION_FILE) -> Calibration:
-    """Read and check tasks/plan_calibration.yaml."""
-    try:
-        d = yaml.safe_load(Path(path).read_text())
-        p, s = d["probe"], d["speed"]
-        cal = Calibration(
-            date=str(d["date"]),
-            command=str(d["command"]),
-            machine=str(d["machine"]),
-            model=str(d["model"]["name"]),
-            params=int(d["model"]["params"]),
-            weights_bytes=int(d["model"]["weights_bytes"]),
-            n_layer=int(d["model"]["n_layer"]),
-            threads=int(s["threads"]),
-            probe=Probe(
-                float(p["matmul_flops"]),
-                float(p["bandwidth"]),
-                int(p["bandwidth_bytes"]),
-                f"calibration of {d['date']}",
-            ),
-            prompt_tps=float(s["prompt_tokens_per_s"]),
-            decode_1_tps=float(s["decode_1_tokens_per_s"]),
-            decode_batched_tps=float(s["decode_batched_tokens_per_s"]),
-            batched_sequences=int(s["batched_sequences"]),
-        )
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(
-            f"cannot read the plan calibration {path}: {exc}",
-            "restore tasks/plan_calibration.yaml or rerun `harness plan --calibrate`.",
-        )
-    if (
-        min(cal.probe.flops, cal.probe.bandwidth, cal.prompt_tps, cal.decode_1_tps, cal.decode_batched_tps)
-        <= 0
-        or cal.params <= 0
-        or cal.weights_bytes <= 0
-        or cal.n_layer <= 0
-        or cal.batched_sequences < 2
-    ):
-        raise HarnessError(
-            f"{path}: every rate and size must be positive, with 2 or more batched sequences",
-            "rerun `harness plan --calibrate`.",
-        )
-    if cal.batched_sequences / cal.decode_batched_tps <= 1 / cal.decode_1_tps:
-        raise HarnessError(
-            f"{path}: a batched decode step measured faster than a one-sequence step (the machine "
-            "was busy during the calibration)",
-            "rerun `harness plan --calibrate` on a quieter machine.",
-        )
-    return cal
+    """tasks/plan_calibration.yaml, validated by its type (harness/datafiles/plan.py ``PlanCalibration``)."""
+    d = load_file(PlanCalibration, path)
+    p, s = d.probe, d.speed
+    return Calibration(
+        date=d.date,
+        command=d.command,
+        machine=d.machine,
+        model=d.model.name,
+        params=d.model.params,
+        weights_bytes=d.model.weights_bytes,
+        n_layer=d.model.n_layer,
+        threads=s.threads,
+        probe=Probe(float(p.matmul_flops), float(p.bandwidth), p.bandwidth_bytes, f"calibration of {d.date}"),
+        prompt_tps=float(s.prompt_tokens_per_s),
+        decode_1_tps=float(s.decode_1_tokens_per_s),
+        decode_batched_tps=float(s.decode_batched_tokens_per_s),
+        batched_sequences=s.batched_sequences,
+    )
 
 
 def reference_machine(path: Path = CALIBRATION_FILE) -> dict:
     """The reference machine class (``reference`` in tasks/plan_calibration.yaml): its name, probe and RAM, for
     estimates that must not depend on the machine computing them (the published report)."""
     cal = calibration(path)
-    try:
-        d = yaml.safe_load(Path(path).read_text())["reference"]
-        out = {
-            "name": str(d["name"]),
-            "ram_bytes": int(d["ram_bytes"]),
-            "probe": Probe(
-                float(d["matmul_flops"]),
-                float(d["bandwidth"]),
-                int(d["bandwidth_bytes"]),
-                f"reference machine class: {d['name']}, calibrated {cal.date}",
-            ),
-        }
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(
-            f"cannot read the reference machine of {path}: {exc}", "rerun `harness plan --calibrate`."
-        )
-    if min(out["ram_bytes"], out["probe"].flops, out["probe"].bandwidth) <= 0:
-        raise HarnessError(
-            f"{path}: the reference machine's figures must be positive", "rerun `harness plan --calibrate`."
-        )
-    return out
+    r = load_file(PlanCalibration, path).reference
+    return {
+        "name": r.name,
+        "ram_bytes": r.ram_bytes,
+        "probe": Probe(
+            float(r.matmul_flops),
+            float(r.bandwidth),
+            r.bandwidth_bytes,
+            f"reference machine class: {r.name}, calibrated {cal.date}",
+        ),
+    }
 
 
 def reference_probe() -> Probe:

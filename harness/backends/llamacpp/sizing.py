@@ -13,7 +13,6 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from harness.errors import HarnessError
 from harness.paths import TASKS_DIR
 
 PROMPT_TOKENS_FILE = TASKS_DIR / "prompt_tokens.yaml"
@@ -47,23 +46,14 @@ class PromptBounds:
 
 @lru_cache(maxsize=1)
 def prompt_bounds(path: Path = PROMPT_TOKENS_FILE) -> PromptBounds:
-    """Read and validate tasks/prompt_tokens.yaml."""
-    import yaml  # here, not at the top: the engine process imports this module and no yaml
+    """tasks/prompt_tokens.yaml, validated by its type (harness/datafiles/plan.py ``PromptTokens``)."""
+    # Here, not at the top: the engine process imports this module, and neither pydantic nor yaml.
+    from harness.datafiles import load_file
+    from harness.datafiles.plan import PromptTokens
 
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-        margin = data["margin"]
-        longest = {str(k): int(v["longest"]) for k, v in data["tasks"].items()}
-        out = PromptBounds(longest, float(margin["factor"]), int(margin["plus"]), int(data["unknown_task"]))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(
-            f"cannot read the prompt-length table {path}: {exc}", "restore tasks/prompt_tokens.yaml."
-        )
-    if out.factor < 1 or out.plus < 0 or any(v <= 0 for v in out.longest.values()):
-        raise HarnessError(
-            f"{path}: the margin must not shrink the measured lengths", "restore tasks/prompt_tokens.yaml."
-        )
-    return out
+    d = load_file(PromptTokens, path)
+    longest = {k: v.longest for k, v in d.tasks.items()}
+    return PromptBounds(longest, float(d.margin.factor), d.margin.plus, d.unknown_task)
 
 
 def _gen_budget(plan) -> int:
