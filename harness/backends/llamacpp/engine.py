@@ -100,7 +100,7 @@ class LlamaEngine:
         self.layers_offloaded = min(gpu_layers, lc.llama_model_n_layer(model)) if self.gpu_offload else 0
         self.tokenizer = Tokenizer(lc, model)
         tok = self.tokenizer
-        self.n_vocab, self.add_bos = tok.n_vocab, tok.add_bos
+        self.n_vocab = tok.n_vocab
         self.bos_id, self.eos_id, self.eot_id = tok.bos_id, tok.eos_id, tok.eot_id
         self.n_ctx_train = lc.llama_model_n_ctx_train(model)
         self.n_params = lc.llama_model_n_params(model)
@@ -119,6 +119,16 @@ class LlamaEngine:
         self.generation = Generator(self.context, tok)
 
     # ------------------------------------------------------------------ state kept by the parts
+    @property
+    def add_bos(self) -> bool:
+        """Whether tokenizing adds BOS (the GGUF's ``tokenizer.ggml.add_bos_token``): the tokenizer's own flag,
+        one copy, so that setting it here changes what :meth:`tokenize` does."""
+        return self.tokenizer.add_bos
+
+    @add_bos.setter
+    def add_bos(self, value: bool) -> None:
+        self.tokenizer.add_bos = bool(value)
+
     @property
     def stats(self) -> EngineStats:
         """Token counts and decode time of the work done so far (the context counts them)."""
